@@ -1,0 +1,73 @@
+"""Reading and writing model weights.
+
+Our own format is a folder with ``model.safetensors`` and ``config.json``. Released checkpoints
+that are pickles (Lightning ``.ckpt``, ``.pth.tar``, ``.pkl``) are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from motionfleet.engine.errors import MissingFile, UnsafeCheckpoint
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Tensors from a safetensors file or a pickle-based checkpoint, without running its code.
+
+    Returns whatever the file holds (a flat dict for safetensors; the pickled container, e.g.
+    ``{'state_dict': ...}`` or ``{'model_state_dict': ...}``, for torch files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except Exception as err:  # safetensors raises its own error types for truncated files
+            raise ValueError(f"unreadable safetensors file {path}: {err}") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpoint(
+            f"{path} needs arbitrary code to unpickle and was refused "
+            f"(torch.load weights_only=True): {err}"
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"unreadable checkpoint {path}: {err}") from err
+
+
+def save_model(folder: str | Path, state_dict: dict, config: dict) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder``; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    save_file(tensors, folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder
+
+
+def load_model_folder(folder: str | Path) -> tuple[dict, dict]:
+    """(state_dict, config) from a folder written by :func:`save_model`."""
+    folder = Path(folder)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise MissingFile(f"{folder / name} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    return read_state_dict(folder / WEIGHTS_FILE), json.loads((folder / CONFIG_FILE).read_text())
