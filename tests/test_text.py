@@ -1,0 +1,180 @@
+import math
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from motionfleet.engine.errors import MissingFile, RejectedInput
+from motionfleet.engine.models.text import (
+    ClipEncoder,
+    MiniLMEncoder,
+    PrecomputedFeatures,
+    build_text_encoder,
+    builtin_prompts,
+    projection_from_state_dict,
+    validate_prompt,
+)
+
+PROMPTS = [
+    "two people greet each other by shaking hands",
+    "one person pushes the other, who stumbles backwards",
+    "two people dance a slow waltz together",
+]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return MiniLMEncoder(projection_seed=0)
+
+
+def test_minilm_encodes_to_finite_float32_condition(minilm):
+    features = minilm.encode(PROMPTS)
+    assert features.shape == (3, 768)
+    assert features.dtype == torch.float32
+    assert features.device.type == "cpu"
+    assert torch.isfinite(features).all()
+
+
+def test_minilm_is_deterministic_across_calls(minilm):
+    assert torch.equal(minilm.encode(PROMPTS), minilm.encode(PROMPTS))
+
+
+def test_minilm_does_not_depend_on_batch_composition(minilm):
+    batched = minilm.encode(PROMPTS)
+    one_by_one = torch.cat([minilm.encode([prompt]) for prompt in PROMPTS])
+    reordered = minilm.encode(PROMPTS[::-1]).flip(0)
+    torch.testing.assert_close(one_by_one, batched, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(reordered, batched, atol=1e-5, rtol=1e-4)
+
+
+def test_different_prompts_give_different_features(minilm):
+    features = minilm.encode(PROMPTS)
+    for i in range(len(PROMPTS)):
+        for j in range(i + 1, len(PROMPTS)):
+            assert not torch.allclose(features[i], features[j], atol=1e-3)
+
+
+def test_empty_batch_encodes_to_no_rows(minilm):
+    assert minilm.encode([]).shape == (0, 768)
+
+
+def test_projection_seed_changes_output(minilm):
+    other = MiniLMEncoder(projection_seed=1)
+    assert not torch.allclose(minilm.encode(PROMPTS), other.encode(PROMPTS), atol=1e-3)
+
+
+def test_saved_projection_reproduces_outputs(minilm, tmp_path):
+    path = tmp_path / "projection.safetensors"
+    save_file(minilm.projection_state_dict(), path)
+    reloaded = MiniLMEncoder(projection=projection_from_state_dict(load_file(path)))
+    torch.testing.assert_close(reloaded.encode(PROMPTS), minilm.encode(PROMPTS))
+
+
+def test_factory_loads_minilm_projection_from_file(minilm, tmp_path):
+    path = tmp_path / "projection.safetensors"
+    save_file(minilm.projection_state_dict(), path)
+    built = build_text_encoder("minilm", weights_path=path)
+    torch.testing.assert_close(built.encode(PROMPTS), minilm.encode(PROMPTS))
+
+
+def test_projection_with_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match="384 -> 768"):
+        MiniLMEncoder(projection=torch.nn.Linear(384, 512))
+
+
+def test_minilm_limits_and_counts_tokens(minilm):
+    assert minilm.max_tokens == 256
+    assert minilm.token_count("hello world") == 4  # [CLS] hello world [SEP]
+
+
+def test_validate_prompt_returns_stripped_text(minilm):
+    assert validate_prompt("  two people hug\n", minilm) == "two people hug"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [("", "empty"), ("   \t\n", "empty"), (None, "string"), (42, "string"), (["hug"], "string")],
+)
+def test_validate_prompt_rejects_non_text(minilm, prompt, reason):
+    with pytest.raises(RejectedInput, match=reason) as caught:
+        validate_prompt(prompt, minilm)
+    assert reason in caught.value.reason
+
+
+def test_validate_prompt_rejects_too_long_with_counts(minilm):
+    prompt = " ".join(["hug"] * 300)
+    with pytest.raises(RejectedInput) as caught:
+        validate_prompt(prompt, minilm)
+    assert "302 tokens" in caught.value.reason
+    assert "256" in caught.value.reason
+
+
+def test_builtin_prompts_are_many_unique_short_ascii_lines():
+    prompts = builtin_prompts()
+    assert len(prompts) >= 120
+    assert len(set(prompts)) == len(prompts)
+    assert all(prompt.isascii() for prompt in prompts)
+    assert all(len(prompt.split()) < 40 for prompt in prompts)
+
+
+def test_builtin_prompts_pass_validation(minilm):
+    assert all(validate_prompt(prompt, minilm) == prompt for prompt in builtin_prompts())
+
+
+def test_clip_with_missing_weights_names_the_file(tmp_path):
+    missing = tmp_path / "open_clip_pytorch_model.bin"
+    with pytest.raises(MissingFile) as caught:
+        ClipEncoder(missing)
+    assert str(missing) in str(caught.value)
+    assert "ViT-L-14" in str(caught.value)
+
+
+def test_clip_factory_without_weights_path_says_what_to_provide():
+    with pytest.raises(MissingFile, match="ViT-L-14 weights file"):
+        build_text_encoder("clip-vit-l-14")
+
+
+def test_clip_without_open_clip_names_the_extra(tmp_path, monkeypatch):
+    weights = tmp_path / "open_clip_model.safetensors"
+    weights.write_bytes(b"")
+    monkeypatch.setitem(sys.modules, "open_clip", None)  # makes `import open_clip` fail
+    with pytest.raises(ImportError, match=r'pip install "motionfleet\[clip\]"'):
+        ClipEncoder(weights)
+
+
+def test_precomputed_passes_valid_features_through():
+    encoder = PrecomputedFeatures()
+    rows = [[0.5] * 768, torch.arange(768, dtype=torch.float64)]
+    features = encoder.features_from_column(rows)
+    assert features.shape == (2, 768)
+    assert features.dtype == torch.float32
+    assert torch.equal(features[1], torch.arange(768, dtype=torch.float32))
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "missing"),
+        ([0.0] * 767, "shape (767,)"),
+        ([[0.0] * 768], "shape (1, 768)"),
+        ("not a feature", "not numeric"),
+        ([math.nan] + [0.0] * 767, "1 non-finite"),
+        ([math.inf, -math.inf] + [0.0] * 766, "2 non-finite"),
+    ],
+)
+def test_precomputed_rejects_bad_features(value, reason):
+    with pytest.raises(RejectedInput) as caught:
+        PrecomputedFeatures().features_from_column([[0.0] * 768, value])
+    assert caught.value.reason.startswith("row 1:")
+    assert reason in caught.value.reason
+
+
+def test_precomputed_refuses_to_encode_text():
+    with pytest.raises(TypeError, match="features_from_column"):
+        PrecomputedFeatures().encode(["two people hug"])
+
+
+def test_factory_rejects_unknown_name():
+    with pytest.raises(ValueError, match="known: minilm, clip-vit-l-14, precomputed"):
+        build_text_encoder("t5")
