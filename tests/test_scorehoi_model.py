@@ -1,0 +1,194 @@
+"""ScoreHOI denoiser: dummy weights, shapes, the released layout, and exact folding."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from motionfleet.engine.errors import RejectedInput
+from motionfleet.engine.models import scorehoi
+from motionfleet.engine.models.scorehoi import (
+    PRESETS,
+    STATE_DIM,
+    build_model,
+    example_inputs,
+    fold_scorehoi,
+    load_released_checkpoint,
+    parameter_and_flop_count,
+)
+
+SMALL = PRESETS["small"]
+RELEASED = PRESETS["released"]
+
+
+def public_ipfc_obj_layout(hidden=2048, condition=2048, geometry_in=64 * 3 + 1024, pose_blocks=3, shape_blocks=2):
+    """Key -> shape of the public IPFC_Obj with use_betas, written out from its source
+    (RammusLeo/ScoreHOI lib/models/denoising_model_attcond.py, lib/models/model_blocks.py)."""
+    shapes = {}
+
+    def linear(name, n_in, n_out):
+        shapes[f"{name}.weight"] = (n_out, n_in)
+        shapes[f"{name}.bias"] = (n_out,)
+
+    def layer_norm(name, dim):
+        shapes[f"{name}.weight"] = (dim,)
+        shapes[f"{name}.bias"] = (dim,)
+
+    def batch_norm(name, dim):
+        layer_norm(name, dim)
+        shapes.update({f"{name}.running_mean": (dim,), f"{name}.running_var": (dim,)})
+        shapes[f"{name}.num_batches_tracked"] = ()
+
+    def attention_cond_emb(name, dim):
+        linear(f"{name}.query_proj", condition, dim)
+        linear(f"{name}.key_proj", dim, dim)
+        linear(f"{name}.value_proj", dim, dim)
+        shapes[f"{name}.attn.in_proj_weight"] = (3 * dim, dim)
+        shapes[f"{name}.attn.in_proj_bias"] = (3 * dim,)
+        linear(f"{name}.attn.out_proj", dim, dim)
+
+    def attn_res_mlp_block(name, dim):
+        linear(f"{name}.mlp.1", 4 * dim, 2 * dim)
+        layer_norm(f"{name}.block.layer_norm1", dim)
+        linear(f"{name}.block.linear_layer1", dim, hidden)
+        attention_cond_emb(f"{name}.block.attn_cond_emb", hidden)
+        attention_cond_emb(f"{name}.block.ip_attn_cond_emb", hidden)
+        linear(f"{name}.block.after_ip_attn", hidden, hidden)
+        layer_norm(f"{name}.block.layer_norm2", hidden)
+        linear(f"{name}.block.linear_layer2", hidden, dim)
+        linear(f"{name}.align_ip_cond", condition, condition)
+
+    def branch(suffix, dim, blocks):
+        linear(f"time_mlp{suffix}.1", dim, 4 * dim)
+        linear(f"time_mlp{suffix}.3", 4 * dim, 4 * dim)
+        linear(f"init_mlp{suffix}", dim, dim)
+        for index in range(blocks):
+            attn_res_mlp_block(f"blocks{suffix}.{index}", dim)
+        linear(f"final_mlp{suffix}", dim, dim)
+
+    branch("", 52 * 6 + 6 + 3, pose_blocks)
+    branch("_betas", 10, shape_blocks)
+    linear("geo_cond_embedding_feat.fc1", geometry_in, 4096)
+    batch_norm("geo_cond_embedding_feat.bn1", 4096)
+    linear("geo_cond_embedding_feat.fc2", 4096, 2048)
+    batch_norm("geo_cond_embedding_feat.bn2", 2048)
+    linear("geo_cond_embedding_feat.fc3", 2048, 2048)
+    return shapes
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return build_model(SMALL, seed=3)
+
+
+def test_released_preset_has_the_public_keys_and_shapes():
+    assert scorehoi.expected_layout(RELEASED) == public_ipfc_obj_layout()
+
+
+def test_released_preset_parameter_count_is_362m():
+    with torch.device("meta"):
+        model = scorehoi.ScoreHOIDenoiser(RELEASED)
+    assert sum(p.numel() for p in model.parameters()) == 362_101_287
+
+
+def test_dummy_weights_are_deterministic_per_seed(small_model):
+    same = build_model(SMALL, seed=3).state_dict()
+    other = build_model(SMALL, seed=4).state_dict()
+    reference = small_model.state_dict()
+    assert all(torch.equal(reference[key], same[key]) for key in reference)
+    key = "blocks.0.block.linear_layer1.weight"
+    assert not torch.equal(reference[key], other[key])
+
+
+def test_forward_predicts_noise_of_the_state_shape(small_model):
+    with torch.no_grad():
+        epsilon = small_model(*example_inputs(SMALL, batch_size=5))
+    assert epsilon.shape == (5, STATE_DIM)
+    assert torch.isfinite(epsilon).all()
+
+
+def test_geometry_features_of_any_trailing_shape_are_flattened(small_model):
+    x_t, t, image, geometry = example_inputs(SMALL, batch_size=2)
+    with torch.no_grad():
+        flat = small_model(x_t, t, image, geometry)
+        points = small_model(x_t, t, image, geometry.reshape(2, -1, 3))
+    assert torch.equal(flat, points)
+
+
+def test_output_does_not_depend_on_the_conditions(small_model):
+    """The public model's fault, reproduced: length-1 attention ignores its query."""
+    x_t, t, image, geometry = example_inputs(SMALL, batch_size=3)
+    with torch.no_grad():
+        reference = small_model(x_t, t, image, geometry)
+        changed = small_model(x_t, t, torch.randn_like(image), torch.randn_like(geometry))
+    assert torch.equal(reference, changed)
+
+
+def save_released_layout(path, model):
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 7}, path)
+
+
+def test_released_layout_file_loads_strictly_and_reproduces_outputs(small_model, tmp_path):
+    path = tmp_path / "diffusion.pth.tar"
+    save_released_layout(path, small_model)
+    loaded, config = load_released_checkpoint(path, SMALL)
+    inputs = example_inputs(SMALL, batch_size=4)
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), small_model(*inputs))
+    assert config == SMALL
+
+
+def test_truncated_checkpoint_is_a_clear_error(small_model, tmp_path):
+    path = tmp_path / "diffusion.pth.tar"
+    save_released_layout(path, small_model)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="unreadable checkpoint"):
+        load_released_checkpoint(path, SMALL)
+
+
+def test_checkpoint_missing_a_layer_names_it(small_model, tmp_path):
+    state_dict = small_model.state_dict()
+    del state_dict["blocks_betas.1.align_ip_cond.weight"]
+    path = tmp_path / "diffusion.pth.tar"
+    torch.save({"model_state_dict": state_dict}, path)
+    with pytest.raises(RejectedInput, match=r"missing \(1\): blocks_betas\.1\.align_ip_cond\.weight"):
+        load_released_checkpoint(path, SMALL)
+
+
+def test_checkpoint_of_other_sizes_names_the_mismatch(small_model, tmp_path):
+    path = tmp_path / "diffusion.pth.tar"
+    save_released_layout(path, small_model)
+    with pytest.raises(RejectedInput, match="wrong shape"):
+        load_released_checkpoint(path, replace(SMALL, hidden_dim=96))
+
+
+def test_file_without_model_state_dict_is_rejected(small_model, tmp_path):
+    path = tmp_path / "diffusion.pth.tar"
+    torch.save(small_model.state_dict(), path)
+    with pytest.raises(RejectedInput, match="model_state_dict"):
+        load_released_checkpoint(path, SMALL)
+
+
+def test_folded_model_equals_unfolded_in_float64():
+    model = build_model(SMALL, seed=5).double()
+    folded = fold_scorehoi(model)
+    x_t, t, image, geometry = example_inputs(SMALL, batch_size=6, dtype=torch.float64)
+    with torch.no_grad():
+        reference = model(x_t, t, image, geometry)
+        assert torch.allclose(folded(x_t, t, image, geometry), reference, rtol=0, atol=1e-12)
+        assert torch.allclose(folded(x_t, t), reference, rtol=0, atol=1e-12)
+
+
+def test_folded_model_keeps_the_released_model_unchanged(small_model):
+    before = {key: value.clone() for key, value in small_model.state_dict().items()}
+    fold_scorehoi(small_model)
+    assert all(torch.equal(before[key], value) for key, value in small_model.state_dict().items())
+
+
+def test_folding_the_released_sizes_cuts_parameters_and_flops_twelvefold():
+    with torch.device("meta"):
+        model = scorehoi.ScoreHOIDenoiser(RELEASED).eval()
+    params, flops = parameter_and_flop_count(model, RELEASED)
+    folded_params, folded_flops = parameter_and_flop_count(fold_scorehoi(model), RELEASED)
+    assert (params, flops) == (362_101_287, 723_837_964)
+    assert (folded_params, folded_flops) == (29_790_759, 59_483_148)
