@@ -71,3 +71,11 @@ def load_model_folder(folder: str | Path) -> tuple[dict, dict]:
         if not (folder / name).is_file():
             raise MissingFile(f"{folder / name} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
     return read_state_dict(folder / WEIGHTS_FILE), json.loads((folder / CONFIG_FILE).read_text())
+
+
+def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
+    """How a result names its weights: ``dummy, seed N`` or ``sha256:<hash of the weights file>``."""
+    if checkpoint is None:
+        return f"dummy, seed {dummy_seed}"
+    path = Path(checkpoint)
+    return f"sha256:{file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"

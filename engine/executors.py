@@ -1,0 +1,149 @@
+"""Where shards run: in this process, or on Ray actors (the only module that imports Ray).
+
+Both executors hand each pending shard to a worker that writes the shard's files, then commit it
+in the manifest on the driver. Shards already committed are never scheduled again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from tqdm import tqdm
+
+from motionfleet.engine.generate import Timings
+from motionfleet.engine.shards import Shard
+from motionfleet.engine.sink import Manifest, write_shard
+
+
+@dataclass
+class ShardDone:
+    shard_id: str
+    results: int
+    rejected: int
+    timings: Timings
+    peak_rss_mb: float
+    peak_device_mb: float
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """(peak resident set of this process, peak CUDA allocation) in MiB."""
+    import resource
+
+    import torch
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    device = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+    return rss, device
+
+
+def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str]) -> ShardDone:
+    results, rejected, timings = generator.run(shard.items)
+    write_shard(out_dir, shard.shard_id, results, rejected, metadata)
+    return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb())
+
+
+def _progress(total_items: int, done_items: int) -> tqdm:
+    return tqdm(total=total_items, initial=done_items, unit="sample", desc="generate",
+                disable=os.environ.get("MOTIONFLEET_PROGRESS", "1") == "0")
+
+
+def run_in_process(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
+                   metadata: dict[str, str]) -> list[ShardDone]:
+    pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
+    if not pending:
+        return []
+    worker = make_worker()
+    done = []
+    with _progress(sum(len(s.items) for s in shards), sum(len(s.items) for s in shards) - sum(len(s.items) for s in pending)) as bar:
+        for shard in pending:
+            report = process_shard(worker, shard, out_dir, metadata)
+            manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
+            done.append(report)
+            bar.update(len(shard.items))
+    return done
+
+
+def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="ERROR")
+        return
+    # An embedded single-machine cluster: no token auth, no dashboard, a short temp folder
+    # (Ray's socket paths must stay under the 107-byte AF_UNIX limit).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
+             _temp_dir=tempfile.mkdtemp(prefix="mf-ray-"))
+
+
+def run_on_ray(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
+               metadata: dict[str, str], workers: int, address: Optional[str], device: str,
+               ) -> list[ShardDone]:
+    """One actor per worker, each holding its own model; at most two shards in flight per actor.
+
+    CPU actors ask for a fraction of a CPU so that Ray's own tasks are never starved (on a
+    2-CPU machine, two whole-CPU actors leave nothing for anything else); each actor sets its
+    torch thread count to its share of the machine instead.
+    """
+    import ray
+
+    pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
+    if not pending:
+        return []
+    _init_ray(address, None)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    threads = max(1, cpus // workers)
+    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": min(1.0, cpus / (workers + 1))}
+    Worker = ray.remote(max_restarts=2, max_task_retries=2, **options)(_RayShardWorker)
+    actors = [Worker.remote(make_worker, threads) for _ in range(min(workers, len(pending)))]
+    queue, in_flight, done = list(reversed(pending)), {}, []
+    total = sum(len(s.items) for s in shards)
+    with _progress(total, total - sum(len(s.items) for s in pending)) as bar:
+        for actor in actors:
+            for _ in range(2):
+                _submit(queue, in_flight, actor, out_dir, metadata)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            actor, shard = in_flight.pop(ready[0])
+            report = ray.get(ready[0])
+            manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
+            done.append(report)
+            bar.update(len(shard.items))
+            _submit(queue, in_flight, actor, out_dir, metadata)
+    return done
+
+
+def _submit(queue: list, in_flight: dict, actor, out_dir: str, metadata: dict) -> None:
+    if queue:
+        shard = queue.pop()
+        in_flight[actor.process.remote(shard, out_dir, metadata)] = (actor, shard)
+
+
+class _RayShardWorker:
+    def __init__(self, make_worker: Callable, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.worker = make_worker()
+
+    def process(self, shard: Shard, out_dir: str, metadata: dict) -> ShardDone:
+        return process_shard(self.worker, shard, out_dir, metadata)
+
+
+def shutdown() -> None:
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def all_items(shards: Iterable[Shard]) -> int:
+    return sum(len(s.items) for s in shards)
