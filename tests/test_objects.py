@@ -1,0 +1,106 @@
+"""Objects: analytic SDF signs, the mesh SDF path against the analytic box, SDF caching, lookup."""
+
+import numpy as np
+import pytest
+import trimesh
+
+from motionfleet.engine import objects
+from motionfleet.engine.errors import MissingFile, RejectedInput
+from motionfleet.engine.models.weights import file_sha256
+
+BOX_HALF_EXTENTS = np.array([0.15, 0.1, 0.05])
+
+
+@pytest.fixture(scope="module")
+def builtins():
+    return objects.builtin_objects(resolution=16)
+
+
+@pytest.fixture
+def box_mesh_file(tmp_path):
+    path = tmp_path / "crate.obj"
+    trimesh.creation.box(extents=2 * BOX_HALF_EXTENTS).export(path)
+    return path
+
+
+def sdf_at_grid_point(template: objects.ObjectTemplate, point) -> float:
+    """The grid sample nearest to ``point``."""
+    spacing = (template.grid_max - template.grid_min) / (template.resolution - 1)
+    i, j, k = np.rint((np.asarray(point) - template.grid_min) / spacing).astype(int)
+    return float(template.sdf[i, j, k])
+
+
+@pytest.mark.parametrize("name", ["box", "stool", "ball"])
+def test_builtin_template_is_well_formed(builtins, name):
+    template = builtins[name]
+    assert template.name == name
+    assert template.points.shape == (objects.NUM_TEMPLATE_POINTS, 3) and template.points.dtype == np.float32
+    assert template.sdf.shape == (16, 16, 16) and template.sdf.dtype == np.float32
+    assert np.all(template.grid_min < template.vertices.min(0)) and np.all(template.grid_max > template.vertices.max(0))
+    assert template.faces.max() < len(template.vertices)
+    np.testing.assert_allclose((template.vertices.min(0) + template.vertices.max(0)) / 2, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["box", "stool", "ball"])
+def test_template_points_lie_on_the_surface_and_are_deterministic(builtins, name):
+    template = builtins[name]
+    _, sdf = objects._BUILTIN_SHAPES[name]
+    assert np.abs(sdf(template.points.astype(np.float64))).max() < 1e-3
+    assert len(np.unique(template.points, axis=0)) == objects.NUM_TEMPLATE_POINTS
+    np.testing.assert_array_equal(template.points, objects.builtin_object(name, resolution=16).points)
+
+
+def test_analytic_sdf_signs(builtins):
+    box, stool, ball = builtins["box"], builtins["stool"], builtins["ball"]
+    assert sdf_at_grid_point(box, (0, 0, 0)) < -0.15
+    assert sdf_at_grid_point(ball, (0, 0, 0)) < -0.09  # nearest sample is ~2 cm off centre
+    assert sdf_at_grid_point(stool, (0.0, 0.205, 0.0)) < 0  # inside the seat
+    assert sdf_at_grid_point(stool, (0.0, 0.0, 0.0)) > 0.1  # under the seat, between the legs
+    for template in builtins.values():
+        assert template.sdf[0, 0, 0] > 0 and template.sdf[-1, -1, -1] > 0  # grid corners are outside
+
+    surface = np.array([[0.25, 0.0, 0.0], [0.0, 0.2, 0.0], [0.1, -0.2, 0.2]])
+    np.testing.assert_allclose(objects.box_sdf(surface, (0, 0, 0), (0.25, 0.2, 0.2)), 0.0, atol=1e-12)
+    np.testing.assert_allclose(objects.sphere_sdf(np.array([[0.0, 0.0, 0.12], [0.3, 0.4, 0.0]]), 0.12), [0.0, 0.38])
+
+
+def test_mesh_sdf_matches_analytic_box_within_a_voxel(box_mesh_file, tmp_path):
+    template = objects.load_object_mesh(box_mesh_file, tmp_path / "cache", resolution=16)
+    assert template.name == "crate"
+    analytic = objects.box_sdf(objects.grid_points(template.grid_min, template.grid_max, 16), 0.0, BOX_HALF_EXTENTS)
+    voxel = float(((template.grid_max - template.grid_min) / 15).max())
+    assert np.abs(template.sdf - analytic).max() < voxel
+    assert np.array_equal(np.sign(template.sdf[8, 8, 8]), -1.0)
+    assert np.abs(objects.box_sdf(template.points.astype(np.float64), 0.0, BOX_HALF_EXTENTS)).max() < 1e-6
+
+
+def test_mesh_sdf_is_cached_by_content_and_resolution(box_mesh_file, tmp_path, monkeypatch):
+    cache_dir = tmp_path / "cache"
+    first = objects.load_object_mesh(box_mesh_file, cache_dir, resolution=16)
+    cache_file = cache_dir / f"{file_sha256(box_mesh_file)}_r16.npz"
+    assert cache_file.is_file()
+
+    def must_not_recompute(*args, **kwargs):
+        raise AssertionError("SDF recomputed despite the cache")
+
+    monkeypatch.setattr(objects, "_mesh_sdf_grid", must_not_recompute)
+    second = objects.load_object_mesh(box_mesh_file, cache_dir, resolution=16)
+    np.testing.assert_array_equal(second.sdf, first.sdf)
+    np.testing.assert_array_equal(second.grid_min, first.grid_min)
+    with pytest.raises(AssertionError, match="recomputed"):  # another resolution is another cache entry
+        objects.load_object_mesh(box_mesh_file, cache_dir, resolution=8)
+
+
+def test_missing_mesh_names_the_file(tmp_path):
+    missing = tmp_path / "chair.obj"
+    with pytest.raises(MissingFile, match="chair.obj"):
+        objects.load_object_mesh(missing, tmp_path)
+    with pytest.raises(MissingFile, match="chair.obj"):
+        objects.get_object(missing, cache_dir=tmp_path)
+
+
+def test_get_object_finds_builtins_and_mesh_files_and_rejects_unknown_names(box_mesh_file, tmp_path):
+    assert objects.get_object("stool", resolution=8).name == "stool"
+    assert objects.get_object(str(box_mesh_file), cache_dir=tmp_path, resolution=8).name == "crate"
+    with pytest.raises(RejectedInput, match="unknown object 'sofa'"):
+        objects.get_object("sofa")
