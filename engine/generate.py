@@ -14,6 +14,7 @@ import pyarrow as pa
 import torch
 
 from motionfleet.engine import provenance
+from motionfleet.engine.batching import pad_rows
 from motionfleet.engine.errors import RejectedInput
 from motionfleet.engine.models import dhvae
 from motionfleet.engine.models.text import PrecomputedFeatures, build_text_encoder, validate_prompt
@@ -21,12 +22,6 @@ from motionfleet.engine.sampling import ddim
 from motionfleet.engine.seeding import SampleNoise, sample_seed
 from motionfleet.engine.shards import WorkItem
 from motionfleet.engine.sink import REJECTED_SCHEMA
-
-# CPU GEMMs give bit-identical rows for a given input only when the row count is a multiple of 4
-# (measured with oneDNN on this machine: M = 1-3, 5-7, 9-11 differ from the same rows inside a
-# larger matrix). Every model call is padded to a multiple of this, so a sample's bytes do not
-# depend on the batch it lands in.
-BATCH_QUANTUM = 4
 
 
 @dataclass(frozen=True)
@@ -78,12 +73,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pad_rows(t: torch.Tensor, quantum: int = BATCH_QUANTUM) -> torch.Tensor:
-    """Repeat the last row until the batch is a multiple of ``quantum``."""
-    missing = -len(t) % quantum
-    return torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) if missing else t
-
-
 class DHVAEGenerator:
     def __init__(self, spec: ModelSpec, settings: GenerateSettings):
         self.spec, self.settings = spec, settings
@@ -92,6 +81,7 @@ class DHVAEGenerator:
         self.model = model.to(self.device)
         self.text_encoder = self._text_encoder()
         self.steps = ddim.plan(settings.ddim_config())  # scalars hoisted out of the loop
+        self._features_cache: dict[str, torch.Tensor] = {}
         self.null_text = self._encode([""]).to(self.device)  # CFG's unconditional text
         self.max_frames = self.model.config.max_frames
 
@@ -143,11 +133,15 @@ class DHVAEGenerator:
         if isinstance(self.text_encoder, PrecomputedFeatures):
             features = torch.stack([feature for *_, feature in batch])
         else:
-            prompts = [prompt for _, prompt, _, _ in batch]
-            unique = sorted(set(prompts))
-            encoded = dict(zip(unique, self._encode(unique)))
-            features = torch.stack([encoded[p] for p in prompts])
+            features = torch.stack([self._feature(prompt) for _, prompt, _, _ in batch])
         return features.to(self.device), time.perf_counter() - start
+
+    def _feature(self, prompt: str) -> torch.Tensor:
+        """One prompt at a time: a batched tokenizer pads to the longest prompt in the batch,
+        which changes the feature's last bits with the batch's other prompts."""
+        if prompt not in self._features_cache:
+            self._features_cache[prompt] = self._encode([prompt])[0]
+        return self._features_cache[prompt]
 
     def _run_batch(self, batch) -> tuple[list[dict], Timings]:
         text, text_s = self._features(batch)

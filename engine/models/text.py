@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
+from motionfleet.engine.batching import ROW_QUANTUM
 from motionfleet.engine.errors import MissingFile, RejectedInput
 from motionfleet.engine.models.weights import read_state_dict
 
@@ -124,12 +125,14 @@ class MiniLMEncoder:
         return len(self._model.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
     def encode(self, texts: list[str]) -> torch.Tensor:
+        """Tokens are padded (and masked) to a multiple of ROW_QUANTUM so that the encoder's
+        GEMMs give the same bits with any thread count (see motionfleet.engine.batching)."""
         if not texts:
             return torch.empty(0, self.dim)
-        embeddings = self._model.encode(
-            list(texts), convert_to_tensor=True, device="cpu", show_progress_bar=False
-        )
+        tokens = self._model.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                                       pad_to_multiple_of=ROW_QUANTUM, return_tensors="pt")
         with torch.inference_mode():
+            embeddings = self._model(dict(tokens))["sentence_embedding"]
             return self.projection(embeddings.float().cpu()).contiguous()
 
     def projection_state_dict(self) -> dict[str, torch.Tensor]:

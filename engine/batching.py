@@ -1,0 +1,19 @@
+"""Shapes that keep CPU results bit-identical whatever the batch or thread count.
+
+oneDNN/MKL GEMMs give a row the same bits inside any larger matrix, and with 1 or 2 threads,
+only when the row count M is a multiple of 4 (measured on this project's CI CPU: M = 1-3, 5-7,
+9-11 differ). So every model call pads its rows (samples, or tokens of a prompt) to a multiple
+of ``ROW_QUANTUM``; tests/test_generate_job.py checks the resulting bytes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+ROW_QUANTUM = 4
+
+
+def pad_rows(t: torch.Tensor, quantum: int = ROW_QUANTUM) -> torch.Tensor:
+    """Repeat the last row until the batch is a multiple of ``quantum``."""
+    missing = -len(t) % quantum
+    return torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) if missing else t

@@ -1,0 +1,148 @@
+"""The generate job end to end: determinism, rejection, exactly-once after a kill, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from motionfleet.engine import jobs
+from motionfleet.engine.generate import GenerateSettings, ModelSpec
+from motionfleet.engine.sink import JobMismatch, motion_array, read_results
+
+SPEC = ModelSpec(preset="tiny")
+PROMPTS = [
+    {"id": "hug", "text": "two people hug each other warmly", "num_frames": 12},
+    {"id": "shake", "text": "they greet each other by shaking hands", "num_frames": 20},
+    {"id": "push", "text": "one person pushes the other who stumbles backwards"},
+    {"id": "dance", "text": "a couple dances a slow waltz", "num_frames": 12},
+    {"id": "box", "text": "two boxers trade punches in a ring", "num_frames": 9},
+    {"id": "five", "text": "two friends give each other a high five", "num_frames": 20},
+    {"id": "help", "text": "one person helps the other stand up from the floor", "num_frames": 5},
+]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> str:
+    return str(write_jsonl(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", PROMPTS))
+
+
+def motions_by_key(out_dir) -> dict:
+    rows = read_results(out_dir).to_pylist()
+    return {(r["sample_id"], r["repeat"]): motion_array(r).tobytes() for r in rows}
+
+
+def run(out_dir, prompts, batch_size, workers=0, shard_size=256, eta=0.0, seed=7):
+    settings = GenerateSettings(steps=4, guidance=3.5, eta=eta, seed=seed, batch_size=batch_size, default_frames=15)
+    return jobs.generate(out_dir, SPEC, settings, prompts=prompts, repeats=2, shard_size=shard_size, workers=workers)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.6])
+def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, prompts, eta):
+    reference = None
+    for i, (batch, shard_size) in enumerate([(1, 256), (3, 5), (16, 4)]):
+        run(tmp_path / str(i), prompts, batch, shard_size=shard_size, eta=eta)
+        motions = motions_by_key(tmp_path / str(i))
+        assert len(motions) == len(PROMPTS) * 2
+        reference = reference or motions
+        assert motions == reference
+
+
+def test_same_bytes_with_two_ray_workers(tmp_path, prompts):
+    run(tmp_path / "local", prompts, batch_size=4, workers=0)
+    report = run(tmp_path / "ray", prompts, batch_size=2, workers=2, shard_size=3)
+    assert report["workers"] == 2 and report["shards_total"] == 5
+    assert motions_by_key(tmp_path / "ray") == motions_by_key(tmp_path / "local")
+
+
+def test_different_seeds_and_repeats_differ(tmp_path, prompts):
+    run(tmp_path / "a", prompts, 8, seed=1)
+    run(tmp_path / "b", prompts, 8, seed=2)
+    a, b = motions_by_key(tmp_path / "a"), motions_by_key(tmp_path / "b")
+    assert a[("hug", 0)] != b[("hug", 0)]
+    assert a[("hug", 0)] != a[("hug", 1)]
+
+
+def test_bad_prompts_are_rejected_with_reasons_and_the_rest_completes(tmp_path):
+    rows = [
+        {"id": "ok1", "text": "two people hug"},
+        {"id": "empty", "text": ""},
+        {"id": "blank", "text": "   "},
+        {"id": "number", "text": 123},
+        {"id": "long", "text": "hug " * 400},
+        "{not json",
+        {"id": "frames0", "text": "two people wave", "num_frames": 0},
+        {"id": "frames301", "text": "two people wave", "num_frames": 301},
+        {"id": "ok1", "text": "a duplicate id"},
+        {"id": "ok2", "text": "they sit down together", "num_frames": 8},
+    ]
+    prompts = write_jsonl(tmp_path / "bad.jsonl", rows)
+    report = run(tmp_path / "out", str(prompts), batch_size=4)
+    results = read_results(tmp_path / "out").to_pylist()
+    rejected = read_results(tmp_path / "out", "rejected").to_pylist()
+    assert {r["sample_id"] for r in results} == {"ok1", "ok2"}
+    reasons = {r["sample_id"]: r["reason"] for r in rejected if r["repeat"] == 0}
+    assert "empty" in reasons["empty"] and "empty" in reasons["blank"]
+    assert "not a string" in reasons["number"] or "str" in reasons["number"]
+    assert "token" in reasons["long"]
+    assert "not valid JSON" in reasons["5"]
+    assert "num_frames" in reasons["frames0"] and "num_frames" in reasons["frames301"]
+    assert any("duplicate id" in r for r in reasons.values())
+    assert len(results) + len(rejected) == len(rows) * 2  # every (sample, repeat) exactly once
+    assert report["timing"]["rejected"] == len(rejected)
+
+
+def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):
+    out = tmp_path / "out"
+    assert run(out, prompts, 8) is not None
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert run(out, prompts, 3) is None  # batch size does not change the bytes: same job
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(JobMismatch):
+        run(out, prompts, 8, seed=99)
+
+
+def committed(out: Path) -> dict:
+    try:
+        return json.loads((out / "manifest.json").read_text())["shards"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_gives_every_sample_exactly_once(tmp_path):
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "generate", "--out", str(out), "--preset", "tiny",
+           "--steps", "30", "--shard-size", "8", "--batch-size", "4", "--num-frames", "10"]
+    env = dict(os.environ, MOTIONFLEET_PROGRESS="0")
+    driver = subprocess.Popen(cmd + ["--workers", "2"], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, mid-job
+    driver.wait()
+    before_kill = committed(out)
+    assert 2 <= len(before_kill) < 18, "the kill should land mid-job (143 prompts, 18 shards)"
+    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+
+    rerun = subprocess.run(cmd + ["--workers", "0"], env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    rows = read_results(out).to_pylist()
+    keys = [(r["sample_id"], r["repeat"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 143
+    assert len(list((out / "results").glob("*.parquet"))) == 18
+    assert not list(out.rglob(".*.tmp-*"))
+    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+    for path in (out / "results").glob("*.parquet"):
+        assert json.loads(pq.read_schema(path).metadata[b"motionfleet.job"])["job"] == "generate"
