@@ -1,0 +1,32 @@
+"""Benchmarks run with ``python -m pytest benchmarks --benchmark-enable`` (CI runs tests/ only).
+
+Each case records FLOPs in ``extra_info`` so achieved GFLOP/s can be set against the machine's
+fp32 matmul rate measured in the same run (``test_fp32_matmul_rate``).
+"""
+
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def all_cores():
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def record(benchmark, flops: int, items: int, **extra) -> None:
+    """Run ``benchmark`` results into extra_info: flops per call, GFLOP/s and per-item time (medians)."""
+    median = benchmark.stats.stats.median
+    benchmark.extra_info.update({
+        "flops": flops, "gflops_per_s": flops / median / 1e9, "items": items,
+        "median_s": median, "median_per_item_s": median / items, **extra,
+    })
