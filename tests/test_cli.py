@@ -1,0 +1,50 @@
+"""The README's main job through the console command, exactly as a user types it."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+
+ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0")
+
+
+def motionfleet(*args, cwd=None):
+    return subprocess.run(["motionfleet", *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=1200)
+
+
+@pytest.mark.slow
+def test_generate_with_no_other_flag_then_rerun_writes_nothing(tmp_path):
+    out = tmp_path / "x"
+    first = motionfleet("generate", "--out", str(out), "--workers", "2")
+    assert first.returncode == 0, first.stderr
+    assert "AITS" in first.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert report["timing"]["sentences"] == 143 and report["weights"] == "dummy, seed 0"
+    assert report["settings"]["steps"] == 50 and report["settings"]["guidance"] == 3.5
+    assert report["timing"]["aits_s"] > 0 and "torch" in report["versions"]
+    assert sum(s["results"] for s in manifest["shards"].values()) == 143
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    second = motionfleet("generate", "--out", str(out), "--workers", "2")
+    assert second.returncode == 0 and "nothing to do" in second.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("echo should-not-run",))
+
+
+def test_unsafe_checkpoint_is_a_clear_error_not_a_crash(tmp_path):
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "x": _Payload()}, evil)
+    result = motionfleet("generate", "--out", str(tmp_path / "o"), "--workers", "0", "--checkpoint", str(evil))
+    assert result.returncode == 2
+    assert "refused" in result.stderr and "should-not-run" not in result.stdout
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    result = motionfleet("generate", "--out", str(tmp_path / "o"), "--workers", "0", "--checkpoint", str(tmp_path / "nope.ckpt"))
+    assert result.returncode == 2 and "nope.ckpt" in result.stderr
