@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
@@ -143,7 +143,3 @@ def shutdown() -> None:
 
         if ray.is_initialized():
             ray.shutdown()
-
-
-def all_items(shards: Iterable[Shard]) -> int:
-    return sum(len(s.items) for s in shards)

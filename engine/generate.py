@@ -7,7 +7,7 @@ shard's work items into a results table and a rejected table, and times what it 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pyarrow as pa
@@ -126,7 +126,7 @@ class DHVAEGenerator:
             batch_rows, batch_timings = self._run_batch(accepted[start : start + size])
             rows += batch_rows
             timings.add(batch_timings)
-        return self._results_table(rows), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
 
     def _features(self, batch) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
@@ -211,9 +211,6 @@ class DHVAEGenerator:
             "guidance": s.guidance, "eta": s.eta, "engine_version": provenance.engine_version(),
         }
 
-    def _results_table(self, rows: list[dict]) -> pa.Table:
-        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA)
-
 
 RESULTS_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
@@ -224,7 +221,3 @@ RESULTS_SCHEMA = pa.schema([
     ("sampler", pa.string()), ("steps", pa.int32()), ("guidance", pa.float32()), ("eta", pa.float32()),
     ("engine_version", pa.string()),
 ])
-
-
-def settings_dict(spec: ModelSpec, settings: GenerateSettings) -> dict:
-    return {"model": asdict(spec), "settings": asdict(settings)}
