@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models.weights import read_state_dict
+from motionfleet.engine.models.weights import check_layout, read_state_dict
 
 POSE_OBJECT_DIM = 52 * 6 + 6 + 3  # 321: pose, object rotation, object translation
 BETAS_DIM = 10
@@ -316,24 +316,6 @@ def expected_layout(config: ScoreHOIConfig) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def check_layout(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str) -> None:
-    """Raise RejectedInput naming the missing, unexpected or mis-shaped keys."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshaped = sorted(
-        f"{key} {tuple(state_dict[key].shape)} != {expected[key]}"
-        for key in set(expected) & set(state_dict)
-        if tuple(state_dict[key].shape) != expected[key]
-    )
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
-        if keys
-    ]
-    if problems:
-        raise RejectedInput(f"{source} does not match the ScoreHOI IPFC_Obj layout: " + "; ".join(problems))
-
-
 def load_released_checkpoint(path, config: ScoreHOIConfig = PRESETS["released"]):
     """(model, config) from ScoreHOI's ``diffusion.pth.tar`` (``['model_state_dict']``), strict keys.
 
@@ -344,7 +326,7 @@ def load_released_checkpoint(path, config: ScoreHOIConfig = PRESETS["released"])
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected ScoreHOI's diffusion.pth.tar")
     state_dict = checkpoint[CHECKPOINT_KEY]
-    check_layout(state_dict, expected_layout(config), str(path))
+    check_layout(state_dict, expected_layout(config), str(path), "ScoreHOI IPFC_Obj")
     with torch.device("meta"):
         model = ScoreHOIDenoiser(config)
     model.load_state_dict(state_dict, strict=True, assign=True)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models.weights import read_state_dict
+from motionfleet.engine.models.weights import check_layout, read_state_dict
 
 POSE_DIM = 24 * 6
 SHAPE_DIM = 10
@@ -324,24 +324,6 @@ def expected_layout(config: SocialMirrorConfig) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in net.state_dict().items()}
 
 
-def check_layout(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str) -> None:
-    """Raise RejectedInput naming the missing, unexpected or mis-shaped keys."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshaped = sorted(
-        f"{key} {tuple(state_dict[key].shape)} != {expected[key]}"
-        for key in set(expected) & set(state_dict)
-        if tuple(state_dict[key].shape) != expected[key]
-    )
-    problems = [
-        f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
-        if keys
-    ]
-    if problems:
-        raise RejectedInput(f"{source} does not match the CloseInt denoiser layout: " + "; ".join(problems))
-
-
 def denoiser_keys(state_dict: dict) -> dict:
     """The released state dict without the keys listed in UNUSED_RELEASED_PREFIXES."""
     return {key: value for key, value in state_dict.items() if not key.startswith(UNUSED_RELEASED_PREFIXES)}
@@ -358,7 +340,7 @@ def load_released_checkpoint(path, config: SocialMirrorConfig = PRESETS["release
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected CloseInt's checkpoint_non_phys.pkl")
     state_dict = denoiser_keys(checkpoint[CHECKPOINT_KEY])
-    check_layout(state_dict, expected_layout(config), str(path))
+    check_layout(state_dict, expected_layout(config), str(path), "CloseInt denoiser")
     with torch.device("meta"):
         net = CloseIntDenoiser(config)
     net.load_state_dict(state_dict, strict=True, assign=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from motionfleet.engine.errors import MissingFile, UnsafeCheckpoint
+from motionfleet.engine.errors import MissingFile, RejectedInput, UnsafeCheckpoint
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -79,3 +79,22 @@ def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
         return f"dummy, seed {dummy_seed}"
     path = Path(checkpoint)
     return f"sha256:{file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"
+
+
+def check_layout(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str, layout: str) -> None:
+    """Raise RejectedInput naming the missing, unexpected or mis-shaped keys of ``state_dict``
+    against ``expected`` (key -> shape); ``layout`` names the architecture in the message."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{key} {tuple(state_dict[key].shape)} != {expected[key]}"
+        for key in set(expected) & set(state_dict)
+        if tuple(state_dict[key].shape) != expected[key]
+    )
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        if keys
+    ]
+    if problems:
+        raise RejectedInput(f"{source} does not match the {layout} layout: " + "; ".join(problems))
