@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -26,6 +27,7 @@ class ShardDone:
     timings: Timings
     peak_rss_mb: float
     peak_device_mb: float
+    write_s: float = 0.0  # seconds writing the shard's Parquet files
 
 
 def peak_memory_mb() -> tuple[float, float]:
@@ -41,23 +43,32 @@ def peak_memory_mb() -> tuple[float, float]:
 
 def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str]) -> ShardDone:
     results, rejected, timings = generator.run(shard.items)
+    start = time.perf_counter()
     write_shard(out_dir, shard.shard_id, results, rejected, metadata)
-    return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb())
+    write_s = time.perf_counter() - start
+    return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), write_s)
 
 
-def _progress(total_items: int, done_items: int) -> tqdm:
-    return tqdm(total=total_items, initial=done_items, unit="sample", desc="generate",
-                disable=os.environ.get("MOTIONFLEET_PROGRESS", "1") == "0")
+@dataclass(frozen=True)
+class Progress:
+    """What the progress bar calls the job and its work items."""
+    job: str
+    unit: str
+
+    def bar(self, shards: list[Shard], pending: list[Shard]) -> tqdm:
+        total = sum(len(s.items) for s in shards)
+        return tqdm(total=total, initial=total - sum(len(s.items) for s in pending), unit=self.unit,
+                    desc=self.job, disable=os.environ.get("MOTIONFLEET_PROGRESS", "1") == "0")
 
 
 def run_in_process(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
-                   metadata: dict[str, str]) -> list[ShardDone]:
+                   metadata: dict[str, str], progress: Progress) -> list[ShardDone]:
     pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
     if not pending:
         return []
     worker = make_worker()
     done = []
-    with _progress(sum(len(s.items) for s in shards), sum(len(s.items) for s in shards) - sum(len(s.items) for s in pending)) as bar:
+    with progress.bar(shards, pending) as bar:
         for shard in pending:
             report = process_shard(worker, shard, out_dir, metadata)
             manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
@@ -82,8 +93,8 @@ def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
 
 
 def run_on_ray(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
-               metadata: dict[str, str], workers: int, address: Optional[str], device: str,
-               ) -> list[ShardDone]:
+               metadata: dict[str, str], progress: Progress, workers: int, address: Optional[str],
+               device: str) -> list[ShardDone]:
     """One actor per worker, each holding its own model; at most two shards in flight per actor.
 
     CPU actors ask for a fraction of a CPU so that Ray's own tasks are never starved (on a
@@ -102,8 +113,7 @@ def run_on_ray(make_worker: Callable, shards: list[Shard], manifest: Manifest, o
     Worker = ray.remote(max_restarts=2, max_task_retries=2, **options)(_RayShardWorker)
     actors = [Worker.remote(make_worker, threads) for _ in range(min(workers, len(pending)))]
     queue, in_flight, done = list(reversed(pending)), {}, []
-    total = sum(len(s.items) for s in shards)
-    with _progress(total, total - sum(len(s.items) for s in pending)) as bar:
+    with progress.bar(shards, pending) as bar:
         for actor in actors:
             for _ in range(2):
                 _submit(queue, in_flight, actor, out_dir, metadata)

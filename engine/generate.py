@@ -13,12 +13,13 @@ from typing import Optional
 import pyarrow as pa
 import torch
 
-from motionfleet.engine import provenance
+from motionfleet.engine import backends, provenance
 from motionfleet.engine.batching import pad_rows
 from motionfleet.engine.errors import RejectedInput
 from motionfleet.engine.models import dhvae
 from motionfleet.engine.models.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.engine.sampling import ddim
+from motionfleet.engine.sampling.cfg import cfg_denoiser
 from motionfleet.engine.seeding import SampleNoise, sample_seed
 from motionfleet.engine.shards import WorkItem
 from motionfleet.engine.sink import REJECTED_SCHEMA
@@ -79,11 +80,17 @@ class DHVAEGenerator:
         self.device = torch.device(settings.device)
         model, self.weights = dhvae.load(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model = model.to(self.device)
+        self.denoiser = self._backend(self.model.denoiser)
+        self.decoder = self._backend(self.model.decoder)
         self.text_encoder = self._text_encoder()
         self.steps = ddim.plan(settings.ddim_config())  # scalars hoisted out of the loop
         self._features_cache: dict[str, torch.Tensor] = {}
         self.null_text = self._encode([""]).to(self.device)  # CFG's unconditional text
         self.max_frames = self.model.config.max_frames
+
+    def _backend(self, module: torch.nn.Module):
+        s = self.settings
+        return backends.make_backend(s.backend, module, s.precision, self.device, weights=self.weights)
 
     def _text_encoder(self):
         if self.spec.text_encoder == "precomputed":
@@ -162,23 +169,26 @@ class DHVAEGenerator:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
         n = len(text)
         x = pad_rows(noise.draw(self.model.latent_shape))
-        text = pad_rows(text)
-        denoiser = self.model.denoiser
-
-        def denoise(x_t, t):
-            return dhvae.guided_pair(denoiser, x_t, t, text, self.null_text)
+        denoise = self.guided_denoiser(pad_rows(text))
 
         def step_noise(_):
             return pad_rows(noise.draw(self.model.latent_shape))
 
         return ddim.sample(denoise, x, self.steps, self.settings.guidance, step_noise)[:n]
 
+    def guided_denoiser(self, text: torch.Tensor):
+        """denoise(x_t, t) -> (uncond, cond): the eager torch backend's ``guided_pair`` (the null
+        text modulated once per step), else one CFG batch through the backend."""
+        if hasattr(self.denoiser, "guided_pair"):
+            return lambda x_t, t: self.denoiser.guided_pair(x_t, t, text, self.null_text)
+        return cfg_denoiser(self.denoiser, text, self.null_text.expand(len(text), -1))
+
     def decode(self, latents: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
         """Decode each group of equal length together; (2, T, 262) per sample, input order."""
         motions: list[Optional[torch.Tensor]] = [None] * len(frames)
         for length in sorted(set(frames)):
             index = [i for i, f in enumerate(frames) if f == length]
-            out = self.model.decoder(pad_rows(latents[index]), length)
+            out = self.decoder(pad_rows(latents[index]), length)
             for i, motion in zip(index, out):
                 motions[i] = motion
         return motions
@@ -188,8 +198,8 @@ class DHVAEGenerator:
         with torch.inference_mode():
             n = min(self.settings.batch_size, 8)
             x = torch.zeros(pad_rows(torch.zeros(n)).shape[0], *self.model.latent_shape, device=self.device)
-            dhvae.guided_pair(self.model.denoiser, x, self.steps[0].t, self.null_text.expand(len(x), -1), self.null_text)
-            self.model.decoder(x, min(self.settings.default_frames, self.max_frames))
+            self.guided_denoiser(self.null_text.expand(len(x), -1))(x, self.steps[0].t)
+            self.decoder(x, min(self.settings.default_frames, self.max_frames))
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------

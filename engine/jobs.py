@@ -30,20 +30,22 @@ def job_fingerprint(job: dict) -> str:
 
 
 def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker: Callable,
-               workers: int, address: Optional[str], device: str) -> tuple[list, float]:
+               workers: int, address: Optional[str], device: str, unit: str = "item") -> tuple[list, float]:
     """Run the shards not yet committed in ``out_dir``; returns (finished shards, wall seconds).
 
     ``make_worker`` must be picklable (it is shipped to Ray actors, which build their own model).
-    ``workers == 0`` runs in this process without Ray.
+    ``workers == 0`` runs in this process without Ray. ``unit`` names a work item on the progress bar.
     """
     out_dir = str(out_dir)
     manifest = Manifest(out_dir, job_fingerprint(job), job)
     metadata = {"motionfleet.job": json.dumps(job, sort_keys=True)}
+    progress = executors.Progress(job["job"], unit)
     start = time.perf_counter()
     if workers == 0:
-        done = executors.run_in_process(make_worker, shards, manifest, out_dir, metadata)
+        done = executors.run_in_process(make_worker, shards, manifest, out_dir, metadata, progress)
     else:
-        done = executors.run_on_ray(make_worker, shards, manifest, out_dir, metadata, workers, address, device)
+        done = executors.run_on_ray(make_worker, shards, manifest, out_dir, metadata, progress, workers, address,
+                                    device)
     return done, time.perf_counter() - start
 
 
@@ -72,7 +74,8 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
         "prompts": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
         "repeats": repeats, "shard_size": shard_size,
     }
-    done, wall = run_shards(out_dir, job, shards, _MakeGenerator(spec, settings), workers, address, settings.device)
+    done, wall = run_shards(out_dir, job, shards, _MakeGenerator(spec, settings), workers, address, settings.device,
+                             unit="sample")
     if not done:
         return None
     return write_report(out_dir, {
@@ -80,4 +83,46 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
         "settings": asdict(settings), "prompts": job["prompts"], "repeats": repeats,
         "workers": workers, "shards_run": len(done), "shards_total": len(shards),
         "timing": aits_report(done, wall),
+    })
+
+
+def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, workers: int = 1,
+                address: Optional[str] = None, demo: bool = False) -> Optional[dict]:
+    """Run (or resume) a reconstruct job over a video corpus (``demo``: write and use
+    ``out_dir/demo_videos``); returns the report, or None when nothing was left to do."""
+    from motionfleet.engine import reconstruct as rec
+    from motionfleet.engine.report import stage_report
+
+    corpus = rec.write_demo_corpus(Path(out_dir) / "demo_videos") if demo else videos
+    shards, job = rec.plan_job(corpus, spec, settings)
+    done, wall = run_shards(out_dir, job, shards, rec.MakeReconstructor(spec, settings), workers, address,
+                            settings.device, unit="clip")
+    if not done:
+        return None
+    return write_report(out_dir, {
+        "job": "reconstruct", "model": f"socialmirror/{spec.preset}" if spec.checkpoint is None else "socialmirror",
+        "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"], "workers": workers,
+        "shards_run": len(done), "shards_total": len(shards), "timing": stage_report(done, wall),
+    })
+
+
+def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, control: bool = False,
+           shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1, address: Optional[str] = None) -> Optional[dict]:
+    """Run (or resume) a refine job over a Parquet of initial estimates (None: the built-in demo
+    scenes); ``control`` also refines every row with guidance off. Returns the report, or None
+    when nothing was left to do."""
+    from motionfleet.engine import refine as ref
+    from motionfleet.engine.report import fps_report
+    from motionfleet.engine.sink import read_results
+
+    shards, job = ref.plan_job(estimates, spec, settings, control, shard_size)
+    done, wall = run_shards(out_dir, job, shards, ref.MakeRefiner(spec, settings), workers, address, settings.device,
+                             unit="estimate")
+    if not done:
+        return None
+    return write_report(out_dir, {
+        "job": "refine", "model": f"scorehoi/{spec.preset}", "weights": job["weights"],
+        "body_model": job["body_model"], "settings": asdict(settings), "estimates": job["estimates"],
+        "variants": job["variants"], "workers": workers, "shards_run": len(done), "shards_total": len(shards),
+        "timing": fps_report(done, wall), "quality": ref.quality_summary(read_results(out_dir)),
     })

@@ -79,6 +79,26 @@ def plan(config: DDIMConfig) -> list[DDIMStep]:
     return steps
 
 
+def strided_timesteps(start: int, stride: int, num_train_timesteps: int) -> list[int]:
+    """``[0, stride, ..., start]``, the grid of ScoreHOI's public code (``range(0, start + 1, stride)``)."""
+    if stride < 1 or start < stride or start % stride or start >= num_train_timesteps:
+        raise ValueError(f"need 0 < stride <= start < {num_train_timesteps} with start a multiple of stride, "
+                         f"got start {start}, stride {stride}")
+    return list(range(0, start + 1, stride))
+
+
+def plan_strided(schedule: NoiseSchedule, start: int, stride: int) -> list[DDIMStep]:
+    """eta-0 epsilon steps from t = start down by ``stride`` (ScoreHOI Algorithm A, line 4).
+
+    Step t goes to abar[t - stride]; the last one (t = stride) goes to abar = 1, so its output
+    is its x0_hat, which Algorithm A returns (line 13).
+    """
+    abar = alphas_cumprod(schedule).double()
+    ts = strided_timesteps(start, stride, schedule.num_train_timesteps)[1:]
+    return [_step(t, float(abar[t]), float(abar[t - stride]) if t > stride else 1.0, 0.0, "epsilon")
+            for t in reversed(ts)]
+
+
 def _step(t: int, abar_t: float, abar_prev: float, eta: float, prediction_type: str) -> DDIMStep:
     sigma = eta * math.sqrt((1 - abar_prev) / (1 - abar_t)) * math.sqrt(1 - abar_t / abar_prev)
     s0, s1 = math.sqrt(abar_t), math.sqrt(1 - abar_t)

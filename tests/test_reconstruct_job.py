@@ -1,0 +1,250 @@
+"""The reconstruct job end to end: bad videos, exactly once after a kill, determinism, upstream
+estimates, captions, the demo through the console command. Tiny videos, the small preset and
+32-pixel crops keep it fast."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from motionfleet.engine import jobs
+from motionfleet.engine.models.initial_estimate import mean_estimate
+from motionfleet.engine.reconstruct import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec
+from motionfleet.engine.sink import JobMismatch, read_results
+from motionfleet.engine.video import (
+    write_audio_only, write_corrupt_file, write_damaged_video, write_demo_tracks, write_demo_video, write_empty_file,
+    write_truncated_video,
+)
+
+SPEC = ReconstructSpec(preset="small")
+SETTINGS = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
+SIZE = (160, 120)
+GOOD = {"walk.mp4": 40, "still.mkv": 24}  # output frames at 30 fps
+VECTORS = ("pose_axis_angle", "pose_6d", "betas", "translation", "joints_3d")
+ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads stall each other at every
+    barrier. The bytes do not depend on it (checked below with two threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_good_videos(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_demo_video(folder / "walk.mp4", GOOD["walk.mp4"], 30, SIZE, seed=1)
+    write_demo_tracks(folder / "walk.tracks.csv", GOOD["walk.mp4"], SIZE)
+    write_demo_video(folder / "still.mkv", GOOD["still.mkv"], 30, SIZE, seed=2)
+    return folder
+
+
+def write_huge_video(path: Path) -> None:
+    """One 2048 x 2048 frame at 1000 fps: over the 8K-at-120-fps pixel rate."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1000)
+        stream.width = stream.height = 2048
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((2048, 2048, 3), np.uint8), format="rgb24")
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+BAD = {"empty.mp4": "empty_file", "corrupt.mp4": "not_a_video", "truncated.mp4": "truncated",
+       "damaged.mp4": "decode_error", "audio_only.mp4": "no_video_stream", "huge.mp4": "too_large"}
+
+
+@pytest.fixture(scope="module")
+def mixed_corpus(tmp_path_factory) -> Path:
+    folder = write_good_videos(tmp_path_factory.mktemp("mixed"))
+    write_empty_file(folder / "empty.mp4")
+    write_corrupt_file(folder / "corrupt.mp4")
+    write_truncated_video(folder / "truncated.mp4", 0.5, num_frames=40, size=SIZE)
+    write_damaged_video(folder / "damaged.mp4", 0.5, num_frames=40, size=SIZE)
+    write_audio_only(folder / "audio_only.mp4")
+    write_huge_video(folder / "huge.mp4")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mixed_job(mixed_corpus, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mixed-job")
+    jobs.reconstruct(out, str(mixed_corpus), SPEC, SETTINGS, workers=0)
+    return out
+
+
+def keyed_rows(out: Path) -> dict:
+    rows = read_results(out).to_pylist()
+    keys = [(r["video_id"], r["frame_index"], r["person"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a (video, frame, person) written twice"
+    return {key: tuple(np.asarray(r[c], np.float32).tobytes() for c in VECTORS) for key, r in zip(keys, rows)}
+
+
+def expected_keys(frames: dict) -> set:
+    return {(video, f, p) for video, n in frames.items() for f in range(n) for p in (0, 1)}
+
+
+def test_bad_videos_are_rejected_with_their_reason_and_good_ones_complete(mixed_job):
+    assert set(keyed_rows(mixed_job)) == expected_keys(GOOD)
+    rejected = {r["sample_id"]: r["reason"] for r in read_results(mixed_job, "rejected").to_pylist()}
+    assert set(rejected) == set(BAD)
+    for video, code in BAD.items():
+        assert rejected[video].startswith(code), (video, rejected[video])
+    report = json.loads((mixed_job / "report.json").read_text())
+    timing = report["timing"]
+    assert timing["frames"] == sum(GOOD.values()) and timing["rejected"] == len(BAD)
+    assert set(timing["stages"]) == {"decode", "backbone", "diffusion", "body", "rows", "write"}
+    assert all(s["seconds"] > 0 for s in timing["stages"].values())
+
+
+def test_rows_have_the_documented_columns(mixed_job):
+    table = read_results(mixed_job)
+    row = table.slice(0, 1).to_pylist()[0]
+    assert {len(row[c]) for c in VECTORS} == {72, 144, 10, 3}
+    assert row["model"] == "socialmirror/small" and row["weights"] == "dummy, seed 0"
+    assert row["body_model"] == "synthetic smpl, seed 0" and row["backend"] == "torch"
+    assert row["sampler"] == "ddim-around-initial-estimate" and row["steps"] == 2
+    sources = {(r["video_id"], r["tracks_source"]) for r in table.select(["video_id", "tracks_source"]).to_pylist()}
+    assert sources == {("walk.mp4", "file"), ("still.mkv", "full_frame")}
+    walk = table.filter(pa.compute.equal(table["video_id"], "walk.mp4"))
+    assert np.allclose(walk["timestamp_s"].to_numpy(), walk["frame_index"].to_numpy() / 30.0)
+    assert np.isfinite(np.asarray(walk["joints_3d"].to_pylist())).all()
+
+
+def test_rerun_writes_nothing_and_another_job_is_refused(mixed_corpus, mixed_job):
+    before = {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()}
+    assert jobs.reconstruct(mixed_job, str(mixed_corpus), SPEC, replace(SETTINGS, batch_size=1), workers=0) is None
+    assert {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()} == before
+    with pytest.raises(JobMismatch):
+        jobs.reconstruct(mixed_job, str(mixed_corpus), SPEC, replace(SETTINGS, seed=6), workers=0)
+
+
+def test_same_bytes_whatever_the_batch_size_shard_size_and_thread_count(tmp_path):
+    corpus = write_good_videos(tmp_path / "videos")
+    jobs.reconstruct(tmp_path / "a", str(corpus), SPEC, replace(SETTINGS, batch_size=1, clips_per_shard=1), workers=0)
+    torch.set_num_threads(2)
+    try:
+        settings = replace(SETTINGS, batch_size=3, prefetch_clips=1)
+        jobs.reconstruct(tmp_path / "b", str(corpus), SPEC, settings, workers=0)
+    finally:
+        torch.set_num_threads(1)
+    a, b = keyed_rows(tmp_path / "a"), keyed_rows(tmp_path / "b")
+    assert set(a) == expected_keys(GOOD) and a == b
+    assert len(list((tmp_path / "a" / "results").glob("*.parquet"))) == 3 + 2  # one shard per clip
+    other_seed = tmp_path / "c"
+    jobs.reconstruct(other_seed, str(corpus), SPEC, replace(SETTINGS, seed=6), workers=0)
+    assert keyed_rows(other_seed)[("walk.mp4", 0, 0)] != a[("walk.mp4", 0, 0)]
+
+
+def committed(out: Path) -> dict:
+    try:
+        return json.loads((out / "manifest.json").read_text())["shards"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_path):
+    corpus = tmp_path / "videos"
+    corpus.mkdir()
+    frames = {f"clip{i}.mp4": 32 + 8 * i for i in range(3)}
+    for i, (name, count) in enumerate(frames.items()):
+        write_demo_video(corpus / name, count, 30, SIZE, seed=i)
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
+           "--preset", "small", "--crop-size", "32", "--max-frame-size", "160", "--steps", "2", "--shard-size", "1",
+           "--workers", "0"]
+    driver = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before_kill = committed(out)
+    total_shards = sum(1 + -(-(n - 16) // 16) for n in frames.values())
+    assert 2 <= len(before_kill) < total_shards, "the kill should land mid-job"
+    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert set(keyed_rows(out)) == expected_keys(frames)
+    assert len(committed(out)) == total_shards and not list(out.rglob(".*.tmp-*"))
+    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+
+
+def upstream_table(video: str, frames: int, image_dim: int, betas_shift: float, skip_frame=None) -> pa.Table:
+    rows = [(f, p) for f in range(frames) for p in (0, 1) if f != skip_frame]
+    estimate = mean_estimate().numpy().copy()
+    estimate[144:154] += betas_shift
+    aux = np.zeros((24, 3), np.float32)
+    aux[:, 2] = 4.0
+    return pa.table({
+        "video_id": [video] * len(rows), "frame_index": [f for f, _ in rows], "person": [p for _, p in rows],
+        "image_features": [np.full(image_dim, 0.1 * p, np.float32) for _, p in rows],
+        "initial_estimate": [estimate] * len(rows), "aux_joints": [aux.reshape(-1)] * len(rows),
+    })
+
+
+def test_upstream_features_and_estimates_replace_the_backbone(tmp_path):
+    corpus = write_good_videos(tmp_path / "videos")
+    settings = replace(SETTINGS, guidance_scale=0.01)
+    outputs = {}
+    for shift in (0.0, 0.5):
+        path = tmp_path / f"upstream-{shift}.parquet"
+        pq.write_table(upstream_table("still.mkv", GOOD["still.mkv"], 48, shift), path)
+        out = tmp_path / f"out-{shift}"
+        jobs.reconstruct(out, str(corpus), replace(SPEC, estimates=str(path)), settings, workers=0)
+        outputs[shift] = keyed_rows(out)
+        rows = read_results(out).select(["video_id", "estimates"]).to_pylist()
+        sources = {(r["video_id"], r["estimates"]) for r in rows}
+        assert sources == {("walk.mp4", "resnet50"), ("still.mkv", "upstream")}
+    assert outputs[0.0][("walk.mp4", 3, 1)] == outputs[0.5][("walk.mp4", 3, 1)]
+    assert outputs[0.0][("still.mkv", 3, 1)] != outputs[0.5][("still.mkv", 3, 1)]
+
+    gappy = tmp_path / "gappy.parquet"
+    pq.write_table(upstream_table("still.mkv", GOOD["still.mkv"], 48, 0.0, skip_frame=5), gappy)
+    out = tmp_path / "out-gappy"
+    jobs.reconstruct(out, str(corpus), replace(SPEC, estimates=str(gappy)), settings, workers=0)
+    rejected = read_results(out, "rejected").to_pylist()
+    assert [(r["sample_id"], r["reason"].split(":")[0]) for r in rejected] == [("still.mkv", "missing_estimates")]
+    assert {k[0] for k in keyed_rows(out)} == {"walk.mp4"}
+
+
+def test_captions_from_the_manifest_condition_the_released_model(tmp_path):
+    corpus = write_good_videos(tmp_path / "videos")
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"path": ["videos/still.mkv"], "caption": ["two people hug"]}), manifest)
+    out = tmp_path / "out"
+    jobs.reconstruct(out, str(manifest), replace(SPEC, preset="released"), SETTINGS, workers=0)
+    rows = read_results(out).select(["video_id", "caption", "model"]).to_pylist()
+    assert len(rows) == 2 * GOOD["still.mkv"]
+    assert {(r["video_id"], r["caption"], r["model"]) for r in rows} == {
+        ("videos/still.mkv", "two people hug", "socialmirror/released")}
+    with pytest.raises(ValueError, match="text features"):
+        jobs.reconstruct(tmp_path / "small", str(manifest), SPEC, SETTINGS, workers=0)
+
+
+@pytest.mark.slow
+def test_demo_through_the_console_command_with_a_ray_worker(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run(["motionfleet", "reconstruct", "--demo", "--out", str(out), "--preset", "small",
+                             "--crop-size", "32", "--steps", "2"], capture_output=True, text=True, env=ENV, timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "end-to-end" in result.stdout and "backbone" in result.stdout
+    frames = {name: n for name, n, *_ in DEMO_VIDEOS}
+    assert set(keyed_rows(out)) == expected_keys(frames)
+    report = json.loads((out / "report.json").read_text())
+    assert report["workers"] == 1 and report["timing"]["frames"] == sum(frames.values())

@@ -1,0 +1,250 @@
+"""The refine job (scorehoi): body points and guidance gradients, rejection, determinism,
+exactly-once after a kill, and the demo's guided / unguided comparison."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from motionfleet.engine import cli, jobs
+from motionfleet.engine.bodies import load_body_model, sample_vertex_ids, write_synthetic_body_model
+from motionfleet.engine.body_points import BodyPoints
+from motionfleet.engine.demo_scenes import demo_scenes
+from motionfleet.engine.estimates import validate
+from motionfleet.engine.hoi import (DistanceContactPredictor, GuidanceWeights, PhysicalGuidance, object_batch,
+                                    pose_scene, surface_samples)
+from motionfleet.engine.objects import get_object
+from motionfleet.engine.refine import TIMING_COLUMNS, RefineModelSpec, RefineSettings
+from motionfleet.engine.rotations import axis_angle_to_matrix
+from motionfleet.engine.sink import JobMismatch, read_results
+
+SMALL_CONDITION_DIM = 32
+TINY = RefineSettings(rounds=2, tau=10, stride=5, guidance_scale=1.0, batch_size=4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The small denoiser's ops are tiny: on a busy 2-core machine two OpenMP threads mostly wait
+    for each other (50x slower). Results are the same bits with 1 or 2 threads (``batching``)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def body_dir(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("body_models")
+    write_synthetic_body_model(folder, "smplh")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def spec(body_dir) -> RefineModelSpec:
+    return RefineModelSpec(body_models=body_dir, synthetic_body=True, preset="small")
+
+
+def scene_rows() -> list[dict]:
+    return [{"id": r.sample_id, **dict(r.values)} for r in demo_scenes(SMALL_CONDITION_DIM).records]
+
+
+def write_parquet(path: Path, rows: list[dict]) -> str:
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def estimates(tmp_path_factory) -> str:
+    return write_parquet(tmp_path_factory.mktemp("estimates") / "scenes.parquet", scene_rows())
+
+
+def rows_by_key(out_dir) -> dict:
+    """Every result column but the batch timings, keyed by (sample id, variant)."""
+    table = read_results(out_dir).drop_columns(list(TIMING_COLUMNS))
+    return {(r["sample_id"], r["variant"]): r for r in table.to_pylist()}
+
+
+def run(out_dir, spec, estimates, batch_size=4, shard_size=256, workers=0, control=True, **settings):
+    return jobs.refine(out_dir, estimates, spec, replace(TINY, batch_size=batch_size, **settings), control=control,
+                       shard_size=shard_size, workers=workers)
+
+
+# --- body points and guidance gradients --------------------------------------------------------
+
+
+def test_body_points_equal_smplx_vertices_and_their_gradients(body_dir):
+    body = load_body_model("smplh", body_dir)
+    ids = sample_vertex_ids(body.template_vertices, 431)
+    points = BodyPoints(body, ids)
+    g = torch.Generator().manual_seed(0)
+    rotations = axis_angle_to_matrix(0.4 * torch.randn(3, 52, 3, generator=g)).requires_grad_(True)
+    betas = torch.randn(3, 10, generator=g).requires_grad_(True)
+    weights = torch.randn(3, 431, 3, generator=g)
+    full = body.forward_rotmats(rotations, betas).vertices[:, ids]
+    ours = points(rotations, betas)
+    torch.testing.assert_close(ours, full, rtol=0, atol=1e-5)
+    expected = torch.autograd.grad((full * weights).sum(), (rotations, betas))
+    for got, want in zip(torch.autograd.grad((ours * weights).sum(), (rotations, betas)), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_guidance_gradient_matches_finite_differences(body_dir):
+    """dL/dx through the body model, the 6D maps and o = R p + t, against central differences."""
+    body = load_body_model("smplh", body_dir)
+    points = BodyPoints(body, sample_vertex_ids(body.template_vertices, 431)).double()
+    names = ["box_belly_penetrating", "ball_hand_missed"]
+    records = {r.sample_id: r for r in demo_scenes(SMALL_CONDITION_DIM).records}
+    x = torch.stack([validate(records[n], SMALL_CONDITION_DIM).x for n in names]).double()
+    objects_of = [validate(records[n], SMALL_CONDITION_DIM).object for n in names]
+    library = {name: (get_object(name), surface_samples(get_object(name))) for name in objects_of}
+    objects = object_batch(objects_of, library, "cpu")
+    objects = replace(objects, **{k: getattr(objects, k).double() for k in ("points", "sdf", "grid_min", "grid_max",
+                                                                             "surface")})
+    masks = DistanceContactPredictor()(pose_scene(x, points, objects), objects)
+    guidance = PhysicalGuidance(points, objects, masks, GuidanceWeights(contact=0.7, floor=1.3, penetration=4.0))
+    loss, grad = guidance(x)
+    assert (loss > 0).all() and masks.human.sum() > 0
+    coordinates = [16 * 6 + 2, 20 * 6 + 4, 312, 315, 318, 319, 320, 321, 325]  # pose, rotation, translation, betas
+    step = 1e-6
+    for k in coordinates:
+        shift = torch.zeros_like(x)
+        shift[:, k] = step
+        numeric = (guidance.loss(x + shift) - guidance.loss(x - shift)) / (2 * step)
+        torch.testing.assert_close(grad[:, k], numeric, rtol=1e-4, atol=1e-5)
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def test_bad_rows_are_rejected_with_reasons_and_the_rest_completes(tmp_path, spec):
+    good = {**scene_rows()[0], "image_path": None}  # from_pylist takes its columns from the first row
+    image = tmp_path / "crop.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(image)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    features = {"image_features": None}
+    rows = [
+        {**good, "id": "ok"},
+        {**good, "id": "ok_image", **features, "image_path": str(image)},
+        {**good, "id": "nan_pose", "pose": [float("nan")] + good["pose"][1:]},
+        {**good, "id": "big_betas", "betas": [9.0] * 10},
+        {**good, "id": "far_object", "object_translation": [0.0, 0.0, 50.0]},
+        {**good, "id": "unknown_object", "object": "teapot"},
+        {**good, "id": "short_pose", "pose": good["pose"][:100]},
+        {**good, "id": "flat_rotation", "object_rotation": [0.0] * 6},
+        {**good, "id": "not_rotation", "object_rotation": [2.0, 0, 0, 0, 1, 0, 0, 0, 1]},
+        {**good, "id": "broken_image", **features, "image_path": str(tmp_path / "broken.png")},
+        {**good, "id": "missing_image", **features, "image_path": str(tmp_path / "missing.png")},
+        {**good, "id": "no_image", **features},
+        {**good, "id": "short_features", "image_features": [0.0] * 5},
+        {**good, "id": "partial_truth", "gt_pose": None},
+        {**good, "id": "ok"},
+    ]
+    report = run(tmp_path / "out", spec, write_parquet(tmp_path / "bad.parquet", rows))
+    results = read_results(tmp_path / "out").to_pylist()
+    rejected = read_results(tmp_path / "out", "rejected").to_pylist()
+    assert {r["sample_id"] for r in results} == {"ok", "ok_image"}
+    reasons = {r["sample_id"]: r["reason"] for r in rejected if r["repeat"] == 0}
+    assert "NaN" in reasons["nan_pose"]
+    assert "betas out of range" in reasons["big_betas"]
+    assert "object_translation out of range" in reasons["far_object"]
+    assert "unknown object 'teapot'" in reasons["unknown_object"]
+    assert "pose has 100 numbers" in reasons["short_pose"]
+    assert "degenerate 6D" in reasons["flat_rotation"]
+    assert "not rotations" in reasons["not_rotation"]
+    assert "unreadable image" in reasons["broken_image"] and "unreadable image" in reasons["missing_image"]
+    assert "image_features or image_path" in reasons["no_image"]
+    assert "image_features has 5 numbers" in reasons["short_features"]
+    assert "ground truth needs all" in reasons["partial_truth"]
+    assert any("duplicate id 'ok'" in reason for reason in reasons.values())
+    assert len(results) + len(rejected) == len(rows) * 2  # every (row, variant) exactly once
+    assert report["timing"]["rejected"] == len(rejected)
+
+
+def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, spec, estimates):
+    reference = None
+    for i, (batch, shard_size) in enumerate([(1, 256), (3, 5), (16, 4)]):
+        run(tmp_path / str(i), spec, estimates, batch_size=batch, shard_size=shard_size, control=i == 0)
+        rows = {key: row for key, row in rows_by_key(tmp_path / str(i)).items() if key[1] == "guided"}
+        assert len(rows) == 8
+        reference = reference or rows
+        assert rows == reference
+
+
+def test_same_bytes_with_two_ray_workers(tmp_path, spec, estimates):
+    run(tmp_path / "local", spec, estimates, batch_size=4, control=False)
+    report = run(tmp_path / "ray", spec, estimates, batch_size=2, shard_size=3, workers=2, control=False)
+    assert report["workers"] == 2 and report["shards_total"] == 3
+    assert rows_by_key(tmp_path / "ray") == rows_by_key(tmp_path / "local")
+
+
+def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, spec, estimates):
+    out = tmp_path / "out"
+    assert run(out, spec, estimates, control=False) is not None
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert run(out, spec, estimates, batch_size=3, control=False) is None  # batch size is not part of the job
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(JobMismatch):
+        run(out, spec, estimates, control=False, guidance_scale=2.0)
+
+
+def committed(out: Path) -> dict:
+    try:
+        return json.loads((out / "manifest.json").read_text())["shards"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def test_killed_driver_then_rerun_gives_every_row_exactly_once(tmp_path, estimates, body_dir):
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "refine", "--out", str(out), "--estimates", estimates,
+           "--model", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--stride", "5",
+           "--shard-size", "2", "--batch-size", "2", "--control", "--workers", "0"]
+    env = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
+    driver = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    before_kill = committed(out)
+    assert 2 <= len(before_kill) < 8, "the kill should land mid-job (16 items, 8 shards)"
+    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    keys = [(r["sample_id"], r["variant"]) for r in read_results(out).to_pylist()]
+    assert len(keys) == len(set(keys)) == 16
+    assert not list(out.rglob(".*.tmp-*"))
+    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+
+
+def test_demo_guidance_beats_the_estimate_and_the_unguided_control(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MOTIONFLEET_PROGRESS", "0")
+    out = tmp_path / "demo"
+    code = cli.main(["refine", "--demo", "--out", str(out), "--model", "small", "--preset", "fast",
+                     "--workers", "0", "--batch-size", "16"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = read_results(out).to_pylist()
+    assert len(rows) == 16 and {r["variant"] for r in rows} == {"guided", "control"}
+    assert all("synthetic SMPL-H" in r["body_model"] and r["rounds"] == 2 and r["stride"] == 2 for r in rows)
+    assert (tmp_path / "cache" / "body_models" / "smplh" / "SMPLH_NEUTRAL.npz").is_file()
+    for metric in ("penetration_depth_m", "contact_distance_m"):
+        q = report["quality"][metric]
+        assert q["guided"] < 0.8 * q["before"] and q["guided"] < 0.8 * q["control"], (metric, q)
+    assert report["timing"]["guided"]["images"] == 8
+    assert "images/s" in capsys.readouterr().out
