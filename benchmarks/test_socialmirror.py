@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from benchmarks.conftest import count_flops, record
+from motionfleet.engine.executors import WarmWorker
 from motionfleet.engine.reconstruct import (
-    BACKBONE_CHUNK, MakeReconstructor, ReconstructSettings, ReconstructSpec, prepare_clip,
+    BACKBONE_CHUNK, Reconstructor, ReconstructSettings, ReconstructSpec, prepare_clip,
 )
 from motionfleet.engine.models import socialmirror
 from motionfleet.engine.video import (
@@ -45,7 +46,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def worker():
-    return MakeReconstructor(SPEC, SETTINGS)()
+    return WarmWorker(Reconstructor, SPEC, SETTINGS)()
 
 
 def first_clip(video: Path):

@@ -52,11 +52,16 @@ def _run_generate(args) -> int:
                                 device=args.device, backend=args.backend, precision=args.precision)
     report = jobs.generate(args.out, spec, settings, prompts=args.prompts, repeats=args.repeats,
                            shard_size=args.shard_size, workers=args.workers, address=args.address)
+    return _print_report(args.out, report, summary_lines)
+
+
+def _print_report(out: str, report, lines) -> int:
+    """Print ``lines(report)`` and where the job wrote, or that a rerun found nothing to do."""
     if report is None:
-        print(f"nothing to do: every shard in {args.out} is already committed")
-        return 0
-    print("\n".join(summary_lines(report)))
-    print(f"results: {args.out}/results  rejected: {args.out}/rejected  report: {args.out}/report.json")
+        print(f"nothing to do: every shard in {out} is already committed")
+    else:
+        print("\n".join(lines(report)))
+        print(f"results: {out}/results  rejected: {out}/rejected  report: {out}/report.json")
     return 0
 
 
@@ -107,12 +112,7 @@ def _run_reconstruct(args) -> int:
         prefetch_clips=args.prefetch_clips, device=args.device, backend=args.backend, precision=args.precision)
     report = jobs.reconstruct(args.out, args.videos, spec, settings, workers=args.workers, address=args.address,
                               demo=args.demo)
-    if report is None:
-        print(f"nothing to do: every shard in {args.out} is already committed")
-        return 0
-    print("\n".join(stage_lines(report)))
-    print(f"results: {args.out}/results  rejected: {args.out}/rejected  report: {args.out}/report.json")
-    return 0
+    return _print_report(args.out, report, stage_lines)
 
 
 def _refine_parser(sub) -> None:
@@ -156,12 +156,7 @@ def _run_refine(args) -> int:
     report = jobs.refine(args.out, None if args.demo else args.estimates, spec, settings,
                          control=args.control or args.demo, shard_size=args.shard_size, workers=args.workers,
                          address=args.address)
-    if report is None:
-        print(f"nothing to do: every shard in {args.out} is already committed")
-        return 0
-    print("\n".join(fps_lines(report) + quality_lines(report["quality"])))
-    print(f"results: {args.out}/results  rejected: {args.out}/rejected  report: {args.out}/report.json")
-    return 0
+    return _print_report(args.out, report, lambda r: fps_lines(r) + quality_lines(r["quality"]))
 
 
 def _export_parser(sub) -> None:
@@ -225,10 +220,13 @@ def _run_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"generate": (_generate_parser, _run_generate), "reconstruct": (_reconstruct_parser, _run_reconstruct)}
-COMMANDS["export"] = (_export_parser, _run_export)
-COMMANDS["bench"] = (_bench_parser, _run_bench)
-COMMANDS["refine"] = (_refine_parser, _run_refine)
+COMMANDS = {
+    "generate": (_generate_parser, _run_generate),
+    "refine": (_refine_parser, _run_refine),
+    "reconstruct": (_reconstruct_parser, _run_reconstruct),
+    "export": (_export_parser, _run_export),
+    "bench": (_bench_parser, _run_bench),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import torch
 from motionfleet.engine.errors import RejectedInput
 from motionfleet.engine.hoi import NUM_JOINTS, HOIState, pack_state
 from motionfleet.engine.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from motionfleet.engine.sources import mark_duplicate_ids
 
 FIELDS = ("pose", "betas", "object", "object_rotation", "object_translation", "image_features", "image_path")
 GROUND_TRUTH = ("gt_pose", "gt_betas", "gt_object_rotation", "gt_object_translation")
@@ -76,18 +77,6 @@ def load_estimates(path: str | Path) -> EstimateSet:
     rows = pq.read_table(path).to_pylist()
     records = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(rows)])
     return EstimateSet(records, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
-
-
-def mark_duplicate_ids(records: list[EstimateRecord]) -> tuple[EstimateRecord, ...]:
-    seen: set[str] = set()
-    out = []
-    for record in records:
-        if record.sample_id in seen:
-            record = EstimateRecord(f"{record.sample_id}#dup{len(out)}", record.values,
-                                    error=f"duplicate id {record.sample_id!r}")
-        seen.add(record.sample_id)
-        out.append(record)
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,19 @@ def peak_memory_mb() -> tuple[float, float]:
     return rss, device
 
 
+class WarmWorker:
+    """Picklable factory: ``WarmWorker(Cls, *args)()`` builds ``Cls(*args)`` and warms it up, so each
+    worker (a Ray actor or this process) owns its own model."""
+
+    def __init__(self, cls: type, *args):
+        self.cls, self.args = cls, args
+
+    def __call__(self):
+        worker = self.cls(*self.args)
+        worker.warm_up()
+        return worker
+
+
 def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str]) -> ShardDone:
     results, rejected, timings = generator.run(shard.items)
     start = time.perf_counter()

@@ -49,18 +49,6 @@ def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker:
     return done, time.perf_counter() - start
 
 
-class _MakeGenerator:
-    """Picklable factory: each worker builds its own model and warms it up."""
-
-    def __init__(self, spec: ModelSpec, settings: GenerateSettings):
-        self.spec, self.settings = spec, settings
-
-    def __call__(self) -> DHVAEGenerator:
-        generator = DHVAEGenerator(self.spec, self.settings)
-        generator.warm_up()
-        return generator
-
-
 def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, prompts: Optional[str] = None,
              repeats: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1,
              address: Optional[str] = None) -> Optional[dict]:
@@ -74,8 +62,8 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
         "prompts": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
         "repeats": repeats, "shard_size": shard_size,
     }
-    done, wall = run_shards(out_dir, job, shards, _MakeGenerator(spec, settings), workers, address, settings.device,
-                             unit="sample")
+    make_worker = executors.WarmWorker(DHVAEGenerator, spec, settings)
+    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="sample")
     if not done:
         return None
     return write_report(out_dir, {
@@ -95,8 +83,8 @@ def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, work
 
     corpus = rec.write_demo_corpus(Path(out_dir) / "demo_videos") if demo else videos
     shards, job = rec.plan_job(corpus, spec, settings)
-    done, wall = run_shards(out_dir, job, shards, rec.MakeReconstructor(spec, settings), workers, address,
-                            settings.device, unit="clip")
+    make_worker = executors.WarmWorker(rec.Reconstructor, spec, settings)
+    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="clip")
     if not done:
         return None
     return write_report(out_dir, {
@@ -116,8 +104,8 @@ def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, contro
     from motionfleet.engine.sink import read_results
 
     shards, job = ref.plan_job(estimates, spec, settings, control, shard_size)
-    done, wall = run_shards(out_dir, job, shards, ref.MakeRefiner(spec, settings), workers, address, settings.device,
-                             unit="estimate")
+    make_worker = executors.WarmWorker(ref.ScoreHOIRefiner, spec, settings)
+    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="estimate")
     if not done:
         return None
     return write_report(out_dir, {

@@ -624,18 +624,6 @@ def results_table(chunks: list[dict], provenance_values: dict) -> pa.Table:
 # ----------------------------------------------------------------------------- the job
 
 
-class MakeReconstructor:
-    """Picklable factory: each worker builds its own models and warms them up."""
-
-    def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
-        self.spec, self.settings = spec, settings
-
-    def __call__(self) -> Reconstructor:
-        worker = Reconstructor(self.spec, self.settings)
-        worker.warm_up()
-        return worker
-
-
 def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
     """What identifies the corpus cheaply: ids, byte sizes, track files and captions."""
     digest = hashlib.sha256()

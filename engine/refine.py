@@ -488,18 +488,6 @@ TIMING_COLUMNS = ("batch_size", "batch_seconds")
 # --------------------------------------------------------------------------------------------
 
 
-class MakeRefiner:
-    """Picklable factory: each worker builds its own models and warms them up."""
-
-    def __init__(self, spec: RefineModelSpec, settings: RefineSettings):
-        self.spec, self.settings = spec, settings
-
-    def __call__(self) -> ScoreHOIRefiner:
-        refiner = ScoreHOIRefiner(self.spec, self.settings)
-        refiner.warm_up()
-        return refiner
-
-
 def plan_job(estimates: Optional[str], spec: RefineModelSpec, settings: RefineSettings, control: bool,
              shard_size: int) -> tuple[list[Shard], dict]:
     """(shards, job description). ``estimates`` None: the demo scenes. Items are (row, variant),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -51,7 +51,7 @@ def load_prompts(path: Optional[str | Path]) -> PromptSet:
         records = tuple(_record_from_mapping(i, row) for i, row in enumerate(pq.read_table(path).to_pylist()))
     else:
         raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
-    return PromptSet(_mark_duplicate_ids(records), str(path), _digest(data))
+    return PromptSet(mark_duplicate_ids(records), str(path), _digest(data))
 
 
 def _digest(data: bytes) -> str:
@@ -88,13 +88,15 @@ def _record_from_mapping(index: int, row: dict) -> PromptRecord:
     )
 
 
-def _mark_duplicate_ids(records: tuple[PromptRecord, ...]) -> tuple[PromptRecord, ...]:
+def mark_duplicate_ids(records):
+    """Records (dataclasses with ``sample_id`` and ``error``) with every repeat of an id renamed
+    ``<id>#dup<n>`` and marked as an error, so it is rejected and the first one runs."""
     seen: set[str] = set()
     out = []
     for record in records:
         if record.sample_id in seen:
-            record = PromptRecord(f"{record.sample_id}#dup{len(out)}", record.text,
-                                  error=f"duplicate id {record.sample_id!r}")
+            record = replace(record, sample_id=f"{record.sample_id}#dup{len(out)}",
+                             error=f"duplicate id {record.sample_id!r}")
         seen.add(record.sample_id)
         out.append(record)
     return tuple(out)

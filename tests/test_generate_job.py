@@ -2,15 +2,14 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from killed_job import kill_after_commits, result_mtimes
 from motionfleet.engine import jobs
 from motionfleet.engine.generate import GenerateSettings, ModelSpec
 from motionfleet.engine.sink import JobMismatch, motion_array, read_results
@@ -112,12 +111,6 @@ def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):
         run(out, prompts, 8, seed=99)
 
 
-def committed(out: Path) -> dict:
-    try:
-        return json.loads((out / "manifest.json").read_text())["shards"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
 
 @pytest.mark.slow
 def test_killed_driver_then_rerun_gives_every_sample_exactly_once(tmp_path):
@@ -125,16 +118,9 @@ def test_killed_driver_then_rerun_gives_every_sample_exactly_once(tmp_path):
     cmd = [sys.executable, "-m", "motionfleet.engine.cli", "generate", "--out", str(out), "--preset", "tiny",
            "--steps", "30", "--shard-size", "8", "--batch-size", "4", "--num-frames", "10"]
     env = dict(os.environ, MOTIONFLEET_PROGRESS="0")
-    driver = subprocess.Popen(cmd + ["--workers", "2"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, mid-job
-    driver.wait()
-    before_kill = committed(out)
+    before_kill = kill_after_commits(cmd + ["--workers", "2"], out, env)
     assert 2 <= len(before_kill) < 18, "the kill should land mid-job (143 prompts, 18 shards)"
-    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+    mtimes = result_mtimes(out, before_kill)
 
     rerun = subprocess.run(cmd + ["--workers", "0"], env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
@@ -143,6 +129,6 @@ def test_killed_driver_then_rerun_gives_every_sample_exactly_once(tmp_path):
     assert len(keys) == len(set(keys)) == 143
     assert len(list((out / "results").glob("*.parquet"))) == 18
     assert not list(out.rglob(".*.tmp-*"))
-    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+    assert result_mtimes(out, before_kill) == mtimes
     for path in (out / "results").glob("*.parquet"):
         assert json.loads(pq.read_schema(path).metadata[b"motionfleet.job"])["job"] == "generate"

@@ -4,10 +4,8 @@ estimates, captions, the demo through the console command. Tiny videos, the smal
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from killed_job import committed, kill_after_commits, result_mtimes
 from motionfleet.engine import jobs
 from motionfleet.engine.models.initial_estimate import mean_estimate
 from motionfleet.engine.reconstruct import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec
@@ -150,12 +149,6 @@ def test_same_bytes_whatever_the_batch_size_shard_size_and_thread_count(tmp_path
     assert keyed_rows(other_seed)[("walk.mp4", 0, 0)] != a[("walk.mp4", 0, 0)]
 
 
-def committed(out: Path) -> dict:
-    try:
-        return json.loads((out / "manifest.json").read_text())["shards"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
 
 def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_path):
     corpus = tmp_path / "videos"
@@ -167,22 +160,16 @@ def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_pat
     cmd = [sys.executable, "-m", "motionfleet.engine.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
            "--preset", "small", "--crop-size", "32", "--max-frame-size", "160", "--steps", "2", "--shard-size", "1",
            "--workers", "0"]
-    driver = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    before_kill = committed(out)
+    before_kill = kill_after_commits(cmd, out, ENV)
     total_shards = sum(1 + -(-(n - 16) // 16) for n in frames.values())
     assert 2 <= len(before_kill) < total_shards, "the kill should land mid-job"
-    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+    mtimes = result_mtimes(out, before_kill)
 
     rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert set(keyed_rows(out)) == expected_keys(frames)
     assert len(committed(out)) == total_shards and not list(out.rglob(".*.tmp-*"))
-    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+    assert result_mtimes(out, before_kill) == mtimes
 
 
 def upstream_table(video: str, frames: int, image_dim: int, betas_shift: float, skip_frame=None) -> pa.Table:
@@ -224,7 +211,7 @@ def test_upstream_features_and_estimates_replace_the_backbone(tmp_path):
 
 
 def test_captions_from_the_manifest_condition_the_released_model(tmp_path):
-    corpus = write_good_videos(tmp_path / "videos")
+    write_good_videos(tmp_path / "videos")
     manifest = tmp_path / "manifest.parquet"
     pq.write_table(pa.table({"path": ["videos/still.mkv"], "caption": ["two people hug"]}), manifest)
     out = tmp_path / "out"

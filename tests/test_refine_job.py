@@ -3,10 +3,8 @@ exactly-once after a kill, and the demo's guided / unguided comparison."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from killed_job import kill_after_commits, result_mtimes
 from motionfleet.engine import cli, jobs
 from motionfleet.engine.bodies import load_body_model, sample_vertex_ids, write_synthetic_body_model
 from motionfleet.engine.body_points import BodyPoints
@@ -199,12 +198,6 @@ def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, spec, estimat
         run(out, spec, estimates, control=False, guidance_scale=2.0)
 
 
-def committed(out: Path) -> dict:
-    try:
-        return json.loads((out / "manifest.json").read_text())["shards"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
 
 def test_killed_driver_then_rerun_gives_every_row_exactly_once(tmp_path, estimates, body_dir):
     out = tmp_path / "job"
@@ -212,23 +205,16 @@ def test_killed_driver_then_rerun_gives_every_row_exactly_once(tmp_path, estimat
            "--model", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--stride", "5",
            "--shard-size", "2", "--batch-size", "2", "--control", "--workers", "0"]
     env = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
-    driver = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while len(committed(out)) < 2 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.1)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait()
-    before_kill = committed(out)
+    before_kill = kill_after_commits(cmd, out, env)
     assert 2 <= len(before_kill) < 8, "the kill should land mid-job (16 items, 8 shards)"
-    mtimes = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill}
+    mtimes = result_mtimes(out, before_kill)
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     keys = [(r["sample_id"], r["variant"]) for r in read_results(out).to_pylist()]
     assert len(keys) == len(set(keys)) == 16
     assert not list(out.rglob(".*.tmp-*"))
-    assert {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in before_kill} == mtimes
+    assert result_mtimes(out, before_kill) == mtimes
 
 
 def test_demo_guidance_beats_the_estimate_and_the_unguided_control(tmp_path, monkeypatch, capsys):
