@@ -15,14 +15,6 @@ def all_cores():
     torch.set_num_threads(os.cpu_count() or 1)
 
 
-def count_flops(fn) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def record(benchmark, flops: int, items: int, **extra) -> None:
     """Run ``benchmark`` results into extra_info: flops per call, GFLOP/s and per-item time (medians)."""
     median = benchmark.stats.stats.median

@@ -12,7 +12,8 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from benchmarks.conftest import count_flops, record
+from benchmarks.conftest import record
+from motionfleet.engine.bench import count_flops
 from motionfleet.engine.generate import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.engine.models import dhvae
 from motionfleet.engine.seeding import SampleNoise

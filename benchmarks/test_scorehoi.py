@@ -28,7 +28,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.conftest import count_flops, record
+from benchmarks.conftest import record
+from motionfleet.engine.bench import count_flops
 from motionfleet.engine import provenance
 from motionfleet.engine.bodies import load_body_model, write_synthetic_body_model
 from motionfleet.engine.demo_scenes import demo_scenes

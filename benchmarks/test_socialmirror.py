@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.conftest import count_flops, record
+from benchmarks.conftest import record
+from motionfleet.engine.bench import count_flops
 from motionfleet.engine.executors import WarmWorker
 from motionfleet.engine.reconstruct import (
     BACKBONE_CHUNK, Reconstructor, ReconstructSettings, ReconstructSpec, prepare_clip,

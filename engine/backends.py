@@ -186,7 +186,8 @@ class TorchBackend:
 
 class DHVAETorchBackend(TorchBackend):
     """Eager DHVAE denoiser that also offers ``guided_pair`` (the null text's AdaLN modulation
-    computed once per step and broadcast, ``dhvae.guided_pair``), which the generator prefers."""
+    computed once per step and broadcast, ``dhvae.guided_pair``), which the generator prefers.
+    (Compiling ``guided_pair`` was tried: on CPU it gave no gain and recompiled for each step.)"""
 
     def __init__(self, spec: onnx_export.GraphSpec, denoiser: dhvae.DHVAEDenoiser, precision: str,
                  device: torch.device):
@@ -293,6 +294,9 @@ def ort_session(path: Path, name: str, precision: str, device: torch.device):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the same threads torch uses here
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # ORT's idle threads spin by default; between its calls torch runs the DDIM update (and other
+    # backends) on the same cores, which measured 60% slower beside the spinning threads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = _providers(name, device, precision)
     session = onnxruntime.InferenceSession(str(path), options, providers=[p for p, _ in providers],
                                            provider_options=[o for _, o in providers])
