@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from motionfleet.engine import provenance
+from motionfleet.engine import backends, provenance
 from motionfleet.engine.batching import pad_rows
 from motionfleet.engine.bodies import find_model_file, load_body_model, model_file_name, write_synthetic_body_model
 from motionfleet.engine.errors import RejectedInput
@@ -359,8 +359,6 @@ class Reconstructor:
     """Models of one device and the per-shard pipeline; ``run(items)`` is the engine's worker call."""
 
     def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
-        if settings.backend != "torch" or settings.precision != "fp32":
-            raise ValueError("reconstruct runs the torch backend in fp32")
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
         model, self.model_name = load_denoiser(spec)
@@ -377,6 +375,8 @@ class Reconstructor:
         self.text_encoder = None
         self._text_cache: dict[str, torch.Tensor] = {}
         self.weights = weights_description(spec.checkpoint, spec.dummy_seed)
+        self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
+                                              weights=self.weights)
         self.provenance = self._provenance()
 
     @property
@@ -489,15 +489,18 @@ class Reconstructor:
         shape = tuple(batch[0].x_init.shape)
         stack = lambda name: pad_rows(torch.stack([getattr(e, name) for e in batch]))
         x_init, features, bbox = stack("x_init"), stack("image_features"), stack("bbox")
-        text = stack("text") if batch[0].text is not None else None
-        rows = len(x_init)
+        text = stack("text") if batch[0].text is not None else self.empty_text(len(x_init))
 
         def denoise(y: torch.Tensor, t: int) -> torch.Tensor:
-            return self.model(y, torch.full((rows,), t, dtype=torch.long, device=self.device), features, bbox, text)
+            return self.denoiser(y, t, features, bbox, text)
 
         x0 = sample_around(denoise, x_init, pad_rows(noise.draw(shape)), self.steps, self.settings.sigma,
                            lambda _: pad_rows(noise.draw(shape)), self.guidance(batch), self.settings.guidance_scale)
         return x0[:len(batch)]
+
+    def empty_text(self, rows: int) -> torch.Tensor:
+        """The ControlNet's condition without a caption: the empty-text feature, zeros."""
+        return torch.zeros(rows, socialmirror.NUM_PEOPLE, self.config.text_feature_dim, device=self.device)
 
     def guidance(self, batch: list[EncodedClip]) -> Optional[PairJointGuidance]:
         if not self.settings.guidance_scale:
@@ -541,7 +544,7 @@ class Reconstructor:
             x = torch.zeros(len(rows), 2, self.clip_len, socialmirror.MOTION_DIM, device=self.device)
             features = torch.zeros(*x.shape[:3], self.config.image_feature_dim, device=self.device)
             bbox = torch.zeros(*x.shape[:3], 3, device=self.device)
-            self.model(x, torch.zeros(len(x), dtype=torch.long, device=self.device), features, bbox)
+            self.denoiser(x, 0, features, bbox, self.empty_text(len(x)))
             rotations = torch.eye(3, device=self.device).expand(2, NUM_JOINTS, 3, 3)
             self.joints(rotations, torch.zeros(2, 10, device=self.device))
             synchronize(self.device)

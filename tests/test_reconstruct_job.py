@@ -150,6 +150,22 @@ def test_same_bytes_whatever_the_batch_size_shard_size_and_thread_count(tmp_path
 
 
 
+def test_onnxruntime_backend_matches_torch(tmp_path, monkeypatch):
+    """The denoiser through its exported graph in ONNX Runtime (CPU) gives the torch job's motion."""
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    corpus = write_good_videos(tmp_path / "videos")
+    jobs.reconstruct(tmp_path / "torch", str(corpus), SPEC, SETTINGS, workers=0)
+    jobs.reconstruct(tmp_path / "ort", str(corpus), SPEC, replace(SETTINGS, backend="onnxruntime"), workers=0)
+    rows = {name: {(r["video_id"], r["frame_index"], r["person"]): r for r in read_results(tmp_path / name).to_pylist()}
+            for name in ("torch", "ort")}
+    assert set(rows["torch"]) == set(rows["ort"]) == expected_keys(GOOD)
+    for column in ("pose_6d", "translation", "joints_3d"):
+        ref = np.array([rows["torch"][k][column] for k in sorted(rows["torch"])])
+        got = np.array([rows["ort"][k][column] for k in sorted(rows["torch"])])
+        assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max(), column
+    assert {r["backend"] for r in rows["ort"].values()} == {"onnxruntime"}
+
+
 def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_path):
     corpus = tmp_path / "videos"
     corpus.mkdir()
