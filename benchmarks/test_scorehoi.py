@@ -200,7 +200,7 @@ def one_round(runner: ScoreHOIRefiner, way: str, batch: int):
         return lambda: runner.refine_batch(estimates, runner.settings.guidance_scale, StageClock())
     body = load_body_model("smplh", runner.spec.body_models)
     conditions = runner.conditions(estimates)
-    return lambda: public_code_round(runner.denoiser, body, runner.points.vertex_ids, x0, conditions, objects,
+    return lambda: public_code_round(runner.model, body, runner.points.vertex_ids, x0, conditions, objects,
                                      guidance.masks, runner.settings.weights, runner.settings.guidance_scale)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from motionfleet.engine import metrics, provenance
+from motionfleet.engine import backends, metrics, provenance
 from motionfleet.engine.batching import ROW_QUANTUM
 from motionfleet.engine.bodies import (find_model_file, load_body_model, model_file_name, sample_vertex_ids,
                                       write_synthetic_body_model)
@@ -89,11 +89,6 @@ class RefineSettings:
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"
-
-    def __post_init__(self):
-        if self.backend != "torch" or self.precision != "fp32":
-            raise ValueError("refine runs on the torch backend in fp32; its other backends are not wired yet "
-                             f"(asked for {self.backend} {self.precision})")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "RefineSettings":
@@ -214,7 +209,9 @@ class ScoreHOIRefiner:
         self.device = torch.device(settings.device)
         model, self.config, self.weights = load_denoiser(spec)
         denoiser = scorehoi.fold_scorehoi(model) if settings.folded else model
-        self.denoiser = rowwise_narrow_linears(denoiser).to(self.device)
+        self.model = rowwise_narrow_linears(denoiser).to(self.device)
+        self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
+                                              weights=self.weights)
         body = load_body_model("smplh", spec.body_models, device=self.device)
         ids = sample_vertex_ids(body.template_vertices, NUM_HUMAN_POINTS, seed=BODY_POINTS_SEED)
         self.points = BodyPoints(body, ids).to(self.device)
@@ -319,7 +316,7 @@ class ScoreHOIRefiner:
         @torch.inference_mode()
         def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
             with clock.stage("denoiser"):
-                return self.denoiser(x, torch.full((len(x),), t, device=self.device), *conditions)
+                return self.denoiser(x, t, *conditions)
 
         return denoise
 

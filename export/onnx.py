@@ -190,6 +190,18 @@ def scorehoi_graph(model: scorehoi.ScoreHOIDenoiser) -> GraphSpec:
                      same_shape_as_first)
 
 
+def folded_call_inputs(x: torch.Tensor, t, *conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The folded ScoreHOI denoiser's graph reads x_t and t only (the conditions do not change its output)."""
+    return x, timestep_tensor(t, x.device)
+
+
+def scorehoi_folded_graph(model: scorehoi.FoldedScoreHOIDenoiser) -> GraphSpec:
+    inputs = (GraphInput("x_t", ("batch", scorehoi.STATE_DIM)), GraphInput("t", (1,), "timestep", 1000))
+    config = {"folded": True, "pose_blocks": len(model.blocks), "shape_blocks": len(model.blocks_betas)}
+    return GraphSpec("scorehoi", "denoiser-folded", model, inputs, "eps", config, folded_call_inputs,
+                     same_shape_as_first)
+
+
 def socialmirror_graph(model: socialmirror.SocialMirrorDenoiser) -> GraphSpec:
     c = model.config
     per_frame = ("batch", socialmirror.NUM_PEOPLE, c.frames)
@@ -205,6 +217,7 @@ GRAPH_BUILDERS = {
     dhvae.DHVAEDenoiser: dhvae_denoiser_graph,
     dhvae.DHVAEDecoder: dhvae_decoder_graph,
     scorehoi.ScoreHOIDenoiser: scorehoi_graph,
+    scorehoi.FoldedScoreHOIDenoiser: scorehoi_folded_graph,
     socialmirror.SocialMirrorDenoiser: socialmirror_graph,
 }
 

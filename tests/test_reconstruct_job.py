@@ -164,6 +164,7 @@ def test_onnxruntime_backend_matches_torch(tmp_path, monkeypatch):
         got = np.array([rows["ort"][k][column] for k in sorted(rows["torch"])])
         assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max(), column
     assert {r["backend"] for r in rows["ort"].values()} == {"onnxruntime"}
+    assert list((tmp_path / "cache" / "onnx").rglob("socialmirror-denoiser-fp32.onnx"))  # the graph ran
 
 
 def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_path):

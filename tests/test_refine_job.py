@@ -181,6 +181,21 @@ def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, spec, esti
         assert rows == reference
 
 
+def test_onnxruntime_backend_matches_torch(tmp_path, monkeypatch, spec, estimates):
+    """The folded denoiser through its exported graph in ONNX Runtime (CPU) refines as torch does."""
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    run(tmp_path / "torch", spec, estimates, control=False)
+    run(tmp_path / "ort", spec, estimates, control=False, backend="onnxruntime")
+    ref, got = rows_by_key(tmp_path / "torch"), rows_by_key(tmp_path / "ort")
+    assert set(ref) == set(got) and len(ref) == 8
+    for column in ("pose_6d", "betas", "object_rotation_6d", "object_translation"):
+        a = np.array([ref[k][column] for k in sorted(ref)])
+        b = np.array([got[k][column] for k in sorted(ref)])
+        assert np.abs(b - a).max() <= 1e-3 * np.abs(a).max(), column
+    assert {r["backend"] for r in got.values()} == {"onnxruntime"}
+    assert list((tmp_path / "cache" / "onnx").rglob("scorehoi-denoiser-folded-fp32.onnx"))  # the graph ran
+
+
 def test_same_bytes_with_two_ray_workers(tmp_path, spec, estimates):
     run(tmp_path / "local", spec, estimates, batch_size=4, control=False)
     report = run(tmp_path / "ray", spec, estimates, batch_size=2, shard_size=3, workers=2, control=False)
