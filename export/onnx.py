@@ -256,10 +256,12 @@ def load_family(family: str, checkpoint: Optional[str] = None, preset: Optional[
 def family_graphs(family: str, model: nn.Module, loop_steps: Optional[int] = None,
                   guidance: float = 3.5) -> list[GraphSpec]:
     """The graphs a family exports: dhvae's denoiser and decoder (and its DDIM loop if asked),
-    the other families' denoisers."""
+    the other families' denoisers (scorehoi's also folded, the form refine runs by default)."""
     if family != "dhvae":
         if loop_steps:
             raise ValueError("the whole-loop graph exists for dhvae only")
+        if family == "scorehoi":
+            return [graph_for(model), graph_for(scorehoi.fold_scorehoi(model))]
         return [graph_for(model)]
     graphs = [graph_for(model.denoiser), graph_for(model.decoder)]
     if loop_steps:

@@ -16,12 +16,13 @@ import torch
 
 from motionfleet.engine import backends, jobs
 from motionfleet.engine.generate import GenerateSettings, ModelSpec
+from motionfleet.engine.models import scorehoi
 from motionfleet.engine.sink import motion_array, read_results
 from motionfleet.export import onnx as onnx_export
 
 GPU_BACKENDS = ["torch", "torch-compile", "torch-cudagraphs", "onnxruntime", "onnxruntime-tensorrt", "tensorrt"]
 PRECISION_BOUNDS = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}
-MODULES = ["dhvae-denoiser", "dhvae-decoder", "scorehoi-denoiser", "socialmirror-denoiser"]
+MODULES = ["dhvae-denoiser", "dhvae-decoder", "scorehoi-denoiser", "scorehoi-denoiser-folded", "socialmirror-denoiser"]
 PROMPTS = ["two people hug each other warmly", "they greet each other by shaking hands",
            "one person pushes the other who stumbles backwards", "a couple dances a slow waltz",
            "two boxers trade punches in a ring"]
@@ -47,7 +48,8 @@ def modules():
     scorehoi_model, _ = onnx_export.load_family("scorehoi", preset="small")
     socialmirror_model, _ = onnx_export.load_family("socialmirror", preset="small")
     return {"dhvae-denoiser": dhvae_model.denoiser, "dhvae-decoder": dhvae_model.decoder,
-            "scorehoi-denoiser": scorehoi_model, "socialmirror-denoiser": socialmirror_model}
+            "scorehoi-denoiser": scorehoi_model, "scorehoi-denoiser-folded": scorehoi.fold_scorehoi(scorehoi_model),
+            "socialmirror-denoiser": socialmirror_model}
 
 
 def call_arguments(module, batch: int, seed: int, device="cpu") -> tuple:

@@ -20,7 +20,8 @@ FP32_BOUND = 1e-4
 FP16_BOUND = 2e-2
 SMALL_PRESETS = {"dhvae": "tiny", "scorehoi": "small", "socialmirror": "small"}
 LOOP_STEPS = 2
-GRAPHS = ["dhvae-denoiser", "dhvae-decoder", f"dhvae-loop{LOOP_STEPS}", "scorehoi-denoiser", "socialmirror-denoiser"]
+GRAPHS = ["dhvae-denoiser", "dhvae-decoder", f"dhvae-loop{LOOP_STEPS}", "scorehoi-denoiser", "scorehoi-denoiser-folded",
+          "socialmirror-denoiser"]
 
 
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
