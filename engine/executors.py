@@ -30,15 +30,25 @@ class ShardDone:
     write_s: float = 0.0  # seconds writing the shard's Parquet files
 
 
+def peak_rss_mb() -> float:
+    """Peak resident set of this process in MiB: Linux's VmHWM, which starts afresh at exec
+    (``ru_maxrss`` keeps the high-water mark of the process that forked this one)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+        import sys
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+
+
 def peak_memory_mb() -> tuple[float, float]:
     """(peak resident set of this process, peak CUDA allocation) in MiB."""
-    import resource
-
     import torch
 
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     device = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-    return rss, device
+    return peak_rss_mb(), device
 
 
 class WarmWorker:
