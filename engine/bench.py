@@ -32,10 +32,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from motionfleet.engine import provenance
-from motionfleet.engine.generate import DHVAEGenerator, GenerateSettings, ModelSpec, synchronize
+from motionfleet.engine.generate import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.engine.models import dhvae
 from motionfleet.engine.sampling import ddim
 from motionfleet.engine.seeding import SampleNoise
+from motionfleet.engine.stopwatch import synchronize
 
 MATMUL_SIZE = 2048
 

@@ -23,6 +23,7 @@ from motionfleet.engine.sampling.cfg import cfg_denoiser
 from motionfleet.engine.seeding import SampleNoise, sample_seed
 from motionfleet.engine.shards import WorkItem
 from motionfleet.engine.sink import REJECTED_SCHEMA
+from motionfleet.engine.stopwatch import synchronize
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,6 @@ class Timings:
         self.decode_s += other.decode_s
         self.samples += other.samples
         self.batches += other.batches
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class DHVAEGenerator:
