@@ -1,7 +1,7 @@
 """ScoreHOI refinement speed: pytest-benchmark cases and the FPS table.
 
     python -m pytest benchmarks/test_scorehoi.py --benchmark-enable    # the cases
-    python benchmarks/test_scorehoi.py                        # FPS table -> benchmarks/results/scorehoi_cpu.json
+    python -m benchmarks.test_scorehoi                        # FPS table -> benchmarks/results/scorehoi_cpu.json
 
 Cases: one guided DDIM step, one refinement round, the body model's forward + backward (the
 431-point ``BodyPoints`` beside smplx's full mesh), and one round the public code's way beside the
