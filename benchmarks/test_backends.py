@@ -8,9 +8,13 @@ each hoist (``motionfleet.engine.bench.hoisting_cases``).
 the JSON and plot; this suite gives pytest-benchmark's statistics per case.
 """
 
-import pytest
+import copy
 
-from motionfleet.engine import bench
+import pytest
+import torch
+
+from motionfleet.engine import backends, bench
+from motionfleet.engine.sampling.cfg import cfg_denoiser
 
 SETTINGS = bench.BenchSettings()
 HOIST_CASES = ["no_hoist_per_sample_t", "cfg_batch", "guided_pair", "guided_pair_null_precomputed",
@@ -44,3 +48,24 @@ def test_hoisting(benchmark, generators, case):
     cases = bench.hoisting_cases(generator.model.denoiser, generator.null_text, SETTINGS.hoist_batch, SETTINGS.steps)
     benchmark.extra_info.update({"batch": SETTINGS.hoist_batch})
     benchmark.pedantic(cases[case], rounds=10, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("spin", [True, False], ids=["ort-spinning", "ort-not-spinning"])
+def test_eager_step_after_an_onnxruntime_call(benchmark, generators, spin):
+    """One eager guided step at batch 64 timed right after an ONNX Runtime denoiser call, with
+    ORT's idle threads spinning (its default) or not (the engine's setting)."""
+    eager, ort = generator_for(generators, "torch"), generator_for(generators, "onnxruntime")
+    ort_denoiser = copy.copy(ort.denoiser)
+    ort_denoiser.session = backends.ort_session(ort.denoiser.path, "onnxruntime", "fp32", ort.device, spin=spin)
+    batch = SETTINGS.hoist_batch
+    x = torch.randn(batch, *eager.model.latent_shape)
+    text = bench.batch_inputs(eager, batch)[0]
+    eager_step = eager.guided_denoiser(text)
+    ort_step = cfg_denoiser(ort_denoiser, text, ort.null_text.expand(batch, -1))
+    benchmark.extra_info.update({"batch": batch, "ort_allow_spinning": spin})
+
+    def ort_call_first() -> None:  # pedantic's setup: untimed, and must return None
+        ort_step(x, 981)
+
+    with torch.inference_mode():
+        benchmark.pedantic(lambda: eager_step(x, 981), setup=ort_call_first, rounds=10, warmup_rounds=1)

@@ -186,8 +186,7 @@ class TorchBackend:
 
 class DHVAETorchBackend(TorchBackend):
     """Eager DHVAE denoiser that also offers ``guided_pair`` (the null text's AdaLN modulation
-    computed once per step and broadcast, ``dhvae.guided_pair``), which the generator prefers.
-    (Compiling ``guided_pair`` was tried: on CPU it gave no gain and recompiled for each step.)"""
+    computed once per step and broadcast, ``dhvae.guided_pair``), which the generator prefers."""
 
     def __init__(self, spec: onnx_export.GraphSpec, denoiser: dhvae.DHVAEDenoiser, precision: str,
                  device: torch.device):
@@ -287,16 +286,18 @@ def _providers(name: str, device: torch.device, precision: str) -> list[tuple[st
     return providers
 
 
-def ort_session(path: Path, name: str, precision: str, device: torch.device):
-    """An InferenceSession whose first provider is the one asked for, or BackendUnavailable."""
+def ort_session(path: Path, name: str, precision: str, device: torch.device, spin: bool = False):
+    """An InferenceSession whose first provider is the one asked for, or BackendUnavailable.
+
+    ``spin``: let idle intra-op threads spin (ONNX Runtime's default). Off here: between calls
+    torch runs the DDIM update (and other backends) on the same cores, and spinning threads slow
+    it (``benchmarks/test_backends.py::test_eager_step_after_an_onnxruntime_call``)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the same threads torch uses here
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ORT's idle threads spin by default; between its calls torch runs the DDIM update (and other
-    # backends) on the same cores, which measured 60% slower beside the spinning threads.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     providers = _providers(name, device, precision)
     session = onnxruntime.InferenceSession(str(path), options, providers=[p for p, _ in providers],
                                            provider_options=[o for _, o in providers])

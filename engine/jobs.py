@@ -88,7 +88,7 @@ def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, work
     if not done:
         return None
     return write_report(out_dir, {
-        "job": "reconstruct", "model": f"socialmirror/{spec.preset}" if spec.checkpoint is None else "socialmirror",
+        "job": "reconstruct", "model": rec.model_name(spec),
         "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"], "workers": workers,
         "shards_run": len(done), "shards_total": len(shards), "timing": stage_report(done, wall),
     })

@@ -320,19 +320,23 @@ class ReconstructTimings:
     shard_s: float = 0.0
 
 
-def load_denoiser(spec: ReconstructSpec) -> tuple[socialmirror.SocialMirrorDenoiser, str]:
-    """(model, model name) from dummy weights, our model folder or CloseInt's released checkpoint."""
+def model_name(spec: ReconstructSpec) -> str:
+    """How results name the model: the preset for dummy weights, else the family."""
+    return f"socialmirror/{spec.preset}" if spec.checkpoint is None else "socialmirror"
+
+
+def load_denoiser(spec: ReconstructSpec) -> socialmirror.SocialMirrorDenoiser:
+    """The model from dummy weights, our model folder or CloseInt's released checkpoint."""
     if spec.checkpoint is None:
         if spec.preset not in socialmirror.PRESETS:
             raise ValueError(f"unknown socialmirror preset {spec.preset!r}; presets: {', '.join(socialmirror.PRESETS)}")
-        model = socialmirror.build_model(socialmirror.PRESETS[spec.preset], spec.dummy_seed)
-        return model, f"socialmirror/{spec.preset}"
+        return socialmirror.build_model(socialmirror.PRESETS[spec.preset], spec.dummy_seed)
     if Path(spec.checkpoint).is_dir():
         state, config = load_model_folder(spec.checkpoint)
         model = socialmirror.SocialMirrorDenoiser(socialmirror.SocialMirrorConfig(**config))
         model.load_state_dict(state, strict=True)
-        return model.eval(), "socialmirror"
-    return socialmirror.load_released_checkpoint(spec.checkpoint)[0], "socialmirror"
+        return model.eval()
+    return socialmirror.load_released_checkpoint(spec.checkpoint)[0]
 
 
 def synthetic_body_dir() -> Path:
@@ -361,7 +365,7 @@ class Reconstructor:
     def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
-        model, self.model_name = load_denoiser(spec)
+        model, self.model_name = load_denoiser(spec), model_name(spec)
         self.model = model.to(self.device)
         self.config = model.config
         self.backbone = build_resnet50(spec.backbone_weights, spec.dummy_seed).to(self.device)

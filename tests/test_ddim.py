@@ -119,7 +119,6 @@ TRITON_CHECK = textwrap.dedent("""
 
 
 def test_triton_kernel_matches_reference_in_interpreter():
-    pytest.importorskip("triton", reason="the Triton kernel is tested where triton is installed")
     env = dict(os.environ, TRITON_INTERPRET="1")
     result = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr

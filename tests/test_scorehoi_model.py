@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from layout import Layout
 from motionfleet.engine.errors import RejectedInput
 from motionfleet.engine.models import scorehoi
 from motionfleet.engine.models.scorehoi import (
@@ -24,15 +25,8 @@ RELEASED = PRESETS["released"]
 def public_ipfc_obj_layout(hidden=2048, condition=2048, geometry_in=64 * 3 + 1024, pose_blocks=3, shape_blocks=2):
     """Key -> shape of the public IPFC_Obj with use_betas, written out from its source
     (RammusLeo/ScoreHOI lib/models/denoising_model_attcond.py, lib/models/model_blocks.py)."""
-    shapes = {}
-
-    def linear(name, n_in, n_out):
-        shapes[f"{name}.weight"] = (n_out, n_in)
-        shapes[f"{name}.bias"] = (n_out,)
-
-    def layer_norm(name, dim):
-        shapes[f"{name}.weight"] = (dim,)
-        shapes[f"{name}.bias"] = (dim,)
+    shapes = Layout()
+    linear, layer_norm = shapes.linear, shapes.layer_norm
 
     def batch_norm(name, dim):
         layer_norm(name, dim)

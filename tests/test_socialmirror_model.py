@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from layout import Layout
 from motionfleet.engine.errors import RejectedInput
 from motionfleet.engine.models import socialmirror
 from motionfleet.engine.models.socialmirror import (
@@ -20,18 +21,11 @@ SMALL = PRESETS["small"]
 def public_closeint_layout(latent=256, layers=4, ff=512, image=1024, max_len=5000):
     """Key -> shape of CloseInt's interhuman_diffusion_phys without ``smpl.*`` and ``out.*``,
     written out from its source (boycehbz/HumanInteraction demo_module/CloseInt/model/*.py)."""
-    shapes = {
+    shapes = Layout({
         "sequence_pos_encoder.pe": (max_len, latent),
         "embed_timestep.sequence_pos_encoder.pe": (max_len, latent),
-    }
-
-    def linear(name, n_in, n_out):
-        shapes[f"{name}.weight"] = (n_out, n_in)
-        shapes[f"{name}.bias"] = (n_out,)
-
-    def layer_norm(name, dim):
-        shapes[f"{name}.weight"] = (dim,)
-        shapes[f"{name}.bias"] = (dim,)
+    })
+    linear, layer_norm = shapes.linear, shapes.layer_norm
 
     def attention(name):
         shapes[f"{name}.in_proj_weight"] = (3 * latent, latent)

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from motionfleet.engine.models.weights import seeded
+
 MOTION_DIM = 262
 NUM_TOKENS = 3  # z_a, z_b, z_g
 
@@ -345,8 +347,7 @@ def build_dummy(config: DHVAEConfig, seed: int) -> DHVAE:
     Linear weights ~ N(0, 0.02) and AdaLN gates at the same scale, so the dummy network is a
     non-trivial function of every input (an AdaLN-zero init would make it the identity).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = DHVAE(config)
         for name, param in model.named_parameters():
             if param.dim() >= 2:

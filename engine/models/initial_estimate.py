@@ -32,7 +32,7 @@ from torch import nn
 
 from motionfleet.engine.models.resnet import FEATURE_DIM
 from motionfleet.engine.models.socialmirror import CAMERA_DIM, MOTION_DIM, POSE_DIM, SHAPE_DIM
-from motionfleet.engine.models.weights import read_state_dict
+from motionfleet.engine.models.weights import read_state_dict, seeded
 
 BBOX_INFO_DIM = 3
 MEAN_CAMERA = (0.9, 0.0, 0.0)
@@ -75,8 +75,7 @@ def build_initial_estimator(image_feature_dim: int, weights_path: Optional[str] 
     """Eval-mode estimator: a state dict from disk (keys ``project.*``, ``head.*``; safetensors
     or a torch file), or seeded dummy weights with the last layer scaled by
     ``DUMMY_RESIDUAL_SCALE``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = InitialEstimator(image_feature_dim)
         with torch.no_grad():
             model.head[-1].weight.mul_(DUMMY_RESIDUAL_SCALE)

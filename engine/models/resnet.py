@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from motionfleet.engine.models.weights import read_state_dict
+from motionfleet.engine.models.weights import read_state_dict, seeded
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -75,8 +75,7 @@ class ResNet50(nn.Module):
 def build_resnet50(weights_path: Optional[str] = None, seed: int = 0) -> ResNet50:
     """Eval-mode ResNet-50: a torchvision-format weights file from disk, or seeded dummy weights
     (Kaiming-normal convolutions, as torchvision initialises them)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = ResNet50()
         for module in model.modules():
             if isinstance(module, nn.Conv2d):

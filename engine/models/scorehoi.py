@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models.weights import check_layout, read_state_dict
+from motionfleet.engine.models.weights import check_layout, meta_layout, read_state_dict, seeded
 
 POSE_OBJECT_DIM = 52 * 6 + 6 + 3  # 321: pose, object rotation, object translation
 BETAS_DIM = 10
@@ -303,17 +303,14 @@ def fold_scorehoi(model: ScoreHOIDenoiser) -> FoldedScoreHOIDenoiser:
 
 def build_model(config: ScoreHOIConfig = PRESETS["released"], seed: int = 0) -> ScoreHOIDenoiser:
     """Seeded dummy weights (PyTorch's default init); the same seed gives the same weights."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = ScoreHOIDenoiser(config)
     return model.eval()
 
 
 def expected_layout(config: ScoreHOIConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the state dict for ``config``, computed on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = ScoreHOIDenoiser(config)
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return meta_layout(lambda: ScoreHOIDenoiser(config))
 
 
 def load_released_checkpoint(path, config: ScoreHOIConfig = PRESETS["released"]):

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models.weights import check_layout, read_state_dict
+from motionfleet.engine.models.weights import check_layout, meta_layout, read_state_dict, seeded
 
 POSE_DIM = 24 * 6
 SHAPE_DIM = 10
@@ -311,17 +311,14 @@ def build_model(config: SocialMirrorConfig = PRESETS["released"], seed: int = 0)
     for training (AdaLN modulation, FFN output): zero there would make dummy outputs ignore t and
     the image. The ControlNet starts as a copy of the base blocks with zero linear layers (eq. 9).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = SocialMirrorDenoiser(config)
     return model.eval()
 
 
 def expected_layout(config: SocialMirrorConfig) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the base branch's state dict, computed on the meta device."""
-    with torch.device("meta"):
-        net = CloseIntDenoiser(config)
-    return {key: tuple(value.shape) for key, value in net.state_dict().items()}
+    return meta_layout(lambda: CloseIntDenoiser(config))
 
 
 def denoiser_keys(state_dict: dict) -> dict:

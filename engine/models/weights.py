@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -79,6 +81,22 @@ def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
         return f"dummy, seed {dummy_seed}"
     path = Path(checkpoint)
     return f"sha256:{file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"
+
+
+@contextmanager
+def seeded(seed: int):
+    """Random draws inside come from ``torch.manual_seed(seed)`` (dummy weights: same seed, same
+    bytes); the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def meta_layout(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of ``build()``'s state dict, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        module = build()
+    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
 
 
 def check_layout(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str, layout: str) -> None:
