@@ -1,6 +1,6 @@
 """pytest-benchmark cases matching ``motionfleet bench``: dhvae/official, 50 DDIM steps with CFG
 and decoding 120 frames, per backend and batch size; and one guided denoiser step with and without
-each hoist (``motionfleet.engine.bench.hoisting_cases``).
+each hoist (``motionfleet.bench.hoisting_cases``).
 
     pytest benchmarks/test_backends.py --benchmark-enable
 
@@ -13,8 +13,9 @@ import copy
 import pytest
 import torch
 
-from motionfleet.engine import backends, bench
-from motionfleet.engine.sampling.cfg import cfg_denoiser
+from motionfleet import bench
+from motionfleet.core import backends
+from motionfleet.sampling.cfg import cfg_denoiser
 
 SETTINGS = bench.BenchSettings()
 HOIST_CASES = ["no_hoist_per_sample_t", "cfg_batch", "guided_pair", "guided_pair_null_precomputed",

@@ -13,10 +13,10 @@ import torch
 from diffusers import DDIMScheduler
 
 from benchmarks.conftest import record
-from motionfleet.engine.bench import count_flops
-from motionfleet.engine.generate import DHVAEGenerator, GenerateSettings, ModelSpec
-from motionfleet.engine.models import dhvae
-from motionfleet.engine.seeding import SampleNoise
+from motionfleet.bench import count_flops
+from motionfleet.core.seeding import SampleNoise
+from motionfleet.dhvae import model as dhvae
+from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 
 FRAMES = 120
 BATCHES = [1, 8, 64]

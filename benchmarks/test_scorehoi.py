@@ -29,19 +29,27 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.conftest import record
-from motionfleet.engine.bench import count_flops
-from motionfleet.engine import provenance
-from motionfleet.engine.bodies import load_body_model, write_synthetic_body_model
-from motionfleet.engine.demo_scenes import demo_scenes
-from motionfleet.engine.estimates import EstimateRecord
-from motionfleet.engine.hoi import (NUM_JOINTS, PhysicalGuidance, object_sdf, pose_scene, unpack_state)
-from motionfleet.engine.models import scorehoi
-from motionfleet.engine.refine import (PRESETS, SCHEDULE, RefineItem, RefineModelSpec, RefineSettings,
-                                       ScoreHOIRefiner, padded)
-from motionfleet.engine.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_6d_to_matrix
-from motionfleet.engine.sampling.score_guidance import guided_sample
-from motionfleet.engine.schedules import alphas_cumprod
-from motionfleet.engine.stopwatch import StageClock
+from motionfleet.bench import count_flops
+from motionfleet.common.bodies import load_body_model
+from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_6d_to_matrix
+from motionfleet.core import provenance
+from motionfleet.core.stopwatch import StageClock
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.demo.scenes import demo_scenes
+from motionfleet.sampling.schedules import alphas_cumprod
+from motionfleet.sampling.score_guidance import guided_sample
+from motionfleet.scorehoi import model as scorehoi
+from motionfleet.scorehoi.hoi import NUM_JOINTS, PhysicalGuidance, object_sdf, pose_scene, unpack_state
+from motionfleet.scorehoi.runner import (
+    PRESETS,
+    SCHEDULE,
+    RefineItem,
+    RefineModelSpec,
+    RefineSettings,
+    ScoreHOIRefiner,
+    padded,
+)
+from motionfleet.scorehoi.source import EstimateRecord
 
 RESULTS = Path(__file__).parent / "results" / "scorehoi_cpu.json"
 PUBLIC_BATCH = 32

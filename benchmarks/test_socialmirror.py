@@ -16,15 +16,18 @@ import pytest
 import torch
 
 from benchmarks.conftest import record
-from motionfleet.engine.bench import count_flops
-from motionfleet.engine.executors import WarmWorker
-from motionfleet.engine.reconstruct import (
-    BACKBONE_CHUNK, Reconstructor, ReconstructSettings, ReconstructSpec, prepare_clip,
+from motionfleet.bench import count_flops
+from motionfleet.core.executors import WarmWorker
+from motionfleet.demo.videos import write_demo_tracks, write_demo_video
+from motionfleet.socialmirror import model as socialmirror
+from motionfleet.socialmirror.runner import (
+    BACKBONE_CHUNK,
+    Reconstructor,
+    ReconstructSettings,
+    ReconstructSpec,
+    prepare_clip,
 )
-from motionfleet.engine.models import socialmirror
-from motionfleet.engine.video import (
-    DecodeStats, iter_clips, iter_frames, read_tracks, write_demo_tracks, write_demo_video,
-)
+from motionfleet.socialmirror.video import DecodeStats, iter_clips, iter_frames, read_tracks
 
 SIZE = (640, 360)
 CLIP_LEN = 16
@@ -108,7 +111,7 @@ def test_one_clip(benchmark, worker, corpus):
 
 
 def run_job(corpus: Path, out: Path, *extra: str) -> dict:
-    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
+    cmd = [sys.executable, "-m", "motionfleet.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
            "--workers", "0", *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, MOTIONFLEET_PROGRESS="0"))
     assert result.returncode == 0, result.stderr

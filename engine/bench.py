@@ -31,12 +31,12 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from motionfleet.engine import provenance
-from motionfleet.engine.generate import DHVAEGenerator, GenerateSettings, ModelSpec
-from motionfleet.engine.models import dhvae
-from motionfleet.engine.sampling import ddim
-from motionfleet.engine.seeding import SampleNoise
-from motionfleet.engine.stopwatch import synchronize
+from motionfleet.core import provenance
+from motionfleet.core.seeding import SampleNoise
+from motionfleet.core.stopwatch import synchronize
+from motionfleet.dhvae import model as dhvae
+from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+from motionfleet.sampling import ddim
 
 MATMUL_SIZE = 2048
 
@@ -299,7 +299,7 @@ def whole_loop(generator: DHVAEGenerator, settings: BenchSettings) -> dict:
     calls (the onnxruntime backend's ``sample_latents``) against one call of the unrolled graph."""
     import onnxruntime
 
-    from motionfleet.engine.backends import graph_path, ort_session
+    from motionfleet.core.backends import graph_path, ort_session
     from motionfleet.export import onnx as onnx_export
 
     device = torch.device(settings.device)

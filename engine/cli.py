@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from motionfleet.engine.backends import BACKENDS, PRECISIONS, BackendUnavailable, check_backend
-from motionfleet.engine.errors import MissingFile, UnsafeCheckpoint
-from motionfleet.engine.sink import JobMismatch
+from motionfleet.core.backends import BACKENDS, PRECISIONS, BackendUnavailable, check_backend
+from motionfleet.core.errors import MissingFile, UnsafeCheckpoint
+from motionfleet.core.sink import JobMismatch
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -41,9 +41,9 @@ def _generate_parser(sub) -> None:
 
 
 def _run_generate(args) -> int:
-    from motionfleet.engine import jobs
-    from motionfleet.engine.generate import GenerateSettings, ModelSpec
-    from motionfleet.engine.report import summary_lines
+    from motionfleet.core import jobs
+    from motionfleet.core.report import summary_lines
+    from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
     spec = ModelSpec(preset=args.preset, checkpoint=args.checkpoint, dummy_seed=args.dummy_seed,
                      text_encoder=args.text_encoder, text_encoder_weights=args.text_encoder_weights)
@@ -96,9 +96,9 @@ def _reconstruct_parser(sub) -> None:
 
 
 def _run_reconstruct(args) -> int:
-    from motionfleet.engine import jobs
-    from motionfleet.engine.reconstruct import ReconstructSettings, ReconstructSpec
-    from motionfleet.engine.report import stage_lines
+    from motionfleet.core import jobs
+    from motionfleet.core.report import stage_lines
+    from motionfleet.socialmirror.runner import ReconstructSettings, ReconstructSpec
 
     spec = ReconstructSpec(preset=args.preset, checkpoint=args.checkpoint, dummy_seed=args.dummy_seed,
                            backbone_weights=args.backbone_weights, estimator_weights=args.estimator_weights,
@@ -116,7 +116,7 @@ def _run_reconstruct(args) -> int:
 
 
 def _refine_parser(sub) -> None:
-    from motionfleet.engine.refine import PRESETS, RefineSettings
+    from motionfleet.scorehoi.runner import PRESETS, RefineSettings
 
     defaults = RefineSettings()
     p = sub.add_parser("refine", help="initial human-object estimates -> score-guided refinement (scorehoi)")
@@ -143,9 +143,9 @@ def _refine_parser(sub) -> None:
 
 
 def _run_refine(args) -> int:
-    from motionfleet.engine import jobs
-    from motionfleet.engine.refine import RefineSettings, model_spec, quality_lines
-    from motionfleet.engine.report import fps_lines
+    from motionfleet.core import jobs
+    from motionfleet.core.report import fps_lines
+    from motionfleet.scorehoi.runner import RefineSettings, model_spec, quality_lines
 
     overrides = {k: getattr(args, k) for k in ("rounds", "tau", "stride") if getattr(args, k) is not None}
     settings = RefineSettings.from_preset(
@@ -207,7 +207,7 @@ def _bench_parser(sub) -> None:
 
 
 def _run_bench(args) -> int:
-    from motionfleet.engine.bench import BenchSettings, run_bench, summary
+    from motionfleet.bench import BenchSettings, run_bench, summary
 
     for backend in args.backends:
         check_backend(backend, args.precision, args.device)
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 2
     finally:
-        from motionfleet.engine.executors import shutdown
+        from motionfleet.core.executors import shutdown
 
         shutdown()
 

@@ -28,10 +28,12 @@ import onnx_ir as ir
 import torch
 from torch import nn
 
-from motionfleet.engine.models import dhvae, scorehoi, socialmirror
-from motionfleet.engine.models.weights import weights_description
-from motionfleet.engine.provenance import engine_version
-from motionfleet.engine.sampling import ddim
+from motionfleet.common.weights import weights_description
+from motionfleet.core.provenance import engine_version
+from motionfleet.dhvae import model as dhvae
+from motionfleet.sampling import ddim
+from motionfleet.scorehoi import model as scorehoi
+from motionfleet.socialmirror import model as socialmirror
 
 OPSET = 23
 MAX_BATCH = 8192

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from motionfleet.engine.backends import INSTALL_TENSORRT, BackendUnavailable
+from motionfleet.core.backends import INSTALL_TENSORRT, BackendUnavailable
 from motionfleet.export.onnx import GraphSpec
 
 # (min, opt, max) rows of each optimisation profile.

@@ -2,7 +2,7 @@
 
     pred   = u + w * (c - u)                      (CFG, Ho & Salimans 2022, eq. 6; skipped if u is None)
     x_prev = a * x + b * pred + sigma * z + k * g  (DDIM eq. 12 in its linear form; see
-                                                    motionfleet.engine.sampling.ddim)
+                                                    motionfleet.sampling.ddim)
 ``g`` is an optional correction to the predicted noise (ScoreHOI's score guidance), ``k`` its
 coefficient. The reference is plain torch; on CUDA tensors the Triton kernel does the same in one
 read of each input and one write.

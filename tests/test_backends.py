@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from motionfleet.engine import backends, jobs
-from motionfleet.engine.generate import GenerateSettings, ModelSpec
-from motionfleet.engine.models import scorehoi
-from motionfleet.engine.sink import motion_array, read_results
+from motionfleet.core import backends, jobs
+from motionfleet.core.sink import motion_array, read_results
+from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 from motionfleet.export import onnx as onnx_export
+from motionfleet.scorehoi import model as scorehoi
 
 GPU_BACKENDS = ["torch", "torch-compile", "torch-cudagraphs", "onnxruntime", "onnxruntime-tensorrt", "tensorrt"]
 PRECISION_BOUNDS = {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2}

@@ -10,9 +10,10 @@ import scipy.sparse
 import smplx
 import torch
 
-from motionfleet.engine import bodies
-from motionfleet.engine.errors import MissingFile, RejectedInput, UnsafeCheckpoint
-from motionfleet.engine.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from motionfleet.common import bodies
+from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from motionfleet.core.errors import MissingFile, RejectedInput, UnsafeCheckpoint
+from motionfleet.demo import body_models
 
 EXPECTED = {  # kind: (joints, vertices, file name)
     "smpl": (24, 6890, "SMPL_NEUTRAL.pkl"),
@@ -25,7 +26,7 @@ EXPECTED = {  # kind: (joints, vertices, file name)
 def model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("body_models")
     for kind in bodies.KINDS:
-        bodies.write_synthetic_body_model(folder, kind)
+        body_models.write_synthetic_body_model(folder, kind)
     return folder
 
 
@@ -62,7 +63,7 @@ def test_forward_shapes_and_rest_pose_skeleton(models, kind):
     assert out.joints.shape == (2, num_joints, 3)
     assert out.keypoints.shape[1] > num_joints
 
-    positions, parents = bodies.synthetic_skeleton(kind)
+    positions, parents = body_models.synthetic_skeleton(kind)
     assert np.all(parents[1:] < np.arange(1, num_joints))  # parents come before children
     torch.testing.assert_close(model.parents, torch.from_numpy(parents))
     torch.testing.assert_close(out.joints[1], torch.from_numpy(positions), atol=1e-5, rtol=0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from motionfleet.engine.sampling import ddim
-from motionfleet.engine.schedules import NoiseSchedule
 from motionfleet.kernels.ddim import ddim_update
+from motionfleet.sampling import ddim
+from motionfleet.sampling.schedules import NoiseSchedule
 
 
 def diffusers_scheduler(config: ddim.DDIMConfig) -> DDIMScheduler:

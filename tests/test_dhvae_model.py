@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from motionfleet.engine.errors import UnsafeCheckpoint
-from motionfleet.engine.models import dhvae
+from motionfleet.core.errors import UnsafeCheckpoint
+from motionfleet.dhvae import model as dhvae
 
 
 def outputs(model, seed=0):
@@ -97,25 +97,29 @@ def release_layout(c: dhvae.DHVAEConfig, gen: torch.Generator) -> dict:
             half = f"{p}{side}CoTRMLayer."
             out.update(mha(half + "mha."))
             out.update({half + "ffn.0.weight": (fd, d), half + "ffn.0.bias": (fd,), half + "ffn.2.weight": (d, fd), half + "ffn.2.bias": (d,)})
-            out.update(norm(half + "normlayer1.")); out.update(norm(half + "normlayer2."))
+            out.update(norm(half + "normlayer1."))
+            out.update(norm(half + "normlayer2."))
             enc = f"{p}{side}TRMLayer."
             out.update(mha(enc + "self_attn."))
             out.update({enc + "linear1.weight": (fd, d), enc + "linear1.bias": (fd,), enc + "linear2.weight": (d, fd), enc + "linear2.bias": (d,)})
-            out.update(norm(enc + "norm1.")); out.update(norm(enc + "norm2."))
+            out.update(norm(enc + "norm1."))
+            out.update(norm(enc + "norm2."))
         return out
 
     top = "vae.decoder.top_decoder."
     half = c.interaction_layers // 2
     shapes.update(co_layer(top + "co_transformer_layer."))
     for i in range(half):
-        shapes.update(co_layer(f"{top}in_blocks.{i}.")); shapes.update(co_layer(f"{top}out_blocks.{i}."))
+        shapes.update(co_layer(f"{top}in_blocks.{i}."))
+        shapes.update(co_layer(f"{top}out_blocks.{i}."))
         for side in ("left", "right"):
             shapes.update({f"{top}{side}_concat_layers.{i}.weight": (d, 2 * d), f"{top}{side}_concat_layers.{i}.bias": (d,)})
     shapes.update(co_layer(top + "mid_blocks.0."))
     for side, out in (("left", "1"), ("right", "2")):
         for i in range(c.decoder_layers):
             p = f"vae.decoder.decoder_{side}.layers.{i}."
-            shapes.update(mha(p + "self_attn.")); shapes.update(mha(p + "multihead_attn."))
+            shapes.update(mha(p + "self_attn."))
+            shapes.update(mha(p + "multihead_attn."))
             shapes.update({p + "linear1.weight": (fd, d), p + "linear1.bias": (fd,), p + "linear2.weight": (d, fd), p + "linear2.bias": (d,)})
             for n in (1, 2, 3):
                 shapes.update(norm(f"{p}norm{n}."))

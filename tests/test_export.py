@@ -11,8 +11,8 @@ import onnxruntime
 import pytest
 import torch
 
-from motionfleet.engine.cli import main
-from motionfleet.engine.provenance import engine_version
+from motionfleet.cli import main
+from motionfleet.core.provenance import engine_version
 from motionfleet.export import onnx as onnx_export
 
 FP32_BOUND = 1e-4

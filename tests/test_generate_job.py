@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from killed_job import kill_after_commits, result_mtimes
-from motionfleet.engine import jobs
-from motionfleet.engine.generate import GenerateSettings, ModelSpec
-from motionfleet.engine.sink import JobMismatch, motion_array, read_results
+
+from motionfleet.core import jobs
+from motionfleet.core.sink import JobMismatch, motion_array, read_results
+from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
 SPEC = ModelSpec(preset="tiny")
 PROMPTS = [
@@ -115,7 +115,7 @@ def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):
 @pytest.mark.slow
 def test_killed_driver_then_rerun_gives_every_sample_exactly_once(tmp_path):
     out = tmp_path / "job"
-    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "generate", "--out", str(out), "--preset", "tiny",
+    cmd = [sys.executable, "-m", "motionfleet.cli", "generate", "--out", str(out), "--preset", "tiny",
            "--steps", "30", "--shard-size", "8", "--batch-size", "4", "--num-frames", "10"]
     env = dict(os.environ, MOTIONFLEET_PROGRESS="0")
     before_kill = kill_after_commits(cmd + ["--workers", "2"], out, env)

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from motionfleet.engine import metrics
-from motionfleet.engine.rotations import axis_angle_to_matrix
+from motionfleet.common.rotations import axis_angle_to_matrix
+from motionfleet.scorehoi import metrics
 
 
 def cloud(n, seed):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from motionfleet.engine import objects
-from motionfleet.engine.errors import MissingFile, RejectedInput
-from motionfleet.engine.models.weights import file_sha256
+from motionfleet.common.weights import file_sha256
+from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.scorehoi import objects
 
 BOX_HALF_EXTENTS = np.array([0.15, 0.1, 0.05])
 

@@ -15,16 +15,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from killed_job import committed, kill_after_commits, result_mtimes
-from motionfleet.engine import jobs
-from motionfleet.engine.models.initial_estimate import mean_estimate
-from motionfleet.engine.reconstruct import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec
-from motionfleet.engine.sink import JobMismatch, read_results
-from motionfleet.engine.video import (
-    write_audio_only, write_corrupt_file, write_damaged_video, write_demo_tracks, write_demo_video, write_empty_file,
+
+from motionfleet.core import jobs
+from motionfleet.core.sink import JobMismatch, read_results
+from motionfleet.demo.videos import (
+    write_audio_only,
+    write_corrupt_file,
+    write_damaged_video,
+    write_demo_tracks,
+    write_demo_video,
+    write_empty_file,
     write_truncated_video,
 )
+from motionfleet.socialmirror.initial_estimate import mean_estimate
+from motionfleet.socialmirror.runner import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec
 
 SPEC = ReconstructSpec(preset="small")
 SETTINGS = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
@@ -174,7 +179,7 @@ def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_pat
     for i, (name, count) in enumerate(frames.items()):
         write_demo_video(corpus / name, count, 30, SIZE, seed=i)
     out = tmp_path / "job"
-    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
+    cmd = [sys.executable, "-m", "motionfleet.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
            "--preset", "small", "--crop-size", "32", "--max-frame-size", "160", "--steps", "2", "--shard-size", "1",
            "--workers", "0"]
     before_kill = kill_after_commits(cmd, out, ENV)

@@ -6,8 +6,14 @@ import pytest
 import torch
 import trimesh
 
-from motionfleet.engine.metrics import (
-    global_mpjpe, interaction_error, mpjpe, pa_mpjpe, pair_penetration, relative_mpjpe, winding_numbers,
+from motionfleet.socialmirror.metrics import (
+    global_mpjpe,
+    interaction_error,
+    mpjpe,
+    pa_mpjpe,
+    pair_penetration,
+    relative_mpjpe,
+    winding_numbers,
 )
 
 

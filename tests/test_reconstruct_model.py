@@ -7,16 +7,27 @@ import time
 import pytest
 import torch
 
-from motionfleet.engine.bodies import load_body_model, write_synthetic_body_model
-from motionfleet.engine.models.initial_estimate import (
-    bbox_info, build_initial_estimator, cam_crop_to_full, focal_length, mean_estimate, split_estimate,
+from motionfleet.common.bodies import load_body_model
+from motionfleet.core.prefetch import Prefetch
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.sampling import ddim
+from motionfleet.sampling.initial_ddim import closeint_config, sample_around
+from motionfleet.socialmirror.initial_estimate import (
+    bbox_info,
+    build_initial_estimator,
+    cam_crop_to_full,
+    focal_length,
+    mean_estimate,
+    split_estimate,
 )
-from motionfleet.engine.pair_guidance import (
-    CropGeometry, GuidanceWeights, PairJointGuidance, SMPLJoints, estimate_joints, pair_loss_and_grad,
+from motionfleet.socialmirror.pair_guidance import (
+    CropGeometry,
+    GuidanceWeights,
+    PairJointGuidance,
+    SMPLJoints,
+    estimate_joints,
+    pair_loss_and_grad,
 )
-from motionfleet.engine.prefetch import Prefetch
-from motionfleet.engine.sampling import ddim
-from motionfleet.engine.sampling.initial_ddim import closeint_config, sample_around
 
 WIDTH, HEIGHT = 320, 240
 
@@ -109,7 +120,7 @@ def test_smpl_joints_equal_the_body_models_joints(body):
     generator = torch.Generator().manual_seed(1)
     pose = torch.randn(5, 24, 6, generator=generator)
     betas = torch.randn(5, 10, generator=generator)
-    from motionfleet.engine.rotations import rotation_6d_to_matrix
+    from motionfleet.common.rotations import rotation_6d_to_matrix
 
     expected = body(pose, betas).joints
     assert torch.allclose(SMPLJoints(body)(rotation_6d_to_matrix(pose), betas), expected, atol=1e-5)

@@ -13,19 +13,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from killed_job import kill_after_commits, result_mtimes
-from motionfleet.engine import cli, jobs
-from motionfleet.engine.bodies import load_body_model, sample_vertex_ids, write_synthetic_body_model
-from motionfleet.engine.body_points import BodyPoints
-from motionfleet.engine.demo_scenes import demo_scenes
-from motionfleet.engine.estimates import validate
-from motionfleet.engine.hoi import (DistanceContactPredictor, GuidanceWeights, PhysicalGuidance, object_batch,
-                                    pose_scene, surface_samples)
-from motionfleet.engine.objects import get_object
-from motionfleet.engine.refine import TIMING_COLUMNS, RefineModelSpec, RefineSettings
-from motionfleet.engine.rotations import axis_angle_to_matrix
-from motionfleet.engine.sink import JobMismatch, read_results
+
+from motionfleet import cli
+from motionfleet.common.bodies import load_body_model, sample_vertex_ids
+from motionfleet.common.body_points import BodyPoints
+from motionfleet.common.rotations import axis_angle_to_matrix
+from motionfleet.core import jobs
+from motionfleet.core.sink import JobMismatch, read_results
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.demo.scenes import demo_scenes
+from motionfleet.scorehoi.hoi import (
+    DistanceContactPredictor,
+    GuidanceWeights,
+    PhysicalGuidance,
+    object_batch,
+    pose_scene,
+    surface_samples,
+)
+from motionfleet.scorehoi.objects import get_object
+from motionfleet.scorehoi.runner import TIMING_COLUMNS, RefineModelSpec, RefineSettings
+from motionfleet.scorehoi.source import validate
 
 SMALL_CONDITION_DIM = 32
 TINY = RefineSettings(rounds=2, tau=10, stride=5, guidance_scale=1.0, batch_size=4)
@@ -216,7 +224,7 @@ def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, spec, estimat
 
 def test_killed_driver_then_rerun_gives_every_row_exactly_once(tmp_path, estimates, body_dir):
     out = tmp_path / "job"
-    cmd = [sys.executable, "-m", "motionfleet.engine.cli", "refine", "--out", str(out), "--estimates", estimates,
+    cmd = [sys.executable, "-m", "motionfleet.cli", "refine", "--out", str(out), "--estimates", estimates,
            "--model", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--stride", "5",
            "--shard-size", "2", "--batch-size", "2", "--control", "--workers", "0"]
     env = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")

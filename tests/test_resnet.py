@@ -2,7 +2,7 @@
 
 import torch
 
-from motionfleet.engine.models.resnet import FEATURE_DIM, build_resnet50, normalise
+from motionfleet.common.resnet import FEATURE_DIM, build_resnet50, normalise
 
 # A few entries of torchvision's resnet50 state_dict (names and shapes), from its source.
 TORCHVISION_KEYS = {

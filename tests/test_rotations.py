@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from motionfleet.engine.rotations import (
+from motionfleet.common.rotations import (
     axis_angle_to_matrix,
     matrix_to_axis_angle,
     matrix_to_rotation_6d,

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from motionfleet.engine.sampling.ddim import plan_strided
-from motionfleet.engine.sampling.ddim_invert import invert, plan_inversion
-from motionfleet.engine.sampling.score_guidance import guided_sample, refine
-from motionfleet.engine.schedules import NoiseSchedule, alphas_cumprod
+from motionfleet.sampling.ddim import plan_strided
+from motionfleet.sampling.ddim_invert import invert, plan_inversion
+from motionfleet.sampling.schedules import NoiseSchedule, alphas_cumprod
+from motionfleet.sampling.score_guidance import guided_sample, refine
 
 COSINE = NoiseSchedule(beta_schedule="squaredcos_cap_v2")
 ABAR = alphas_cumprod(COSINE).double()

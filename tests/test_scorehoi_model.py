@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from layout import Layout
-from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models import scorehoi
-from motionfleet.engine.models.scorehoi import (
+
+from motionfleet.core.errors import RejectedInput
+from motionfleet.scorehoi import model as scorehoi
+from motionfleet.scorehoi.model import (
     PRESETS,
     STATE_DIM,
     build_model,

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-
 from layout import Layout
-from motionfleet.engine.errors import RejectedInput
-from motionfleet.engine.models import socialmirror
-from motionfleet.engine.models.socialmirror import (
+
+from motionfleet.core.errors import RejectedInput
+from motionfleet.socialmirror import model as socialmirror
+from motionfleet.socialmirror.model import (
     MOTION_DIM,
     PRESETS,
     build_model,

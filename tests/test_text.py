@@ -5,8 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from motionfleet.engine.errors import MissingFile, RejectedInput
-from motionfleet.engine.models.text import (
+from motionfleet.common.text import (
     ClipEncoder,
     MiniLMEncoder,
     PrecomputedFeatures,
@@ -15,6 +14,7 @@ from motionfleet.engine.models.text import (
     projection_from_state_dict,
     validate_prompt,
 )
+from motionfleet.core.errors import MissingFile, RejectedInput
 
 PROMPTS = [
     "two people greet each other by shaking hands",

@@ -11,8 +11,18 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from motionfleet.engine.errors import MissingFile, RejectedInput
-from motionfleet.engine.video import (
+from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.demo.videos import (
+    demo_boxes,
+    write_audio_only,
+    write_corrupt_file,
+    write_damaged_video,
+    write_demo_tracks,
+    write_demo_video,
+    write_empty_file,
+    write_truncated_video,
+)
+from motionfleet.socialmirror.video import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     MAX_DURATION_S,
@@ -22,20 +32,12 @@ from motionfleet.engine.video import (
     Frame,
     crop_people,
     crop_person,
-    demo_boxes,
     iter_clips,
     iter_frames,
     list_videos,
     probe_video,
     read_tracks,
     square_boxes,
-    write_audio_only,
-    write_corrupt_file,
-    write_damaged_video,
-    write_demo_tracks,
-    write_demo_video,
-    write_empty_file,
-    write_truncated_video,
 )
 
 NUM_FRAMES, FPS, SIZE = 48, 30, (160, 120)

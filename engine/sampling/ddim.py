@@ -17,8 +17,8 @@ from typing import Callable, Optional
 
 import torch
 
-from motionfleet.engine.schedules import NoiseSchedule, alphas_cumprod
 from motionfleet.kernels.ddim import ddim_update
+from motionfleet.sampling.schedules import NoiseSchedule, alphas_cumprod
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 

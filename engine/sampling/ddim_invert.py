@@ -16,9 +16,9 @@ from typing import Callable
 
 import torch
 
-from motionfleet.engine.sampling.ddim import strided_timesteps
-from motionfleet.engine.schedules import NoiseSchedule, alphas_cumprod
 from motionfleet.kernels.ddim import ddim_update
+from motionfleet.sampling.ddim import strided_timesteps
+from motionfleet.sampling.schedules import NoiseSchedule, alphas_cumprod
 
 
 @dataclass(frozen=True)

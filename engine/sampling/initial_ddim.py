@@ -29,10 +29,10 @@ from typing import Callable, Optional
 
 import torch
 
-from motionfleet.engine.sampling import ddim
-from motionfleet.engine.sampling.score_guidance import LossGradient
-from motionfleet.engine.schedules import NoiseSchedule
 from motionfleet.kernels.ddim import ddim_update
+from motionfleet.sampling import ddim
+from motionfleet.sampling.schedules import NoiseSchedule
+from motionfleet.sampling.score_guidance import LossGradient
 
 SCHEDULE = NoiseSchedule(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
 

@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
-from motionfleet.engine.sampling.ddim import DDIMStep
-from motionfleet.engine.sampling.ddim_invert import InversionStep, invert
 from motionfleet.kernels.ddim import ddim_update
+from motionfleet.sampling.ddim import DDIMStep
+from motionfleet.sampling.ddim_invert import InversionStep, invert
 
 Denoise = Callable[[torch.Tensor, int], torch.Tensor]
 LossGradient = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

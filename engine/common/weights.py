@@ -1,0 +1,118 @@
+"""Reading and writing model weights.
+
+Our own format is a folder with ``model.safetensors`` and ``config.json``. Released checkpoints
+that are pickles (Lightning ``.ckpt``, ``.pth.tar``, ``.pkl``) are read with
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from motionfleet.core.errors import MissingFile, RejectedInput, UnsafeCheckpoint
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Tensors from a safetensors file or a pickle-based checkpoint, without running its code.
+
+    Returns whatever the file holds (a flat dict for safetensors; the pickled container, e.g.
+    ``{'state_dict': ...}`` or ``{'model_state_dict': ...}``, for torch files).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except Exception as err:  # safetensors raises its own error types for truncated files
+            raise ValueError(f"unreadable safetensors file {path}: {err}") from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpoint(
+            f"{path} needs arbitrary code to unpickle and was refused "
+            f"(torch.load weights_only=True): {err}"
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"unreadable checkpoint {path}: {err}") from err
+
+
+def save_model(folder: str | Path, state_dict: dict, config: dict) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` into ``folder``; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    save_file(tensors, folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder
+
+
+def load_model_folder(folder: str | Path) -> tuple[dict, dict]:
+    """(state_dict, config) from a folder written by :func:`save_model`."""
+    folder = Path(folder)
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise MissingFile(f"{folder / name} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    return read_state_dict(folder / WEIGHTS_FILE), json.loads((folder / CONFIG_FILE).read_text())
+
+
+def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
+    """How a result names its weights: ``dummy, seed N`` or ``sha256:<hash of the weights file>``."""
+    if checkpoint is None:
+        return f"dummy, seed {dummy_seed}"
+    path = Path(checkpoint)
+    return f"sha256:{file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"
+
+
+@contextmanager
+def seeded(seed: int):
+    """Random draws inside come from ``torch.manual_seed(seed)`` (dummy weights: same seed, same
+    bytes); the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def meta_layout(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of ``build()``'s state dict, built on the meta device (no memory)."""
+    with torch.device("meta"):
+        module = build()
+    return {key: tuple(value.shape) for key, value in module.state_dict().items()}
+
+
+def check_layout(state_dict: dict, expected: dict[str, tuple[int, ...]], source: str, layout: str) -> None:
+    """Raise RejectedInput naming the missing, unexpected or mis-shaped keys of ``state_dict``
+    against ``expected`` (key -> shape); ``layout`` names the architecture in the message."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{key} {tuple(state_dict[key].shape)} != {expected[key]}"
+        for key in set(expected) & set(state_dict)
+        if tuple(state_dict[key].shape) != expected[key]
+    )
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+        if keys
+    ]
+    if problems:
+        raise RejectedInput(f"{source} does not match the {layout} layout: " + "; ".join(problems))

@@ -1,0 +1,135 @@
+"""Synthetic two-person videos and damaged files (empty, corrupt, truncated, audio-only) for tests
+and ``reconstruct --demo``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+from motionfleet.socialmirror.video import Tracks, write_tracks
+
+# ----------------------------------------------------------------------------- synthetic videos
+
+DEMO_COLOURS = ((220, 40, 40), (40, 80, 220))  # person 0 red, person 1 blue
+
+
+def demo_boxes(num_frames: int = 48, size: tuple[int, int] = (160, 120)) -> np.ndarray:
+    """``(num_frames, 2, 4)`` float32 boxes of the demo's two figures, walking towards each other
+    from the left and right thirds with a slight bob."""
+    width, height = size
+    progress = np.linspace(0.0, 1.0, num_frames)
+    figure_h, figure_w = 0.6 * height, 0.2 * height
+    bob = 0.03 * height * np.abs(np.sin(4 * np.pi * progress))
+    bottom = 0.92 * height - bob
+    boxes = np.empty((num_frames, 2, 4), dtype=np.float32)
+    for person, centre in enumerate((0.2 + 0.2 * progress, 0.8 - 0.2 * progress)):
+        cx = centre * width
+        boxes[:, person] = np.stack([cx - figure_w / 2, bottom - figure_h, cx + figure_w / 2, bottom], axis=1)
+    return boxes
+
+
+def demo_image(boxes: np.ndarray, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """``(H, W, 3)`` uint8 frame: a seed-coloured gradient background with a head (circle) and
+    body (ellipse) filling each of the two ``boxes`` ``(2, 4)``."""
+    width, height = size
+    base = np.random.default_rng(seed).integers(60, 160, size=3)
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    image = (base + 40 * (ys / height)[..., None]).astype(np.uint8)
+    for (x0, y0, x1, y1), colour in zip(boxes, DEMO_COLOURS):
+        radius, cx = (x1 - x0) / 2, (x0 + x1) / 2
+        head = (xs - cx) ** 2 + (ys - y0 - radius) ** 2 <= radius**2
+        body_top = y0 + 2 * radius
+        half_h = (y1 - body_top) / 2
+        body = ((xs - cx) / radius) ** 2 + ((ys - body_top - half_h) / half_h) ** 2 <= 1
+        image[head | body] = colour
+    return image
+
+
+def write_demo_video(
+    path: str | os.PathLike,
+    num_frames: int = 48,
+    fps: int = 30,
+    size: tuple[int, int] = (160, 120),
+    seed: int = 0,
+    *,
+    codec: str = "libx264",
+    faststart: bool = False,
+) -> None:
+    """Write the two-figure demo (see ``demo_boxes``); the container follows the file suffix.
+
+    ``size`` is ``(width, height)``, even for libx264. ``faststart`` puts an mp4's index in
+    front of the frames, as streaming encoders do (a truncated copy then still opens).
+    """
+    options = {"movflags": "+faststart"} if faststart else {}
+    boxes = demo_boxes(num_frames, size)
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame_boxes in boxes:
+            frame = av.VideoFrame.from_ndarray(demo_image(frame_boxes, size, seed), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def write_demo_tracks(path: str | os.PathLike, num_frames: int = 48, size: tuple[int, int] = (160, 120)) -> None:
+    """Write the demo video's boxes as a track file (every source frame, both people)."""
+    boxes = demo_boxes(num_frames, size).astype(np.float64)
+    frames = np.arange(num_frames, dtype=np.int64)
+    write_tracks(path, Tracks((frames, frames), (boxes[:, 0], boxes[:, 1])))
+
+
+def write_empty_file(path: str | os.PathLike) -> None:
+    """A zero-byte file (an interrupted copy)."""
+    Path(path).write_bytes(b"")
+
+
+def write_corrupt_file(path: str | os.PathLike, num_bytes: int = 4096, seed: int = 0) -> None:
+    """Random bytes under a video name."""
+    Path(path).write_bytes(np.random.default_rng(seed).integers(0, 256, num_bytes, dtype=np.uint8).tobytes())
+
+
+def write_truncated_video(path: str | os.PathLike, keep_fraction: float = 0.5, **demo_kwargs) -> None:
+    """A demo mp4 (index in front) cut after the first ``keep_fraction`` of its frame data:
+    0 leaves a readable header and no frame, 0.5 about half the frames."""
+    write_demo_video(path, faststart=True, **demo_kwargs)
+    file = Path(path)
+    data = file.read_bytes()
+    start = _frame_data_start(data)
+    file.write_bytes(data[: start + int((len(data) - start) * keep_fraction)])
+
+
+def write_damaged_video(path: str | os.PathLike, at_fraction: float = 0.5, **demo_kwargs) -> None:
+    """A demo mp4 whose frame data is zeroed from ``at_fraction`` for a fifth of its length,
+    so decoding fails part-way (a damaged disk sector or a bad transfer)."""
+    write_demo_video(path, faststart=True, **demo_kwargs)
+    file = Path(path)
+    data = bytearray(file.read_bytes())
+    start = _frame_data_start(data)
+    first = start + int((len(data) - start) * at_fraction)
+    last = min(len(data), first + (len(data) - start) // 5)
+    data[first:last] = bytes(last - first)
+    file.write_bytes(bytes(data))
+
+
+def _frame_data_start(mp4: bytes | bytearray) -> int:
+    """Offset of the first byte after the ``mdat`` box header of an mp4 written by PyAV."""
+    position = mp4.find(b"mdat")
+    if position < 0:
+        raise ValueError("no mdat box: not an mp4 file")
+    return position + 4
+
+
+def write_audio_only(path: str | os.PathLike, duration_s: float = 1.0, sample_rate: int = 16000) -> None:
+    """An AAC tone with no video stream; the container follows the suffix (.mp4, .m4a, .mkv)."""
+    times = np.arange(int(duration_s * sample_rate)) / sample_rate
+    samples = (0.3 * np.sin(2 * np.pi * 440 * times)).astype(np.float32)[None]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = sample_rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())

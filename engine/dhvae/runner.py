@@ -1,0 +1,229 @@
+"""Text -> two-person motion for one shard on one device (no Ray here).
+
+``DHVAEGenerator`` holds the model, the text encoder and the planned DDIM steps; ``run`` turns a
+shard's work items into a results table and a rejected table, and times what it did.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+import torch
+
+from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
+from motionfleet.core import backends, provenance
+from motionfleet.core.batching import pad_rows
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.seeding import SampleNoise, sample_seed
+from motionfleet.core.shards import WorkItem
+from motionfleet.core.sink import REJECTED_SCHEMA
+from motionfleet.core.stopwatch import synchronize
+from motionfleet.dhvae import model as dhvae
+from motionfleet.sampling import ddim
+from motionfleet.sampling.cfg import cfg_denoiser
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    steps: int = 50
+    guidance: float = 3.5
+    eta: float = 0.0
+    seed: int = 0
+    batch_size: int = 64
+    default_frames: int = 120
+    device: str = "cpu"
+    backend: str = "torch"
+    precision: str = "fp32"
+
+    def ddim_config(self) -> ddim.DDIMConfig:
+        return ddim.DDIMConfig(steps=self.steps, eta=self.eta)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str = "dhvae"
+    preset: str = "official"
+    checkpoint: Optional[str] = None
+    dummy_seed: int = 0
+    text_encoder: str = "minilm"
+    text_encoder_weights: Optional[str] = None
+
+
+@dataclass
+class Timings:
+    """Seconds spent, device synchronised. AITS excludes the text encoder (as DHVAE's Table 7)."""
+
+    text_encoder_s: float = 0.0
+    denoise_s: float = 0.0
+    decode_s: float = 0.0
+    samples: int = 0
+    batches: list = field(default_factory=list)  # (batch size, denoise_s, decode_s)
+
+    def add(self, other: "Timings") -> None:
+        self.text_encoder_s += other.text_encoder_s
+        self.denoise_s += other.denoise_s
+        self.decode_s += other.decode_s
+        self.samples += other.samples
+        self.batches += other.batches
+
+
+class DHVAEGenerator:
+    def __init__(self, spec: ModelSpec, settings: GenerateSettings):
+        self.spec, self.settings = spec, settings
+        self.device = torch.device(settings.device)
+        model, self.weights = dhvae.load(spec.checkpoint, spec.preset, spec.dummy_seed)
+        self.model = model.to(self.device)
+        self.denoiser = self._backend(self.model.denoiser)
+        self.decoder = self._backend(self.model.decoder)
+        self.text_encoder = self._text_encoder()
+        self.steps = ddim.plan(settings.ddim_config())  # scalars hoisted out of the loop
+        self._features_cache: dict[str, torch.Tensor] = {}
+        self.null_text = self._encode([""]).to(self.device)  # CFG's unconditional text
+        self.max_frames = self.model.config.max_frames
+
+    def _backend(self, module: torch.nn.Module):
+        s = self.settings
+        return backends.make_backend(s.backend, module, s.precision, self.device, weights=self.weights)
+
+    def _text_encoder(self):
+        if self.spec.text_encoder == "precomputed":
+            return PrecomputedFeatures()
+        kw = {"projection_seed": self.spec.dummy_seed} if self.spec.text_encoder == "minilm" else {}
+        return build_text_encoder(self.spec.text_encoder, self.spec.text_encoder_weights, **kw)
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        if isinstance(self.text_encoder, PrecomputedFeatures):
+            return torch.zeros(len(texts), self.text_encoder.dim)  # the null text of a precomputed set
+        return self.text_encoder.encode(texts)
+
+    # -- validation --------------------------------------------------------------------------
+    def check(self, item: WorkItem) -> tuple[str, int, Optional[torch.Tensor]]:
+        """(prompt, num_frames, precomputed feature or None), or raises RejectedInput."""
+        record = item.record
+        if record.error:
+            raise RejectedInput(record.error)
+        num_frames = self.settings.default_frames if record.num_frames is None else record.num_frames
+        if not isinstance(num_frames, int) or isinstance(num_frames, bool) or not 1 <= num_frames <= self.max_frames:
+            raise RejectedInput(f"num_frames must be an integer in [1, {self.max_frames}], got {num_frames!r}")
+        if isinstance(self.text_encoder, PrecomputedFeatures):
+            text = record.text if isinstance(record.text, str) else ""
+            return text, num_frames, self.text_encoder.feature_from_value(record.text_features)
+        return validate_prompt(record.text, self.text_encoder), num_frames, None
+
+    # -- generation --------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, items: tuple[WorkItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+        accepted, rejected = [], []
+        for item in items:
+            try:
+                accepted.append((item, *self.check(item)))
+            except RejectedInput as err:
+                rejected.append({"sample_id": item.record.sample_id, "repeat": item.repeat,
+                                 "input": repr(item.record.text)[:1000], "reason": err.reason})
+        rows, timings = [], Timings()
+        size = self.settings.batch_size
+        for start in range(0, len(accepted), size):
+            batch_rows, batch_timings = self._run_batch(accepted[start : start + size])
+            rows += batch_rows
+            timings.add(batch_timings)
+        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+
+    def _features(self, batch) -> tuple[torch.Tensor, float]:
+        start = time.perf_counter()
+        if isinstance(self.text_encoder, PrecomputedFeatures):
+            features = torch.stack([feature for *_, feature in batch])
+        else:
+            features = torch.stack([self._feature(prompt) for _, prompt, _, _ in batch])
+        return features.to(self.device), time.perf_counter() - start
+
+    def _feature(self, prompt: str) -> torch.Tensor:
+        """One prompt at a time: a batched tokenizer pads to the longest prompt in the batch,
+        which changes the feature's last bits with the batch's other prompts."""
+        if prompt not in self._features_cache:
+            self._features_cache[prompt] = self._encode([prompt])[0]
+        return self._features_cache[prompt]
+
+    def _run_batch(self, batch) -> tuple[list[dict], Timings]:
+        text, text_s = self._features(batch)
+        seeds = [sample_seed(self.settings.seed, item.record.sample_id, item.repeat) for item, *_ in batch]
+        synchronize(self.device)
+        start = time.perf_counter()
+        latents = self.sample_latents(text, SampleNoise(seeds, self.device))
+        synchronize(self.device)
+        denoise_s = time.perf_counter() - start
+        motions = self.decode(latents, [frames for _, _, frames, _ in batch])
+        synchronize(self.device)
+        decode_s = time.perf_counter() - start - denoise_s
+        rows = [self._row(item, prompt, frames, seed, motion)
+                for (item, prompt, frames, _), seed, motion in zip(batch, seeds, motions)]
+        return rows, Timings(text_s, denoise_s, decode_s, len(batch), [(len(batch), denoise_s, decode_s)])
+
+    def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
+        """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
+        n = len(text)
+        x = pad_rows(noise.draw(self.model.latent_shape))
+        denoise = self.guided_denoiser(pad_rows(text))
+
+        def step_noise(_):
+            return pad_rows(noise.draw(self.model.latent_shape))
+
+        return ddim.sample(denoise, x, self.steps, self.settings.guidance, step_noise)[:n]
+
+    def guided_denoiser(self, text: torch.Tensor):
+        """denoise(x_t, t) -> (uncond, cond): the eager torch backend's ``guided_pair`` (the null
+        text modulated once per step), else one CFG batch through the backend."""
+        if hasattr(self.denoiser, "guided_pair"):
+            return lambda x_t, t: self.denoiser.guided_pair(x_t, t, text, self.null_text)
+        return cfg_denoiser(self.denoiser, text, self.null_text.expand(len(text), -1))
+
+    def decode(self, latents: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
+        """Decode each group of equal length together; (2, T, 262) per sample, input order."""
+        motions: list[Optional[torch.Tensor]] = [None] * len(frames)
+        for length in sorted(set(frames)):
+            index = [i for i, f in enumerate(frames) if f == length]
+            out = self.decoder(pad_rows(latents[index]), length)
+            for i, motion in zip(index, out):
+                motions[i] = motion
+        return motions
+
+    def warm_up(self) -> None:
+        """One denoiser call and one decode at the run's batch shape, outside any timing."""
+        with torch.inference_mode():
+            n = min(self.settings.batch_size, 8)
+            x = torch.zeros(pad_rows(torch.zeros(n)).shape[0], *self.model.latent_shape, device=self.device)
+            self.guided_denoiser(self.null_text.expand(len(x), -1))(x, self.steps[0].t)
+            self.decoder(x, min(self.settings.default_frames, self.max_frames))
+            synchronize(self.device)
+
+    # -- output ------------------------------------------------------------------------------
+    def _row(self, item: WorkItem, prompt: str, frames: int, seed: int, motion: torch.Tensor) -> dict:
+        s = self.settings
+        return {
+            "sample_id": item.record.sample_id, "repeat": item.repeat, "seed": seed, "job_seed": s.seed,
+            "prompt": prompt, "num_frames": frames,
+            "motion": motion.float().cpu().numpy().reshape(-1), "motion_shape": list(motion.shape),
+            **self.provenance(),
+        }
+
+    def provenance(self) -> dict:
+        s = self.settings
+        return {
+            "model": f"dhvae/{self.spec.preset}" if self.spec.checkpoint is None else "dhvae",
+            "weights": self.weights, "text_encoder": self.text_encoder.name, "backend": s.backend,
+            "precision": s.precision, "device": self.device.type, "sampler": "ddim", "steps": s.steps,
+            "guidance": s.guidance, "eta": s.eta, "engine_version": provenance.engine_version(),
+        }
+
+
+RESULTS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
+    ("prompt", pa.string()), ("num_frames", pa.int32()),
+    ("motion", pa.list_(pa.float32())), ("motion_shape", pa.list_(pa.int32())),
+    ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
+    ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
+    ("sampler", pa.string()), ("steps", pa.int32()), ("guidance", pa.float32()), ("eta", pa.float32()),
+    ("engine_version", pa.string()),
+])

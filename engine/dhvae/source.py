@@ -1,0 +1,102 @@
+"""Prompt sources: txt (one prompt a line), jsonl, or Parquet, or the built-in set.
+
+Every input line becomes a ``PromptRecord``; a line that cannot be read keeps its place with an
+``error``, so it lands in the rejected table instead of vanishing. jsonl / Parquet fields:
+``text`` (required), ``id`` (optional, else the 0-based line index), ``num_frames`` (optional),
+``text_features`` (optional, 768 floats, used with ``--text-encoder precomputed``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow.parquet as pq
+
+from motionfleet.common.text import builtin_prompts
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    sample_id: str
+    text: Any
+    num_frames: Optional[int] = None
+    text_features: Optional[tuple] = None
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    records: tuple[PromptRecord, ...]
+    name: str
+    digest: str  # sha256 of the source bytes: part of the job's fingerprint
+
+
+def load_prompts(path: Optional[str | Path]) -> PromptSet:
+    if path is None:
+        lines = builtin_prompts()
+        return PromptSet(_records_from_lines(lines), "builtin", _digest("\n".join(lines).encode()))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    data = path.read_bytes()
+    if path.suffix == ".txt":
+        records = _records_from_lines(data.decode("utf-8", errors="replace").splitlines())
+    elif path.suffix in (".jsonl", ".json"):
+        records = _records_from_jsonl(data.decode("utf-8", errors="replace").splitlines())
+    elif path.suffix == ".parquet":
+        records = tuple(_record_from_mapping(i, row) for i, row in enumerate(pq.read_table(path).to_pylist()))
+    else:
+        raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
+    return PromptSet(mark_duplicate_ids(records), str(path), _digest(data))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _records_from_lines(lines: list[str]) -> tuple[PromptRecord, ...]:
+    return tuple(PromptRecord(str(i), line) for i, line in enumerate(lines))
+
+
+def _records_from_jsonl(lines: list[str]) -> tuple[PromptRecord, ...]:
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            records.append(PromptRecord(str(i), line, error=f"line {i + 1} is not valid JSON: {err.msg}"))
+            continue
+        if not isinstance(row, dict):
+            records.append(PromptRecord(str(i), line, error=f"line {i + 1} is not a JSON object"))
+            continue
+        records.append(_record_from_mapping(i, row))
+    return tuple(records)
+
+
+def _record_from_mapping(index: int, row: dict) -> PromptRecord:
+    sample_id = str(row["id"]) if row.get("id") is not None else str(index)
+    features = row.get("text_features")
+    return PromptRecord(
+        sample_id=sample_id,
+        text=row.get("text"),
+        num_frames=row.get("num_frames"),
+        text_features=tuple(features) if isinstance(features, (list, tuple)) else features,
+    )
+
+
+def mark_duplicate_ids(records):
+    """Records (dataclasses with ``sample_id`` and ``error``) with every repeat of an id renamed
+    ``<id>#dup<n>`` and marked as an error, so it is rejected and the first one runs."""
+    seen: set[str] = set()
+    out = []
+    for record in records:
+        if record.sample_id in seen:
+            record = replace(record, sample_id=f"{record.sample_id}#dup{len(out)}",
+                             error=f"duplicate id {record.sample_id!r}")
+        seen.add(record.sample_id)
+        out.append(record)
+    return tuple(out)

@@ -1,0 +1,230 @@
+"""Rigid objects for human-object interaction: template points, a signed distance grid, a mesh.
+
+Frames: a built-in object's local frame has its origin at the centre of its bounding box, in
+metres, y up (so a stool or box resting on the floor sits at y = +half height). A mesh file
+keeps its own coordinates (datasets pose objects relative to the file's frame).
+
+SDF convention: negative inside, positive outside, metres. The grid holds corner samples,
+``sdf[i, j, k] = SDF(grid_min + (i, j, k) / (R - 1) * (grid_max - grid_min))`` (x, y, z order),
+over the object's bounding box padded by ``_PAD_ABSOLUTE + _PAD_RELATIVE * largest extent``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from motionfleet.common.bodies import farthest_point_indices
+from motionfleet.common.weights import file_sha256
+from motionfleet.core.errors import MissingFile, RejectedInput
+
+NUM_TEMPLATE_POINTS = 64
+DEFAULT_RESOLUTION = 32
+MESH_SUFFIXES = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
+_PAD_ABSOLUTE, _PAD_RELATIVE = 0.05, 0.1
+_SURFACE_SAMPLES = 4096  # dense surface sample the template points are chosen from
+_INSIDE_TOLERANCE = 1e-3  # m; deeper samples are interior faces (a faceted sphere is ~2e-4 inside)
+
+SdfFunction = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class ObjectTemplate:
+    """``points`` (64, 3) on the surface, ``sdf`` (R, R, R) on the grid spanning
+    ``grid_min``..``grid_max`` (3,), mesh ``vertices`` (N, 3) and ``faces`` (F, 3), object frame."""
+
+    name: str
+    points: np.ndarray
+    sdf: np.ndarray
+    grid_min: np.ndarray
+    grid_max: np.ndarray
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    @property
+    def resolution(self) -> int:
+        return self.sdf.shape[0]
+
+
+def grid_points(grid_min: np.ndarray, grid_max: np.ndarray, resolution: int) -> np.ndarray:
+    """(R, R, R, 3) positions of the SDF grid's samples (corners included, 'ij' indexing)."""
+    axes = [np.linspace(lo, hi, resolution) for lo, hi in zip(grid_min, grid_max)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+
+
+def _padded_bounds(bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(grid_min, grid_max) from a (2, 3) bounding box."""
+    pad = _PAD_ABSOLUTE + _PAD_RELATIVE * float((bounds[1] - bounds[0]).max())
+    return (bounds[0] - pad).astype(np.float32), (bounds[1] + pad).astype(np.float32)
+
+
+def _surface_template_points(mesh: trimesh.Trimesh, sdf: SdfFunction | None = None) -> np.ndarray:
+    """64 surface points spread by farthest point sampling over a fixed-seed dense surface sample.
+
+    With an analytic ``sdf``, samples inside the solid (faces of overlapping parts) are dropped first.
+    """
+    samples, _ = trimesh.sample.sample_surface(mesh, _SURFACE_SAMPLES, seed=0)
+    if sdf is not None:
+        samples = samples[sdf(samples) > -_INSIDE_TOLERANCE]
+    return np.asarray(samples[farthest_point_indices(samples, NUM_TEMPLATE_POINTS)], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Built-in objects (analytic SDFs)
+# --------------------------------------------------------------------------------------------
+
+def box_sdf(points: np.ndarray, centre, half_extents) -> np.ndarray:
+    """Exact box SDF: with q = |p - c| - h, ``|max(q, 0)| + min(max_i q_i, 0)``."""
+    q = np.abs(points - np.asarray(centre)) - np.asarray(half_extents)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0)
+
+
+def sphere_sdf(points: np.ndarray, radius: float) -> np.ndarray:
+    """``|p| - r`` for a sphere centred at the origin."""
+    return np.linalg.norm(points, axis=-1) - radius
+
+
+# Boxes as (centre, half extents) in metres.
+_BOX = (((0.0, 0.0, 0.0), (0.25, 0.2, 0.2)),)  # 0.5 x 0.4 x 0.4 m
+_STOOL = (  # 0.4 x 0.45 x 0.4 m: a 4 cm seat on four 4 cm legs that reach 1 cm into it
+    ((0.0, 0.205, 0.0), (0.2, 0.02, 0.2)),
+    *(((x, -0.015, z), (0.02, 0.21, 0.02)) for x in (-0.16, 0.16) for z in (-0.16, 0.16)),
+)
+_BALL_RADIUS = 0.12
+
+
+def _union_of_boxes_sdf(boxes) -> SdfFunction:
+    """min over the boxes' SDFs: exact outside the union, a bound (right sign) inside."""
+    return lambda points: np.min([box_sdf(points, c, h) for c, h in boxes], axis=0)
+
+
+def _boxes_mesh(boxes) -> trimesh.Trimesh:
+    """The boxes' meshes concatenated (overlapping parts are not merged)."""
+    parts = [trimesh.creation.box(extents=2 * np.asarray(h), transform=trimesh.transformations.translation_matrix(c))
+             for c, h in boxes]
+    return trimesh.util.concatenate(parts)
+
+
+def _analytic_object(name: str, mesh: trimesh.Trimesh, sdf: SdfFunction, resolution: int) -> ObjectTemplate:
+    grid_min, grid_max = _padded_bounds(mesh.bounds)
+    return ObjectTemplate(
+        name=name,
+        points=_surface_template_points(mesh, sdf),
+        sdf=sdf(grid_points(grid_min, grid_max, resolution)).astype(np.float32),
+        grid_min=grid_min,
+        grid_max=grid_max,
+        vertices=np.asarray(mesh.vertices, dtype=np.float32),
+        faces=np.asarray(mesh.faces, dtype=np.int64),
+    )
+
+
+# name -> (mesh factory, analytic SDF)
+_BUILTIN_SHAPES: dict[str, tuple[Callable[[], trimesh.Trimesh], SdfFunction]] = {
+    "box": (lambda: _boxes_mesh(_BOX), _union_of_boxes_sdf(_BOX)),
+    "stool": (lambda: _boxes_mesh(_STOOL), _union_of_boxes_sdf(_STOOL)),
+    "ball": (lambda: trimesh.creation.icosphere(subdivisions=3, radius=_BALL_RADIUS),
+             lambda points: sphere_sdf(points, _BALL_RADIUS)),
+}
+
+
+def builtin_object(name: str, resolution: int = DEFAULT_RESOLUTION) -> ObjectTemplate:
+    make_mesh, sdf = _BUILTIN_SHAPES[name]
+    return _analytic_object(name, make_mesh(), sdf, resolution)
+
+
+def builtin_objects(resolution: int = DEFAULT_RESOLUTION) -> dict[str, ObjectTemplate]:
+    """The synthetic objects ``box``, ``stool`` and ``ball`` (sphere, r = 0.12 m), freshly built."""
+    return {name: builtin_object(name, resolution) for name in _BUILTIN_SHAPES}
+
+
+# --------------------------------------------------------------------------------------------
+# Mesh files (SDF from trimesh, cached)
+# --------------------------------------------------------------------------------------------
+
+def _read_mesh(path: Path) -> trimesh.Trimesh:
+    try:
+        mesh = trimesh.load(path, force="mesh")
+    except (ValueError, KeyError, IndexError) as err:  # trimesh's loaders' errors on malformed files
+        raise RejectedInput(f"unreadable object mesh {path}: {err}") from err
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise RejectedInput(f"object mesh {path} has no triangles")
+    return mesh
+
+
+def _mesh_sdf_grid(mesh: trimesh.Trimesh, grid_min: np.ndarray, grid_max: np.ndarray,
+                   resolution: int) -> np.ndarray:
+    """(R, R, R) SDF of a mesh, our sign (trimesh's is positive inside, so it is negated).
+
+    The sign comes from inside/outside tests, so it is only reliable for watertight meshes.
+    """
+    points = grid_points(grid_min, grid_max, resolution).reshape(-1, 3)
+    distance = -trimesh.proximity.signed_distance(mesh, points)
+    return distance.reshape((resolution,) * 3).astype(np.float32)
+
+
+def _write_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Write to a temporary file in the same folder, then rename (readers never see half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        np.savez(tmp, **arrays)
+    os.replace(tmp.name, path)
+
+
+def _cached_sdf_grid(mesh: trimesh.Trimesh, path: Path, cache_dir: Path,
+                     resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sdf, grid_min, grid_max), read from ``<cache_dir>/<sha256 of the file>_r<R>.npz`` or
+    computed once and written there."""
+    cache = cache_dir / f"{file_sha256(path)}_r{resolution}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as cached:
+            return cached["sdf"], cached["grid_min"], cached["grid_max"]
+    grid_min, grid_max = _padded_bounds(mesh.bounds)
+    sdf = _mesh_sdf_grid(mesh, grid_min, grid_max, resolution)
+    _write_npz_atomically(cache, sdf=sdf, grid_min=grid_min, grid_max=grid_max)
+    return sdf, grid_min, grid_max
+
+
+def load_object_mesh(path: str | Path, cache_dir: str | Path,
+                     resolution: int = DEFAULT_RESOLUTION) -> ObjectTemplate:
+    """An object from any mesh file trimesh reads (.obj, .ply, .stl, ...), named by the file stem.
+
+    The SDF grid is computed once per (file content, resolution) and cached in ``cache_dir``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFile(f"object mesh not found: {path}")
+    mesh = _read_mesh(path)
+    sdf, grid_min, grid_max = _cached_sdf_grid(mesh, path, Path(cache_dir), resolution)
+    return ObjectTemplate(
+        name=path.stem,
+        points=_surface_template_points(mesh),
+        sdf=sdf,
+        grid_min=grid_min,
+        grid_max=grid_max,
+        vertices=np.asarray(mesh.vertices, dtype=np.float32),
+        faces=np.asarray(mesh.faces, dtype=np.int64),
+    )
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/motionfleet/sdf`` (``~/.cache/motionfleet/sdf`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "motionfleet" / "sdf"
+
+
+def get_object(name_or_path: str | Path, cache_dir: str | Path | None = None,
+               resolution: int = DEFAULT_RESOLUTION) -> ObjectTemplate:
+    """A built-in object by name, or a mesh file by path (suffix in ``MESH_SUFFIXES``)."""
+    if str(name_or_path) in _BUILTIN_SHAPES:
+        return builtin_object(str(name_or_path), resolution)
+    if Path(name_or_path).suffix.lower() in MESH_SUFFIXES:
+        return load_object_mesh(name_or_path, cache_dir or default_cache_dir(), resolution)
+    raise RejectedInput(
+        f"unknown object {str(name_or_path)!r}: not a built-in ({', '.join(_BUILTIN_SHAPES)}) "
+        f"nor a mesh file ({', '.join(MESH_SUFFIXES)})"
+    )

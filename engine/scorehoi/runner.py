@@ -1,0 +1,550 @@
+"""Score-guided refinement of human-object estimates (ScoreHOI) for one shard on one device.
+
+``ScoreHOIRefiner`` holds the denoiser (folded by default, ``models.scorehoi.fold_scorehoi``), the
+body model at ScoreHOI's 431 vertices (``body_points``), the object templates and the planned
+inversion and guided DDIM steps; ``run`` turns a shard's work items into a results table and a
+rejected table, and times what it did. Every model call runs on a batch padded to a multiple of
+``batching.ROW_QUANTUM`` rows, narrow layers avoid GEMM (``row_invariant``), and no noise is drawn
+(eta 0 both ways), so a row's bytes depend on the row alone, not on its batch, shard or worker.
+
+Work items are (estimate, variant): ``guided`` refines with guidance scale rho; ``control`` runs
+the same inversion and sampling with rho = 0, which isolates the guidance's effect whatever the
+denoiser's weights (``refine --control``, on by default for ``--demo``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import av
+import numpy as np
+import pyarrow as pa
+import torch
+
+from motionfleet.common.bodies import find_model_file, load_body_model, model_file_name, sample_vertex_ids
+from motionfleet.common.body_points import BodyPoints
+from motionfleet.common.resnet import build_resnet50, normalise
+from motionfleet.common.rotations import rotation_6d_to_matrix
+from motionfleet.common.weights import file_sha256, weights_description
+from motionfleet.core import backends, provenance
+from motionfleet.core.batching import ROW_QUANTUM
+from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.row_invariant import rowwise_narrow_linears
+from motionfleet.core.shards import Shard
+from motionfleet.core.sink import REJECTED_SCHEMA
+from motionfleet.core.stopwatch import StageClock, synchronize
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.demo.scenes import demo_scenes
+from motionfleet.sampling.ddim import plan_strided
+from motionfleet.sampling.ddim_invert import plan_inversion
+from motionfleet.sampling.schedules import NoiseSchedule
+from motionfleet.sampling.score_guidance import refine
+from motionfleet.scorehoi import metrics
+from motionfleet.scorehoi import model as scorehoi
+from motionfleet.scorehoi.hoi import (
+    NUM_HUMAN_POINTS,
+    NUM_JOINTS,
+    ContactMasks,
+    DistanceContactPredictor,
+    GuidanceWeights,
+    HOIState,
+    ObjectBatch,
+    PhysicalGuidance,
+    object_batch,
+    object_sdf,
+    pack_state,
+    pose_scene,
+    surface_samples,
+    unpack_state,
+)
+from motionfleet.scorehoi.objects import ObjectTemplate, get_object
+from motionfleet.scorehoi.source import Estimate, EstimateRecord, describe, load_estimates, validate
+
+SCHEDULE = NoiseSchedule(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")  # ScoreHOI: cosine
+VARIANTS = ("guided", "control")
+IMAGE_SIZE = 256  # ScoreHOI's body crop (input_body_shape)
+BODY_POINTS_SEED = 0
+
+
+@dataclass(frozen=True)
+class RefinePreset:
+    rounds: int  # N, contact-driven refinement rounds (Algorithm 1)
+    tau: int  # noise level the estimate is inverted to (timesteps of 1000)
+    stride: int  # DDIM step size (Delta t)
+
+
+PRESETS = {
+    "paper": RefinePreset(rounds=10, tau=50, stride=2),  # Sec. 3.6 and Table 4
+    "public": RefinePreset(rounds=20, tau=50, stride=5),  # lib/core/config.py of the public code
+    "fast": RefinePreset(rounds=2, tau=50, stride=2),  # Table 4 row 4, 'ScoreHOI-F'
+}
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """Sampler, guidance and runtime settings (the defaults are the paper preset)."""
+
+    rounds: int = PRESETS["paper"].rounds
+    tau: int = PRESETS["paper"].tau
+    stride: int = PRESETS["paper"].stride
+    guidance_scale: float = 0.5  # rho of eq. 6 (the public code's gradient_scale is 1 for its own losses)
+    weights: GuidanceWeights = GuidanceWeights()
+    contact_distance: float = 0.10  # m, the default contact predictor's threshold
+    floor_distance: float = 0.05  # m
+    folded: bool = True
+    batch_size: int = 64
+    device: str = "cpu"
+    backend: str = "torch"
+    precision: str = "fp32"
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "RefineSettings":
+        if name not in PRESETS:
+            raise ValueError(f"unknown refine preset {name!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**asdict(PRESETS[name]), **overrides})
+
+    def sampler(self) -> dict:
+        return {"sampler": "ddim-inversion + score-guided ddim (ScoreHOI Alg. 1, A)", "rounds": self.rounds,
+                "tau": self.tau, "stride": self.stride, "eta": 0.0}
+
+
+@dataclass(frozen=True)
+class RefineModelSpec:
+    """Which weights and which body model. ``body_models`` is a folder with SMPL-H
+    (``smplh/SMPLH_NEUTRAL.npz``); ``synthetic_body`` says it holds our synthetic stand-in."""
+
+    body_models: str
+    synthetic_body: bool
+    preset: str = "released"
+    checkpoint: Optional[str] = None
+    dummy_seed: int = 0
+    image_encoder_weights: Optional[str] = None
+
+    def body_description(self) -> str:
+        if self.synthetic_body:
+            return "synthetic SMPL-H stand-in (motionfleet, seed 0), not the licensed model"
+        return f"SMPL-H sha256:{file_sha256(find_model_file('smplh', self.body_models))}"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet"))
+
+
+def synthetic_body_dir() -> Path:
+    """The cached synthetic SMPL-H (``$MOTIONFLEET_CACHE/body_models/smplh``), written once
+    (to a temporary file, then renamed, so a concurrent reader never sees half a file)."""
+    folder = cache_root() / "body_models"
+    target = folder / "smplh" / model_file_name("smplh")
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            os.replace(write_synthetic_body_model(tmp, "smplh"), target)
+    return folder
+
+
+def model_spec(preset: str = "released", checkpoint: Optional[str] = None, dummy_seed: int = 0,
+               body_models: Optional[str] = None, image_encoder_weights: Optional[str] = None) -> RefineModelSpec:
+    """The spec with the body model folder resolved: ``body_models``, or the synthetic cache."""
+    folder = str(synthetic_body_dir()) if body_models is None else body_models
+    return RefineModelSpec(folder, body_models is None, preset, checkpoint, dummy_seed, image_encoder_weights)
+
+
+@dataclass(frozen=True)
+class RefineItem:
+    record: EstimateRecord
+    variant: str  # "guided" or "control"
+
+
+@dataclass
+class RefineTimings:
+    """Seconds, device synchronised. A batch's ``seconds`` run from its raw estimates to its result
+    rows (validation, image decoding, refinement, output) and exclude the metrics."""
+
+    metrics_s: float = 0.0
+    batches: list = field(default_factory=list)  # dicts: variant, size, seconds, and per-stage seconds
+
+    def add(self, other: "RefineTimings") -> None:
+        self.metrics_s += other.metrics_s
+        self.batches += other.batches
+
+
+def load_denoiser(spec: RefineModelSpec):
+    """(unfolded model, config, weights description)."""
+    if spec.checkpoint is None:
+        config = scorehoi.PRESETS[spec.preset]
+        return scorehoi.build_model(config, spec.dummy_seed), config, weights_description(None, spec.dummy_seed)
+    model, config = scorehoi.load_released_checkpoint(spec.checkpoint, scorehoi.PRESETS[spec.preset])
+    return model, config, weights_description(spec.checkpoint, spec.dummy_seed)
+
+
+def read_image(path: str, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """(size, size, 3) uint8 RGB, or RejectedInput for a missing or undecodable file."""
+    try:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return torch.from_numpy(frame.to_ndarray(format="rgb24", width=size, height=size))
+    except (av.FFmpegError, OSError, StopIteration) as err:
+        raise RejectedInput(f"unreadable image {path}: {err}") from err
+
+
+def geometry_features(template: ObjectTemplate, dim: int) -> torch.Tensor:
+    """The geometry condition: the 64 template points, then zeros where the public model reads a
+    1024-dim PointNeXt feature (not public), cut or padded to ``dim``. The denoiser's output does
+    not depend on it (DESIGN, 'Known faults'); it only feeds the unfolded reference."""
+    points = torch.from_numpy(template.points).flatten()
+    return torch.cat([points, torch.zeros(max(dim - len(points), 0))])[:dim]
+
+
+def padded(items: list, quantum: int = ROW_QUANTUM) -> list:
+    """Repeat the last item to a multiple of ``quantum`` (``batching.pad_rows`` for lists)."""
+    return items + items[-1:] * (-len(items) % quantum)
+
+
+@dataclass
+class RoundLog:
+    """Per round: L_P of x0^n under round n's masks, and the mask sizes (Algorithm 1)."""
+
+    losses: list = field(default_factory=list)  # (B,) tensors, one per round, then the final one
+    contacts: list = field(default_factory=list)  # (B,) counts of human contact points
+    floor_contacts: list = field(default_factory=list)
+    masks: list = field(default_factory=list)  # ContactMasks per round
+
+
+class ScoreHOIRefiner:
+    def __init__(self, spec: RefineModelSpec, settings: RefineSettings):
+        self.spec, self.settings = spec, settings
+        self.device = torch.device(settings.device)
+        model, self.config, self.weights = load_denoiser(spec)
+        denoiser = scorehoi.fold_scorehoi(model) if settings.folded else model
+        self.model = rowwise_narrow_linears(denoiser).to(self.device)
+        self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
+                                              weights=self.weights)
+        body = load_body_model("smplh", spec.body_models, device=self.device)
+        ids = sample_vertex_ids(body.template_vertices, NUM_HUMAN_POINTS, seed=BODY_POINTS_SEED)
+        self.points = BodyPoints(body, ids).to(self.device)
+        self.mesh = BodyPoints(body, torch.arange(len(body.template_vertices))).to(self.device)  # metrics
+        self.inversion = plan_inversion(SCHEDULE, settings.tau, settings.stride)
+        self.steps = plan_strided(SCHEDULE, settings.tau, settings.stride)
+        self.predictor = DistanceContactPredictor(settings.contact_distance, settings.floor_distance)
+        self.body_description = spec.body_description()
+        self._objects: dict[str, tuple[ObjectTemplate, np.ndarray]] = {}  # by the rows' object names
+        self._image_encoder = None
+
+    # -- validation --------------------------------------------------------------------------
+    def check(self, record: EstimateRecord) -> Estimate:
+        """The record as tensors with its object loaded and image read, or RejectedInput."""
+        estimate = validate(record, self.config.condition_dim)
+        self.template(estimate.object)
+        if estimate.image_path is not None:
+            image = read_image(estimate.image_path)
+            if self.uses_conditions:
+                estimate.image_features = self.encode_image(image)
+        return estimate
+
+    def template(self, name: str) -> ObjectTemplate:
+        if name not in self._objects:
+            try:
+                template = get_object(name)
+            except MissingFile as err:
+                raise RejectedInput(str(err)) from err
+            self._objects[name] = (template, surface_samples(template))
+        return self._objects[name][0]
+
+    @property
+    def uses_conditions(self) -> bool:
+        """Only the unfolded reference reads image and geometry features (they do not change its output)."""
+        return not self.settings.folded
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        if self.config.condition_dim != 2048:
+            raise RejectedInput(f"image_path gives 2048 ResNet-50 features; the '{self.spec.preset}' denoiser "
+                                f"takes {self.config.condition_dim}: give image_features instead")
+        if self._image_encoder is None:
+            self._image_encoder = build_resnet50(self.spec.image_encoder_weights, seed=self.spec.dummy_seed)
+        with torch.inference_mode():
+            return self._image_encoder.features(normalise(image[None]))[0]
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, items: tuple[RefineItem, ...]) -> tuple[pa.Table, pa.Table, RefineTimings]:
+        rows, rejected, timings = [], [], RefineTimings()
+        size = self.settings.batch_size
+        for variant in VARIANTS:
+            group = [item for item in items if item.variant == variant]
+            for start in range(0, len(group), size):
+                batch_rows, batch_rejected, batch_timings = self.run_batch(group[start : start + size], variant)
+                rows += batch_rows
+                rejected += batch_rejected
+                timings.add(batch_timings)
+        return (pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA),
+                pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings)
+
+    def run_batch(self, items: list[RefineItem], variant: str) -> tuple[list, list, RefineTimings]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        clock = StageClock(self.device)
+        accepted, rejected = [], []
+        for item in items:
+            try:
+                accepted.append(self.check(item.record))
+            except RejectedInput as err:
+                rejected.append({"sample_id": item.record.sample_id, "repeat": VARIANTS.index(variant),
+                                 "input": describe(item.record), "reason": err.reason})
+        rows = []
+        if accepted:
+            rho = self.settings.guidance_scale if variant == "guided" else 0.0
+            batch = padded(accepted)
+            x, log, objects = self.refine_batch(batch, rho, clock)
+            with clock.stage("metrics"):
+                quality = self.quality(batch, x, log.masks[0], objects, len(accepted))
+            rows = [self.row(e, variant, rho, x[i], log, quality[i], i) for i, e in enumerate(accepted)]
+        synchronize(self.device)
+        seconds = time.perf_counter() - start - clock.seconds["metrics"]
+        for row in rows:
+            row.update(batch_size=len(accepted), batch_seconds=seconds)
+        stages = {f"{name}_s": value for name, value in clock.seconds.items() if name != "metrics"}
+        batch = {"variant": variant, "size": len(accepted), "seconds": seconds, **stages}
+        return rows, rejected, RefineTimings(clock.seconds["metrics"], [batch] if accepted else [])
+
+    def object_batch(self, estimates: list[Estimate]) -> ObjectBatch:
+        return object_batch([e.object for e in estimates], self._objects, self.device)
+
+    def conditions(self, estimates: list[Estimate]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """(image features, geometry features) for the unfolded reference; the folded model takes none."""
+        if not self.uses_conditions:
+            return None, None
+        image = torch.stack([e.image_features for e in estimates])
+        geometry = torch.stack([geometry_features(self.template(e.object), self.config.geometry_input_dim)
+                                for e in estimates])
+        return image.to(self.device), geometry.to(self.device)
+
+    def denoise_fn(self, conditions: tuple, clock: StageClock):
+        """``denoise(x, t) -> eps`` over the batch's conditions, timed as the 'denoiser' stage."""
+
+        @torch.inference_mode()
+        def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
+            with clock.stage("denoiser"):
+                return self.denoiser(x, t, *conditions)
+
+        return denoise
+
+    def refine_batch(self, estimates: list[Estimate], rho: float, clock: StageClock):
+        """(refined x (B, 331), round log, objects) for a padded batch."""
+        objects = self.object_batch(estimates)
+        x0 = torch.stack([e.x for e in estimates]).to(self.device)
+        log = RoundLog()
+        weights = self.settings.weights
+
+        def guidance_for_round(_: int, x: torch.Tensor) -> PhysicalGuidance:
+            with clock.stage("body"), torch.no_grad():
+                scene = pose_scene(x, self.points, objects)
+            masks = self.predictor(scene, objects)
+            guidance = PhysicalGuidance(self.points, objects, masks, weights, clock)
+            log.masks.append(masks)
+            log.losses.append(guidance.loss(x))
+            log.contacts.append(masks.human.sum(1))
+            log.floor_contacts.append(masks.floor.sum(1))
+            return guidance
+
+        x = refine(self.denoise_fn(self.conditions(estimates), clock), x0, self.inversion, self.steps,
+                   guidance_for_round, self.settings.rounds, rho)
+        log.losses.append(PhysicalGuidance(self.points, objects, log.masks[-1], weights, clock).loss(x))
+        return x, log, objects
+
+    # -- metrics -----------------------------------------------------------------------------
+    def quality(self, estimates: list[Estimate], refined: torch.Tensor, first_masks: ContactMasks,
+                objects: ObjectBatch, count: int) -> list[dict]:
+        """Per row (the first ``count``): penetration depth and contact distance before and after,
+        and for rows with ground truth, Chamfer distances and contact P / R / F (``metrics``).
+        Contact distance is measured at the ground truth's contact vertices where there is ground
+        truth, else at the points the first round's contact mask marked."""
+        initial = torch.stack([e.x for e in estimates]).to(self.device)
+        truth = torch.stack([e.x if e.ground_truth is None else e.ground_truth for e in estimates]).to(self.device)
+        before, after = self.posed_meshes(initial, objects), self.posed_meshes(refined, objects)
+        target = self.posed_meshes(truth, objects)
+        out = []
+        for i in range(count):
+            has_truth = estimates[i].ground_truth is not None
+            true_contacts = contact_map(target, i)
+            chosen = true_contacts.nonzero()[:, 0] if has_truth else self.points.vertex_ids[first_masks.human[i] > 0]
+            row = {}
+            for label, meshes in (("before", before), ("after", after)):
+                row.update(plausibility(meshes, i, chosen, label))
+                if has_truth:
+                    row.update(accuracy(meshes, target, true_contacts, i, label))
+            out.append(row)
+        return out
+
+    def posed_meshes(self, x: torch.Tensor, objects: ObjectBatch) -> "PosedMeshes":
+        """All body vertices, the placed object surface and the vertices' SDF, for metrics."""
+        with torch.no_grad():
+            scene = pose_scene(x, self.points, objects)
+            vertices = self.mesh(rotation_6d_to_matrix(unpack_state(x).pose_6d), unpack_state(x).betas)
+            surface = objects.surface @ scene.rotation.transpose(1, 2) + scene.translation[:, None]
+            sdf = object_sdf(vertices, scene.rotation, scene.translation, objects)
+        return PosedMeshes(vertices, surface, sdf)
+
+    # -- output ------------------------------------------------------------------------------
+    def row(self, estimate: Estimate, variant: str, rho: float, x: torch.Tensor, log: RoundLog,
+            quality: dict, i: int) -> dict:
+        state = unpack_state(x[None])
+        final_mask = log.masks[-1].human[i] > 0
+        return {
+            "sample_id": estimate.sample_id, "variant": variant, "object": estimate.object,
+            "pose_6d": state.pose_6d[0].flatten().tolist(), "betas": state.betas[0].tolist(),
+            "object_rotation_6d": state.object_rotation_6d[0].tolist(),
+            "object_translation": state.object_translation[0].tolist(),
+            "round_losses": [float(loss[i]) for loss in log.losses],
+            "contact_points_per_round": [int(count[i]) for count in log.contacts],
+            "floor_contact_points_per_round": [int(count[i]) for count in log.floor_contacts],
+            "contact_vertex_ids": self.points.vertex_ids[final_mask].tolist(),
+            **{name: quality.get(name) for name in QUALITY_COLUMNS},
+            "guidance_scale": rho, **self.provenance(),
+        }
+
+    def provenance(self) -> dict:
+        s = self.settings
+        return {
+            "model": f"scorehoi/{self.spec.preset}", "weights": self.weights, "folded": s.folded,
+            "body_model": self.body_description, "backend": s.backend, "precision": s.precision,
+            "device": self.device.type, **s.sampler(), "contact_distance_m": s.contact_distance,
+            "engine_version": provenance.engine_version(),
+        }
+
+    def warm_up(self) -> None:
+        """One denoiser call and one guidance evaluation on a rest-pose batch, untimed."""
+        batch = ROW_QUANTUM
+        self.template("box")
+        objects = object_batch(["box"] * batch, self._objects, self.device)
+        x = rest_state(batch).to(self.device)
+        masks = self.predictor(pose_scene(x, self.points, objects), objects)
+        PhysicalGuidance(self.points, objects, masks, self.settings.weights)(x)
+        conditions = (None, None)
+        if self.uses_conditions:
+            conditions = (torch.zeros(batch, self.config.condition_dim, device=self.device),
+                          torch.zeros(batch, self.config.geometry_input_dim, device=self.device))
+        self.denoise_fn(conditions, StageClock(self.device))(x, self.steps[0].t)
+        synchronize(self.device)
+
+
+def rest_state(batch: int) -> torch.Tensor:
+    """(batch, 331) states with every rotation the identity and everything else zero."""
+    identity = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    return pack_state(HOIState(identity.repeat(batch, NUM_JOINTS, 1), identity.repeat(batch, 1),
+                               torch.zeros(batch, 3), torch.zeros(batch, 10)))
+
+
+@dataclass
+class PosedMeshes:
+    vertices: torch.Tensor  # (B, V, 3) all body vertices
+    surface: torch.Tensor  # (B, S, 3) object surface samples
+    sdf: torch.Tensor  # (B, V) object SDF at the vertices, +inf outside its grid
+
+
+def contact_map(meshes: PosedMeshes, i: int) -> torch.Tensor:
+    """(V,) vertices within 5 cm of the object or inside it (the paper's contact definition)."""
+    return metrics.contact_mask(metrics.surface_gap(meshes.vertices[i], meshes.surface[i], meshes.sdf[i] < 0))
+
+
+def plausibility(meshes: PosedMeshes, i: int, contact_vertex_ids: torch.Tensor, label: str) -> dict:
+    """Penetration depth over all vertices; contact distance: the mean distance of the chosen
+    vertices to the object's surface (off the surface either way, outside or inside)."""
+    distance = metrics.nearest_distances(meshes.vertices[i, contact_vertex_ids], meshes.surface[i])
+    return {f"penetration_depth_m_{label}": metrics.penetration_depth(meshes.sdf[i]),
+            f"contact_distance_m_{label}": nan_to_none(metrics.contact_distance(distance))}
+
+
+def accuracy(meshes: PosedMeshes, target: PosedMeshes, true_contacts: torch.Tensor, i: int, label: str) -> dict:
+    """Chamfer distances after Procrustes, contact P / R / F at 5 cm, against the ground truth."""
+    cd_human, cd_object = metrics.hoi_chamfer_distances(meshes.vertices[i], meshes.surface[i],
+                                                        target.vertices[i], target.surface[i])
+    precision, recall, fscore = metrics.precision_recall_fscore(contact_map(meshes, i), true_contacts)
+    values = {"chamfer_human_cm": cd_human, "chamfer_object_cm": cd_object, "contact_precision": precision,
+              "contact_recall": recall, "contact_fscore": fscore}
+    return {f"{name}_{label}": nan_to_none(value) for name, value in values.items()}
+
+
+def nan_to_none(value: float) -> Optional[float]:
+    return None if math.isnan(value) else value
+
+
+QUALITY_NAMES = ("penetration_depth_m", "contact_distance_m", "chamfer_human_cm", "chamfer_object_cm",
+                 "contact_precision", "contact_recall", "contact_fscore")
+QUALITY_COLUMNS = tuple(f"{name}_{label}" for name in QUALITY_NAMES for label in ("before", "after"))
+
+RESULTS_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("variant", pa.string()), ("object", pa.string()),
+    ("pose_6d", pa.list_(pa.float32())), ("betas", pa.list_(pa.float32())),
+    ("object_rotation_6d", pa.list_(pa.float32())), ("object_translation", pa.list_(pa.float32())),
+    ("round_losses", pa.list_(pa.float32())), ("contact_points_per_round", pa.list_(pa.int32())),
+    ("floor_contact_points_per_round", pa.list_(pa.int32())), ("contact_vertex_ids", pa.list_(pa.int32())),
+    *[(name, pa.float64()) for name in QUALITY_COLUMNS],
+    ("batch_size", pa.int32()), ("batch_seconds", pa.float64()),
+    ("guidance_scale", pa.float32()), ("model", pa.string()), ("weights", pa.string()), ("folded", pa.bool_()),
+    ("body_model", pa.string()), ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
+    ("sampler", pa.string()), ("rounds", pa.int32()), ("tau", pa.int32()), ("stride", pa.int32()),
+    ("eta", pa.float32()), ("contact_distance_m", pa.float32()), ("engine_version", pa.string()),
+])
+TIMING_COLUMNS = ("batch_size", "batch_seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# The job's pieces (``jobs.refine`` runs them through ``run_shards``)
+# --------------------------------------------------------------------------------------------
+
+
+def plan_job(estimates: Optional[str], spec: RefineModelSpec, settings: RefineSettings, control: bool,
+             shard_size: int) -> tuple[list[Shard], dict]:
+    """(shards, job description). ``estimates`` None: the demo scenes. Items are (row, variant),
+    variants outermost, so shard boundaries depend only on the input and the shard size."""
+    if shard_size < 1:
+        raise ValueError("shard size must be >= 1")
+    source = demo_scenes(scorehoi.PRESETS[spec.preset].condition_dim) if estimates is None else load_estimates(estimates)
+    variants = VARIANTS if control else VARIANTS[:1]
+    items = [RefineItem(record, variant) for variant in variants for record in source.records]
+    shards = [Shard(f"shard-{i // shard_size:05d}", tuple(items[i : i + shard_size]))
+              for i in range(0, len(items), shard_size)]
+    job = {
+        "job": "refine", "family": "scorehoi",
+        "model": {"preset": spec.preset, "checkpoint": spec.checkpoint, "dummy_seed": spec.dummy_seed,
+                  "image_encoder_weights": spec.image_encoder_weights},
+        "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "estimates": {"source": source.name, "sha256": source.digest, "count": len(source.records)},
+        "variants": list(variants), "shard_size": shard_size,
+    }
+    return shards, job
+
+
+def mean_of(values) -> Optional[float]:
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.fmean(present) if present else None
+
+
+def quality_summary(results: pa.Table) -> dict:
+    """Mean of each metric over the job's rows: before refinement, and after it per variant
+    (``guided``; ``control`` = the same run with guidance off)."""
+    rows = results.to_pylist()
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    first = [r for r in rows if r["variant"] == variants[0]] if variants else []
+    summary = {"rows": {v: sum(r["variant"] == v for r in rows) for v in variants}}
+    for name in QUALITY_NAMES:
+        entry = {"before": mean_of(r[f"{name}_before"] for r in first)}
+        entry.update({v: mean_of(r[f"{name}_after"] for r in rows if r["variant"] == v) for v in variants})
+        summary[name] = entry
+    return summary
+
+
+def quality_lines(summary: dict) -> list[str]:
+    """The quality summary as a table: one metric per line, before / guided / control."""
+    columns = ["before", *summary["rows"]]
+    fmt = lambda v: f"{'n/a':>10}" if v is None else f"{v:>10.4f}"
+    lines = [f"{'mean over rows':<24}" + "".join(f"{c:>10}" for c in columns)]
+    lines += [f"{name:<24}" + "".join(fmt(summary[name].get(c)) for c in columns) for name in QUALITY_NAMES]
+    return lines

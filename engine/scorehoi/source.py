@@ -1,0 +1,176 @@
+"""Initial human-object estimates for ``refine``: a Parquet file, one row per image.
+
+Columns (README, "refine (scorehoi)"): ``id`` (optional, else the row index), ``pose`` (52 SMPL-H
+joint rotations, root first: 312 numbers 6D, 156 axis-angle or 468 matrix), ``betas`` (10),
+``object`` (a built-in name or a mesh path), ``object_rotation`` (6 6D, 3 axis-angle or 9
+matrix), ``object_translation`` (3, metres), and ``image_features`` (the denoiser's condition
+size, 2048 for the released model) or ``image_path``. Optional ground truth for metrics:
+``gt_pose``, ``gt_betas``, ``gt_object_rotation``, ``gt_object_translation``.
+
+Every row becomes an ``EstimateRecord`` holding the raw values; ``validate`` turns one into an
+``Estimate`` of tensors or raises RejectedInput with the reason, so bad rows are rejected one by
+one and never stop the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow.parquet as pq
+import torch
+
+from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from motionfleet.core.errors import RejectedInput
+from motionfleet.dhvae.source import mark_duplicate_ids
+from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
+
+FIELDS = ("pose", "betas", "object", "object_rotation", "object_translation", "image_features", "image_path")
+GROUND_TRUTH = ("gt_pose", "gt_betas", "gt_object_rotation", "gt_object_translation")
+MAX_ABS_BETA = 5.0
+MAX_TRANSLATION_M = 5.0
+_MIN_6D_NORM = 1e-3
+_ORTHONORMAL_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class EstimateRecord:
+    sample_id: str
+    values: tuple[tuple[str, Any], ...]  # (column, raw value) pairs of FIELDS and GROUND_TRUTH
+    error: Optional[str] = None
+
+    def get(self, key: str):
+        return dict(self.values).get(key)
+
+
+@dataclass(frozen=True)
+class EstimateSet:
+    records: tuple[EstimateRecord, ...]
+    name: str
+    digest: str  # sha256 of the source: part of the job's fingerprint
+
+
+@dataclass
+class Estimate:
+    sample_id: str
+    object: str
+    x: torch.Tensor  # (331,) the state of models.scorehoi
+    image_features: Optional[torch.Tensor]
+    image_path: Optional[str]
+    ground_truth: Optional[torch.Tensor]  # (331,) or None
+
+
+def record_from_row(index: int, row: dict) -> EstimateRecord:
+    sample_id = str(row["id"]) if row.get("id") is not None else str(index)
+    values = tuple((key, row.get(key)) for key in FIELDS + GROUND_TRUTH if row.get(key) is not None)
+    return EstimateRecord(sample_id, values)
+
+
+def load_estimates(path: str | Path) -> EstimateSet:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"estimates file not found: {path}")
+    if path.suffix != ".parquet":
+        raise ValueError(f"unsupported estimates file {path}: use .parquet (README, 'refine (scorehoi)')")
+    rows = pq.read_table(path).to_pylist()
+    records = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(rows)])
+    return EstimateSet(records, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def finite_vector(value, name: str, lengths: tuple[int, ...]) -> torch.Tensor:
+    """float64 tensor of one of ``lengths``, all finite, or RejectedInput."""
+    if value is None:
+        raise RejectedInput(f"{name} is missing")
+    try:
+        vector = torch.tensor([float(v) for v in value], dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise RejectedInput(f"{name} must be a list of numbers") from None
+    if len(vector) not in lengths:
+        raise RejectedInput(f"{name} has {len(vector)} numbers, expected one of {lengths}")
+    if not torch.isfinite(vector).all():
+        raise RejectedInput(f"{name} has NaN or infinite values")
+    return vector
+
+
+def rotations_6d(value, name: str, count: int) -> torch.Tensor:
+    """(count, 6) from 6D, axis-angle or matrix values (told apart by their length)."""
+    vector = finite_vector(value, name, (6 * count, 3 * count, 9 * count))
+    if len(vector) == 3 * count:
+        return matrix_to_rotation_6d(axis_angle_to_matrix(vector.view(count, 3)))
+    if len(vector) == 9 * count:
+        return matrix_to_rotation_6d(check_rotation_matrices(vector.view(count, 3, 3), name))
+    return check_6d(vector.view(count, 6), name)
+
+
+def check_rotation_matrices(matrices: torch.Tensor, name: str) -> torch.Tensor:
+    eye = torch.eye(3, dtype=matrices.dtype)
+    orthonormal = (matrices @ matrices.transpose(-1, -2) - eye).abs().amax(dim=(-1, -2)) < _ORTHONORMAL_TOLERANCE
+    if not (orthonormal & (torch.linalg.det(matrices) > 0)).all():
+        raise RejectedInput(f"{name} has matrices that are not rotations")
+    return matrices
+
+
+def check_6d(d6: torch.Tensor, name: str) -> torch.Tensor:
+    """6D rotations need two non-zero, non-parallel 3-vectors (Gram-Schmidt is undefined otherwise)."""
+    a1, a2 = d6[:, :3], d6[:, 3:]
+    cross = torch.linalg.cross(a1, a2).norm(dim=-1)
+    if not ((a1.norm(dim=-1) > _MIN_6D_NORM) & (cross > _MIN_6D_NORM * a2.norm(dim=-1))).all():
+        raise RejectedInput(f"{name} has degenerate 6D rotations (zero or parallel vectors)")
+    return d6
+
+
+def bounded(vector: torch.Tensor, name: str, limit: float, unit: str = "") -> torch.Tensor:
+    if vector.abs().max() > limit:
+        raise RejectedInput(f"{name} out of range: |value| must be <= {limit}{unit}, got {vector.abs().max():.3g}")
+    return vector
+
+
+def state_from(record: EstimateRecord, prefix: str = "") -> torch.Tensor:
+    """(331,) float32 state from the columns ``<prefix>pose`` etc."""
+    state = HOIState(
+        pose_6d=rotations_6d(record.get(f"{prefix}pose"), f"{prefix}pose", NUM_JOINTS)[None],
+        object_rotation_6d=rotations_6d(record.get(f"{prefix}object_rotation"), f"{prefix}object_rotation", 1),
+        object_translation=bounded(finite_vector(record.get(f"{prefix}object_translation"),
+                                                 f"{prefix}object_translation", (3,)),
+                                   f"{prefix}object_translation", MAX_TRANSLATION_M, " m")[None],
+        betas=bounded(finite_vector(record.get(f"{prefix}betas"), f"{prefix}betas", (10,)),
+                      f"{prefix}betas", MAX_ABS_BETA)[None],
+    )
+    return pack_state(state)[0].float()
+
+
+def image_condition(record: EstimateRecord, feature_dim: int) -> tuple[Optional[torch.Tensor], Optional[str]]:
+    features, path = record.get("image_features"), record.get("image_path")
+    if features is not None:
+        return finite_vector(features, "image_features", (feature_dim,)).float(), None
+    if isinstance(path, str) and path:
+        return None, path
+    raise RejectedInput("needs image_features or image_path")
+
+
+def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
+    """The record as tensors, or RejectedInput naming the first problem."""
+    if record.error:
+        raise RejectedInput(record.error)
+    name = record.get("object")
+    if not isinstance(name, str) or not name:
+        raise RejectedInput("object must be a built-in object name or a mesh path")
+    has_truth = [record.get(key) is not None for key in GROUND_TRUTH]
+    if any(has_truth) and not all(has_truth):
+        raise RejectedInput(f"ground truth needs all of {GROUND_TRUTH}")
+    features, path = image_condition(record, feature_dim)
+    return Estimate(record.sample_id, name, state_from(record), features, path,
+                    state_from(record, "gt_") if all(has_truth) else None)
+
+
+def describe(record: EstimateRecord) -> str:
+    """A short text of a record for the rejected table."""
+    parts = [f"{key}={value!r}" if not isinstance(value, (list, tuple)) else f"{key}[{len(value)}]"
+             for key, value in record.values]
+    return ", ".join(parts)[:1000]

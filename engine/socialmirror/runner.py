@@ -1,0 +1,677 @@
+"""Video corpus -> two-person SMPL motion with SocialMirror, one shard on one device (no Ray here).
+
+Plan (driver, before any work): every video is probed and cut into shards of at most
+``clips_per_shard`` clips (``video-<n>-clips-<first clip>``; the last shard of a video takes every
+clip from its first on, so a wrong duration in the container only changes the last shard's size).
+A video that cannot be probed gets one shard, which the worker rejects with the reason.
+
+Pipeline (worker, per shard)::
+
+    decode thread:  probe -> decode (PyAV, resampled to target fps) -> clips -> person crops
+                        | bounded queue of ``prefetch_clips`` clips (engine.prefetch)
+    model thread:   ResNet-50 + projection + regression head per clip      (backbone)
+                    DDIM around the initial estimate, B clips per call      (diffusion)
+                    6D -> matrices -> axis-angle, SMPL joints, translation  (body)
+                    Arrow columns of the frames each clip owns              (rows)
+
+Memory is bounded by the queue, one batch of clip features and one shard's rows (at most
+``clips_per_shard`` x clip_len x 2 rows), never by the video or corpus size. Every output frame
+is owned by exactly one clip (``video.iter_clips``), so every (video, person, frame) is written
+once; a shard is committed whole (``sink``), so a rerun redoes only uncommitted shards.
+
+A shard whose video is missing, empty, corrupt, audio-only, too large, truncated (a decode
+error, or decoding ending before the stated duration) or whose tracks or upstream estimates
+are bad writes no rows and one rejected row with the reason.
+
+Determinism: each clip's noise comes from (job seed, video id, clip index); the backbone runs in
+chunks of ``BACKBONE_CHUNK`` crops of one torch thread each and every other model call pads its
+rows to a multiple of 4 (``batching``), so the bytes do not depend on the batch size, shard size,
+worker count or thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from motionfleet.common.bodies import find_model_file, load_body_model, model_file_name
+from motionfleet.common.resnet import build_resnet50
+from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
+from motionfleet.common.text import CONDITION_DIM, build_text_encoder
+from motionfleet.common.weights import file_sha256, load_model_folder, weights_description
+from motionfleet.core import backends, provenance
+from motionfleet.core.batching import pad_rows
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.prefetch import Prefetch
+from motionfleet.core.seeding import SampleNoise, sample_seed
+from motionfleet.core.shards import Shard
+from motionfleet.core.sink import REJECTED_SCHEMA
+from motionfleet.core.stopwatch import StageClock, synchronize
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.demo.videos import write_demo_tracks, write_demo_video
+from motionfleet.sampling import ddim
+from motionfleet.sampling.initial_ddim import closeint_config, sample_around
+from motionfleet.socialmirror import model as socialmirror
+from motionfleet.socialmirror.frame_estimates import FrameEstimates, VideoEstimates
+from motionfleet.socialmirror.initial_estimate import (
+    bbox_info,
+    build_initial_estimator,
+    cam_crop_to_full,
+    split_estimate,
+)
+from motionfleet.socialmirror.pair_guidance import (
+    CropGeometry,
+    GuidanceWeights,
+    PairJointGuidance,
+    SMPLJoints,
+    estimate_joints,
+)
+from motionfleet.socialmirror.video import (
+    Clip,
+    DecodeStats,
+    VideoItem,
+    crop_people,
+    iter_clips,
+    iter_frames,
+    list_videos,
+    probe_video,
+    read_tracks,
+    square_boxes,
+)
+
+BACKBONE_CHUNK = 8  # crops per ResNet-50 call: a multiple of 4 (batch-invariant bits), and fast on CPU
+NUM_JOINTS = 24
+STAGES = ("decode", "backbone", "diffusion", "body", "rows")
+
+
+@dataclass(frozen=True)
+class ReconstructSpec:
+    """Which weights: denoiser, backbone, estimator head, body model, upstream estimates, text encoder."""
+
+    preset: str = "released"
+    checkpoint: Optional[str] = None
+    dummy_seed: int = 0
+    backbone_weights: Optional[str] = None
+    estimator_weights: Optional[str] = None
+    body_models: Optional[str] = None
+    estimates: Optional[str] = None
+    text_encoder: str = "minilm"
+    text_encoder_weights: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ReconstructSettings:
+    target_fps: float = 30.0
+    stride: int = 16
+    crop_size: int = 224
+    max_frame_size: Optional[int] = 640
+    clips_per_shard: int = 64
+    steps: int = 5
+    eta: float = 0.0
+    sigma: float = 1.0
+    guidance_scale: float = 0.0
+    guidance_penetration: float = 1.0
+    guidance_aux: float = 1.0
+    joint_radius: float = 0.08
+    seed: int = 0
+    batch_size: int = 4
+    prefetch_clips: int = 4
+    device: str = "cpu"
+    backend: str = "torch"
+    precision: str = "fp32"
+
+    def guidance_weights(self) -> GuidanceWeights:
+        return GuidanceWeights(self.guidance_scale, self.guidance_penetration, self.guidance_aux, self.joint_radius)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    """One shard's work: clips ``first_clip`` .. ``end_clip - 1`` of a video (``None``: to its end)."""
+
+    video_id: str
+    path: str
+    track_path: Optional[str]
+    caption: Optional[str]
+    first_clip: int
+    end_clip: Optional[int]
+
+
+@dataclass(frozen=True)
+class ClipSlot:
+    """A planned clip of a span: a shard's work items (the progress bar counts them)."""
+
+    span: ClipSpan
+    clip_index: int
+
+
+def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
+    """How many clips ``video.iter_clips`` cuts from ``frames`` frames."""
+    return 1 if frames <= clip_len else 1 + math.ceil((frames - clip_len) / stride)
+
+
+def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> Optional[int]:
+    """Clips the container's stated duration promises at the target fps; None if it cannot say."""
+    try:
+        info = probe_video(path)
+    except RejectedInput:
+        return None
+    if info.duration_s is None:
+        return None
+    frames = math.ceil(info.duration_s * settings.target_fps - 1e-6)
+    return clips_for_frames(frames, clip_len, settings.stride)
+
+
+def video_spans(video: VideoItem, caption: Optional[str], clip_len: int,
+                settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
+    """(span, planned clip count) of each shard of one video."""
+    total = planned_clips(video.path, clip_len, settings) or 1
+    size = settings.clips_per_shard
+    track = str(video.track_path) if video.track_path else None
+    firsts = list(range(0, total, size))
+    return [(ClipSpan(video.video_id, str(video.path), track, caption, first,
+                      firsts[i + 1] if i + 1 < len(firsts) else None), min(size, total - first))
+            for i, first in enumerate(firsts)]
+
+
+def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int,
+                settings: ReconstructSettings) -> list[Shard]:
+    if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
+        raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
+    shards = []
+    for number, video in enumerate(videos):
+        for span, count in video_spans(video, captions.get(video.video_id), clip_len, settings):
+            slots = tuple(ClipSlot(span, span.first_clip + k) for k in range(count))
+            shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
+    return shards
+
+
+def read_captions(corpus: str | Path, videos: list[VideoItem]) -> dict[str, str]:
+    """video id -> caption, from the ``caption`` column of a Parquet manifest (else none)."""
+    corpus = Path(corpus)
+    if corpus.suffix.lower() != ".parquet" or "caption" not in pq.read_schema(corpus).names:
+        return {}
+    table = pq.read_table(corpus, columns=["path", "caption"])
+    by_path = {os.path.normpath(corpus.parent / p): c
+               for p, c in zip(table.column("path").to_pylist(), table.column("caption").to_pylist()) if p and c}
+    return {v.video_id: by_path[str(v.path)] for v in videos if str(v.path) in by_path}
+
+
+DEMO_VIDEOS = (("two_people_a.mp4", 48, 0, True), ("two_people_b.mp4", 40, 1, True), ("two_people_c.mkv", 36, 2, False))
+DEMO_SIZE = (320, 240)
+
+
+def write_demo_corpus(folder: str | Path) -> Path:
+    """Three small synthetic videos of two figures walking towards each other (two with track
+    files, one without); files already there are kept, so a rerun sees the same corpus."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frames, seed, with_tracks in DEMO_VIDEOS:
+        video = folder / name
+        if not video.exists():
+            tmp = video.with_name(f"tmp-{name}")
+            write_demo_video(tmp, frames, 30, DEMO_SIZE, seed)
+            os.replace(tmp, video)
+        if with_tracks and not video.with_suffix(".tracks.csv").exists():
+            write_demo_tracks(video.with_suffix(".tracks.csv"), frames, DEMO_SIZE)
+    return folder
+
+
+# ----------------------------------------------------------------------------- decode stage
+
+
+@dataclass
+class DecodedClip:
+    """A clip without its pixels: per-slot indices, the crop squares (2, L, 4) and the crops."""
+
+    index: int
+    frame_indices: np.ndarray
+    source_indices: np.ndarray
+    timestamps: np.ndarray
+    owned: np.ndarray
+    squares: torch.Tensor
+    width: int
+    height: int
+    tracks_source: str
+    crops: Optional[torch.Tensor]
+
+
+def prepare_clip(index: int, clip: Clip, crop_size: int, with_crops: bool) -> DecodedClip:
+    height, width = clip.frames.shape[1:3]
+    boxes = torch.as_tensor(clip.boxes).reshape(-1, 4)
+    squares = square_boxes(boxes, width, height).reshape(len(clip.boxes), 2, 4).transpose(0, 1)
+    return DecodedClip(index, clip.frame_indices, clip.source_indices, clip.timestamps, clip.owned & clip.mask,
+                       squares.contiguous(), width, height, clip.tracks_source,
+                       crop_people(clip, crop_size) if with_crops else None)
+
+
+def timed(items: Iterator, clock: StageClock, stage: str) -> Iterator:
+    """``items`` with the time spent producing each one added to ``stage``."""
+    while True:
+        with clock.stage(stage):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
+
+
+def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings, with_crops: bool,
+                  clock: StageClock) -> Iterator[DecodedClip]:
+    """The span's clips, decoded and cropped; raises RejectedInput for a bad video."""
+    with clock.stage("decode"):
+        probe_video(span.path)
+        tracks = read_tracks(span.track_path) if span.track_path else None
+    stats = DecodeStats()
+    frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats)
+    with closing(frames):
+        for index, clip in enumerate(timed(iter_clips(frames, clip_len, settings.stride, tracks), clock, "decode")):
+            if span.end_clip is not None and index >= span.end_clip:
+                return
+            if index >= span.first_clip:
+                with clock.stage("decode"):
+                    decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+                yield decoded
+    if stats.truncated:
+        raise RejectedInput(f"truncated: {stats.note}")
+
+
+def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
+    """On CPU, ResNet-50 chunks run in ``torch.get_num_threads()`` threads of one torch thread each:
+    oneDNN's convolutions give other bits with another thread count (measured), a one-thread
+    convolution of a fixed chunk does not, and whole chunks in parallel keep every core busy. On
+    CUDA the chunks run in turn (None)."""
+    if device.type != "cpu":
+        return None
+    return ThreadPoolExecutor(torch.get_num_threads(), "backbone", initializer=torch.set_num_threads, initargs=(1,))
+
+
+def one_torch_thread(items: Iterator) -> Iterator:
+    """``items`` run with one torch thread in the thread that consumes them (the decode thread): the
+    OpenMP thread count is per thread, so the model thread keeps its own and the two share the
+    cores instead of each spinning up a full team."""
+    torch.set_num_threads(1)
+    yield from items
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+@dataclass
+class EncodedClip:
+    """A clip after the backbone: F_img (2, L, D), bbox_info (2, L, 3), x_init (2, L, 157),
+    auxiliary joints (2, L, 24, 3) or None, text feature (2, T) or None."""
+
+    clip: DecodedClip
+    image_features: torch.Tensor
+    bbox: torch.Tensor
+    x_init: torch.Tensor
+    aux_joints: Optional[torch.Tensor]
+    text: Optional[torch.Tensor]
+
+
+@dataclass
+class ReconstructTimings:
+    """Seconds per stage (decode in its own thread), the consumer's wait on decoding, and the
+    shard's own seconds from start to the last row (the rate the pipeline sustains)."""
+
+    frames: int = 0
+    clips: int = 0
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    decode_wait_s: float = 0.0
+    shard_s: float = 0.0
+
+
+def model_name(spec: ReconstructSpec) -> str:
+    """How results name the model: the preset for dummy weights, else the family."""
+    return f"socialmirror/{spec.preset}" if spec.checkpoint is None else "socialmirror"
+
+
+def load_denoiser(spec: ReconstructSpec) -> socialmirror.SocialMirrorDenoiser:
+    """The model from dummy weights, our model folder or CloseInt's released checkpoint."""
+    if spec.checkpoint is None:
+        if spec.preset not in socialmirror.PRESETS:
+            raise ValueError(f"unknown socialmirror preset {spec.preset!r}; presets: {', '.join(socialmirror.PRESETS)}")
+        return socialmirror.build_model(socialmirror.PRESETS[spec.preset], spec.dummy_seed)
+    if Path(spec.checkpoint).is_dir():
+        state, config = load_model_folder(spec.checkpoint)
+        model = socialmirror.SocialMirrorDenoiser(socialmirror.SocialMirrorConfig(**config))
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+    return socialmirror.load_released_checkpoint(spec.checkpoint)[0]
+
+
+def synthetic_body_dir() -> Path:
+    """The cached synthetic SMPL (``$MOTIONFLEET_CACHE/body_models``, default ``~/.cache/motionfleet``),
+    written once; concurrent writers each write the same file to a temporary folder and rename it."""
+    cache = Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet"))
+    folder = cache / "body_models"
+    if not (folder / "smpl" / model_file_name("smpl")).is_file():
+        (folder / "smpl").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            written = write_synthetic_body_model(tmp, "smpl")
+            os.replace(written, folder / "smpl" / written.name)
+    return folder
+
+
+def load_smpl(body_models: Optional[str]):
+    """(SMPL body model, how results name it)."""
+    if body_models is None:
+        return load_body_model("smpl", synthetic_body_dir()), "synthetic smpl, seed 0"
+    return load_body_model("smpl", body_models), f"sha256:{file_sha256(find_model_file('smpl', body_models))}"
+
+
+class Reconstructor:
+    """Models of one device and the per-shard pipeline; ``run(items)`` is the engine's worker call."""
+
+    def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
+        self.spec, self.settings = spec, settings
+        self.device = torch.device(settings.device)
+        model, self.model_name = load_denoiser(spec), model_name(spec)
+        self.model = model.to(self.device)
+        self.config = model.config
+        self.backbone = build_resnet50(spec.backbone_weights, spec.dummy_seed).to(self.device)
+        self.backbone_pool = backbone_pool(self.device)
+        self.estimator = build_initial_estimator(self.config.image_feature_dim, spec.estimator_weights,
+                                                 spec.dummy_seed).to(self.device)
+        body, self.body_description = load_smpl(spec.body_models)
+        self.joints = SMPLJoints(body.to(self.device))
+        self.steps = ddim.plan(closeint_config(settings.steps, settings.eta))
+        self.upstream = FrameEstimates(spec.estimates, self.config.image_feature_dim) if spec.estimates else None
+        self.text_encoder = None
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.weights = weights_description(spec.checkpoint, spec.dummy_seed)
+        self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
+                                              weights=self.weights)
+        self.provenance = self._provenance()
+
+    @property
+    def clip_len(self) -> int:
+        return self.config.frames
+
+    # -- one shard ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, ReconstructTimings]:
+        start = time.perf_counter()
+        span = items[0].span
+        timings = ReconstructTimings()
+        try:
+            columns = self.reconstruct_span(span, timings)
+            rejected = []
+        except RejectedInput as err:
+            columns, rejected = [], [{"sample_id": span.video_id, "repeat": 0, "reason": err.reason,
+                                      "input": f"{span.path} clips {span.first_clip}..{span.end_clip or 'end'}"}]
+        clock = StageClock(self.device)
+        with clock.stage("rows"):
+            results = results_table(columns, self.provenance)
+        timings.seconds["rows"] += clock.seconds["rows"]
+        timings.frames = results.num_rows // 2
+        timings.shard_s = time.perf_counter() - start
+        return results, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+
+    def reconstruct_span(self, span: ClipSpan, timings: ReconstructTimings) -> list[dict]:
+        """Column chunks of the span's rows; raises RejectedInput for a bad video."""
+        estimates = self.upstream.for_video(span.video_id) if self.upstream else None
+        with_crops = estimates is None or "image_features" not in estimates.values
+        source = "resnet50" if estimates is None else "upstream"
+        decode_clock, clock = StageClock(), StageClock(self.device)
+        text = self.text_feature(span.caption)
+        columns, pending = [], []
+        decoding = one_torch_thread(decoded_clips(span, self.clip_len, self.settings, with_crops, decode_clock))
+        with Prefetch(decoding, self.settings.prefetch_clips) as clips:
+            for decoded in clips:
+                with clock.stage("backbone"):
+                    pending.append(self.encode(decoded, estimates, text))
+                timings.clips += 1
+                if len(pending) == self.settings.batch_size:
+                    columns.append(self.finish(pending, span, source, clock))
+                    pending = []
+            if pending:
+                columns.append(self.finish(pending, span, source, clock))
+            timings.decode_wait_s = clips.wait_s
+        for stage, seconds in (*decode_clock.seconds.items(), *clock.seconds.items()):
+            timings.seconds[stage] += seconds
+        return columns
+
+    def finish(self, batch: list[EncodedClip], span: ClipSpan, source: str, clock: StageClock) -> dict:
+        """Diffusion, bodies and row columns of a batch of clips."""
+        seeds = [sample_seed(self.settings.seed, span.video_id, e.clip.index) for e in batch]
+        with clock.stage("diffusion"):
+            x0 = self.diffuse(batch, seeds)
+        with clock.stage("body"):
+            bodies = self.bodies(x0, batch)
+        with clock.stage("rows"):
+            return batch_columns(batch, bodies, span, seeds, source)
+
+    # -- backbone -------------------------------------------------------------------------------
+    def encode(self, clip: DecodedClip, estimates: Optional[VideoEstimates],
+               text: Optional[torch.Tensor]) -> EncodedClip:
+        """F_img, bbox_info and x_init of a clip, from the crops or the upstream file."""
+        upstream = (lambda c: estimates.clip_values(c, clip.frame_indices)) if estimates else (lambda c: None)
+        bbox = bbox_info(clip.squares, clip.width, clip.height).to(self.device)
+        features = upstream("image_features")
+        features = self.image_features(clip.crops) if features is None else torch.from_numpy(features).to(self.device)
+        x_init = upstream("initial_estimate")
+        if x_init is None:
+            rows = features.reshape(-1, features.shape[-1])
+            x_init = self.estimator.regress(rows, bbox.reshape(-1, 3)).reshape(*features.shape[:2], -1)
+        else:
+            x_init = torch.from_numpy(x_init).to(self.device)
+        aux = upstream("aux_joints")
+        aux = None if aux is None else torch.from_numpy(aux).reshape(2, -1, NUM_JOINTS, 3).to(self.device)
+        return EncodedClip(replace(clip, crops=None), features, bbox, x_init, aux, text)  # crops freed
+
+    def image_features(self, crops: torch.Tensor) -> torch.Tensor:
+        """(2, L, 3, S, S) crops -> (2, L, image_feature_dim) F_img, ``BACKBONE_CHUNK`` crops per call."""
+        images = crops.reshape(-1, *crops.shape[2:]).to(self.device)
+        chunks = [pad_rows(images[i:i + BACKBONE_CHUNK], BACKBONE_CHUNK) for i in range(0, len(images), BACKBONE_CHUNK)]
+        run = self.backbone_pool.map if self.backbone_pool else map
+        features = torch.cat(list(run(self._backbone_features, chunks)))[:len(images)]
+        return self.estimator.image_features(features).reshape(*crops.shape[:2], -1)
+
+    def _backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # grad mode is per thread
+            return self.backbone.features(images)
+
+    def text_feature(self, caption: Optional[str]) -> Optional[torch.Tensor]:
+        """(2, text_feature_dim) feature of the caption for both people; None is the empty text."""
+        if not caption:
+            return None
+        if caption not in self._text_cache:
+            feature = self._encoder().encode([caption])[0].to(self.device)
+            self._text_cache[caption] = torch.stack([feature, feature])
+        return self._text_cache[caption]
+
+    def _encoder(self):
+        if self.text_encoder is None:
+            kw = {"projection_seed": self.spec.dummy_seed} if self.spec.text_encoder == "minilm" else {}
+            self.text_encoder = build_text_encoder(self.spec.text_encoder, self.spec.text_encoder_weights, **kw)
+        return self.text_encoder
+
+    # -- diffusion ------------------------------------------------------------------------------
+    def diffuse(self, batch: list[EncodedClip], seeds: list[int]) -> torch.Tensor:
+        """(B, 2, L, 157) x0 by DDIM around each clip's initial estimate (model rows padded to 4)."""
+        noise = SampleNoise(seeds, self.device)
+        shape = tuple(batch[0].x_init.shape)
+        stack = lambda name: pad_rows(torch.stack([getattr(e, name) for e in batch]))
+        x_init, features, bbox = stack("x_init"), stack("image_features"), stack("bbox")
+        text = stack("text") if batch[0].text is not None else self.empty_text(len(x_init))
+
+        def denoise(y: torch.Tensor, t: int) -> torch.Tensor:
+            return self.denoiser(y, t, features, bbox, text)
+
+        x0 = sample_around(denoise, x_init, pad_rows(noise.draw(shape)), self.steps, self.settings.sigma,
+                           lambda _: pad_rows(noise.draw(shape)), self.guidance(batch), self.settings.guidance_scale)
+        return x0[:len(batch)]
+
+    def empty_text(self, rows: int) -> torch.Tensor:
+        """The ControlNet's condition without a caption: the empty-text feature, zeros."""
+        return torch.zeros(rows, socialmirror.NUM_PEOPLE, self.config.text_feature_dim, device=self.device)
+
+    def guidance(self, batch: list[EncodedClip]) -> Optional[PairJointGuidance]:
+        if not self.settings.guidance_scale:
+            return None
+        first = batch[0].clip
+        squares = pad_rows(torch.stack([e.clip.squares for e in batch]).to(self.device))
+        aux = aux_mask = None
+        if any(e.aux_joints is not None for e in batch):
+            zeros = torch.zeros(2, self.clip_len, NUM_JOINTS, 3, device=self.device)
+            aux = pad_rows(torch.stack([zeros if e.aux_joints is None else e.aux_joints for e in batch]))
+            given = torch.tensor([[e.aux_joints is not None] for e in batch], device=self.device)
+            aux_mask = pad_rows(given[:, :, None].expand(-1, 2, self.clip_len))
+        return PairJointGuidance(self.joints, CropGeometry(squares, first.width, first.height),
+                                 self.settings.guidance_weights(), aux, aux_mask)
+
+    # -- bodies ---------------------------------------------------------------------------------
+    def bodies(self, x0: torch.Tensor, batch: list[EncodedClip]) -> dict[str, np.ndarray]:
+        """(B, 2, L, ...) arrays of the output columns from x0."""
+        first = batch[0].clip
+        squares = torch.stack([e.clip.squares for e in batch]).to(self.device)
+        crops = CropGeometry(squares, first.width, first.height)
+        pose, betas, camera = split_estimate(x0)
+        rotations = rotation_6d_to_matrix(pose)
+        numpy = lambda t: t.float().cpu().numpy()
+        return {
+            "pose_axis_angle": numpy(matrix_to_axis_angle(rotations).flatten(-2)),
+            "pose_6d": numpy(matrix_to_rotation_6d(rotations).flatten(-2)),
+            "betas": numpy(betas),
+            "translation": numpy(cam_crop_to_full(camera, squares, first.width, first.height)),
+            "joints_3d": numpy(estimate_joints(x0, crops, self.joints).flatten(-2)),
+        }
+
+    # -- warm-up and provenance -----------------------------------------------------------------
+    def warm_up(self) -> None:
+        """One backbone chunk, one denoiser call and one body pass, outside any timing."""
+        with torch.no_grad():
+            size = self.settings.crop_size
+            crops = torch.zeros(2, BACKBONE_CHUNK // 2, 3, size, size)
+            self.image_features(crops)
+            rows = pad_rows(torch.zeros(min(self.settings.batch_size, 4)))
+            x = torch.zeros(len(rows), 2, self.clip_len, socialmirror.MOTION_DIM, device=self.device)
+            features = torch.zeros(*x.shape[:3], self.config.image_feature_dim, device=self.device)
+            bbox = torch.zeros(*x.shape[:3], 3, device=self.device)
+            self.denoiser(x, 0, features, bbox, self.empty_text(len(x)))
+            rotations = torch.eye(3, device=self.device).expand(2, NUM_JOINTS, 3, 3)
+            self.joints(rotations, torch.zeros(2, 10, device=self.device))
+            synchronize(self.device)
+
+    def _provenance(self) -> dict:
+        s, spec = self.settings, self.spec
+        return {
+            "model": self.model_name, "weights": self.weights,
+            "backbone_weights": weights_description(spec.backbone_weights, spec.dummy_seed),
+            "estimator_weights": weights_description(spec.estimator_weights, spec.dummy_seed),
+            "body_model": self.body_description,
+            "backend": s.backend, "precision": s.precision, "device": self.device.type,
+            "sampler": "ddim-around-initial-estimate", "steps": s.steps, "eta": s.eta, "sigma": s.sigma,
+            "guidance_scale": s.guidance_scale, "job_seed": s.seed, "engine_version": provenance.engine_version(),
+        }
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def batch_columns(batch: list[EncodedClip], bodies: dict[str, np.ndarray], span: ClipSpan, seeds: list[int],
+                  source: str) -> dict:
+    """Columns of the rows of a batch: each clip's owned frames, person 0 then 1 per frame."""
+    parts = []
+    for b, (encoded, seed) in enumerate(zip(batch, seeds)):
+        clip = encoded.clip
+        slots = np.repeat(np.flatnonzero(clip.owned), 2)
+        person = np.tile(np.array([0, 1], dtype=np.int8), len(slots) // 2)
+        part = {
+            "frame_index": clip.frame_indices[slots], "timestamp_s": clip.timestamps[slots],
+            "person": person, "source_frame_index": clip.source_indices[slots],
+            "clip_id": np.full(len(slots), clip.index, dtype=np.int32),
+            "seed": np.full(len(slots), seed, dtype=np.int64),
+            "tracks_source": np.full(len(slots), clip.tracks_source, dtype=object),
+        }
+        for name, values in bodies.items():
+            part[name] = values[b][person, slots]
+        parts.append(part)
+    columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    columns["video_id"] = np.full(len(columns["person"]), span.video_id, dtype=object)
+    columns["caption"] = np.full(len(columns["person"]), span.caption, dtype=object)
+    columns["estimates"] = np.full(len(columns["person"]), source, dtype=object)
+    return columns
+
+
+VECTOR_COLUMNS = {"pose_axis_angle": 72, "pose_6d": 144, "betas": 10, "translation": 3, "joints_3d": 72}
+
+RESULTS_SCHEMA = pa.schema([
+    ("video_id", pa.string()), ("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("person", pa.int8()),
+    ("source_frame_index", pa.int64()), ("clip_id", pa.int32()),
+    *[(name, pa.list_(pa.float32(), width)) for name, width in VECTOR_COLUMNS.items()],
+    ("tracks_source", pa.string()), ("caption", pa.string()), ("seed", pa.int64()), ("job_seed", pa.int64()),
+    ("model", pa.string()), ("weights", pa.string()), ("backbone_weights", pa.string()),
+    ("estimator_weights", pa.string()), ("body_model", pa.string()), ("estimates", pa.string()),
+    ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()), ("sampler", pa.string()),
+    ("steps", pa.int32()), ("eta", pa.float32()), ("sigma", pa.float32()), ("guidance_scale", pa.float32()),
+    ("engine_version", pa.string()),
+])
+
+
+def results_table(chunks: list[dict], provenance_values: dict) -> pa.Table:
+    """One Arrow table from column chunks; provenance columns repeat one value."""
+    if not chunks:
+        return RESULTS_SCHEMA.empty_table()
+    merged = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    rows = len(merged["person"])
+    arrays = []
+    for f in RESULTS_SCHEMA:
+        if f.name in VECTOR_COLUMNS:
+            flat = pa.array(np.ascontiguousarray(merged[f.name], dtype=np.float32).reshape(-1))
+            arrays.append(pa.FixedSizeListArray.from_arrays(flat, VECTOR_COLUMNS[f.name]))
+        elif f.name in merged:
+            values = merged[f.name]
+            arrays.append(pa.array(values.tolist() if values.dtype == object else values, f.type))
+        else:
+            arrays.append(pa.array([provenance_values[f.name]] * rows, f.type))
+    return pa.Table.from_arrays(arrays, schema=RESULTS_SCHEMA)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
+    """What identifies the corpus cheaply: ids, byte sizes, track files and captions."""
+    digest = hashlib.sha256()
+    for v in videos:
+        size = v.path.stat().st_size if v.path.is_file() else -1
+        digest.update(f"{v.video_id}\x1f{size}\x1f{v.track_path}\x1f{captions.get(v.video_id)}\n".encode())
+    return digest.hexdigest()
+
+
+def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSettings) -> tuple[list[Shard], dict]:
+    """(shards, job description) of a corpus; the description decides the output bytes."""
+    videos = list_videos(corpus)
+    captions = read_captions(corpus, videos)
+    config = socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
+    if captions and spec.checkpoint is None and config.text_feature_dim != CONDITION_DIM:
+        raise ValueError(f"captions give {CONDITION_DIM}-dim text features; preset {spec.preset} takes "
+                         f"{config.text_feature_dim}")
+    clip_len = config.frames
+    shards = plan_shards(videos, captions, clip_len, settings)
+    job = {
+        "job": "reconstruct", "family": "socialmirror", "model": asdict(spec),
+        "weights": weights_description(spec.checkpoint, spec.dummy_seed),
+        "estimates_sha256": file_sha256(spec.estimates) if spec.estimates else None,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
+        "corpus": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
+    }
+    return shards, job
