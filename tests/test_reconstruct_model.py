@@ -102,6 +102,30 @@ def test_sampling_starts_at_the_initial_estimate_and_recovers_a_perfect_predicti
     assert torch.allclose(seen[1], expected, atol=1e-5)
 
 
+def test_an_estimate_with_betas_and_a_camera_keeps_them_once():
+    """CloseInt's network predicts the offset from (initial pose, zero betas, camera (0.9, 0, 0)).
+    A network that returns the estimate itself must give back the estimate: its betas and camera
+    once, not added again by centring on the whole estimate."""
+    from types import SimpleNamespace
+
+    from motionfleet.socialmirror.runner import Reconstructor, ReconstructSettings, ReconstructSpec
+
+    reconstructor = Reconstructor(ReconstructSpec(preset="small"), ReconstructSettings(steps=2, batch_size=2))
+    frames, dim = reconstructor.clip_len, reconstructor.config.image_feature_dim
+    estimate = mean_estimate().expand(2, frames, -1).clone()
+    estimate[..., :144] += 0.1 * torch.randn(2, frames, 144, generator=torch.Generator().manual_seed(0))
+    estimate[..., 144:154] = 0.7
+    estimate[..., 154:] = torch.tensor([1.2, 0.1, -0.2])
+    offset = estimate.clone()  # hand-derived: estimate minus CloseInt's centre
+    offset[..., :144] = 0
+    offset[..., 154:] -= torch.tensor([0.9, 0.0, 0.0])
+    reconstructor.denoiser = lambda y, t, features, bbox, text: offset.expand_as(y)
+    clip = SimpleNamespace(x_init=estimate, image_features=torch.zeros(2, frames, dim), bbox=torch.zeros(2, frames, 3),
+                           text=None)
+    x0 = reconstructor.diffuse([clip], seeds=[0])[0]
+    torch.testing.assert_close(x0, estimate, rtol=0, atol=1e-5)
+
+
 def test_pair_loss_gradient_matches_autograd():
     generator = torch.Generator().manual_seed(0)
     pair = 0.1 * torch.randn(3, 2, 24, 3, generator=generator, dtype=torch.float64)

@@ -29,10 +29,11 @@ def quadratic_loss(target):
 
 
 def algorithm_a(denoise, x, tau, stride, loss, rho):
-    """ScoreHOI Algorithm A lines 4-13, literally: autograd through x0_hat with eps held fixed."""
+    """ScoreHOI Algorithm A lines 4-13 as the public loop runs them, literally: autograd through
+    x0_hat with eps held fixed, the last step to alphas_cumprod[0]; returns (state, last x0_hat)."""
     for t in range(tau, 0, -stride):
         abar_t = float(ABAR[t])
-        abar_next = float(ABAR[t - stride]) if t > stride else 1.0
+        abar_next = float(ABAR[t - stride])
         eps = denoise(x, t).detach()
         x_t = x.detach().requires_grad_(True)
         x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
@@ -40,7 +41,7 @@ def algorithm_a(denoise, x, tau, stride, loss, rho):
         eps = eps + rho * math.sqrt(1 - abar_t) * grad
         x0 = (x_t.detach() - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)
         x = math.sqrt(abar_next) * x0 + math.sqrt(1 - abar_next) * eps
-    return x
+    return x, x0
 
 
 @pytest.mark.parametrize("tau, stride", [(50, 2), (50, 5)])
@@ -49,7 +50,7 @@ def test_plans_follow_the_public_code_grid(tau, stride):
     inversion = plan_inversion(COSINE, tau, stride)
     assert [s.t for s in steps] == list(range(tau, 0, -stride))
     assert [s.t for s in inversion] == list(range(0, tau, stride))
-    assert steps[-1].abar_prev == 1.0 and steps[0].abar_prev == pytest.approx(float(ABAR[tau - stride]))
+    assert steps[-1].abar_prev == float(ABAR[0]) and steps[0].abar_prev == pytest.approx(float(ABAR[tau - stride]))
     assert all(s.sigma == 0 for s in steps)
 
 
@@ -60,8 +61,8 @@ def test_plans_refuse_grids_that_do_not_fit(tau, stride):
 
 
 def test_inversion_then_unguided_sampling_returns_x0_hat_for_a_constant_noise_prediction():
-    """With eps constant the DDIM ODE is exactly reversible; Algorithm A returns the last x0_hat,
-    which is x0_hat(x0, t = 0) = (x0 - sqrt(1 - abar_0) c) / sqrt(abar_0)."""
+    """With eps constant the DDIM ODE is exactly reversible: the state comes back to x0 at t = 0,
+    and the last x0_hat is x0_hat(x0, t = 0) = (x0 - sqrt(1 - abar_0) c) / sqrt(abar_0)."""
     c = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
     x0 = torch.tensor([[1.0, 0.5, -0.25]], dtype=torch.float64)
 
@@ -70,9 +71,30 @@ def test_inversion_then_unguided_sampling_returns_x0_hat_for_a_constant_noise_pr
 
     x_tau = invert(denoise, x0, plan_inversion(COSINE, 50, 2))
     assert not torch.allclose(x_tau, x0)
-    out = guided_sample(denoise, x_tau, plan_strided(COSINE, 50, 2), quadratic_loss(x0), rho=0.0)
+    state, out = guided_sample(denoise, x_tau, plan_strided(COSINE, 50, 2), quadratic_loss(x0), rho=0.0)
     expected = (x0 - math.sqrt(1 - ABAR[0]) * c) / math.sqrt(ABAR[0])
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(state, x0, rtol=0, atol=1e-12)
+
+
+def test_rounds_carry_the_state_at_timestep_0_and_return_x0_hat_once():
+    """eps = 0: inversion scales x by sqrt(abar_tau / abar_0) and sampling back to abar_0 undoes
+    it, so the carried state stays the estimate and every round's x0_hat is x / sqrt(abar_0).
+    Carrying x0_hat (stepping to abar = 1) would compound it: x / abar_0^(N/2) after N rounds."""
+    x = torch.full((1, 4), 100.0, dtype=torch.float64)
+    inversion, steps = plan_inversion(COSINE, 50, 5), plan_strided(COSINE, 50, 5)
+    seen = []
+
+    def guidance_for_round(n, x0_hat):
+        seen.append(x0_hat.clone())
+        return quadratic_loss(x0_hat)
+
+    out = refine(lambda y, t: torch.zeros_like(y), x, inversion, steps, guidance_for_round, rounds=3, rho=0.0)
+    expected = x / math.sqrt(ABAR[0])
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(seen[0], x)
+    for given in seen[1:]:
+        torch.testing.assert_close(given, expected, rtol=1e-12, atol=0)
 
 
 def test_inversion_matches_eq_3_step_by_step():
@@ -108,8 +130,8 @@ def test_guidance_lowers_the_loss_and_never_differentiates_the_denoiser():
     target = torch.ones(2, 6, dtype=torch.float64)
     loss = quadratic_loss(target)
     inversion, steps = plan_inversion(COSINE, 50, 2), plan_strided(COSINE, 50, 2)
-    unguided = guided_sample(denoise, invert(denoise, x0, inversion), steps, loss, rho=0.0)
-    guided = guided_sample(denoise, invert(denoise, x0, inversion), steps, loss, rho=20.0)
+    _, unguided = guided_sample(denoise, invert(denoise, x0, inversion), steps, loss, rho=0.0)
+    _, guided = guided_sample(denoise, invert(denoise, x0, inversion), steps, loss, rho=20.0)
     assert (loss(guided)[0] < loss(unguided)[0]).all()
     assert calls and not any(calls)
 
@@ -126,8 +148,9 @@ def test_refine_rebuilds_the_guidance_from_each_rounds_output():
     inversion, steps = plan_inversion(COSINE, 10, 5), plan_strided(COSINE, 10, 5)
     out = refine(denoise, x0, inversion, steps, guidance_for_round, rounds=3, rho=1.0)
     assert [n for n, _ in seen] == [0, 1, 2]
-    x = x0
+    state, x0_hat = x0, x0
     for n, given in seen:
-        torch.testing.assert_close(given, x)
-        x = guided_sample(denoise, invert(denoise, x, inversion), steps, quadratic_loss(torch.full_like(x, float(n))), 1.0)
-    torch.testing.assert_close(out, x)
+        torch.testing.assert_close(given, x0_hat)
+        loss = quadratic_loss(torch.full_like(x0, float(n)))
+        state, x0_hat = guided_sample(denoise, invert(denoise, state, inversion), steps, loss, 1.0)
+    torch.testing.assert_close(out, x0_hat)

@@ -132,6 +132,32 @@ def test_released_layout_file_loads_strictly_and_reproduces_outputs(small_model,
     assert config == SMALL
 
 
+def test_released_file_with_numpy_scalars_in_its_training_log_loads(small_model, tmp_path):
+    import numpy as np
+
+    path = tmp_path / "diffusion.pth.tar"
+    log = {"loss": [np.float64(0.31), np.float32(0.2)], "epoch": np.int64(7), "best": np.bool_(True)}
+    torch.save({"model_state_dict": small_model.state_dict(), "train_log": log}, path)
+    loaded, _ = load_released_checkpoint(path, SMALL)
+    inputs = example_inputs(SMALL, batch_size=4)
+    with torch.no_grad():
+        assert torch.equal(loaded(*inputs), small_model(*inputs))
+
+
+def test_numpy_arrays_and_other_classes_stay_refused(small_model, tmp_path):
+    from argparse import Namespace
+
+    import numpy as np
+
+    from motionfleet.core.errors import UnsafeCheckpoint
+
+    for extra in (np.zeros(3), Namespace(lr=1e-4)):
+        path = tmp_path / "diffusion.pth.tar"
+        torch.save({"model_state_dict": small_model.state_dict(), "train_log": extra}, path)
+        with pytest.raises(UnsafeCheckpoint, match="refused"):
+            load_released_checkpoint(path, SMALL)
+
+
 def test_truncated_checkpoint_is_a_clear_error(small_model, tmp_path):
     path = tmp_path / "diffusion.pth.tar"
     save_released_layout(path, small_model)

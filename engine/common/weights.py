@@ -2,7 +2,8 @@
 
 Our own format is a folder with ``model.safetensors`` and ``config.json``. Released checkpoints
 that are pickles (Lightning ``.ckpt``, ``.pth.tar``, ``.pkl``) are read with
-``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers.
+``torch.load(weights_only=True)``, which refuses anything but tensors and plain containers, plus
+numpy's scalar types (training logs in released checkpoints hold them; rebuilding one runs no code).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -45,8 +47,12 @@ def read_state_dict(path: str | Path) -> dict:
             return load_file(path)
         except Exception as err:  # safetensors raises its own error types for truncated files
             raise ValueError(f"unreadable safetensors file {path}: {err}") from err
+    if is_torchscript_archive(path):
+        raise UnsafeCheckpoint(f"{path} is a TorchScript archive (code, not a state dict) and was refused; "
+                               f"save its state_dict() with torch.save and pass that file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpoint(
             f"{path} needs arbitrary code to unpickle and was refused "
@@ -54,6 +60,30 @@ def read_state_dict(path: str | Path) -> dict:
         ) from err
     except (RuntimeError, EOFError) as err:
         raise ValueError(f"unreadable checkpoint {path}: {err}") from err
+
+
+def numpy_scalar_globals() -> list:
+    """What ``weights_only`` needs to rebuild a pickled numpy scalar (``np.float64(0.3)`` in a
+    training log): ``multiarray.scalar`` (named as numpy 1 and 2 pickle it), ``np.dtype`` and the
+    dtype classes of bool, integer and float scalars. No object, string or array types."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+               np.float16, np.float32, np.float64)
+    return [(multiarray.scalar, "numpy.core.multiarray.scalar"), (multiarray.scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, *(type(np.dtype(kind)) for kind in numeric)]
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """A TorchScript archive (``torch.jit.save``) is a zip holding ``code/`` and ``constants.pkl``."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
 def save_model(folder: str | Path, state_dict: dict, config: dict) -> Path:

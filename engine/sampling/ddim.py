@@ -90,13 +90,13 @@ def strided_timesteps(start: int, stride: int, num_train_timesteps: int) -> list
 def plan_strided(schedule: NoiseSchedule, start: int, stride: int) -> list[DDIMStep]:
     """eta-0 epsilon steps from t = start down by ``stride`` (ScoreHOI Algorithm A, line 4).
 
-    Step t goes to abar[t - stride]; the last one (t = stride) goes to abar = 1, so its output
-    is its x0_hat, which Algorithm A returns (line 13).
+    Step t goes to abar[t - stride], the last one (t = stride) to abar[0] < 1 as the public loop
+    does (``time_next`` 0 is ``alphas_cumprod[0]``), so its output is a state at timestep 0, not
+    x0_hat; the sampler returns both.
     """
     abar = alphas_cumprod(schedule).double()
     ts = strided_timesteps(start, stride, schedule.num_train_timesteps)[1:]
-    return [_step(t, float(abar[t]), float(abar[t - stride]) if t > stride else 1.0, 0.0, "epsilon")
-            for t in reversed(ts)]
+    return [_step(t, float(abar[t]), float(abar[t - stride]), 0.0, "epsilon") for t in reversed(ts)]
 
 
 def _step(t: int, abar_t: float, abar_prev: float, eta: float, prediction_type: str) -> DDIMStep:

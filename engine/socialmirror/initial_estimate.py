@@ -112,6 +112,16 @@ def cam_crop_to_full(camera: torch.Tensor, squares: torch.Tensor, width: int, he
                         2 * f / scaled_side], dim=-1)
 
 
+def diffusion_centre(x_init: torch.Tensor) -> torch.Tensor:
+    """(..., 157) CloseInt's centre of the diffusion: the initial estimate's pose, zero betas and
+    the mean crop camera (0.9, 0, 0). The network predicts the offset from this centre, so the
+    estimate's own betas and camera do not enter it (centring on the whole estimate adds them twice)."""
+    centre = x_init.clone()
+    centre[..., POSE_DIM:POSE_DIM + SHAPE_DIM] = 0
+    centre[..., POSE_DIM + SHAPE_DIM:] = torch.tensor(MEAN_CAMERA, dtype=x_init.dtype, device=x_init.device)
+    return centre
+
+
 def split_estimate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(..., 157) -> pose 6D (..., 24, 6), betas (..., 10), crop camera (..., 3)."""
     pose = x[..., :POSE_DIM].reshape(*x.shape[:-1], POSE_DIM // 6, 6)

@@ -2,7 +2,7 @@
 
 State per sample: (2, L, 157) = per person and frame 144 pose numbers (24 joints in 6D), 10 SMPL
 betas and 3 camera-translation numbers (CloseInt's crop camera s, tx, ty). CloseInt diffuses the
-offset from an initial estimate (mean = init pose, zero betas, camera (0.9, 0, 0)); the network
+offset from an initial estimate (centre = init pose, zero betas, camera (0.9, 0, 0): ``diffusion_centre``); the network
 maps x_t to x0 in whatever space x_t is given, so adding and removing that mean is the sampler's job.
 
 The base branch follows CloseInt's ``interhuman_diffusion_phys`` (boycehbz/HumanInteraction,

@@ -71,6 +71,7 @@ from motionfleet.socialmirror.initial_estimate import (
     bbox_info,
     build_initial_estimator,
     cam_crop_to_full,
+    diffusion_centre,
     split_estimate,
 )
 from motionfleet.socialmirror.pair_guidance import (
@@ -515,8 +516,9 @@ class Reconstructor:
         def denoise(y: torch.Tensor, t: int) -> torch.Tensor:
             return self.denoiser(y, t, features, bbox, text)
 
-        x0 = sample_around(denoise, x_init, pad_rows(noise.draw(shape)), self.steps, self.settings.sigma,
-                           lambda _: pad_rows(noise.draw(shape)), self.guidance(batch), self.settings.guidance_scale)
+        x0 = sample_around(denoise, diffusion_centre(x_init), pad_rows(noise.draw(shape)), self.steps,
+                           self.settings.sigma, lambda _: pad_rows(noise.draw(shape)), self.guidance(batch),
+                           self.settings.guidance_scale)
         return x0[:len(batch)]
 
     def empty_text(self, rows: int) -> torch.Tensor:
