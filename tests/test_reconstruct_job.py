@@ -194,10 +194,12 @@ def test_killed_job_then_rerun_gives_every_person_and_frame_exactly_once(tmp_pat
     assert result_mtimes(out, before_kill) == mtimes
 
 
-def upstream_table(video: str, frames: int, image_dim: int, betas_shift: float, skip_frame=None) -> pa.Table:
+def upstream_table(video: str, frames: int, image_dim: int, pose_shift: float, skip_frame=None) -> pa.Table:
+    """Upstream rows with the mean estimate, its pose shifted (the pose is the diffusion's centre;
+    the estimate's betas and camera are not: CloseInt centres on zero betas and camera (0.9, 0, 0))."""
     rows = [(f, p) for f in range(frames) for p in (0, 1) if f != skip_frame]
     estimate = mean_estimate().numpy().copy()
-    estimate[144:154] += betas_shift
+    estimate[:144] += pose_shift
     aux = np.zeros((24, 3), np.float32)
     aux[:, 2] = 4.0
     return pa.table({
