@@ -5,7 +5,7 @@ import pytest
 import trimesh
 
 from motionfleet.common.weights import file_sha256
-from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.errors import RejectedInput
 from motionfleet.scorehoi import objects
 
 BOX_HALF_EXTENTS = np.array([0.15, 0.1, 0.05])
@@ -93,9 +93,9 @@ def test_mesh_sdf_is_cached_by_content_and_resolution(box_mesh_file, tmp_path, m
 
 def test_missing_mesh_names_the_file(tmp_path):
     missing = tmp_path / "chair.obj"
-    with pytest.raises(MissingFile, match="chair.obj"):
+    with pytest.raises(RejectedInput, match="chair.obj does not exist"):
         objects.load_object_mesh(missing, tmp_path)
-    with pytest.raises(MissingFile, match="chair.obj"):
+    with pytest.raises(RejectedInput, match="chair.obj does not exist"):
         objects.get_object(missing, cache_dir=tmp_path)
 
 

@@ -1,10 +1,12 @@
 """The refine job (scorehoi): body points and guidance gradients, rejection, determinism,
 exactly-once after a kill, and the demo's guided / unguided comparison."""
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,8 +34,9 @@ from motionfleet.scorehoi.hoi import (
     surface_samples,
 )
 from motionfleet.scorehoi.objects import get_object
-from motionfleet.scorehoi.runner import TIMING_COLUMNS, RefineModelSpec, RefineSettings
-from motionfleet.scorehoi.source import validate
+from motionfleet.scorehoi.runner import TIMING_COLUMNS, RefineModelSpec, RefineSettings, ScoreHOIRefiner
+from motionfleet.core.errors import RejectedInput
+from motionfleet.scorehoi.source import record_from_row, validate
 
 SMALL_CONDITION_DIM = 32
 TINY = RefineSettings(rounds=2, tau=10, stride=5, guidance_scale=1.0, batch_size=4)
@@ -170,13 +173,95 @@ def test_bad_rows_are_rejected_with_reasons_and_the_rest_completes(tmp_path, spe
     assert "pose has 100 numbers" in reasons["short_pose"]
     assert "degenerate 6D" in reasons["flat_rotation"]
     assert "not rotations" in reasons["not_rotation"]
-    assert "unreadable image" in reasons["broken_image"] and "unreadable image" in reasons["missing_image"]
+    assert "unreadable image" in reasons["broken_image"] and "does not exist" in reasons["missing_image"]
     assert "image_features or image_path" in reasons["no_image"]
     assert "image_features has 5 numbers" in reasons["short_features"]
     assert "ground truth needs all" in reasons["partial_truth"]
     assert any("duplicate id 'ok'" in reason for reason in reasons.values())
     assert len(results) + len(rejected) == len(rows) * 2  # every (row, variant) exactly once
     assert report["timing"]["rejected"] == len(rejected)
+
+
+class CountingHandler(http.server.BaseHTTPRequestHandler):
+    requests: list = []
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        CountingHandler.requests.append(self.path)
+        self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = http.server.HTTPServer(("127.0.0.1", 0), CountingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def gltf_pointing_at(path: Path, uri: str) -> str:
+    """A one-triangle glTF whose vertex buffer lives at ``uri``."""
+    path.write_text(json.dumps({
+        "asset": {"version": "2.0"}, "buffers": [{"uri": uri, "byteLength": 36}],
+        "bufferViews": [{"buffer": 0, "byteLength": 36}],
+        "accessors": [{"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3"}],
+        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}], "nodes": [{"mesh": 0}],
+        "scenes": [{"nodes": [0]}], "scene": 0}))
+    return str(path)
+
+
+def nan_for(sample_id: str, refine_batch):
+    """``ScoreHOIRefiner.refine_batch`` whose refined state is NaN for ``sample_id`` (a denoiser
+    that overflows, as the public model's does on features of 3e38)."""
+    def poisoned(self, estimates, rho, clock):
+        x, log, objects = refine_batch(self, estimates, rho, clock)
+        return x.masked_fill(torch.tensor([e.sample_id == sample_id for e in estimates])[:, None], float("nan")), log, objects
+    return poisoned
+
+
+def test_poisoned_rows_are_rejected_and_nothing_is_fetched(tmp_path, spec, http_server, monkeypatch):
+    """Issue 10, cases 7-9: URLs, protocols, FIFOs, float32 overflow, glTF buffers outside the file
+    each reject their row and no request is made; a row refined to NaN is rejected, not written."""
+    monkeypatch.setattr(ScoreHOIRefiner, "refine_batch", nan_for("nan_out", ScoreHOIRefiner.refine_batch))
+    good = {**scene_rows()[0], "image_path": None}
+    fifo = tmp_path / "crop.png"
+    os.mkfifo(fifo)
+    no_features = {"image_features": None}
+    rows = [
+        {**good, "id": "ok"},
+        {**good, "id": "url", **no_features, "image_path": f"{http_server}/x.png"},
+        {**good, "id": "concat", **no_features, "image_path": f"concat:{fifo}|{fifo}"},
+        {**good, "id": "fifo", **no_features, "image_path": str(fifo)},
+        {**good, "id": "huge_pose", "pose": [1e39] + good["pose"][1:]},
+        {**good, "id": "passwd_gltf", "object": gltf_pointing_at(tmp_path / "a.gltf", "file:///etc/passwd")},
+        {**good, "id": "relative_gltf", "object": gltf_pointing_at(tmp_path / "b.gltf", "../../etc/passwd")},
+        {**good, "id": "nan_out"},
+    ]
+    run(tmp_path / "out", spec, write_parquet(tmp_path / "bad.parquet", rows), control=False)
+    assert CountingHandler.requests == []
+    results = read_results(tmp_path / "out").to_pylist()
+    assert [r["sample_id"] for r in results] == ["ok"]
+    assert all(np.isfinite(r["pose_6d"]).all() for r in results)
+    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    assert "URL or protocol" in reasons["url"] and "404" not in reasons["url"]
+    assert "URL or protocol" in reasons["concat"]
+    assert "not a regular file" in reasons["fifo"]
+    assert "beyond float32" in reasons["huge_pose"]
+    assert "external file" in reasons["passwd_gltf"] and "external file" in reasons["relative_gltf"]
+    assert "not finite" in reasons["nan_out"]
+
+
+def test_fields_are_type_checked():
+    """Issue 10, case 10: a string of digits is not a translation, a float is not an id."""
+    row = {**scene_rows()[0], "object_translation": "000"}
+    with pytest.raises(RejectedInput, match="object_translation must be a list of numbers, got str"):
+        validate(record_from_row(0, row), SMALL_CONDITION_DIM)
+    with pytest.raises(RejectedInput, match="id must be a string or an integer, got float"):
+        validate(record_from_row(0, {**scene_rows()[0], "id": 1.5}), SMALL_CONDITION_DIM)
 
 
 def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, spec, estimates):

@@ -111,8 +111,9 @@ def object_sdf(points: torch.Tensor, rotation: torch.Tensor, translation: torch.
     lo, hi = objects.grid_min[objects.index][:, None], objects.grid_max[objects.index][:, None]
     unit = (local - lo) / (hi - lo)
     inside = ((unit >= 0) & (unit <= 1)).all(-1)
-    # grid_sample reads (x, y, z) as (W, H, D) = (iz, iy, ix) of sdf[k, ix, iy, iz]
-    grid = (2 * unit - 1).flip(-1)[:, :, None, None]
+    # grid_sample reads (x, y, z) as (W, H, D) = (iz, iy, ix) of sdf[k, ix, iy, iz]; a NaN or huge
+    # coordinate makes its CPU kernel index out of bounds (IndexError), and is outside anyway
+    grid = torch.nan_to_num(2 * unit - 1, nan=2.0).clamp(-2.0, 2.0).flip(-1)[:, :, None, None]
     values = F.grid_sample(objects.sdf[objects.index][:, None], grid, align_corners=True)[:, 0, :, 0, 0]
     return torch.where(inside, values, torch.full_like(values, float("inf")))
 

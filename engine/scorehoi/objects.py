@@ -11,6 +11,7 @@ over the object's bounding box padded by ``_PAD_ABSOLUTE + _PAD_RELATIVE * large
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,7 +23,8 @@ import trimesh
 
 from motionfleet.common.bodies import farthest_point_indices
 from motionfleet.common.weights import file_sha256
-from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import local_file, printable
 
 NUM_TEMPLATE_POINTS = 64
 DEFAULT_RESOLUTION = 32
@@ -147,11 +149,44 @@ def builtin_objects(resolution: int = DEFAULT_RESOLUTION) -> dict[str, ObjectTem
 # Mesh files (SDF from trimesh, cached)
 # --------------------------------------------------------------------------------------------
 
-def _read_mesh(path: Path) -> trimesh.Trimesh:
+def _gltf_json(path: Path) -> dict:
+    """The JSON of a .gltf file or of a .glb's first chunk (header: magic, version, length; chunk:
+    length, type ``JSON``)."""
+    data = path.read_bytes()
+    if path.suffix.lower() == ".glb":
+        if len(data) < 20 or data[:4] != b"glTF" or data[16:20] != b"JSON":
+            raise RejectedInput(f"object mesh {path.name} is not a binary glTF file")
+        data = data[20:20 + int.from_bytes(data[12:16], "little")]
     try:
-        mesh = trimesh.load(path, force="mesh")
-    except (ValueError, KeyError, IndexError) as err:  # trimesh's loaders' errors on malformed files
-        raise RejectedInput(f"unreadable object mesh {path}: {err}") from err
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RejectedInput(f"object mesh {path.name} is not glTF JSON ({err})") from None
+    if not isinstance(document, dict):
+        raise RejectedInput(f"object mesh {path.name} is not glTF JSON (not an object)")
+    return document
+
+
+def _check_self_contained(path: Path) -> None:
+    """A glTF's buffers and images must be embedded (``data:`` URIs, or a .glb's own chunk): an
+    external ``uri`` would make the loader read another file (``file:///etc/passwd``, ``../x``)."""
+    document = _gltf_json(path)
+    for section in ("buffers", "images"):
+        entries = document.get(section) or []
+        for entry in entries if isinstance(entries, list) else [entries]:
+            uri = entry.get("uri") if isinstance(entry, dict) else None
+            if uri is not None and not (isinstance(uri, str) and uri.startswith("data:")):
+                raise RejectedInput(f"object mesh {path.name} refers to an external file ({section} uri "
+                                    f"{printable(str(uri))[:100]!r}); embed its data (data: URI or .glb)")
+
+
+def _read_mesh(path: Path) -> trimesh.Trimesh:
+    if path.suffix.lower() in (".gltf", ".glb"):
+        _check_self_contained(path)
+    try:
+        with open(path, "rb") as file:  # a file object: trimesh resolves no other file next to it
+            mesh = trimesh.load(file, file_type=path.suffix.lower()[1:], force="mesh")
+    except Exception as err:  # noqa: BLE001 - trimesh's parsers raise many types on a malformed file
+        raise RejectedInput(f"unreadable object mesh {path.name}: {type(err).__name__}: {err}"[:500]) from err
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise RejectedInput(f"object mesh {path} has no triangles")
     return mesh
@@ -196,9 +231,7 @@ def load_object_mesh(path: str | Path, cache_dir: str | Path,
 
     The SDF grid is computed once per (file content, resolution) and cached in ``cache_dir``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFile(f"object mesh not found: {path}")
+    path = local_file(path, "object mesh")
     mesh = _read_mesh(path)
     sdf, grid_min, grid_max = _cached_sdf_grid(mesh, path, Path(cache_dir), resolution)
     return ObjectTemplate(

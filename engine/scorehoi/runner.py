@@ -35,7 +35,8 @@ from motionfleet.common.rotations import rotation_6d_to_matrix
 from motionfleet.common.weights import file_sha256, weights_description
 from motionfleet.core import backends, provenance
 from motionfleet.core.batching import ROW_QUANTUM
-from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import non_finite_rows, open_media
 from motionfleet.core.row_invariant import rowwise_narrow_linears
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import REJECTED_SCHEMA
@@ -185,9 +186,10 @@ def load_denoiser(spec: RefineModelSpec):
 
 
 def read_image(path: str, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """(size, size, 3) uint8 RGB, or RejectedInput for a missing or undecodable file."""
+    """(size, size, 3) uint8 RGB, or RejectedInput for a missing or undecodable file (a local
+    regular file only: never a URL, protocol or FIFO)."""
     try:
-        with av.open(str(path)) as container:
+        with open_media(path, "image_path") as container:
             frame = next(container.decode(video=0))
             return torch.from_numpy(frame.to_ndarray(format="rgb24", width=size, height=size))
     except (av.FFmpegError, OSError, StopIteration) as err:
@@ -250,10 +252,7 @@ class ScoreHOIRefiner:
 
     def template(self, name: str) -> ObjectTemplate:
         if name not in self._objects:
-            try:
-                template = get_object(name)
-            except MissingFile as err:
-                raise RejectedInput(str(err)) from err
+            template = get_object(name)
             self._objects[name] = (template, surface_samples(template))
         return self._objects[name][0]
 
@@ -289,21 +288,25 @@ class ScoreHOIRefiner:
         synchronize(self.device)
         start = time.perf_counter()
         clock = StageClock(self.device)
-        accepted, rejected = [], []
+        accepted, rejected, records = [], [], []
         for item in items:
             try:
                 accepted.append(self.check(item.record))
+                records.append(item.record)
             except RejectedInput as err:
-                rejected.append({"sample_id": item.record.sample_id, "repeat": VARIANTS.index(variant),
-                                 "input": describe(item.record), "reason": err.reason})
+                rejected.append(rejected_row(item.record, variant, err.reason))
         rows = []
         if accepted:
             rho = self.settings.guidance_scale if variant == "guided" else 0.0
             batch = padded(accepted)
             x, log, objects = self.refine_batch(batch, rho, clock)
+            not_finite = set(non_finite_rows(x[:len(accepted)]))  # never a result, and no metrics of NaN
             with clock.stage("metrics"):
-                quality = self.quality(batch, x, log.masks[0], objects, len(accepted))
-            rows = [self.row(e, variant, rho, x[i], log, quality[i], i) for i, e in enumerate(accepted)]
+                quality = self.quality(batch, x, log.masks[0], objects, len(accepted), not_finite)
+            rows = [self.row(e, variant, rho, x[i], log, quality[i], i) for i, e in enumerate(accepted)
+                    if i not in not_finite]
+            rejected += [rejected_row(records[i], variant, "refined state is not finite (NaN or infinite values)")
+                         for i in sorted(not_finite)]
         synchronize(self.device)
         seconds = time.perf_counter() - start - clock.seconds["metrics"]
         for row in rows:
@@ -359,17 +362,20 @@ class ScoreHOIRefiner:
 
     # -- metrics -----------------------------------------------------------------------------
     def quality(self, estimates: list[Estimate], refined: torch.Tensor, first_masks: ContactMasks,
-                objects: ObjectBatch, count: int) -> list[dict]:
+                objects: ObjectBatch, count: int, skip: frozenset | set = frozenset()) -> list[dict]:
         """Per row (the first ``count``): penetration depth and contact distance before and after,
         and for rows with ground truth, Chamfer distances and contact P / R / F (``metrics``).
         Contact distance is measured at the ground truth's contact vertices where there is ground
-        truth, else at the points the first round's contact mask marked."""
+        truth, else at the points the first round's contact mask marked. Rows in ``skip`` get none."""
         initial = torch.stack([e.x for e in estimates]).to(self.device)
         truth = torch.stack([e.x if e.ground_truth is None else e.ground_truth for e in estimates]).to(self.device)
         before, after = self.posed_meshes(initial, objects), self.posed_meshes(refined, objects)
         target = self.posed_meshes(truth, objects)
         out = []
         for i in range(count):
+            if i in skip:
+                out.append({})
+                continue
             has_truth = estimates[i].ground_truth is not None
             true_contacts = contact_map(target, i)
             chosen = true_contacts.nonzero()[:, 0] if has_truth else self.points.vertex_ids[first_masks.human[i] > 0]
@@ -431,6 +437,11 @@ class ScoreHOIRefiner:
                           torch.zeros(batch, self.config.geometry_input_dim, device=self.device))
         self.denoise_fn(conditions, StageClock(self.device))(x, self.steps[0].t)
         synchronize(self.device)
+
+
+def rejected_row(record: EstimateRecord, variant: str, reason: str) -> dict:
+    return {"sample_id": record.sample_id, "repeat": VARIANTS.index(variant), "input": describe(record),
+            "reason": reason}
 
 
 def rest_state(batch: int) -> torch.Tensor:

@@ -24,6 +24,7 @@ import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import check_id, check_text, number_list, printable
 from motionfleet.dhvae.source import mark_duplicate_ids
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
 
@@ -31,6 +32,7 @@ FIELDS = ("pose", "betas", "object", "object_rotation", "object_translation", "i
 GROUND_TRUTH = ("gt_pose", "gt_betas", "gt_object_rotation", "gt_object_translation")
 MAX_ABS_BETA = 5.0
 MAX_TRANSLATION_M = 5.0
+MAX_ABS_ROTATION_VALUE = 1e4  # 6D / axis-angle / matrix entries; far beyond this, float32 norms overflow
 _MIN_6D_NORM = 1e-3
 _ORTHONORMAL_TOLERANCE = 1e-3
 
@@ -63,9 +65,13 @@ class Estimate:
 
 
 def record_from_row(index: int, row: dict) -> EstimateRecord:
-    sample_id = str(row["id"]) if row.get("id") is not None else str(index)
     values = tuple((key, row.get(key)) for key in FIELDS + GROUND_TRUTH if row.get(key) is not None)
-    return EstimateRecord(sample_id, values)
+    if row.get("id") is None:
+        return EstimateRecord(str(index), values)
+    try:
+        return EstimateRecord(check_id(row["id"]), values)
+    except RejectedInput as err:
+        return EstimateRecord(printable(str(row["id"])), values, error=err.reason)
 
 
 def load_estimates(path: str | Path) -> EstimateSet:
@@ -84,23 +90,21 @@ def load_estimates(path: str | Path) -> EstimateSet:
 # --------------------------------------------------------------------------------------------
 
 def finite_vector(value, name: str, lengths: tuple[int, ...]) -> torch.Tensor:
-    """float64 tensor of one of ``lengths``, all finite, or RejectedInput."""
+    """float64 tensor of one of ``lengths``, all finite also as float32 (the model's precision: 1e39
+    is finite in float64 and infinite in float32), or RejectedInput."""
     if value is None:
         raise RejectedInput(f"{name} is missing")
-    try:
-        vector = torch.tensor([float(v) for v in value], dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise RejectedInput(f"{name} must be a list of numbers") from None
+    vector = torch.tensor(number_list(value, name), dtype=torch.float64)
     if len(vector) not in lengths:
         raise RejectedInput(f"{name} has {len(vector)} numbers, expected one of {lengths}")
-    if not torch.isfinite(vector).all():
-        raise RejectedInput(f"{name} has NaN or infinite values")
+    if not torch.isfinite(vector.float()).all():
+        raise RejectedInput(f"{name} has NaN or infinite values (or values beyond float32)")
     return vector
 
 
 def rotations_6d(value, name: str, count: int) -> torch.Tensor:
     """(count, 6) from 6D, axis-angle or matrix values (told apart by their length)."""
-    vector = finite_vector(value, name, (6 * count, 3 * count, 9 * count))
+    vector = bounded(finite_vector(value, name, (6 * count, 3 * count, 9 * count)), name, MAX_ABS_ROTATION_VALUE)
     if len(vector) == 3 * count:
         return matrix_to_rotation_6d(axis_angle_to_matrix(vector.view(count, 3)))
     if len(vector) == 9 * count:
@@ -149,8 +153,8 @@ def image_condition(record: EstimateRecord, feature_dim: int) -> tuple[Optional[
     features, path = record.get("image_features"), record.get("image_path")
     if features is not None:
         return finite_vector(features, "image_features", (feature_dim,)).float(), None
-    if isinstance(path, str) and path:
-        return None, path
+    if path is not None:
+        return None, check_text(path, "image_path")
     raise RejectedInput("needs image_features or image_path")
 
 
@@ -161,6 +165,7 @@ def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
     name = record.get("object")
     if not isinstance(name, str) or not name:
         raise RejectedInput("object must be a built-in object name or a mesh path")
+    check_text(name, "object")
     has_truth = [record.get(key) is not None for key in GROUND_TRUTH]
     if any(has_truth) and not all(has_truth):
         raise RejectedInput(f"ground truth needs all of {GROUND_TRUTH}")
@@ -171,6 +176,6 @@ def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
 
 def describe(record: EstimateRecord) -> str:
     """A short text of a record for the rejected table."""
-    parts = [f"{key}={value!r}" if not isinstance(value, (list, tuple)) else f"{key}[{len(value)}]"
+    parts = [f"{key}={printable(repr(value))[:200]}" if not isinstance(value, (list, tuple)) else f"{key}[{len(value)}]"
              for key, value in record.values]
     return ", ".join(parts)[:1000]
