@@ -22,6 +22,7 @@ from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.rotations import axis_angle_to_matrix
 from motionfleet.core import jobs
+from motionfleet.core.errors import RejectedInput
 from motionfleet.core.sink import JobMismatch, read_results
 from motionfleet.demo.body_models import write_synthetic_body_model
 from motionfleet.demo.scenes import demo_scenes
@@ -35,7 +36,6 @@ from motionfleet.scorehoi.hoi import (
 )
 from motionfleet.scorehoi.objects import get_object
 from motionfleet.scorehoi.runner import TIMING_COLUMNS, RefineModelSpec, RefineSettings, ScoreHOIRefiner
-from motionfleet.core.errors import RejectedInput
 from motionfleet.scorehoi.source import record_from_row, validate
 
 SMALL_CONDITION_DIM = 32
