@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from killed_job import kill_after_commits, result_mtimes
@@ -13,6 +14,7 @@ from killed_job import kill_after_commits, result_mtimes
 from motionfleet.core import jobs
 from motionfleet.core.sink import JobMismatch, motion_array, read_results
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+from motionfleet.dhvae.source import load_prompts
 
 SPEC = ModelSpec(preset="tiny")
 PROMPTS = [
@@ -99,6 +101,53 @@ def test_bad_prompts_are_rejected_with_reasons_and_the_rest_completes(tmp_path):
     assert any("duplicate id" in r for r in reasons.values())
     assert len(results) + len(rejected) == len(rows) * 2  # every (sample, repeat) exactly once
     assert report["timing"]["rejected"] == len(rejected)
+
+
+def test_text_prompts_split_on_newlines_only_and_binary_is_refused(tmp_path):
+    """Issue 10, case 10: form feeds, \\x1c, \\x85 and U+2028 do not start prompts (ids stay put), a
+    line that is not UTF-8 is rejected in its place, a binary file is refused whole."""
+    text = "two people hug\na\x0cb\nc\x1cd\x85e\u2028f\n\xff\xfe not utf-8\nthey wave\r\n"
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(text.encode("utf-8").replace("\xff\xfe".encode(), b"\xff\xfe"))
+    records = load_prompts(path).records
+    assert [r.sample_id for r in records] == ["0", "1", "2", "3", "4"]
+    assert records[4].text == "they wave" and records[1].text == "a\x0cb"
+    assert "not UTF-8" in records[3].error
+    binary = tmp_path / "weights.txt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="binary"):
+        load_prompts(binary)
+
+
+def test_poisoned_prompts_are_rejected_and_the_job_completes(tmp_path):
+    """Issue 10, cases 8 and 10: lone surrogates in text or id, control characters, a float id."""
+    lines = [
+        json.dumps({"id": "ok", "text": "two people hug"}),
+        '{"id": "surrogate_text", "text": "two people \\ud800 hug"}',
+        '{"id": "\\udc80", "text": "two people hug"}',
+        json.dumps({"id": "form_feed", "text": "two people\x0c hug"}),
+        json.dumps({"id": 1.5, "text": "two people hug"}),
+    ]
+    report = run(tmp_path / "out", str(write_jsonl(tmp_path / "p.jsonl", lines)), batch_size=4)
+    assert [r["sample_id"] for r in read_results(tmp_path / "out").to_pylist()] == ["ok", "ok"]
+    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    assert "lone surrogate" in reasons["surrogate_text"] and "lone surrogate" in reasons["\\udc80"]
+    assert "control character" in reasons["form_feed"]
+    assert "id must be a string or an integer, got float" in reasons["1.5"]
+    assert report["timing"]["rejected"] == 8
+
+
+def test_features_that_give_nan_motions_are_rejected(tmp_path):
+    """Issue 10, case 9: features of 3e38 are finite, the motion they give is not."""
+    spec = ModelSpec(preset="tiny", text_encoder="precomputed")
+    rows = [{"id": "ok", "text": "a", "text_features": [0.1] * 768},
+            {"id": "huge", "text": "b", "text_features": [3e38, -3e38] * 384}]
+    settings = GenerateSettings(steps=2, batch_size=4, default_frames=8)
+    jobs.generate(tmp_path / "out", spec, settings, prompts=str(write_jsonl(tmp_path / "f.jsonl", rows)), workers=0)
+    results = read_results(tmp_path / "out").to_pylist()
+    assert [r["sample_id"] for r in results] == ["ok"] and np.isfinite(motion_array(results[0])).all()
+    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    assert "not finite" in reasons["huge"]
 
 
 def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):

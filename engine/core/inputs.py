@@ -121,8 +121,13 @@ def number_list(value: Any, what: str) -> list[float]:
     return [float(v) for v in value]
 
 
-def non_finite_rows(values) -> list[int]:
-    """Indices of the rows (first axis) of an array or tensor that hold NaN or infinity."""
-    with np.errstate(over="ignore"):  # results are stored as float32: what overflows it is not finite either
+def non_finite_rows(rows) -> list[int]:
+    """Indices of the rows (an array's first axis, or a list of arrays) that hold NaN or infinity
+    as float32, the precision results are stored in."""
+    return [i for i, row in enumerate(rows) if not _finite_as_float32(row)]
+
+
+def _finite_as_float32(values) -> bool:
+    with np.errstate(over="ignore"):  # what overflows float32 is not finite in the result either
         array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float32)
-    return np.flatnonzero(~np.isfinite(array.reshape(len(array), -1)).all(axis=1)).tolist()
+    return bool(np.isfinite(array).all())

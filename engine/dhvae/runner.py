@@ -17,6 +17,7 @@ from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, val
 from motionfleet.core import backends, provenance
 from motionfleet.core.batching import pad_rows
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import check_text, non_finite_rows
 from motionfleet.core.seeding import SampleNoise, sample_seed
 from motionfleet.core.shards import WorkItem
 from motionfleet.core.sink import REJECTED_SCHEMA
@@ -109,9 +110,9 @@ class DHVAEGenerator:
         if not isinstance(num_frames, int) or isinstance(num_frames, bool) or not 1 <= num_frames <= self.max_frames:
             raise RejectedInput(f"num_frames must be an integer in [1, {self.max_frames}], got {num_frames!r}")
         if isinstance(self.text_encoder, PrecomputedFeatures):
-            text = record.text if isinstance(record.text, str) else ""
+            text = check_text(record.text, "prompt") if isinstance(record.text, str) else ""
             return text, num_frames, self.text_encoder.feature_from_value(record.text_features)
-        return validate_prompt(record.text, self.text_encoder), num_frames, None
+        return validate_prompt(check_text(record.text, "prompt"), self.text_encoder), num_frames, None
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
@@ -121,13 +122,13 @@ class DHVAEGenerator:
             try:
                 accepted.append((item, *self.check(item)))
             except RejectedInput as err:
-                rejected.append({"sample_id": item.record.sample_id, "repeat": item.repeat,
-                                 "input": repr(item.record.text)[:1000], "reason": err.reason})
+                rejected.append(rejected_row(item, err.reason))
         rows, timings = [], Timings()
         size = self.settings.batch_size
         for start in range(0, len(accepted), size):
-            batch_rows, batch_timings = self._run_batch(accepted[start : start + size])
+            batch_rows, batch_rejected, batch_timings = self._run_batch(accepted[start : start + size])
             rows += batch_rows
+            rejected += batch_rejected
             timings.add(batch_timings)
         return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
 
@@ -146,7 +147,8 @@ class DHVAEGenerator:
             self._features_cache[prompt] = self._encode([prompt])[0]
         return self._features_cache[prompt]
 
-    def _run_batch(self, batch) -> tuple[list[dict], Timings]:
+    def _run_batch(self, batch) -> tuple[list[dict], list[dict], Timings]:
+        """(result rows, rejected rows: motions that are not finite, timings) of a batch."""
         text, text_s = self._features(batch)
         seeds = [sample_seed(self.settings.seed, item.record.sample_id, item.repeat) for item, *_ in batch]
         synchronize(self.device)
@@ -157,9 +159,13 @@ class DHVAEGenerator:
         motions = self.decode(latents, [frames for _, _, frames, _ in batch])
         synchronize(self.device)
         decode_s = time.perf_counter() - start - denoise_s
+        not_finite = set(non_finite_rows(motions))  # e.g. features of 3e38: finite in, NaN out
         rows = [self._row(item, prompt, frames, seed, motion)
-                for (item, prompt, frames, _), seed, motion in zip(batch, seeds, motions)]
-        return rows, Timings(text_s, denoise_s, decode_s, len(batch), [(len(batch), denoise_s, decode_s)])
+                for i, ((item, prompt, frames, _), seed, motion) in enumerate(zip(batch, seeds, motions))
+                if i not in not_finite]
+        rejected = [rejected_row(batch[i][0], "generated motion is not finite (NaN or infinite values)")
+                    for i in sorted(not_finite)]
+        return rows, rejected, Timings(text_s, denoise_s, decode_s, len(batch), [(len(batch), denoise_s, decode_s)])
 
     def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
@@ -216,6 +222,11 @@ class DHVAEGenerator:
             "precision": s.precision, "device": self.device.type, "sampler": "ddim", "steps": s.steps,
             "guidance": s.guidance, "eta": s.eta, "engine_version": provenance.engine_version(),
         }
+
+
+def rejected_row(item: WorkItem, reason: str) -> dict:
+    return {"sample_id": item.record.sample_id, "repeat": item.repeat, "input": repr(item.record.text)[:1000],
+            "reason": reason}
 
 
 RESULTS_SCHEMA = pa.schema([

@@ -17,6 +17,8 @@ from typing import Any, Optional
 import pyarrow.parquet as pq
 
 from motionfleet.common.text import builtin_prompts
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import check_id, decode_line, printable, text_lines
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ def load_prompts(path: Optional[str | Path]) -> PromptSet:
         raise FileNotFoundError(f"prompt file not found: {path}")
     data = path.read_bytes()
     if path.suffix == ".txt":
-        records = _records_from_lines(data.decode("utf-8", errors="replace").splitlines())
+        records = _records_from_text(text_lines(data, f"prompt file {path}"))
     elif path.suffix in (".jsonl", ".json"):
-        records = _records_from_jsonl(data.decode("utf-8", errors="replace").splitlines())
+        records = _records_from_jsonl(text_lines(data, f"prompt file {path}"))
     elif path.suffix == ".parquet":
         records = tuple(_record_from_mapping(i, row) for i, row in enumerate(pq.read_table(path).to_pylist()))
     else:
@@ -62,30 +64,56 @@ def _records_from_lines(lines: list[str]) -> tuple[PromptRecord, ...]:
     return tuple(PromptRecord(str(i), line) for i, line in enumerate(lines))
 
 
-def _records_from_jsonl(lines: list[str]) -> tuple[PromptRecord, ...]:
+def _records_from_text(lines: list[bytes]) -> tuple[PromptRecord, ...]:
+    """One record a line; a line that is not UTF-8 keeps its place with the error."""
     records = []
     for i, line in enumerate(lines):
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            records.append(PromptRecord(str(i), line, error=f"line {i + 1} is not valid JSON: {err.msg}"))
-            continue
-        if not isinstance(row, dict):
-            records.append(PromptRecord(str(i), line, error=f"line {i + 1} is not a JSON object"))
-            continue
-        records.append(_record_from_mapping(i, row))
+            records.append(PromptRecord(str(i), decode_line(line, f"line {i + 1}")))
+        except RejectedInput as err:
+            records.append(PromptRecord(str(i), _shown(line), error=err.reason))
     return tuple(records)
 
 
+def _records_from_jsonl(lines: list[bytes]) -> tuple[PromptRecord, ...]:
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(_record_from_json_line(i, line))
+        except RejectedInput as err:
+            records.append(PromptRecord(str(i), _shown(line), error=err.reason))
+    return tuple(records)
+
+
+def _record_from_json_line(index: int, line: bytes) -> PromptRecord:
+    try:
+        row = json.loads(decode_line(line, f"line {index + 1}"))
+    except json.JSONDecodeError as err:
+        raise RejectedInput(f"line {index + 1} is not valid JSON: {err.msg}") from None
+    if not isinstance(row, dict):
+        raise RejectedInput(f"line {index + 1} is not a JSON object")
+    return _record_from_mapping(index, row)
+
+
+def _shown(line: bytes) -> str:
+    """A raw line as writable text for the rejected table (undecodable bytes escaped)."""
+    return printable(line.decode("utf-8", "surrogateescape"))
+
+
 def _record_from_mapping(index: int, row: dict) -> PromptRecord:
-    sample_id = str(row["id"]) if row.get("id") is not None else str(index)
     features = row.get("text_features")
-    return PromptRecord(
-        sample_id=sample_id,
+    record = PromptRecord(
+        sample_id=str(index),
         text=row.get("text"),
         num_frames=row.get("num_frames"),
         text_features=tuple(features) if isinstance(features, (list, tuple)) else features,
     )
+    if row.get("id") is None:
+        return record
+    try:
+        return replace(record, sample_id=check_id(row["id"]))
+    except RejectedInput as err:  # keeps a writable id (lone surrogates escaped) to name the row
+        return replace(record, sample_id=printable(str(row["id"])), error=err.reason)
 
 
 def mark_duplicate_ids(records):
