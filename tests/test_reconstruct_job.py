@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -246,6 +247,54 @@ def test_captions_from_the_manifest_condition_the_released_model(tmp_path):
         ("videos/still.mkv", "two people hug", "socialmirror/released")}
     with pytest.raises(ValueError, match="text features"):
         jobs.reconstruct(tmp_path / "small", str(manifest), SPEC, SETTINGS, workers=0)
+
+
+def write_gap_video(path: Path) -> None:
+    """Two 16 x 16 frames, the second 23 h after the first: a few KB that claim 23 hours."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=30)
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for pts in (0, 23 * 3600 * 1000):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def test_hostile_videos_and_estimates_are_rejected_within_bounds(tmp_path):
+    """Issue 10, cases 7, 8, 9 and 11: a FIFO, a name that is not UTF-8, NaN upstream estimates,
+    image features that overflow the output and a small file claiming 23 h each reject their
+    video; the 23 h file is planned as what its bytes can hold."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_demo_video(corpus / "still.mkv", GOOD["still.mkv"], 30, SIZE, seed=2)
+    for name in ("nan.mkv", "huge.mkv", os.fsdecode(b"\xff.mkv")):
+        (corpus / name).write_bytes((corpus / "still.mkv").read_bytes())
+    write_gap_video(corpus / "gap.mkv")
+    os.mkfifo(corpus / "pipe.mkv")
+    manifest = corpus / "list.txt"
+    manifest.write_bytes(b"\n".join([b"still.mkv", b"nan.mkv", b"huge.mkv", b"\xff.mkv", b"gap.mkv", b"pipe.mkv"]))
+    nan, huge = upstream_table("nan.mkv", GOOD["still.mkv"], 48, 0.0), upstream_table("huge.mkv", GOOD["still.mkv"], 48, 0.0)
+    estimates = np.stack(nan.column("initial_estimate").to_numpy(zero_copy_only=False))
+    estimates[7, 3] = np.nan
+    nan = nan.set_column(4, "initial_estimate", pa.array(list(estimates)))
+    features = np.tile(np.array([3e38, -3e38], np.float32), (len(estimates), 24))
+    huge = huge.set_column(3, "image_features", pa.array(list(features)))
+    pq.write_table(pa.concat_tables([nan, huge]), tmp_path / "upstream.parquet")
+    report = jobs.reconstruct(tmp_path / "out", str(manifest), replace(SPEC, estimates=str(tmp_path / "upstream.parquet")),
+                              SETTINGS, workers=0)
+    assert report["shards_total"] <= 7  # six videos; the 23 h one was 2,426 shards
+    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    assert reasons["pipe.mkv"].startswith("not_a_file")
+    assert reasons["\\udcff.mkv"].startswith("bad_name")  # the byte 0xff, as Python escapes it
+    assert reasons["nan.mkv"].startswith("bad_estimates")
+    assert reasons["huge.mkv"].startswith("non_finite")
+    assert reasons["gap.mkv"].startswith("timestamp_gap")
+    rows = read_results(tmp_path / "out").to_pylist()
+    assert {r["video_id"] for r in rows} == {"still.mkv"} and len(rows) == 2 * GOOD["still.mkv"]
+    assert all(np.isfinite(r[c]).all() for r in rows for c in VECTORS)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 Every video here is written by the test with PyAV (tiny 160x120 demos), nothing is downloaded.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +400,15 @@ def test_listing_a_missing_corpus_or_unknown_file_fails(tmp_path):
     (tmp_path / "corpus.json").write_text("[]")
     with pytest.raises(ValueError):
         list_videos(tmp_path / "corpus.json")
+
+
+def test_a_path_is_never_an_ffmpeg_protocol(demo, tmp_path, monkeypatch):
+    """Issue 10, case 7: a file literally named ``concat:a|b`` is that file (here corrupt), not the
+    concatenation FFmpeg's concat protocol would read; a FIFO is refused, not opened (it would block)."""
+    (tmp_path / demo.name).write_bytes(demo.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    name = f"concat:{demo.name}|{demo.name}"
+    write_corrupt_file(Path(name))
+    assert reason_of(probe_video, name).startswith("not_a_video")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    assert reason_of(probe_video, tmp_path / "pipe.mp4").startswith("not_a_file")

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.inputs import non_finite_rows
 from motionfleet.socialmirror.model import MOTION_DIM
 
 KEY_COLUMNS = ("video_id", "frame_index", "person")
@@ -91,4 +92,9 @@ class FrameEstimates:
         lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
         if values.null_count or np.any(lengths != width):
             raise RejectedInput(f"missing_estimates: {video_id}'s {column} must hold {width} numbers in every row")
-        return np.asarray(pc.list_flatten(values).to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
+        matrix = np.asarray(pc.list_flatten(values).to_numpy(zero_copy_only=False), np.float32).reshape(-1, width)
+        bad = non_finite_rows(matrix)
+        if bad:
+            raise RejectedInput(f"bad_estimates: {video_id}'s {column} has NaN or infinite values "
+                                f"({len(bad)} rows, first at frame {table.column('frame_index')[bad[0]].as_py()})")
+        return matrix

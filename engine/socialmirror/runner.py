@@ -56,6 +56,7 @@ from motionfleet.common.weights import file_sha256, load_model_folder, weights_d
 from motionfleet.core import backends, provenance
 from motionfleet.core.batching import pad_rows
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.inputs import non_finite_rows, printable
 from motionfleet.core.prefetch import Prefetch
 from motionfleet.core.seeding import SampleNoise, sample_seed
 from motionfleet.core.shards import Shard
@@ -94,6 +95,9 @@ from motionfleet.socialmirror.video import (
     square_boxes,
 )
 
+# The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
+# it bounds how many frames the plan believes a small file that claims a long duration.
+MIN_BYTES_PER_FRAME = 8
 BACKBONE_CHUNK = 8  # crops per ResNet-50 call: a multiple of 4 (batch-invariant bits), and fast on CPU
 NUM_JOINTS = 24
 STAGES = ("decode", "backbone", "diffusion", "body", "rows")
@@ -152,6 +156,7 @@ class ClipSpan:
     caption: Optional[str]
     first_clip: int
     end_clip: Optional[int]
+    error: Optional[str] = None  # why the video is rejected before it is opened (``VideoItem.error``)
 
 
 @dataclass(frozen=True)
@@ -168,7 +173,10 @@ def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
 
 
 def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> Optional[int]:
-    """Clips the container's stated duration promises at the target fps; None if it cannot say."""
+    """Clips the container's stated duration promises at the target fps, but no more than its bytes
+    can hold (``MIN_BYTES_PER_FRAME``: a 752-byte file that claims 23 h is not 155,251 clips);
+    None if it cannot say. The last shard takes every clip from its first on, so an estimate
+    that is too small only makes that shard longer."""
     try:
         info = probe_video(path)
     except RejectedInput:
@@ -176,18 +184,19 @@ def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> O
     if info.duration_s is None:
         return None
     frames = math.ceil(info.duration_s * settings.target_fps - 1e-6)
-    return clips_for_frames(frames, clip_len, settings.stride)
+    by_size = math.ceil(path.stat().st_size / MIN_BYTES_PER_FRAME * max(settings.target_fps / info.fps, 1.0))
+    return clips_for_frames(min(frames, by_size), clip_len, settings.stride)
 
 
 def video_spans(video: VideoItem, caption: Optional[str], clip_len: int,
                 settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
     """(span, planned clip count) of each shard of one video."""
-    total = planned_clips(video.path, clip_len, settings) or 1
+    total = (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
     size = settings.clips_per_shard
     track = str(video.track_path) if video.track_path else None
     firsts = list(range(0, total, size))
     return [(ClipSpan(video.video_id, str(video.path), track, caption, first,
-                      firsts[i + 1] if i + 1 < len(firsts) else None), min(size, total - first))
+                      firsts[i + 1] if i + 1 < len(firsts) else None, video.error), min(size, total - first))
             for i, first in enumerate(firsts)]
 
 
@@ -416,7 +425,7 @@ class Reconstructor:
             rejected = []
         except RejectedInput as err:
             columns, rejected = [], [{"sample_id": span.video_id, "repeat": 0, "reason": err.reason,
-                                      "input": f"{span.path} clips {span.first_clip}..{span.end_clip or 'end'}"}]
+                                      "input": f"{printable(span.path)} clips {span.first_clip}..{span.end_clip or 'end'}"}]
         clock = StageClock(self.device)
         with clock.stage("rows"):
             results = results_table(columns, self.provenance)
@@ -427,6 +436,8 @@ class Reconstructor:
 
     def reconstruct_span(self, span: ClipSpan, timings: ReconstructTimings) -> list[dict]:
         """Column chunks of the span's rows; raises RejectedInput for a bad video."""
+        if span.error:
+            raise RejectedInput(span.error)
         estimates = self.upstream.for_video(span.video_id) if self.upstream else None
         with_crops = estimates is None or "image_features" not in estimates.values
         source = "resnet50" if estimates is None else "upstream"
@@ -456,6 +467,10 @@ class Reconstructor:
             x0 = self.diffuse(batch, seeds)
         with clock.stage("body"):
             bodies = self.bodies(x0, batch)
+        not_finite = sorted({clip for values in bodies.values() for clip in non_finite_rows(values)})
+        if not_finite:  # e.g. upstream values that overflow: the shard writes no NaN
+            raise RejectedInput(f"non_finite: clips {[batch[i].clip.index for i in not_finite]} gave NaN or "
+                                f"infinite outputs")
         with clock.stage("rows"):
             return batch_columns(batch, bodies, span, seeds, source)
 
@@ -655,7 +670,7 @@ def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
     digest = hashlib.sha256()
     for v in videos:
         size = v.path.stat().st_size if v.path.is_file() else -1
-        digest.update(f"{v.video_id}\x1f{size}\x1f{v.track_path}\x1f{captions.get(v.video_id)}\n".encode())
+        digest.update(printable(f"{v.video_id}\x1f{size}\x1f{v.track_path}\x1f{captions.get(v.video_id)}\n").encode())
     return digest.hexdigest()
 
 

@@ -15,10 +15,13 @@ length of a video or the size of the corpus::
         except RejectedInput as err:
             ...                                     # rejected row: (item.video_id, err.reason)
 
-Rejection reasons read ``"<code>: <detail>"`` with code one of ``missing_file``, ``empty_file``,
+Rejection reasons read ``"<code>: <detail>"`` with code one of ``missing_file``, ``not_a_file``
+(a URL, an FFmpeg protocol such as ``concat:``, a FIFO or anything but a regular file),
+``bad_name`` (a file name that is not UTF-8), ``empty_file``,
 ``not_a_video`` (unreadable or corrupt container), ``no_video_stream`` (audio-only),
 ``no_frame_rate``, ``too_large`` (frame size or pixel rate over the limits), ``too_long``,
 ``no_frames`` (nothing decodable, e.g. a file truncated inside its first frame),
+``timestamp_gap`` (a frame held longer than ``MAX_FRAME_GAP_S``),
 ``decode_error`` (the stream broke after some frames) and ``bad_tracks``.
 
 Conventions:
@@ -44,11 +47,13 @@ from typing import NamedTuple
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
 from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.inputs import local_file, open_media, printable, text_lines
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".3gp"}
@@ -62,6 +67,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_FRAME_PIXELS = 16384 * 16384
 MAX_PIXELS_PER_SECOND = 7680 * 4320 * 120  # 8K at 120 fps
 MAX_DURATION_S = 24 * 3600.0
+# The longest a frame may stay on screen: VFR and screen recordings hold a frame for seconds, a
+# longer hold is a broken or hostile timestamp (its repeats would be work the file does not hold).
+MAX_FRAME_GAP_S = 10.0
 
 # A decode that ends this much earlier than the container's duration (which may cover a longer
 # audio stream) is reported as truncated; against the video stream's own duration, two frames.
@@ -85,6 +93,7 @@ class VideoItem:
     video_id: str
     path: Path
     track_path: Path | None
+    error: str | None = None  # why the video is rejected before it is opened
 
 
 def list_videos(path: str | os.PathLike) -> list[VideoItem]:
@@ -128,7 +137,10 @@ def _folder_entries(folder: Path) -> list[tuple[Path, None]]:
 
 
 def _txt_entries(manifest: Path) -> list[tuple[Path, None]]:
-    lines = (line.strip() for line in manifest.read_text().splitlines())
+    """Paths are bytes to the filesystem: a line that is not UTF-8 names a file all the same (its id
+    then says it is not text, and the video is rejected)."""
+    raw = text_lines(manifest.read_bytes(), f"video manifest {manifest}")
+    lines = (line.decode("utf-8", "surrogateescape").strip() for line in raw)
     return [(_resolve(manifest.parent, line), None) for line in lines if line and not line.startswith("#")]
 
 
@@ -136,6 +148,9 @@ def _parquet_entries(manifest: Path) -> list[tuple[Path, Path | None]]:
     table = pq.read_table(manifest)
     if "path" not in table.column_names:
         raise ValueError(f"{manifest}: a parquet manifest needs a 'path' column, found {table.column_names}")
+    for column in ("path", "track_path", "caption"):
+        if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
+            raise ValueError(f"{manifest}: column {column!r} must hold strings, not {table.schema.field(column).type}")
     paths = table.column("path").to_pylist()
     tracks = table.column("track_path").to_pylist() if "track_path" in table.column_names else [None] * len(paths)
     base = manifest.parent
@@ -149,10 +164,19 @@ def _resolve(base: Path, entry: str) -> Path:
 def _unique_items(entries: Iterable[tuple[Path, Path | None]], base: Path) -> list[VideoItem]:
     items: dict[str, VideoItem] = {}
     for video, track in entries:
-        video_id = _video_id(video, base)
+        video_id = printable(_video_id(video, base))
         if video_id not in items:
-            items[video_id] = VideoItem(video_id, video, track or _sibling_tracks(video))
+            items[video_id] = VideoItem(video_id, video, track or _sibling_tracks(video), _name_error(video, track))
     return [items[key] for key in sorted(items)]
+
+
+def _name_error(video: Path, track: Path | None) -> str | None:
+    """A path that is not UTF-8 (its undecodable bytes became lone surrogates) cannot be written as
+    an id nor passed to FFmpeg as text: the video is rejected, named with the bytes escaped."""
+    for path in (video, track):
+        if path is not None and printable(str(path)) != str(path):
+            return f"bad_name: {printable(str(path))} is not a UTF-8 file name; rename it"
+    return None
 
 
 def _video_id(video: Path, base: Path) -> str:
@@ -209,16 +233,25 @@ def probe_video(
     return info
 
 
-def _open_container(path: str | os.PathLike) -> av.container.InputContainer:
-    file = Path(path)
-    if not file.is_file():
-        raise RejectedInput(f"missing_file: {file} does not exist")
-    if file.stat().st_size == 0:
-        raise RejectedInput(f"empty_file: {file} has 0 bytes")
+def _local_file(path: str | os.PathLike, what: str) -> Path:
+    """``inputs.local_file`` with this module's reason codes."""
+    if not os.path.lexists(path):
+        raise RejectedInput(f"missing_file: {what} {printable(os.fspath(path))} does not exist")
     try:
-        return av.open(str(file), metadata_errors="ignore")
+        return local_file(path, what)
+    except RejectedInput as err:
+        raise RejectedInput(f"not_a_file: {err.reason}") from None
+
+
+def _open_container(path: str | os.PathLike) -> av.container.InputContainer:
+    file = _local_file(path, "video")
+    if file.stat().st_size == 0:
+        raise RejectedInput(f"empty_file: {printable(str(file))} has 0 bytes")
+    try:
+        return open_media(file, "video", metadata_errors="ignore")
     except (av.FFmpegError, OSError) as err:
-        raise RejectedInput(f"not_a_video: cannot open {file.name} as a media container ({_describe(err)})") from err
+        raise RejectedInput(f"not_a_video: cannot open {printable(file.name)} as a media container "
+                            f"({_describe(err)})") from err
 
 
 def _video_stream(container: av.container.InputContainer) -> av.VideoStream:
@@ -280,7 +313,7 @@ def _decode_first_frame(container: av.container.InputContainer, stream: av.Video
 
 
 def _describe(err: Exception) -> str:
-    return getattr(err, "strerror", None) or str(err)
+    return printable(getattr(err, "strerror", None) or str(err))
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -401,11 +434,21 @@ def _timed_frames(
             time = last + period if last is not None else Fraction(0)
         if last is not None and time <= last:
             continue
+        duration = frame.duration * frame.time_base if frame.duration and frame.time_base else period
+        _check_gap(time - (last if last is not None else time), duration, source_index)
         first = time if first is None else first
         last = time
-        duration = frame.duration * frame.time_base if frame.duration and frame.time_base else period
         stats.decoded_s = float(time - first + duration)
         yield time - first, duration, (source_index, frame)
+
+
+def _check_gap(gap: Fraction, duration: Fraction, source_index: int) -> None:
+    """Resampling repeats a frame over every tick it spans, so a few bytes whose second frame sits
+    at 23 h would become 2.5 million output frames: a frame may span at most ``MAX_FRAME_GAP_S``."""
+    span = max(gap, duration)
+    if span > MAX_FRAME_GAP_S:
+        raise RejectedInput(f"timestamp_gap: source frame {source_index} spans {float(span):.0f} s "
+                            f"(limit {MAX_FRAME_GAP_S:g} s between frames)")
 
 
 def _nearest_ticks(
@@ -509,9 +552,7 @@ def read_tracks(path: str | os.PathLike) -> Tracks:
     ``x1 > x0`` and ``y1 > y0``. Frames may be skipped (boxes are interpolated) but each person
     needs at least one row and at most one per frame.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise RejectedInput(f"missing_file: track file {file} does not exist")
+    file = _local_file(path, "track file")
     try:
         with file.open(newline="") as handle:
             reader = csv.DictReader(handle)
