@@ -190,3 +190,38 @@ def test_truncated_checkpoints_give_clear_errors(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(ValueError, match="unreadable checkpoint"):
         dhvae.load(str(ckpt))
+
+
+def test_a_weights_file_is_what_loads_and_what_provenance_names(tmp_path):
+    """Issue 10, case 6: ``folder/other.safetensors`` loads that file (not ``model.safetensors``)
+    and records its hash; a file that is not a checkpoint is refused."""
+    from safetensors.torch import save_file
+
+    from motionfleet.common.weights import file_sha256
+
+    tiny = dhvae.PRESETS["tiny"]
+    dhvae.save(dhvae.build_dummy(tiny, seed=0), str(tmp_path))
+    other = dhvae.build_dummy(tiny, seed=1).state_dict()
+    save_file({k: v.contiguous() for k, v in other.items()}, tmp_path / "other.safetensors")
+    model, weights = dhvae.load(str(tmp_path / "other.safetensors"))
+    assert all(torch.equal(value, other[key]) for key, value in model.state_dict().items())
+    assert weights == f"sha256:{file_sha256(tmp_path / 'other.safetensors')}"
+    (tmp_path / "notes.safetensors").write_text("these are not the weights you want")
+    with pytest.raises(ValueError, match="unreadable safetensors file"):
+        dhvae.load(str(tmp_path / "notes.safetensors"))
+
+
+@pytest.mark.parametrize("hyper, reason", [
+    ({"vae": {"max_len": 60000}}, "does not match the dhvae layout"),  # a 1 KB file claiming 60k frames
+    ({"mld": {"nlayer": 10 ** 9}}, r"layers=.*in \[0, 65536\]"),
+    ({"mld": {"nlayer": "9"}}, "not a valid int"),
+    ({"mld": ["not", "a", "mapping"]}, "'mld' is not a mapping"),
+])
+def test_hyper_parameters_cannot_claim_memory_or_smuggle_types(tmp_path, hyper, reason):
+    """Issue 10, case 11: the model is built only once its layout (on the meta device) matches the
+    tensors the file holds, and every header value is type-checked and bounded."""
+    path = tmp_path / "small.ckpt"
+    torch.save({"state_dict": {"vae.decoder.pe.pe": torch.zeros(1, 8, 4)}, "hyper_parameters": hyper}, path)
+    assert path.stat().st_size < 2048
+    with pytest.raises(ValueError, match=reason):
+        dhvae.load(str(path))

@@ -8,8 +8,10 @@ numpy's scalar types (training logs in released checkpoints hold them; rebuildin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,13 +98,16 @@ def save_model(folder: str | Path, state_dict: dict, config: dict) -> Path:
     return folder
 
 
-def load_model_folder(folder: str | Path) -> tuple[dict, dict]:
-    """(state_dict, config) from a folder written by :func:`save_model`."""
-    folder = Path(folder)
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
-        if not (folder / name).is_file():
-            raise MissingFile(f"{folder / name} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    return read_state_dict(folder / WEIGHTS_FILE), json.loads((folder / CONFIG_FILE).read_text())
+def load_model_folder(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, config) from a folder written by :func:`save_model`, or from one weights file
+    of such a folder (``folder/other.safetensors``: that file, never ``model.safetensors``, with
+    the ``config.json`` beside it), so the weights loaded are the file whose hash is recorded."""
+    path = Path(path)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    for file in (weights, weights.parent / CONFIG_FILE):
+        if not file.is_file():
+            raise MissingFile(f"{file} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
+    return read_state_dict(weights), json.loads((weights.parent / CONFIG_FILE).read_text())
 
 
 def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
@@ -120,6 +125,39 @@ def seeded(seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+MAX_CONFIG_INT = 1 << 16  # no width, depth or length of these models comes near it
+
+
+def checked_config(config_class: type, values: dict, source: str):
+    """``config_class(**values)`` with each value of the type of the field's default and integers
+    in [0, MAX_CONFIG_INT], or ValueError naming the field: a checkpoint's header is untrusted."""
+    known = {f.name: f.default for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{source}: unknown model settings {unknown}")
+    for name, value in values.items():
+        default = known[name]
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CONFIG_INT
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise ValueError(f"{source}: model setting {name}={str(value)[:50]!r} is not a valid "
+                             f"{type(default).__name__}" + (f" in [0, {MAX_CONFIG_INT}]" if type(default) is int else ""))
+    return config_class(**values)
+
+
+def build_checked(build: Callable[[], torch.nn.Module], state_dict: dict, source: str, layout: str) -> torch.nn.Module:
+    """``build()``, once its layout (built on the meta device, no memory) matches ``state_dict``:
+    a header cannot make us allocate more than the tensors its file holds."""
+    check_layout(state_dict, meta_layout(build), source, layout)
+    return build()
 
 
 def meta_layout(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:

@@ -416,16 +416,18 @@ def map_release_keys(release: dict, config: DHVAEConfig) -> dict:
 
 def config_from_release(hyper_parameters: dict | None) -> DHVAEConfig:
     """Our config from a Lightning checkpoint's ``hyper_parameters`` (``mld`` and ``vae`` sections)."""
+    from motionfleet.common.weights import checked_config
+
     if not hyper_parameters:
         return PRESETS["official"]
-    mld, vae = hyper_parameters.get("mld", {}), hyper_parameters.get("vae", {})
+    mld, vae = _section(hyper_parameters, "mld"), _section(hyper_parameters, "vae")
     base = PRESETS["official"]
-    return DHVAEConfig(
+    return checked_config(DHVAEConfig, dict(
         latent_dim=mld.get("latent_dim", base.latent_dim),
         heads=mld.get("nhead", base.heads),
         layers=mld.get("nlayer", base.layers),
         ffn_dim=mld.get("dim_feedforward", base.ffn_dim),
-        cond_dim=mld.get("text_encoder", {}).get("d_cond", base.cond_dim),
+        cond_dim=_section(mld, "text_encoder").get("d_cond", base.cond_dim),
         z_g_scale=mld.get("z3_scale", base.z_g_scale),
         skip=bool(mld.get("is_skip", False)),
         decoder_layers=vae.get("nlayer_ind", base.decoder_layers),
@@ -434,7 +436,14 @@ def config_from_release(hyper_parameters: dict | None) -> DHVAEConfig:
         decoder_ffn_dim=vae.get("dim_feedforward", base.decoder_ffn_dim),
         max_frames=vae.get("max_len", base.max_frames),
         motion_dim=vae.get("d_input", base.motion_dim),
-    )
+    ), "the checkpoint's hyper_parameters")
+
+
+def _section(mapping: dict, key: str) -> dict:
+    value = mapping.get(key, {}) if isinstance(mapping, dict) else None
+    if not isinstance(value, dict):
+        raise ValueError(f"the checkpoint's hyper_parameters: {key!r} is not a mapping")
+    return value
 
 
 def guided_pair(denoiser: DHVAEDenoiser, x: torch.Tensor, t: int, text: torch.Tensor,
@@ -461,6 +470,8 @@ def load(checkpoint: str | None, preset: str = "official", seed: int = 0) -> tup
     from motionfleet.common.weights import (
         CONFIG_FILE,
         WEIGHTS_FILE,
+        build_checked,
+        checked_config,
         load_model_folder,
         read_state_dict,
         weights_description,
@@ -470,9 +481,8 @@ def load(checkpoint: str | None, preset: str = "official", seed: int = 0) -> tup
         return build_dummy(PRESETS[preset], seed), weights_description(None, seed)
     path = Path(checkpoint)
     if path.is_dir() or path.suffix == ".safetensors":
-        folder = path if path.is_dir() else path.parent
-        state, saved = load_model_folder(folder)
-        config = DHVAEConfig(**saved["model"])
+        state, saved = load_model_folder(path)
+        config = checked_config(DHVAEConfig, saved["model"], str(path))
     else:
         release = read_state_dict(path)
         if not isinstance(release, dict) or "state_dict" not in release:
@@ -480,7 +490,7 @@ def load(checkpoint: str | None, preset: str = "official", seed: int = 0) -> tup
                              f"our own format is a folder with {WEIGHTS_FILE} and {CONFIG_FILE}")
         config = config_from_release(release.get("hyper_parameters"))
         state = map_release_keys(release["state_dict"], config)
-    model = DHVAE(config)
+    model = build_checked(lambda: DHVAE(config), state, str(path), "dhvae")
     model.load_state_dict(state, strict=True)
     return model.eval(), weights_description(path, seed)
 

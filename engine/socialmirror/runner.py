@@ -52,7 +52,7 @@ from motionfleet.common.bodies import find_model_file, load_body_model, model_fi
 from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
 from motionfleet.common.text import CONDITION_DIM, build_text_encoder
-from motionfleet.common.weights import file_sha256, load_model_folder, weights_description
+from motionfleet.common.weights import build_checked, checked_config, file_sha256, load_model_folder, weights_description
 from motionfleet.core import backends, provenance
 from motionfleet.core.batching import pad_rows
 from motionfleet.core.errors import RejectedInput
@@ -359,8 +359,9 @@ def load_denoiser(spec: ReconstructSpec) -> socialmirror.SocialMirrorDenoiser:
             raise ValueError(f"unknown socialmirror preset {spec.preset!r}; presets: {', '.join(socialmirror.PRESETS)}")
         return socialmirror.build_model(socialmirror.PRESETS[spec.preset], spec.dummy_seed)
     if Path(spec.checkpoint).is_dir():
-        state, config = load_model_folder(spec.checkpoint)
-        model = socialmirror.SocialMirrorDenoiser(socialmirror.SocialMirrorConfig(**config))
+        state, saved = load_model_folder(spec.checkpoint)
+        config = checked_config(socialmirror.SocialMirrorConfig, saved, spec.checkpoint)
+        model = build_checked(lambda: socialmirror.SocialMirrorDenoiser(config), state, spec.checkpoint, "socialmirror")
         model.load_state_dict(state, strict=True)
         return model.eval()
     return socialmirror.load_released_checkpoint(spec.checkpoint)[0]
