@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from motionfleet.core.backends import BACKENDS, PRECISIONS, BackendUnavailable, check_backend
-from motionfleet.core.errors import MissingFile, UnsafeCheckpoint
+from motionfleet.core.errors import ClusterUnreachable, MissingFile, UnsafeCheckpoint
+from motionfleet.core.executors import NoWorkers, OutputUnwritable
 from motionfleet.core.sink import JobMismatch
 
 
@@ -24,6 +25,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="fp16 / bf16 only where the device computes in them natively")
     p.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
     p.add_argument("--shard-size", type=int, default=256, help="work items per shard (unit of commit and retry)")
+    p.add_argument("--shard-timeout", type=float, help="seconds a worker may spend on one shard before it is killed and "
+                                                       "the shard retried (default: 5x the slowest shard so far, >= 60)")
+    p.add_argument("--shard-attempts", type=int, default=3, help="tries of a failing shard before it is recorded in "
+                                                                 "OUT/failed/ and the job goes on (default 3)")
 
 
 def _generate_parser(sub) -> None:
@@ -51,17 +56,35 @@ def _run_generate(args) -> int:
                                 batch_size=args.batch_size, default_frames=args.num_frames,
                                 device=args.device, backend=args.backend, precision=args.precision)
     report = jobs.generate(args.out, spec, settings, prompts=args.prompts, repeats=args.repeats,
-                           shard_size=args.shard_size, workers=args.workers, address=args.address)
+                           shard_size=args.shard_size, workers=args.workers, address=args.address,
+                           policy=_policy(args))
     return _print_report(args.out, report, summary_lines)
 
 
+def _policy(args):
+    from motionfleet.core.executors import FaultPolicy
+
+    if args.shard_timeout is not None and not args.shard_timeout > 0:
+        raise ValueError(f"--shard-timeout must be > 0 seconds, got {args.shard_timeout}")
+    if args.shard_attempts < 1:
+        raise ValueError(f"--shard-attempts must be >= 1, got {args.shard_attempts}")
+    return FaultPolicy(attempts=args.shard_attempts, shard_timeout_s=args.shard_timeout)
+
+
 def _print_report(out: str, report, lines) -> int:
-    """Print ``lines(report)`` and where the job wrote, or that a rerun found nothing to do."""
+    """Print ``lines(report)`` and where the job wrote, or that a rerun found nothing to do; 1 when
+    shards failed after their retries (the summary says where their errors are)."""
+    from motionfleet.core import failures
+
     if report is None:
         print(f"nothing to do: every shard in {out} is already committed")
-    else:
-        print("\n".join(lines(report)))
-        print(f"results: {out}/results  rejected: {out}/rejected  report: {out}/report.json")
+        return 0
+    print("\n".join(lines(report)))
+    print(f"results: {out}/results  rejected: {out}/rejected  report: {out}/report.json")
+    failed = failures.read_all(out)
+    if report.get("shards_failed") and failed:
+        print(f"motionfleet: error: {failures.summary_line(out, failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -111,7 +134,7 @@ def _run_reconstruct(args) -> int:
         guidance_aux=args.guidance_aux, joint_radius=args.joint_radius, seed=args.seed, batch_size=args.batch_size,
         prefetch_clips=args.prefetch_clips, device=args.device, backend=args.backend, precision=args.precision)
     report = jobs.reconstruct(args.out, args.videos, spec, settings, workers=args.workers, address=args.address,
-                              demo=args.demo)
+                              demo=args.demo, policy=_policy(args))
     return _print_report(args.out, report, stage_lines)
 
 
@@ -155,7 +178,7 @@ def _run_refine(args) -> int:
     spec = model_spec(args.model, args.checkpoint, args.dummy_seed, args.body_models, args.image_encoder_weights)
     report = jobs.refine(args.out, None if args.demo else args.estimates, spec, settings,
                          control=args.control or args.demo, shard_size=args.shard_size, workers=args.workers,
-                         address=args.address)
+                         address=args.address, policy=_policy(args))
     return _print_report(args.out, report, lambda r: fps_lines(r) + quality_lines(r["quality"]))
 
 
@@ -239,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         if "backend" in vars(args):  # a job command: refuse a backend this machine cannot run, before any work
             check_backend(args.backend, args.precision, args.device)
         return COMMANDS[args.command][1](args)
-    except (MissingFile, UnsafeCheckpoint, JobMismatch, FileNotFoundError, ValueError, BackendUnavailable) as err:
+    except (MissingFile, UnsafeCheckpoint, JobMismatch, FileNotFoundError, ValueError, BackendUnavailable,
+            ClusterUnreachable) as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 2
+    except (OutputUnwritable, NoWorkers) as err:  # the job stopped; what it committed stays
+        print(f"motionfleet: error: {err}", file=sys.stderr)
+        return 1
     finally:
         from motionfleet.core.executors import shutdown
 

@@ -18,3 +18,7 @@ class UnsafeCheckpoint(RuntimeError):
 
 class MissingFile(FileNotFoundError):
     """A model or data file the user must provide; the message names it and where it goes."""
+
+
+class ClusterUnreachable(ConnectionError):
+    """``--address`` names no Ray cluster this machine can reach."""

@@ -1,22 +1,36 @@
 """Where shards run: in this process, or on Ray actors (the only module that imports Ray).
 
 Both executors hand each pending shard to a worker that writes the shard's files, then commit it
-in the manifest on the driver. Shards already committed are never scheduled again.
+on the driver. Shards already committed are never scheduled again. A shard that raises is
+retried; one that still fails after ``FaultPolicy.attempts`` is recorded in ``failed/`` and the
+job goes on with the rest (the run returns the failures; the CLI exits 1 and a rerun retries
+them). A batch that runs out of memory is split in halves and retried. On Ray, a worker that
+dies (its process, or its node) gives its shards back to the queue, a worker that hangs past the
+shard timeout is killed and restarted, and the last shards are also run on idle workers when
+they lag: the first attempt to finish is committed (attempts of one shard write identical bytes).
 """
 
 from __future__ import annotations
 
+import errno
+import math
 import os
-import tempfile
+import statistics
 import time
-from dataclasses import dataclass
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from tqdm import tqdm
 
+from motionfleet.core import failures
+from motionfleet.core.cluster import connect
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import Manifest, write_shard
-from motionfleet.dhvae.runner import Timings
+
+IN_FLIGHT_PER_WORKER = 2  # one running, one queued behind it so the worker never waits on the driver
+POLL_S = 0.5  # how often the driver looks at timeouts and lagging shards while it waits
 
 
 @dataclass
@@ -24,10 +38,63 @@ class ShardDone:
     shard_id: str
     results: int
     rejected: int
-    timings: Timings
+    timings: object  # the family's timings type (has ``add``)
     peak_rss_mb: float
     peak_device_mb: float
     write_s: float = 0.0  # seconds writing the shard's Parquet files
+    elapsed_s: float = 0.0  # the worker's seconds on the shard, run and write
+    node: str = ""  # Ray node id of the worker ("" in process)
+
+
+@dataclass(frozen=True)
+class FaultPolicy:
+    """How a job treats shards that fail, hang or lag."""
+
+    attempts: int = 3  # tries of a shard that raises before it is recorded as failed
+    shard_timeout_s: Optional[float] = None  # None: derived from the shard times measured so far
+    timeout_factor: float = 5.0  # derived timeout = factor x the slowest shard measured ...
+    timeout_floor_s: float = 60.0  # ... and never less than this
+    first_timeout_s: float = 1800.0  # before any shard has been measured (model load, first compile)
+    worker_deaths: int = 5  # a shard under which this many workers died is failed (it may be what kills them)
+    speculate_factor: float = 2.0  # with the queue empty, a shard running this x the median also runs on an idle worker
+    placement_timeout_s: float = 300.0  # no worker alive and placed for this long: the job stops
+
+    def timeout_s(self, measured: list[float]) -> float:
+        if self.shard_timeout_s is not None:
+            return self.shard_timeout_s
+        if not measured:
+            return self.first_timeout_s
+        return max(self.timeout_floor_s, self.timeout_factor * max(measured))
+
+
+@dataclass
+class RunOutcome:
+    done: list[ShardDone] = field(default_factory=list)
+    failed: list[failures.ShardFailure] = field(default_factory=list)
+
+
+class OutputUnwritable(OSError):
+    """The job folder cannot take more files (disk full, read-only, no permission): no retry helps."""
+
+
+class NoWorkers(RuntimeError):
+    """No worker could be placed on the cluster for ``placement_timeout_s``."""
+
+
+_UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextmanager
+def output_errors(out_dir: str):
+    """Turn a disk-full / read-only / permission error writing the job folder into ``OutputUnwritable``."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in _UNWRITABLE:
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        raise OutputUnwritable(f"cannot write to the job folder {out_dir}: {err.strerror or err}{where}; free space or "
+                               f"fix its permissions, then rerun (committed shards are kept)") from err
 
 
 def peak_rss_mb() -> float:
@@ -64,12 +131,46 @@ class WarmWorker:
         return worker
 
 
-def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str]) -> ShardDone:
-    results, rejected, timings = generator.run(shard.items)
+def _out_of_memory(err: BaseException) -> bool:
+    import torch
+
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError))
+
+
+def run_split_on_oom(worker, items: tuple):
+    """``worker.run(items)``; when it runs out of memory, the items in two halves (recursively),
+    their tables concatenated in order. Rows depend only on their item, so the bytes match."""
+    try:
+        return worker.run(items)
+    except BaseException as err:
+        if not _out_of_memory(err) or len(items) < 2:
+            raise
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    half = len(items) // 2
+    first, second = run_split_on_oom(worker, items[:half]), run_split_on_oom(worker, items[half:])
+    first[2].add(second[2])
+    return (pa.concat_tables([first[0], second[0]]).combine_chunks(),
+            pa.concat_tables([first[1], second[1]]).combine_chunks(), first[2])
+
+
+def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str], node: str = "") -> ShardDone:
     start = time.perf_counter()
-    write_shard(out_dir, shard.shard_id, results, rejected, metadata)
-    write_s = time.perf_counter() - start
-    return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), write_s)
+    results, rejected, timings = run_split_on_oom(generator, shard.items)
+    written = time.perf_counter()
+    with output_errors(out_dir):
+        write_shard(out_dir, shard.shard_id, results, rejected, metadata)
+    end = time.perf_counter()
+    return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), end - written,
+                     end - start, node)
+
+
+def one_line(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}".strip()
+    return text.splitlines()[0][:500] if text else type(err).__name__
 
 
 @dataclass(frozen=True)
@@ -84,77 +185,334 @@ class Progress:
                     desc=self.job, disable=os.environ.get("MOTIONFLEET_PROGRESS", "1") == "0")
 
 
+class _Ledger:
+    """Driver side: commits, failures and the attempts of each shard, shared by both executors."""
+
+    def __init__(self, manifest: Manifest, out_dir: str, policy: "FaultPolicy", bar: tqdm):
+        self.manifest, self.out_dir, self.policy, self.bar = manifest, out_dir, policy, bar
+        self.outcome = RunOutcome()
+        self.errors: dict[str, int] = {}
+        self.deaths: dict[str, int] = {}
+        self.finished: set[str] = set()
+
+    def commit(self, shard: Shard, report: ShardDone) -> bool:
+        """Commit a finished attempt; False when another attempt of the shard already did."""
+        if shard.shard_id in self.finished:
+            return False
+        self.manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
+        failures.clear(self.out_dir, shard.shard_id)
+        self.finished.add(shard.shard_id)
+        self.outcome.done.append(report)
+        self.bar.update(len(shard.items))
+        return True
+
+    def error(self, shard: Shard, err: str) -> bool:
+        """An attempt raised (or timed out); True when the shard may be tried again."""
+        self.errors[shard.shard_id] = self.errors.get(shard.shard_id, 0) + 1
+        return self._retry_or_fail(shard, err, self.errors[shard.shard_id] < self.policy.attempts)
+
+    def died(self, shard: Shard, err: str) -> bool:
+        """The worker under an attempt died; True when the shard may be tried again."""
+        self.deaths[shard.shard_id] = self.deaths.get(shard.shard_id, 0) + 1
+        return self._retry_or_fail(shard, err, self.deaths[shard.shard_id] < self.policy.worker_deaths)
+
+    def _retry_or_fail(self, shard: Shard, err: str, retry: bool) -> bool:
+        if shard.shard_id in self.finished:
+            return False
+        if retry:
+            return True
+        attempts = self.errors.get(shard.shard_id, 0) + self.deaths.get(shard.shard_id, 0)
+        failure = failures.ShardFailure(shard.shard_id, err, attempts)
+        failures.record(self.out_dir, failure)
+        self.finished.add(shard.shard_id)
+        self.outcome.failed.append(failure)
+        return False
+
+
 def run_in_process(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
-                   metadata: dict[str, str], progress: Progress) -> list[ShardDone]:
+                   metadata: dict[str, str], progress: Progress, policy: FaultPolicy = FaultPolicy()) -> RunOutcome:
     pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
     if not pending:
-        return []
+        return RunOutcome()
     worker = make_worker()
-    done = []
     with progress.bar(shards, pending) as bar:
+        ledger = _Ledger(manifest, out_dir, policy, bar)
         for shard in pending:
-            report = process_shard(worker, shard, out_dir, metadata)
-            manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
-            done.append(report)
-            bar.update(len(shard.items))
-    return done
-
-
-def _init_ray(address: Optional[str], num_cpus: Optional[int]) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, logging_level="ERROR")
-        return
-    # An embedded single-machine cluster: no token auth, no dashboard, a short temp folder
-    # (Ray's socket paths must stay under the 107-byte AF_UNIX limit).
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, logging_level="ERROR",
-             _temp_dir=tempfile.mkdtemp(prefix="mf-ray-"))
+            while True:
+                try:
+                    ledger.commit(shard, process_shard(worker, shard, out_dir, metadata))
+                    break
+                except OutputUnwritable:
+                    raise
+                except Exception as err:  # any other error is this shard's: retried, then recorded
+                    if not ledger.error(shard, one_line(err)):
+                        break
+    return ledger.outcome
 
 
 def run_on_ray(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
                metadata: dict[str, str], progress: Progress, workers: int, address: Optional[str],
-               device: str) -> list[ShardDone]:
-    """One actor per worker, each holding its own model; at most two shards in flight per actor.
-
-    CPU actors ask for a fraction of a CPU so that Ray's own tasks are never starved (on a
-    2-CPU machine, two whole-CPU actors leave nothing for anything else); each actor sets its
-    torch thread count to its share of the machine instead.
-    """
-    import ray
-
+               device: str, policy: FaultPolicy = FaultPolicy()) -> RunOutcome:
+    """Run the pending shards on ``workers`` Ray actors spread over the cluster's nodes."""
     pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
     if not pending:
-        return []
-    _init_ray(address, None)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    threads = max(1, cpus // workers)
-    options = {"num_gpus": 1} if device == "cuda" else {"num_cpus": min(1.0, cpus / (workers + 1))}
-    Worker = ray.remote(max_restarts=2, max_task_retries=2, **options)(_RayShardWorker)
-    actors = [Worker.remote(make_worker, threads) for _ in range(min(workers, len(pending)))]
-    queue, in_flight, done = list(reversed(pending)), {}, []
+        return RunOutcome()
+    connect(address)
     with progress.bar(shards, pending) as bar:
-        for actor in actors:
-            for _ in range(2):
-                _submit(queue, in_flight, actor, out_dir, metadata)
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            actor, shard = in_flight.pop(ready[0])
-            report = ray.get(ready[0])
-            manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
-            done.append(report)
-            bar.update(len(shard.items))
-            _submit(queue, in_flight, actor, out_dir, metadata)
-    return done
+        scheduler = _RayScheduler(make_worker, out_dir, metadata, policy, _Ledger(manifest, out_dir, policy, bar))
+        try:
+            scheduler.start(placements(_alive_nodes(), min(workers, len(pending)), device))
+            return scheduler.run(pending)
+        finally:
+            scheduler.stop()
 
 
-def _submit(queue: list, in_flight: dict, actor, out_dir: str, metadata: dict) -> None:
-    if queue:
-        shard = queue.pop()
-        in_flight[actor.process.remote(shard, out_dir, metadata)] = (actor, shard)
+@dataclass(frozen=True)
+class Placement:
+    """One actor: the node it is placed on and what it holds there."""
+    node_id: str
+    cpus: float
+    gpus: float
+
+    @property
+    def threads(self) -> int:
+        return max(1, math.floor(self.cpus))
+
+
+def _alive_nodes() -> list[dict]:
+    import ray
+
+    return [n for n in ray.nodes() if n.get("Alive")]
+
+
+def placements(nodes: list[dict], workers: int, device: str) -> list[Placement]:
+    """Spread ``workers`` actors over the nodes that have the resource they need, each the next
+    to the node with the most of it left per actor. A CPU actor holds its equal share of its node's
+    CPUs; a GPU actor one GPU (a share when there are more actors than GPUs) and its share of
+    half the node's CPUs, the other half left to the CPU stages (video decoding) and Ray itself."""
+    key = "GPU" if device == "cuda" else "CPU"
+    usable = [n for n in nodes if n.get("Resources", {}).get(key, 0) > 0]
+    if not usable:
+        raise NoWorkers(f"no node of the Ray cluster offers a {key} (nodes: {len(nodes)})")
+    counts = [0] * len(usable)
+    for _ in range(workers):
+        best = max(range(len(usable)), key=lambda i: (usable[i]["Resources"][key] / (counts[i] + 1), -i))
+        counts[best] += 1
+    out = []
+    for node, count in zip(usable, counts):
+        cpus, gpus = node["Resources"].get("CPU", 0.0), node["Resources"].get("GPU", 0.0)
+        for _ in range(count):
+            if key == "GPU":
+                out.append(Placement(node["NodeID"], cpus / 2 / count, min(1.0, gpus / count)))
+            else:
+                out.append(Placement(node["NodeID"], cpus / count, 0.0))
+    return out
+
+
+@dataclass
+class _Slot:
+    """One actor and what the driver knows of it."""
+    placement: Placement
+    handle: object = None
+    ready: bool = False
+    ping: object = None  # the ObjectRef of an outstanding ping (the actor is starting or restarting)
+    in_flight: list = field(default_factory=list)  # ObjectRefs, in the actor's order
+    busy_since: float = 0.0  # when the actor started its current shard
+    unplaced_since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Attempt:
+    shard: Shard
+    slot: _Slot
+    submitted: float
+    timed_out: bool = False
+
+
+class _RayScheduler:
+    def __init__(self, make_worker: Callable, out_dir: str, metadata: dict, policy: FaultPolicy, ledger: _Ledger):
+        self.make_worker, self.out_dir, self.metadata, self.policy, self.ledger = make_worker, out_dir, metadata, policy, ledger
+        self.slots: list[_Slot] = []
+        self.attempts: dict = {}  # ObjectRef -> _Attempt
+        self.queue: deque[Shard] = deque()
+        self.measured: list[float] = []
+        self.no_worker_since: Optional[float] = None
+
+    # actors
+    def start(self, places: list[Placement]) -> None:
+        for place in places:
+            slot = _Slot(place)
+            self._create(slot)
+            self.slots.append(slot)
+
+    def _create(self, slot: _Slot) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        place = slot.placement
+        Actor = ray.remote(_RayShardWorker).options(
+            num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=True))
+        slot.handle = Actor.remote(self.make_worker, place.threads)
+        slot.ready, slot.in_flight, slot.unplaced_since = False, [], time.monotonic()
+        slot.ping = slot.handle.ping.remote()
+
+    def stop(self) -> None:
+        import ray
+
+        for slot in self.slots:
+            ray.kill(slot.handle, no_restart=True)
+
+    # the loop
+    def run(self, pending: list[Shard]) -> RunOutcome:
+        import ray
+
+        self.queue.extend(pending)
+        total = len(pending)
+        while len(self.ledger.finished) < total:
+            self._fill()
+            refs = list(self.attempts) + [s.ping for s in self.slots if s.ping is not None]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_S) if refs else ([], [])
+            if ready:  # take every other result that is already there too
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                self._on_ready(ref)
+            self._time_out_hung()
+            self._speculate()
+            self._check_placed()
+        return self.ledger.outcome
+
+    def _fill(self) -> None:
+        for slot in self.slots:
+            while slot.ready and len(slot.in_flight) < IN_FLIGHT_PER_WORKER and self.queue:
+                shard = self.queue.popleft()
+                if shard.shard_id not in self.ledger.finished:
+                    self._submit(slot, shard)
+
+    def _submit(self, slot: _Slot, shard: Shard) -> None:
+        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata)
+        if not slot.in_flight:
+            slot.busy_since = time.monotonic()
+        slot.in_flight.append(ref)
+        self.attempts[ref] = _Attempt(shard, slot, time.monotonic())
+
+    def _on_ready(self, ref) -> None:
+        slot = next((s for s in self.slots if s.ping == ref), None)
+        if slot is not None:
+            self._on_ping(slot, ref)
+        else:
+            self._on_result(ref, self.attempts.pop(ref))
+
+    def _on_ping(self, slot: _Slot, ref) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        slot.ping = None
+        try:
+            ray.get(ref)
+            slot.ready = True
+        except RayActorError as err:
+            if err.actor_init_failed:  # the model did not load: every worker would fail the same way
+                raise _init_error(err) from None
+            self._create(slot)  # restarts ran out (or the actor was lost with its node): a new one
+
+    def _on_result(self, ref, attempt: _Attempt) -> None:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        slot = attempt.slot
+        if ref in slot.in_flight:
+            slot.in_flight.remove(ref)
+            slot.busy_since = time.monotonic()
+        try:
+            report = ray.get(ref)
+        except RayActorError as err:
+            self._lost_worker(slot)
+            retry = (self.ledger.error(attempt.shard, f"timed out after {self._timeout():.0f} s")
+                     if attempt.timed_out else self.ledger.died(attempt.shard, one_line(err)))
+            self._requeue(attempt.shard, retry)
+            return
+        except RayTaskError as err:
+            cause = err.cause if err.cause is not None else err
+            if isinstance(cause, OutputUnwritable):
+                raise cause from None
+            self._requeue(attempt.shard, self.ledger.error(attempt.shard, one_line(cause)))
+            return
+        if self.ledger.commit(attempt.shard, report):
+            self.measured.append(report.elapsed_s)
+            self._cancel_others(attempt.shard)
+
+    def _requeue(self, shard: Shard, retry: bool) -> None:
+        running = any(a.shard.shard_id == shard.shard_id for a in self.attempts.values())
+        if retry and not running:
+            self.queue.appendleft(shard)
+
+    def _lost_worker(self, slot: _Slot) -> None:
+        """The actor died under a task: ask it to answer again (Ray restarts it, or says it is gone)."""
+        if slot.ready or slot.ping is None:
+            slot.ready = False
+            slot.unplaced_since = time.monotonic()
+            slot.ping = slot.handle.ping.remote()
+
+    def _cancel_others(self, shard: Shard) -> None:
+        import ray
+
+        for ref, attempt in list(self.attempts.items()):
+            if attempt.shard.shard_id == shard.shard_id:
+                ray.cancel(ref)
+
+    # hung, lagging and missing workers
+    def _timeout(self) -> float:
+        return self.policy.timeout_s(self.measured)
+
+    def _time_out_hung(self) -> None:
+        import ray
+
+        now, limit = time.monotonic(), self._timeout()
+        for slot in self.slots:
+            if slot.ready and slot.in_flight and now - slot.busy_since > limit:
+                self.attempts[slot.in_flight[0]].timed_out = True
+                slot.ready = False
+                ray.kill(slot.handle, no_restart=False)  # its tasks fail; Ray restarts the actor
+
+    def _speculate(self) -> None:
+        if self.queue or not self.measured:
+            return
+        idle = [s for s in self.slots if s.ready and not s.in_flight]
+        if not idle:
+            return
+        now, median = time.monotonic(), statistics.median(self.measured)
+        counts: dict[str, int] = {}
+        for attempt in self.attempts.values():
+            counts[attempt.shard.shard_id] = counts.get(attempt.shard.shard_id, 0) + 1
+        lagging = sorted((a for a in self.attempts.values()
+                          if counts[a.shard.shard_id] == 1 and now - a.submitted > self.policy.speculate_factor * median),
+                         key=lambda a: a.submitted)
+        for slot, attempt in zip(idle, lagging):
+            self._submit(slot, attempt.shard)
+
+    def _check_placed(self) -> None:
+        if any(s.ready for s in self.slots):
+            self.no_worker_since = None
+            return
+        now = time.monotonic()
+        self.no_worker_since = self.no_worker_since or now
+        if now - self.no_worker_since > self.policy.placement_timeout_s:
+            raise NoWorkers(f"no worker has been alive on the Ray cluster for {self.policy.placement_timeout_s:.0f} s "
+                            f"(resources now: {_resources_line()}); committed shards are kept, rerun when the "
+                            f"cluster has room")
+
+
+def _resources_line() -> str:
+    import ray
+
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(ray.available_resources().items()) if k in ("CPU", "GPU")) or "none"
+
+
+def _init_error(err) -> Exception:
+    """The error that stopped an actor's constructor (a checkpoint the model cannot load, say)."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, Exception) else RuntimeError(one_line(err))
 
 
 class _RayShardWorker:
@@ -164,15 +522,19 @@ class _RayShardWorker:
         torch.set_num_threads(threads)
         self.worker = make_worker()
 
+    def ping(self) -> dict:
+        import ray
+        import torch
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+
     def process(self, shard: Shard, out_dir: str, metadata: dict) -> ShardDone:
-        return process_shard(self.worker, shard, out_dir, metadata)
+        import ray
+
+        return process_shard(self.worker, shard, out_dir, metadata, ray.get_runtime_context().get_node_id())
 
 
 def shutdown() -> None:
-    import sys
+    from motionfleet.core.cluster import disconnect
 
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
+    disconnect()

@@ -30,28 +30,38 @@ def job_fingerprint(job: dict) -> str:
 
 
 def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker: Callable,
-               workers: int, address: Optional[str], device: str, unit: str = "item") -> tuple[list, float]:
-    """Run the shards not yet committed in ``out_dir``; returns (finished shards, wall seconds).
+               workers: int, address: Optional[str], device: str, unit: str = "item",
+               policy: Optional[executors.FaultPolicy] = None) -> tuple[list, float, list]:
+    """Run the shards not yet committed in ``out_dir``; returns (finished shards, wall seconds,
+    shards that failed after their retries: recorded in ``out_dir/failed``, retried by a rerun).
 
     ``make_worker`` must be picklable (it is shipped to Ray actors, which build their own model).
     ``workers == 0`` runs in this process without Ray. ``unit`` names a work item on the progress bar.
     """
     out_dir = str(out_dir)
-    manifest = Manifest(out_dir, job_fingerprint(job), job)
+    with executors.output_errors(out_dir):
+        manifest = Manifest(out_dir, job_fingerprint(job), job)
     metadata = {"motionfleet.job": json.dumps(job, sort_keys=True)}
     progress = executors.Progress(job["job"], unit)
+    policy = policy or executors.FaultPolicy()
     start = time.perf_counter()
     if workers == 0:
-        done = executors.run_in_process(make_worker, shards, manifest, out_dir, metadata, progress)
+        outcome = executors.run_in_process(make_worker, shards, manifest, out_dir, metadata, progress, policy)
     else:
-        done = executors.run_on_ray(make_worker, shards, manifest, out_dir, metadata, progress, workers, address,
-                                    device)
-    return done, time.perf_counter() - start
+        outcome = executors.run_on_ray(make_worker, shards, manifest, out_dir, metadata, progress, workers, address,
+                                       device, policy)
+    return outcome.done, time.perf_counter() - start, outcome.failed
+
+
+def run_summary(done: list, failed: list, shards: list, workers: int) -> dict:
+    """What every report says about the run itself."""
+    return {"workers": workers, "nodes": len({d.node for d in done if d.node}), "shards_run": len(done),
+            "shards_failed": len(failed), "shards_total": len(shards)}
 
 
 def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, prompts: Optional[str] = None,
              repeats: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1,
-             address: Optional[str] = None) -> Optional[dict]:
+             address: Optional[str] = None, policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
     """Run (or resume) a generate job; returns the report, or None when nothing was left to do."""
     prompt_set = load_prompts(prompts)
     shards = plan_shards(prompt_set.records, repeats, shard_size)
@@ -63,19 +73,20 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
         "repeats": repeats, "shard_size": shard_size,
     }
     make_worker = executors.WarmWorker(DHVAEGenerator, spec, settings)
-    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="sample")
-    if not done:
+    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+                                    unit="sample", policy=policy)
+    if not done and not failed:
         return None
     return write_report(out_dir, {
         "job": "generate", "model": f"{spec.family}/{spec.preset}", "weights": job["weights"],
         "settings": asdict(settings), "prompts": job["prompts"], "repeats": repeats,
-        "workers": workers, "shards_run": len(done), "shards_total": len(shards),
-        "timing": aits_report(done, wall),
+        **run_summary(done, failed, shards, workers), "timing": aits_report(done, wall),
     })
 
 
 def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, workers: int = 1,
-                address: Optional[str] = None, demo: bool = False) -> Optional[dict]:
+                address: Optional[str] = None, demo: bool = False,
+                policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
     """Run (or resume) a reconstruct job over a video corpus (``demo``: write and use
     ``out_dir/demo_videos``); returns the report, or None when nothing was left to do."""
     from motionfleet.core.report import stage_report
@@ -84,18 +95,20 @@ def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, work
     corpus = rec.write_demo_corpus(Path(out_dir) / "demo_videos") if demo else videos
     shards, job = rec.plan_job(corpus, spec, settings)
     make_worker = executors.WarmWorker(rec.Reconstructor, spec, settings)
-    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="clip")
-    if not done:
+    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+                                    unit="clip", policy=policy)
+    if not done and not failed:
         return None
     return write_report(out_dir, {
         "job": "reconstruct", "model": rec.model_name(spec),
-        "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"], "workers": workers,
-        "shards_run": len(done), "shards_total": len(shards), "timing": stage_report(done, wall),
+        "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"],
+        **run_summary(done, failed, shards, workers), "timing": stage_report(done, wall),
     })
 
 
 def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, control: bool = False,
-           shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1, address: Optional[str] = None) -> Optional[dict]:
+           shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1, address: Optional[str] = None,
+           policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
     """Run (or resume) a refine job over a Parquet of initial estimates (None: the built-in demo
     scenes); ``control`` also refines every row with guidance off. Returns the report, or None
     when nothing was left to do."""
@@ -105,12 +118,13 @@ def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, contro
 
     shards, job = ref.plan_job(estimates, spec, settings, control, shard_size)
     make_worker = executors.WarmWorker(ref.ScoreHOIRefiner, spec, settings)
-    done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device, unit="estimate")
-    if not done:
+    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+                                    unit="estimate", policy=policy)
+    if not done and not failed:
         return None
     return write_report(out_dir, {
         "job": "refine", "model": f"scorehoi/{spec.preset}", "weights": job["weights"],
         "body_model": job["body_model"], "settings": asdict(settings), "estimates": job["estimates"],
-        "variants": job["variants"], "workers": workers, "shards_run": len(done), "shards_total": len(shards),
+        "variants": job["variants"], **run_summary(done, failed, shards, workers),
         "timing": fps_report(done, wall), "quality": ref.quality_summary(read_results(out_dir)),
     })

@@ -1,0 +1,140 @@
+"""Joining a Ray cluster, or starting the embedded one on this machine.
+
+``--address`` joins a running cluster with that cluster's own settings (its token auth, its temp
+folder): nothing here changes them. Without it the job starts an embedded single-machine cluster:
+
+* Ray 2.60 binds its GCS, raylet and worker servers on every interface whatever
+  ``node_ip_address`` says (measured with ``ss -ltnp``), so the embedded cluster keeps Ray's token
+  auth, with a fresh random token that only this process and the Ray processes it starts know: a
+  client elsewhere that reaches the ports is refused (``AuthenticationError``). The variables are
+  restored when the cluster stops.
+* its processes die with the driver, also when the driver is killed (``reaper``);
+* its session folder is ``$TMPDIR/mf-ray-<pid>-*`` (short: Ray's socket paths must stay under
+  the 107-byte AF_UNIX limit); it is removed at shutdown, and folders left by a killed driver (whose
+  pid is gone) are removed by the next job.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from motionfleet.core import reaper
+from motionfleet.core.errors import ClusterUnreachable
+
+REACH_TIMEOUT_S = 10.0
+TEMP_PREFIX = "mf-ray-"
+_AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+_embedded: dict = {}  # while an embedded cluster runs: its temp folder and the variables it replaced
+
+
+def connect(address: Optional[str]) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        _join(address)
+    else:
+        _start_embedded()
+
+
+def disconnect() -> None:
+    import sys
+
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if _embedded:
+        if _embedded.get("reaper") is not None:
+            _embedded["reaper"].kill()
+            _embedded["reaper"].wait()
+        _restore_auth(_embedded.pop("environ"))
+        shutil.rmtree(_embedded.pop("temp_dir"), ignore_errors=True)
+        _embedded.clear()
+
+
+def _join(address: str) -> None:
+    import ray
+
+    if address != "auto":
+        check_reachable(address)
+    ray.init(address=address, logging_level="ERROR")
+
+
+def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Raise ``ClusterUnreachable`` unless a TCP connection to the GCS at ``host:port`` opens
+    within ``timeout_s`` (``ray.init`` itself retries for minutes, printing C++ logs)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachable(f"--address {address!r} is not host:port (or 'auto'): give the head node's GCS "
+                                 f"address, e.g. 10.0.0.1:6379")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ClusterUnreachable(f"cannot reach a Ray cluster at {address} ({err.strerror or err}): start it with "
+                                 f"`ray start --head` or fix --address") from None
+
+
+def _start_embedded() -> None:
+    import ray
+
+    remove_stale_temp_dirs()
+    temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+    _embedded.update(temp_dir=temp_dir, environ=_private_auth())
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _temp_dir=temp_dir)
+    _embedded["reaper"] = reaper.watch(os.getpid())
+
+
+def _private_auth() -> dict:
+    """Token auth with a fresh token for the embedded cluster; returns the variables it replaced."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    before = {name: os.environ.get(name) for name in _AUTH_VARS}
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    Config.initialize("")  # Ray caches the auth mode at import; this is how Ray itself refreshes it
+    AuthenticationTokenLoader.instance().reset_cache()
+    return before
+
+
+def _restore_auth(before: dict) -> None:
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def remove_stale_temp_dirs(root: Optional[str] = None) -> list[Path]:
+    """Remove embedded-cluster folders whose driver (the pid in the name) no longer runs."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)) and folder.stat().st_uid == os.getuid():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,115 @@
+"""Executors without Ray: failing shards, out-of-memory splits, a full or read-only disk, placement
+and the shard timeout's derivation. (With Ray and several nodes: test_cluster.py.)"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import toy_job
+
+from motionfleet.core import executors, failures, jobs
+from motionfleet.core.sink import read_results
+
+TOY = str(Path(__file__).with_name("toy_job.py"))
+QUIET = {**os.environ, "MOTIONFLEET_PROGRESS": "0"}
+
+
+def toy(tmp_path, *args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, TOY, *args], capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env=QUIET)
+
+
+def assert_exactly_once(out, items: int) -> None:
+    ids = read_results(out).column("sample_id").to_pylist()
+    assert sorted(ids) == [f"item-{i:03d}" for i in range(items)]
+
+
+def run_toy(out, worker, items, per_shard=1, policy=executors.FaultPolicy()):
+    job = {"job": "toy", "items": items, "per_shard": per_shard}
+    return jobs.run_shards(out, job, toy_job.plan(items, per_shard), executors.WarmWorker(toy_job._Build, worker), 0,
+                           None, "cpu", policy=policy)
+
+
+def test_a_failing_shard_is_recorded_the_rest_commits_and_a_rerun_retries_only_it(tmp_path):
+    out = tmp_path / "job"
+    first = toy(tmp_path, "--out", str(out), "--items", "6", "--fail", "item-002")
+    assert first.returncode == 1
+    assert "1 shard(s) failed" in first.stderr and "RuntimeError: toy failure on item-002" in first.stderr
+    assert "Traceback" not in first.stderr
+    [failure] = failures.read_all(out)
+    assert (failure.shard_id, failure.attempts) == ("shard-00002", 3)
+    committed = json.loads((out / "manifest.json").read_text())["shards"]
+    assert sorted(committed) == [f"shard-{i:05d}" for i in (0, 1, 3, 4, 5)]
+    before = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in committed}
+
+    rerun = toy(tmp_path, "--out", str(out), "--items", "6")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "done 1 failed 0" in rerun.stdout  # only the failed shard ran again
+    assert before == {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in committed}
+    assert failures.read_all(out) == []
+    assert_exactly_once(out, 6)
+
+
+def test_an_out_of_memory_shard_is_split_and_writes_the_same_bytes(tmp_path):
+    done, _, failed = run_toy(tmp_path / "split", toy_job.ToyWorker(oom_above=1), items=8, per_shard=4)
+    assert failed == [] and [d.timings.batches for d in done] == [[1, 1, 1, 1], [1, 1, 1, 1]]
+    run_toy(tmp_path / "whole", toy_job.ToyWorker(), items=8, per_shard=4)
+    for shard in ("shard-00000", "shard-00001"):
+        split = pq.read_table(tmp_path / "split" / "results" / f"{shard}.parquet")
+        whole = pq.read_table(tmp_path / "whole" / "results" / f"{shard}.parquet")
+        assert split.equals(whole)
+
+
+def _unshare_mount_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=16k tmpfs /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+needs_mount = pytest.mark.skipif(not _unshare_mount_works(), reason="needs `unshare -m` and tmpfs mounts (root)")
+
+
+@needs_mount
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_full_or_read_only_disk_stops_the_job_with_one_line_and_nothing_corrupt(tmp_path, fault):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # A 128 KiB tmpfs holds a few shards, then ENOSPC; "read-only" mounts it read-only from the start.
+    options = "size=128k" if fault == "full" else "size=128k,ro"
+    script = (f"mount -t tmpfs -o {options} tmpfs {mnt} && {sys.executable} {TOY} --out {mnt}/job --items 40; "
+              f"echo rc=$?; cp -r {mnt}/job {tmp_path}/copy 2>/dev/null; true")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=180, cwd=tmp_path,
+                            env=QUIET)
+    assert "rc=1" in result.stdout, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("motionfleet: error: cannot write to the job folder"), result.stderr
+    assert ("No space left on device" if fault == "full" else "Read-only file system") in errors[0]
+    committed = json.loads((tmp_path / "copy" / "manifest.json").read_text())["shards"] if fault == "full" else {}
+    for shard in committed:  # every committed shard is whole
+        assert pq.read_table(tmp_path / "copy" / "results" / f"{shard}.parquet").num_rows == 1
+
+
+def test_actors_spread_over_nodes_sized_by_what_each_node_has():
+    nodes = [{"NodeID": "head", "Resources": {"CPU": 0.0}},
+             {"NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0}},
+             {"NodeID": "b", "Resources": {"CPU": 4.0}}]
+    cpu = executors.placements(nodes, 3, "cpu")
+    assert sorted((p.node_id, p.cpus, p.threads) for p in cpu) == [("a", 4.0, 4), ("a", 4.0, 4), ("b", 4.0, 4)]
+    gpu = executors.placements(nodes, 2, "cuda")
+    assert [(p.node_id, p.gpus, p.cpus, p.threads) for p in gpu] == [("a", 1.0, 2.0, 2)] * 2
+    with pytest.raises(executors.NoWorkers):
+        executors.placements(nodes[2:], 1, "cuda")
+
+
+def test_the_shard_timeout_comes_from_measured_shard_times_unless_set():
+    policy = executors.FaultPolicy(timeout_factor=5.0, timeout_floor_s=60.0, first_timeout_s=900.0)
+    assert policy.timeout_s([]) == 900.0
+    assert policy.timeout_s([1.0, 2.0]) == 60.0
+    assert policy.timeout_s([3.0, 40.0]) == 200.0
+    assert executors.FaultPolicy(shard_timeout_s=7.0).timeout_s([3.0, 40.0]) == 7.0

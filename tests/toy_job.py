@@ -1,0 +1,128 @@
+"""A job with a toy worker whose faults the tests choose, run through the real executors.
+
+``python tests/toy_job.py --out D --items N [--address A --workers W] [faults]`` plans N one-item
+shards (ids item-000..), runs them with ``jobs.run_shards`` and exits like the CLI: 0, 1 with a
+summary when shards failed, 1 with one line when the job folder is unwritable. The worker writes
+``<pids>/<actor id>-<pid>`` when it starts so that a test can kill or stop it, and each row is a
+pure function of its item, so every attempt writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from motionfleet.core import executors, failures, jobs
+from motionfleet.core.shards import Shard
+from motionfleet.core.sink import REJECTED_SCHEMA
+
+RESULT_SCHEMA = pa.schema([("sample_id", pa.string()), ("repeat", pa.int32()), ("value", pa.float64())])
+
+
+@dataclass
+class ToyTimings:
+    samples: int = 0
+    batches: list = field(default_factory=list)
+
+    def add(self, other: "ToyTimings") -> None:
+        self.samples += other.samples
+        self.batches += other.batches
+
+
+@dataclass
+class ToyWorker:
+    delay_s: float = 0.0
+    fail: tuple = ()  # item ids that always raise
+    oom_above: int = 0  # a run of more items than this raises MemoryError (0: never)
+    slow_once: str = ""  # this item's first attempt sleeps until killed; markers in ``markers``
+    markers: str = ""
+    pids: str = ""
+
+    def warm_up(self) -> None:
+        if self.pids:
+            actor = _actor_id()
+            Path(self.pids).mkdir(parents=True, exist_ok=True)
+            Path(self.pids, f"{actor}-{os.getpid()}").touch()
+
+    def run(self, items: tuple) -> tuple[pa.Table, pa.Table, ToyTimings]:
+        if self.oom_above and len(items) > self.oom_above:
+            raise MemoryError(f"toy: {len(items)} items do not fit")
+        for item in items:
+            if item in self.fail:
+                raise RuntimeError(f"toy failure on {item}")
+            if item == self.slow_once and not _first_touch(Path(self.markers, "slow-started")):
+                time.sleep(600)
+                Path(self.markers, "slow-finished").touch()
+        time.sleep(self.delay_s * len(items))
+        rows = [{"sample_id": item, "repeat": 0, "value": float(sum(map(ord, item)))} for item in items]
+        return (pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), REJECTED_SCHEMA.empty_table(),
+                ToyTimings(len(items), [len(items)]))
+
+
+def _actor_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_actor_id() or "local"
+    except Exception:
+        return "local"
+
+
+def _first_touch(marker: Path) -> bool:
+    """True when ``marker`` already existed (creating it otherwise)."""
+    try:
+        marker.touch(exist_ok=False)
+        return False
+    except FileExistsError:
+        return True
+
+
+def plan(items: int, per_shard: int = 1) -> list[Shard]:
+    ids = [f"item-{i:03d}" for i in range(items)]
+    return [Shard(f"shard-{i // per_shard:05d}", tuple(ids[i : i + per_shard])) for i in range(0, items, per_shard)]
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--items", type=int, default=10)
+    p.add_argument("--per-shard", type=int, default=1)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--address")
+    p.add_argument("--delay", type=float, default=0.0)
+    p.add_argument("--fail", nargs="*", default=())
+    p.add_argument("--oom-above", type=int, default=0)
+    p.add_argument("--slow-once", default="")
+    p.add_argument("--pids", default="")
+    p.add_argument("--shard-timeout", type=float)
+    args = p.parse_args(argv)
+    worker = ToyWorker(args.delay, tuple(args.fail), args.oom_above, args.slow_once, args.out, args.pids)
+    policy = executors.FaultPolicy(shard_timeout_s=args.shard_timeout)
+    job = {"job": "toy", "items": args.items, "per_shard": args.per_shard}
+    try:
+        done, _, failed = jobs.run_shards(args.out, job, plan(args.items, args.per_shard), executors.WarmWorker(_Build, worker),
+                                          args.workers, args.address, "cpu", policy=policy)
+    except executors.OutputUnwritable as err:
+        print(f"motionfleet: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        executors.shutdown()
+    print(f"done {len(done)} failed {len(failed)} nodes {len({d.node for d in done if d.node})}")
+    if failed:
+        print(f"motionfleet: error: {failures.summary_line(args.out, failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _Build(worker: ToyWorker) -> ToyWorker:  # WarmWorker calls cls(*args), then warm_up()
+    return worker
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
