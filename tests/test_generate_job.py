@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from killed_job import kill_after_commits, result_mtimes
 
 from motionfleet.core import jobs
@@ -148,6 +149,22 @@ def test_features_that_give_nan_motions_are_rejected(tmp_path):
     assert [r["sample_id"] for r in results] == ["ok"] and np.isfinite(motion_array(results[0])).all()
     reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
     assert "not finite" in reasons["huge"]
+
+
+def test_swapped_text_encoder_weights_are_another_job(tmp_path):
+    """Issue 10, case 5: weights were fingerprinted by path, so a swap between a kill and the
+    rerun mixed rows of two encoders; their content is in the fingerprint now."""
+    from safetensors.torch import save_file
+
+    projection = tmp_path / "projection.safetensors"
+    save_file({"weight": torch.full((768, 384), 0.01), "bias": torch.zeros(768)}, projection)
+    spec = ModelSpec(preset="tiny", text_encoder_weights=str(projection))
+    settings = GenerateSettings(steps=2, default_frames=8)
+    prompts = str(write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2]))
+    jobs.generate(tmp_path / "out", spec, settings, prompts=prompts, workers=0)
+    save_file({"weight": torch.full((768, 384), 0.02), "bias": torch.zeros(768)}, projection)
+    with pytest.raises(JobMismatch):
+        jobs.generate(tmp_path / "out", spec, settings, prompts=prompts, workers=0)
 
 
 def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from motionfleet.common.weights import file_sha256
+from motionfleet.core.digests import file_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.scorehoi import objects
 

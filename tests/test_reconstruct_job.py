@@ -30,7 +30,7 @@ from motionfleet.demo.videos import (
     write_truncated_video,
 )
 from motionfleet.socialmirror.initial_estimate import mean_estimate
-from motionfleet.socialmirror.runner import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec
+from motionfleet.socialmirror.runner import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec, plan_job
 
 SPEC = ReconstructSpec(preset="small")
 SETTINGS = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
@@ -295,6 +295,31 @@ def test_hostile_videos_and_estimates_are_rejected_within_bounds(tmp_path):
     rows = read_results(tmp_path / "out").to_pylist()
     assert {r["video_id"] for r in rows} == {"still.mkv"} and len(rows) == 2 * GOOD["still.mkv"]
     assert all(np.isfinite(r[c]).all() for r in rows for c in VECTORS)
+
+
+def test_edited_track_files_and_swapped_weights_are_another_job(tmp_path):
+    """Issue 10, case 5: track files were fingerprinted by path and weights by path, so edits
+    between a kill and the rerun mixed rows; their content is in the fingerprint now."""
+    from safetensors.torch import save_file
+
+    corpus = write_good_videos(tmp_path / "videos")
+    projection = tmp_path / "projection.safetensors"
+    save_file({"weight": torch.zeros(768, 384), "bias": torch.zeros(768)}, projection)
+    spec = replace(SPEC, text_encoder_weights=str(projection))
+
+    def fingerprint() -> str:
+        return jobs.job_fingerprint(plan_job(str(corpus), spec, SETTINGS)[1])
+
+    first = fingerprint()
+    assert fingerprint() == first
+    tracks = corpus / "walk.tracks.csv"
+    text = tracks.read_text()
+    tracks.write_text(text.replace(",1,", ",0,", 1).replace(",0,", ",1,", 1))  # same size, persons swapped
+    assert tracks.read_text() != text and fingerprint() != first
+    tracks.write_text(text)
+    restored = fingerprint()
+    save_file({"weight": torch.ones(768, 384), "bias": torch.zeros(768)}, projection)
+    assert fingerprint() != restored
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ numpy's scalar types (training logs in released checkpoints hold them; rebuildin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import pickle
@@ -21,18 +20,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import MissingFile, RejectedInput, UnsafeCheckpoint
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict:
@@ -115,7 +107,7 @@ def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
     if checkpoint is None:
         return f"dummy, seed {dummy_seed}"
     path = Path(checkpoint)
-    return f"sha256:{file_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"
+    return f"sha256:{content_sha256(path / WEIGHTS_FILE if path.is_dir() else path)}"
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core import executors
+from motionfleet.core.digests import weights_digest
 from motionfleet.core.report import aits_report, write_report
 from motionfleet.core.shards import Shard, plan_shards
 from motionfleet.core.sink import Manifest
@@ -68,6 +69,7 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
     job = {
         "job": "generate", "family": spec.family, "model": asdict(spec),
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
+        "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
         "prompts": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
         "repeats": repeats, "shard_size": shard_size,

@@ -22,7 +22,7 @@ import numpy as np
 import trimesh
 
 from motionfleet.common.bodies import farthest_point_indices
-from motionfleet.common.weights import file_sha256
+from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import local_file, printable
 
@@ -215,7 +215,7 @@ def _cached_sdf_grid(mesh: trimesh.Trimesh, path: Path, cache_dir: Path,
                      resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sdf, grid_min, grid_max), read from ``<cache_dir>/<sha256 of the file>_r<R>.npz`` or
     computed once and written there."""
-    cache = cache_dir / f"{file_sha256(path)}_r{resolution}.npz"
+    cache = cache_dir / f"{content_sha256(path)}_r{resolution}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as cached:
             return cached["sdf"], cached["grid_min"], cached["grid_max"]

@@ -32,9 +32,10 @@ from motionfleet.common.bodies import find_model_file, load_body_model, model_fi
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.resnet import build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
-from motionfleet.common.weights import file_sha256, weights_description
+from motionfleet.common.weights import weights_description
 from motionfleet.core import backends, provenance
 from motionfleet.core.batching import ROW_QUANTUM
+from motionfleet.core.digests import content_sha256, weights_digest
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import non_finite_rows, open_media
 from motionfleet.core.row_invariant import rowwise_narrow_linears
@@ -66,7 +67,14 @@ from motionfleet.scorehoi.hoi import (
     unpack_state,
 )
 from motionfleet.scorehoi.objects import ObjectTemplate, get_object
-from motionfleet.scorehoi.source import Estimate, EstimateRecord, describe, load_estimates, validate
+from motionfleet.scorehoi.source import (
+    Estimate,
+    EstimateRecord,
+    describe,
+    load_estimates,
+    referenced_files_sha256,
+    validate,
+)
 
 SCHEDULE = NoiseSchedule(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")  # ScoreHOI: cosine
 VARIANTS = ("guided", "control")
@@ -131,7 +139,7 @@ class RefineModelSpec:
     def body_description(self) -> str:
         if self.synthetic_body:
             return "synthetic SMPL-H stand-in (motionfleet, seed 0), not the licensed model"
-        return f"SMPL-H sha256:{file_sha256(find_model_file('smplh', self.body_models))}"
+        return f"SMPL-H sha256:{content_sha256(find_model_file('smplh', self.body_models))}"
 
 
 def cache_root() -> Path:
@@ -527,7 +535,9 @@ def plan_job(estimates: Optional[str], spec: RefineModelSpec, settings: RefineSe
                   "image_encoder_weights": spec.image_encoder_weights},
         "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "estimates": {"source": source.name, "sha256": source.digest, "count": len(source.records)},
+        "estimates": {"source": source.name, "sha256": source.digest, "count": len(source.records),
+                      "referenced_files_sha256": referenced_files_sha256(source.records)},
+        "image_encoder_weights_sha256": weights_digest(spec.image_encoder_weights),
         "variants": list(variants), "shard_size": shard_size,
     }
     return shards, job

@@ -23,10 +23,13 @@ import pyarrow.parquet as pq
 import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
+from motionfleet.core import digests
+from motionfleet.core.digests import listing_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_id, check_text, number_list, printable
 from motionfleet.dhvae.source import mark_duplicate_ids
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
+from motionfleet.scorehoi.objects import MESH_SUFFIXES
 
 FIELDS = ("pose", "betas", "object", "object_rotation", "object_translation", "image_features", "image_path")
 GROUND_TRUTH = ("gt_pose", "gt_betas", "gt_object_rotation", "gt_object_translation")
@@ -83,6 +86,15 @@ def load_estimates(path: str | Path) -> EstimateSet:
     rows = pq.read_table(path).to_pylist()
     records = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(rows)])
     return EstimateSet(records, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def referenced_files_sha256(records: tuple[EstimateRecord, ...]) -> str:
+    """One digest over the mesh files (whole) and images (sampled) the rows name, for the job's
+    fingerprint (``core.digests``): a mesh or an image swapped between a kill and the rerun
+    changes the job instead of mixing results."""
+    meshes = sorted({v for r in records if isinstance(v := r.get("object"), str) and Path(v).suffix.lower() in MESH_SUFFIXES})
+    images = sorted({v for r in records if isinstance(v := r.get("image_path"), str)})
+    return listing_sha256([*zip(meshes, digests.many(meshes)), *zip(images, digests.many(images, sampled=True))])
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ worker count or thread count.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import tempfile
@@ -52,9 +51,10 @@ from motionfleet.common.bodies import find_model_file, load_body_model, model_fi
 from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
 from motionfleet.common.text import CONDITION_DIM, build_text_encoder
-from motionfleet.common.weights import build_checked, checked_config, file_sha256, load_model_folder, weights_description
-from motionfleet.core import backends, provenance
+from motionfleet.common.weights import build_checked, checked_config, load_model_folder, weights_description
+from motionfleet.core import backends, digests, provenance
 from motionfleet.core.batching import pad_rows
+from motionfleet.core.digests import content_sha256, listing_sha256, weights_digest
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import non_finite_rows, printable
 from motionfleet.core.prefetch import Prefetch
@@ -384,7 +384,7 @@ def load_smpl(body_models: Optional[str]):
     """(SMPL body model, how results name it)."""
     if body_models is None:
         return load_body_model("smpl", synthetic_body_dir()), "synthetic smpl, seed 0"
-    return load_body_model("smpl", body_models), f"sha256:{file_sha256(find_model_file('smpl', body_models))}"
+    return load_body_model("smpl", body_models), f"sha256:{content_sha256(find_model_file('smpl', body_models))}"
 
 
 class Reconstructor:
@@ -667,12 +667,19 @@ def results_table(chunks: list[dict], provenance_values: dict) -> pa.Table:
 
 
 def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
-    """What identifies the corpus cheaply: ids, byte sizes, track files and captions."""
-    digest = hashlib.sha256()
-    for v in videos:
-        size = v.path.stat().st_size if v.path.is_file() else -1
-        digest.update(printable(f"{v.video_id}\x1f{size}\x1f{v.track_path}\x1f{captions.get(v.video_id)}\n").encode())
-    return digest.hexdigest()
+    """What identifies the corpus: per video its id, its sampled digest, its track file's digest
+    and its caption (``core.digests``: cached, on a thread pool, 128 KiB read a video)."""
+    video_digests = digests.many([v.path for v in videos], sampled=True)
+    track_digests = iter(digests.many([v.track_path for v in videos if v.track_path]))
+    return listing_sha256((v.video_id, video_digest, next(track_digests) if v.track_path else None,
+                           captions.get(v.video_id)) for v, video_digest in zip(videos, video_digests))
+
+
+def weight_files(spec: ReconstructSpec) -> dict:
+    """The content digest of every weights file the spec names (None: dummy or synthetic)."""
+    body = find_model_file("smpl", spec.body_models) if spec.body_models else None
+    return {"backbone": weights_digest(spec.backbone_weights), "estimator": weights_digest(spec.estimator_weights),
+            "text_encoder": weights_digest(spec.text_encoder_weights), "body_model": weights_digest(body)}
 
 
 def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSettings) -> tuple[list[Shard], dict]:
@@ -688,7 +695,8 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSet
     job = {
         "job": "reconstruct", "family": "socialmirror", "model": asdict(spec),
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
-        "estimates_sha256": file_sha256(spec.estimates) if spec.estimates else None,
+        "estimates_sha256": content_sha256(spec.estimates) if spec.estimates else None,
+        "weight_files": weight_files(spec),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
         "corpus": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
     }
