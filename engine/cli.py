@@ -243,12 +243,71 @@ def _run_bench(args) -> int:
     return 0
 
 
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate/reconstruct, then metrics over "
+                                        "replications -> OUT/metrics.json and metrics.parquet")
+    p.add_argument("--family", required=True, choices=["dhvae"])
+    p.add_argument("--dataset", help="dhvae: an InterHuman-layout folder (README: evaluate); default: a synthetic set "
+                                     "written to OUT/dataset")
+    _add_common(p)
+    p.set_defaults(batch_size=None, shard_size=None, backend=None, precision=None)
+    p.add_argument("--replications", type=int, help="10 (DHVAE's config, the default) or 20 (InterGen's)")
+    p.add_argument("--preset", help="dhvae preset for dummy weights: official, paper, tiny")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--text-encoder", choices=["minilm", "clip", "precomputed"])
+    p.add_argument("--text-encoder-weights")
+    p.add_argument("--evaluator-checkpoint", help="InterCLIP's released interclip.ckpt (Lightning); default: seeded "
+                                                  "dummy weights")
+    p.add_argument("--evaluator-preset", help="InterCLIP size for dummy weights: official, tiny")
+    p.add_argument("--evaluator-vocab", help="CLIP's bpe_simple_vocab_16e6.txt.gz (found in an installed open_clip)")
+    p.add_argument("--match-batch", type=int, help="R-precision matching batch (96)")
+    p.add_argument("--diversity-pairs", type=int, help="Diversity pairs (300)")
+    p.add_argument("--mm-texts", type=int, help="MModality texts (100; 0: no MModality)")
+    p.add_argument("--mm-repeats", type=int, help="MModality generations per text (30)")
+    p.add_argument("--mm-pairs", type=int, help="MModality pairs per text (10)")
+
+
+EVALUATE_OPTIONS = ("checkpoint", "dummy_seed", "seed", "batch_size", "device", "backend", "precision", "shard_size",
+                    "replications", "preset", "steps", "guidance", "text_encoder", "text_encoder_weights",
+                    "evaluator_checkpoint", "evaluator_preset", "evaluator_vocab", "match_batch", "diversity_pairs",
+                    "mm_texts", "mm_repeats", "mm_pairs")
+
+
+def _run_evaluate(args) -> int:
+    from motionfleet.evaluation.api import evaluate
+    from motionfleet.evaluation.results import summary_lines
+
+    options = {name: getattr(args, name) for name in EVALUATE_OPTIONS if getattr(args, name) is not None}
+    body = evaluate(args.family, args.out, args.dataset, args.workers, args.address, **options)
+    print("\n".join(summary_lines(body)))
+    print(f"metrics: {args.out}/metrics.json and {args.out}/metrics.parquet")
+    return 0
+
+
+def _leaderboard_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md")
+    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (README: leaderboard)")
+    p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table")
+
+
+def _run_leaderboard(args) -> int:
+    from motionfleet.evaluation.leaderboard import run
+
+    result = run(args.config, args.out)
+    print(result["markdown"])
+    print(f"table: {args.out}/leaderboard.parquet and {args.out}/leaderboard.md")
+    return 0
+
+
 COMMANDS = {
     "generate": (_generate_parser, _run_generate),
     "refine": (_refine_parser, _run_refine),
     "reconstruct": (_reconstruct_parser, _run_reconstruct),
     "export": (_export_parser, _run_export),
     "bench": (_bench_parser, _run_bench),
+    "evaluate": (_evaluate_parser, _run_evaluate),
+    "leaderboard": (_leaderboard_parser, _run_leaderboard),
 }
 
 
@@ -259,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         make_parser(sub)
     args = parser.parse_args(argv)
     try:
-        if "backend" in vars(args):  # a job command: refuse a backend this machine cannot run, before any work
-            check_backend(args.backend, args.precision, args.device)
+        if vars(args).get("backend"):  # a job command: refuse a backend this machine cannot run, before any work
+            check_backend(args.backend, args.precision or "fp32", args.device)
         return COMMANDS[args.command][1](args)
     except (MissingFile, UnsafeCheckpoint, JobMismatch, FileNotFoundError, ValueError, BackendUnavailable,
             ClusterUnreachable) as err:

@@ -1,0 +1,354 @@
+"""InterHuman protocol for dhvae: generate the test split, embed with InterCLIP, compute FID,
+R-precision, MM Dist, Diversity and MModality over replications.
+
+What is fixed before any work, from (seed, dataset) alone:
+- replication r's description of each test motion: (seed, id, r) picks one of its annotations;
+- its generated sample: generate-job id ``<id>/r<r>``, noise seeded by (seed, that id, 0);
+- its matching batches: a seeded permutation of the test ids cut into batches of 96 (the
+  remainder is left out of R-precision, MM Dist, FID and Diversity, as the public loaders'
+  ``drop_last`` does, but it is the same ids every run);
+- MModality: a seeded choice of 100 ids, each generated 30 times (generate-job id
+  ``<id>/mm<r>``, repeats 0-29), and seeded pairs among the 30; Diversity: 300 seeded pairs.
+The real data's FID statistics come from every test motion (``reference`` batches). The
+``real`` rows put the dataset's own motions through the same matching batches (the public
+evaluators' "ground truth" line).
+
+Jobs inside OUT, each an ordinary resumable job folder: ``generate/`` and ``generate-mm/``
+(``motionfleet generate`` jobs over ``prompts.jsonl`` / ``prompts-mm.jsonl``), then ``embed/``,
+whose shards are groups of planned batches and whose rows are one batch each: its motion
+embeddings and, for matching batches, its rank counts and distance sum. The metrics are folded
+from those rows in planned order (``evaluation/statistics.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from motionfleet.core import executors, provenance
+from motionfleet.core.seeding import sample_seed
+from motionfleet.core.shards import Shard
+from motionfleet.core.sink import REJECTED_SCHEMA, read_results
+from motionfleet.dhvae import interclip
+from motionfleet.dhvae.clip_tokens import tokenizer
+from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
+from motionfleet.evaluation.statistics import (
+    Moments,
+    fold_moments,
+    frechet_distance,
+    match_stats,
+    mean_pair_distance,
+    pair_indices,
+)
+
+PROTOCOL = "interhuman"
+MAIN_METRIC = "fid"
+LOWER_IS_BETTER = {"fid": True, "r_precision_top1": False, "r_precision_top2": False, "r_precision_top3": False,
+                   "mm_dist": True, "diversity": None, "multimodality": None}
+
+
+@dataclass(frozen=True)
+class InterHumanProtocol:
+    replications: int = 10  # DHVAE's config; InterGen's evaluation uses 20
+    match_batch: int = 96
+    diversity_pairs: int = 300
+    mm_texts: int = 100
+    mm_repeats: int = 30
+    mm_pairs: int = 10
+    embed_batches_per_shard: int = 8
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    checkpoint: Optional[str] = None  # the released interclip.ckpt; None: seeded dummy weights
+    preset: str = "official"
+    dummy_seed: int = 0
+    vocab: Optional[str] = None  # CLIP's bpe_simple_vocab_16e6.txt.gz
+
+
+@dataclass(frozen=True)
+class EvalBatch:
+    kind: str  # generated | real | reference | mm
+    replication: int
+    index: int
+    motions: tuple[tuple[str, str, int], ...]  # (source: generate | generate-mm | dataset, id, repeat)
+    texts: tuple[str, ...] = ()  # one per motion for matching batches
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def _rng(seed: int, purpose: str, replication: int) -> np.random.Generator:
+    return np.random.default_rng(sample_seed(seed, purpose, replication))
+
+
+def description(seed: int, motion, replication: int) -> str:
+    return motion.texts[sample_seed(seed, f"text/{motion.name}", replication) % len(motion.texts)]
+
+
+def check_protocol(split: InterHumanSplit, p: InterHumanProtocol) -> None:
+    n = len(split.motions)
+    matched = n // p.match_batch * p.match_batch
+    problems = []
+    if p.replications < 1:
+        problems.append("--replications must be >= 1")
+    if matched == 0:
+        problems.append(f"the split has {n} motions, fewer than one matching batch of {p.match_batch} (--match-batch)")
+    elif matched < p.diversity_pairs:
+        problems.append(f"{p.diversity_pairs} diversity pairs need {p.diversity_pairs} matched motions, "
+                        f"the split gives {matched} (--diversity-pairs)")
+    if p.mm_texts > n:
+        problems.append(f"{p.mm_texts} MModality texts exceed the split's {n} motions (--mm-texts)")
+    if p.mm_texts and p.mm_pairs > p.mm_repeats:
+        problems.append(f"{p.mm_pairs} MModality pairs need {p.mm_pairs} repeats, got {p.mm_repeats} (--mm-pairs)")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def prompt_rows(split: InterHumanSplit, p: InterHumanProtocol, seed: int) -> tuple[list[dict], list[dict]]:
+    """(generation prompts, MModality prompts) as generate-job jsonl rows."""
+    main = [{"id": f"{m.name}/r{r}", "text": description(seed, m, r), "num_frames": m.frames}
+            for r in range(p.replications) for m in split.motions]
+    mm = [{"id": f"{split.motions[i].name}/mm{r}", "text": description(seed, split.motions[i], r),
+           "num_frames": split.motions[i].frames}
+          for r in range(p.replications) for i in mm_choice(split, p, seed, r)]
+    return main, mm
+
+
+def mm_choice(split: InterHumanSplit, p: InterHumanProtocol, seed: int, replication: int) -> list[int]:
+    return sorted(_rng(seed, "mm-texts", replication).permutation(len(split.motions))[: p.mm_texts].tolist())
+
+
+def plan_batches(split: InterHumanSplit, p: InterHumanProtocol, seed: int) -> list[EvalBatch]:
+    motions, size = split.motions, p.match_batch
+    batches = [EvalBatch("reference", 0, i // size, tuple(("dataset", m.name, 0) for m in motions[i : i + size]))
+               for i in range(0, len(motions), size)]
+    for r in range(p.replications):
+        order = _rng(seed, "match-batches", r).permutation(len(motions))
+        for b in range(len(order) // size):
+            chosen = [motions[i] for i in order[b * size : (b + 1) * size]]
+            texts = tuple(description(seed, m, r) for m in chosen)
+            batches.append(EvalBatch("generated", r, b, tuple(("generate", f"{m.name}/r{r}", 0) for m in chosen), texts))
+            batches.append(EvalBatch("real", r, b, tuple(("dataset", m.name, 0) for m in chosen), texts))
+        for j, i in enumerate(mm_choice(split, p, seed, r)):
+            sample = f"{motions[i].name}/mm{r}"
+            batches.append(EvalBatch("mm", r, j, tuple(("generate-mm", sample, k) for k in range(p.mm_repeats))))
+    return batches
+
+
+def shard_batches(batches: list[EvalBatch], per_shard: int) -> list[Shard]:
+    return [Shard(f"embed-{i // per_shard:05d}", tuple(batches[i : i + per_shard])) for i in range(0, len(batches), per_shard)]
+
+
+# --- embedding worker ------------------------------------------------------------------------
+
+
+@dataclass
+class EmbedTimings:
+    embed_s: float = 0.0
+    samples: int = 0
+
+
+class InterHumanEmbedder:
+    """Holds InterCLIP, the tokenizer, the test split and the generated motions' index; turns a
+    shard of planned batches into one row per batch."""
+
+    def __init__(self, spec: EvaluatorSpec, dataset: str, generate_dirs: dict[str, str], batch_size: int, device: str):
+        self.device = torch.device(device)
+        model, self.weights = interclip.load(spec.checkpoint, spec.preset, spec.dummy_seed)
+        self.model = model.to(self.device)
+        self.tokens = tokenizer(spec.vocab, released_weights=spec.checkpoint is not None)
+        self.split = read_split(dataset)
+        self.frames = max(m.frames for m in self.split.motions)
+        mean, std = self.split.normalization()
+        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+        self.batch_size = batch_size
+        self.generated = {source: _index_results(path) for source, path in generate_dirs.items()}
+
+    def warm_up(self) -> None:
+        pass  # the first batch's extra time falls in the shard's timings, not in any metric
+
+    def _features(self, source: str, key: str, repeat: int) -> torch.Tensor:
+        if source == "dataset":
+            raw = torch.from_numpy(self.split.motion(key))
+            return interclip.evaluator_input(raw, torch.zeros(()), torch.ones(()))
+        table, rows = self.generated[source]
+        i = rows[(key, repeat)]
+        motion = torch.tensor(np.asarray(table["motion"][i].values, np.float32)).reshape(table["motion_shape"][i].as_py())
+        return interclip.evaluator_input(motion, self.mean, self.std)
+
+    def _embed_motions(self, features: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(features), self.batch_size):
+            chunk = features[start : start + self.batch_size]
+            motion = interclip.pad_frames(chunk, self.frames).to(self.device)
+            lengths = torch.tensor([len(f) for f in chunk], device=self.device)
+            out.append(interclip.embed_motions(self.model, motion, lengths).cpu())
+        return torch.cat(out)
+
+    def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
+        tokens = self.tokens.tokenize(list(texts))
+        return torch.cat([interclip.embed_texts(self.model, tokens[i : i + self.batch_size].to(self.device)).cpu()
+                          for i in range(0, len(tokens), self.batch_size)])
+
+    def run(self, batches: tuple[EvalBatch, ...]) -> tuple[pa.Table, pa.Table, EmbedTimings]:
+        rows, rejected, timings = [], [], EmbedTimings()
+        for batch in batches:
+            start = time.perf_counter()
+            try:
+                features = [self._features(*member) for member in batch.motions]
+            except KeyError as err:
+                rejected.append({"sample_id": f"{batch.kind}/{batch.replication}/{batch.index}", "repeat": 0,
+                                 "input": "", "reason": f"generated sample {err} is missing (rejected by generate?)"})
+                continue
+            motion = self._embed_motions(features).numpy()
+            row = {"kind": batch.kind, "replication": batch.replication, "batch_index": batch.index,
+                   "count": len(motion), "dim": motion.shape[1], "motion_embeddings": motion.reshape(-1),
+                   "hits": None, "distance_sum": None, "evaluator_weights": self.weights, "tokenizer": self.tokens.name,
+                   "engine_version": provenance.engine_version()}
+            if batch.texts:
+                stats = match_stats(self._embed_texts(batch.texts).numpy(), motion)
+                row.update(hits=list(stats.hits), distance_sum=stats.distance_sum)
+            rows.append(row)
+            timings.embed_s += time.perf_counter() - start
+            timings.samples += len(motion)
+        return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+
+
+def _index_results(path: str) -> tuple[pa.Table, dict]:
+    table = read_results(path).select(["sample_id", "repeat", "motion", "motion_shape"])
+    keys = zip(table["sample_id"].to_pylist(), table["repeat"].to_pylist())
+    return table, {key: i for i, key in enumerate(keys)}
+
+
+EMBED_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("replication", pa.int32()), ("batch_index", pa.int32()), ("count", pa.int32()),
+    ("dim", pa.int32()), ("motion_embeddings", pa.list_(pa.float32())), ("hits", pa.list_(pa.int32())),
+    ("distance_sum", pa.float64()), ("evaluator_weights", pa.string()), ("tokenizer", pa.string()),
+    ("engine_version", pa.string()),
+])
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def metric_values(embed_dir: str | Path, p: InterHumanProtocol, seed: int) -> dict[str, dict[str, list[float]]]:
+    """Per source (generated, real), per metric, the values of replications 0..R-1."""
+    rows = read_results(embed_dir).to_pylist()
+    by_kind: dict[tuple[str, int], list[dict]] = {}
+    for row in rows:
+        by_kind.setdefault((row["kind"], row["replication"]), []).append(row)
+    for group in by_kind.values():
+        group.sort(key=lambda row: row["batch_index"])
+    reference = fold_moments([_embeddings(row) for row in by_kind[("reference", 0)]]).mean_covariance()
+    out: dict[str, dict[str, list[float]]] = {"generated": {}, "real": {}}
+    for r in range(p.replications):
+        for source in ("generated", "real"):
+            for name, value in _matching_metrics(by_kind[(source, r)], reference, p, seed, r).items():
+                out[source].setdefault(name, []).append(value)
+        if p.mm_texts:
+            mm = np.stack([_embeddings(row) for row in by_kind[("mm", r)]])
+            out["generated"].setdefault("multimodality", []).append(multimodality(mm, p.mm_pairs, seed, r))
+    return out
+
+
+def _embeddings(row: dict) -> np.ndarray:
+    return np.asarray(row["motion_embeddings"], np.float32).reshape(row["count"], row["dim"])
+
+
+def _matching_metrics(batches: list[dict], reference, p: InterHumanProtocol, seed: int, r: int) -> dict[str, float]:
+    embeddings = [_embeddings(row) for row in batches]
+    moments: Moments = fold_moments(embeddings)
+    count = moments.count
+    hits = np.sum([row["hits"] for row in batches], axis=0)
+    distance_sum = 0.0
+    for row in batches:  # planned batch order
+        distance_sum += row["distance_sum"]
+    first, second = pair_indices(_rng(seed, "diversity", r), count, p.diversity_pairs)
+    return {
+        "fid": frechet_distance(*moments.mean_covariance(), *reference),
+        **{f"r_precision_top{k + 1}": float(hits[k]) / count for k in range(len(hits))},
+        "mm_dist": distance_sum / count,
+        "diversity": mean_pair_distance(np.concatenate(embeddings), first, second),
+    }
+
+
+def multimodality(mm: np.ndarray, pairs: int, seed: int, replication: int) -> float:
+    """(texts, repeats, D) embeddings: mean distance over seeded pairs within each text."""
+    rng = _rng(seed, "mm-pairs", replication)
+    total = 0.0
+    for per_text in mm:
+        first, second = pair_indices(rng, len(per_text), pairs)
+        total += mean_pair_distance(per_text, first, second) * pairs
+    return total / (len(mm) * pairs)
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> str:
+    body = "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+    if not path.is_file() or path.read_text() != body:
+        path.write_text(body)
+    return str(path)
+
+
+def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = EvaluatorSpec(),
+             protocol: InterHumanProtocol = InterHumanProtocol(), dataset: Optional[str] = None,
+             shard_size: int = 256, workers: int = 1, address: Optional[str] = None) -> dict:
+    """Run (or resume) the InterHuman protocol for one dhvae model; returns metrics.json's body.
+    ``spec``/``settings``: the generate job's ``ModelSpec`` and ``GenerateSettings`` (its seed
+    seeds every choice above). Without ``dataset``, a synthetic set is written to OUT/dataset."""
+    from motionfleet.core import jobs
+    from motionfleet.evaluation.results import METRICS_JSON, read_metrics, write_metrics
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    root = dataset or str(write_synthetic(out / "dataset"))
+    split = read_split(root)
+    check_protocol(split, protocol)
+    seed = settings.seed
+    main, mm = prompt_rows(split, protocol, seed)
+    started = time.perf_counter()
+    ran = [jobs.generate(out / "generate", spec, settings, prompts=_write_jsonl(out / "prompts.jsonl", main), repeats=1,
+                         shard_size=shard_size, workers=workers, address=address)]
+    generate_dirs = {"generate": str(out / "generate")}
+    if mm:
+        ran.append(jobs.generate(out / "generate-mm", spec, settings, prompts=_write_jsonl(out / "prompts-mm.jsonl", mm),
+                                 repeats=protocol.mm_repeats, shard_size=shard_size, workers=workers, address=address))
+        generate_dirs["generate-mm"] = str(out / "generate-mm")
+    generate_s = time.perf_counter() - started
+    batches = plan_batches(split, protocol, seed)
+    job = {"job": "embed", "protocol": PROTOCOL, "evaluator": asdict(evaluator), "dataset": split.digest,
+           "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
+           "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
+    worker = executors.WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
+    started = time.perf_counter()
+    done, _ = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard), worker,
+                              workers, address, settings.device, unit="batch")
+    embed_s = time.perf_counter() - started
+    if not done and not any(ran) and (out / METRICS_JSON).is_file():
+        return read_metrics(out)  # everything was committed by an earlier run: its metrics stand
+    info = {
+        "protocol": PROTOCOL, "family": "dhvae", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
+        "replications": protocol.replications, "protocol_settings": asdict(protocol), "seed": seed,
+        "dataset": {"root": str(root), "motions": len(split.motions), "sha256": split.digest,
+                    "left_out": [list(x) for x in split.left_out]},
+        "model": {"spec": asdict(spec), "settings": asdict(settings)},
+        "evaluator": {**asdict(evaluator), "weights": _evaluator_weights(out / "embed")},
+        "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
+        "timing_s": {"generate": generate_s, "embed": embed_s},
+    }
+    return write_metrics(out, metric_values(out / "embed", protocol, seed), info)
+
+
+def _evaluator_weights(embed_dir: Path) -> str:
+    weights = read_results(embed_dir).column("evaluator_weights").unique().to_pylist()
+    return ", ".join(weights)

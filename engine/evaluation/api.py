@@ -1,0 +1,61 @@
+"""``evaluate``: one family's protocol into one folder; the CLI, the Python API and the
+leaderboard all call this with the same option names."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+
+def _pick(cls, options: dict, **renamed):
+    """``cls(**...)`` from the options that are its fields (``renamed``: field -> option name)."""
+    names = {f.name: renamed.get(f.name, f.name) for f in fields(cls)}
+    return cls(**{field: options[name] for field, name in names.items() if options.get(name) is not None})
+
+
+def unknown_options(family: str, options: dict) -> list[str]:
+    return sorted(set(options) - OPTION_NAMES[family]())
+
+
+def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, workers: int = 1,
+             address: Optional[str] = None, **options) -> dict:
+    """Run (or resume) ``family``'s evaluation protocol into ``out``; returns metrics.json's body.
+    ``options``: the model's (checkpoint, preset, steps, ..., seed, batch_size, device) and the
+    protocol's (replications, ...) settings, as the CLI names them with ``_`` for ``-``."""
+    if family not in RUNNERS:
+        raise ValueError(f"no evaluation protocol for family {family!r}: use {', '.join(RUNNERS)}")
+    bad = unknown_options(family, options)
+    if bad:
+        known = ", ".join(sorted(OPTION_NAMES[family]()))
+        raise ValueError(f"unknown {family} evaluation settings: {', '.join(bad)} (known: {known})")
+    return RUNNERS[family](out, dataset, workers, address, options)
+
+
+def _dhvae(out, dataset, workers, address, options: dict) -> dict:
+    from motionfleet.dhvae import evaluate as ev
+    from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+
+    spec = _pick(ModelSpec, options)
+    settings = _pick(GenerateSettings, options)
+    evaluator = _pick(ev.EvaluatorSpec, options, checkpoint="evaluator_checkpoint", preset="evaluator_preset",
+                      dummy_seed="evaluator_dummy_seed", vocab="evaluator_vocab")
+    protocol = _pick(ev.InterHumanProtocol, options)
+    shard_size = options.get("shard_size") or 256
+    return ev.evaluate(out, spec, settings, evaluator, protocol, dataset, shard_size, workers, address)
+
+
+def _field_names(*classes) -> set[str]:
+    return {f.name for cls in classes for f in fields(cls)}
+
+
+def _dhvae_options() -> set[str]:
+    from motionfleet.dhvae import evaluate as ev
+    from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+
+    own = _field_names(ModelSpec, GenerateSettings, ev.InterHumanProtocol) - {"family"}
+    return own | {"evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
+
+
+RUNNERS = {"dhvae": _dhvae}
+OPTION_NAMES = {"dhvae": _dhvae_options}
