@@ -9,6 +9,7 @@ from motionfleet.core.backends import BACKENDS, PRECISIONS, BackendUnavailable, 
 from motionfleet.core.errors import ClusterUnreachable, MissingFile, UnsafeCheckpoint
 from motionfleet.core.executors import NoWorkers, OutputUnwritable
 from motionfleet.core.sink import JobMismatch
+from motionfleet.evaluation.results import IncompleteEvaluation
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             ClusterUnreachable) as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 2
-    except (OutputUnwritable, NoWorkers) as err:  # the job stopped; what it committed stays
+    except (OutputUnwritable, NoWorkers, IncompleteEvaluation) as err:  # the job stopped; what it committed stays
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -39,6 +39,7 @@ from motionfleet.core.sink import REJECTED_SCHEMA, read_results
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import tokenizer
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
+from motionfleet.evaluation.results import IncompleteEvaluation
 from motionfleet.evaluation.statistics import (
     Moments,
     fold_moments,
@@ -154,6 +155,10 @@ def shard_batches(batches: list[EvalBatch], per_shard: int) -> list[Shard]:
 class EmbedTimings:
     embed_s: float = 0.0
     samples: int = 0
+
+    def add(self, other: "EmbedTimings") -> None:
+        self.embed_s += other.embed_s
+        self.samples += other.samples
 
 
 class InterHumanEmbedder:
@@ -331,9 +336,10 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
     worker = executors.WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
     started = time.perf_counter()
-    done, _ = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard), worker,
-                              workers, address, settings.device, unit="batch")
+    done, _, failed = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard),
+                                      worker, workers, address, settings.device, unit="batch")
     embed_s = time.perf_counter() - started
+    check_complete(out / "embed", len(batches), failed)
     if not done and not any(ran) and (out / METRICS_JSON).is_file():
         return read_metrics(out)  # everything was committed by an earlier run: its metrics stand
     info = {
@@ -347,6 +353,18 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
         "timing_s": {"generate": generate_s, "embed": embed_s},
     }
     return write_metrics(out, metric_values(out / "embed", protocol, seed), info)
+
+
+def check_complete(embed_dir: Path, planned: int, failed: list) -> None:
+    """Metrics over a partial set would be biased: every planned batch must be there."""
+    present = read_results(embed_dir).num_rows
+    if present == planned:
+        return
+    rejected = read_results(embed_dir, "rejected").to_pylist()
+    reasons = "; ".join(sorted({r["reason"] for r in rejected}))[:500]
+    raise IncompleteEvaluation(
+        f"{planned - present} of {planned} evaluation batches are missing ({len(failed)} failed shards"
+        f"{', rejected: ' + reasons if reasons else ''}); run the same command again to retry them")
 
 
 def _evaluator_weights(embed_dir: Path) -> str:

@@ -21,6 +21,10 @@ METRICS_JSON = "metrics.json"
 METRICS_PARQUET = "metrics.parquet"
 
 
+class IncompleteEvaluation(RuntimeError):
+    """Planned work is missing (failed shards, rejected inputs): metrics over the rest would be biased."""
+
+
 def summarise(values: dict[str, dict[str, list[float]]]) -> dict:
     return {source: {name: dict(zip(("mean", "interval"), mean_and_interval(v)), values=list(v))
                      for name, v in metrics.items()}
