@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from motionfleet.common.weights import check_layout, file_sha256, meta_layout, read_state_dict, seeded
+from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded, weights_description
 from motionfleet.core.batching import pad_rows
 
 FEATURES_PER_PERSON = 262
@@ -221,4 +221,4 @@ def load(checkpoint: Optional[str], preset: str = "official", seed: int = 0) -> 
     with torch.device("meta"):
         model = InterCLIP(config)
     model.load_state_dict(state, assign=True)
-    return model.eval(), f"sha256:{file_sha256(checkpoint)}"
+    return model.eval(), weights_description(checkpoint, seed)
