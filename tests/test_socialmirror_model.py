@@ -179,3 +179,25 @@ def test_truncated_checkpoint_is_a_clear_error(model, tmp_path):
     path.write_bytes(path.read_bytes()[:4096])
     with pytest.raises(ValueError, match="unreadable checkpoint"):
         load_released_checkpoint(path)
+
+
+def test_our_model_folder_loads_and_its_config_cannot_claim_memory(tmp_path):
+    """Issue 10, case 11: ``config.json`` is untrusted: bounded, typed, and checked against the
+    tensors on the meta device before anything is allocated."""
+    from dataclasses import asdict
+
+    from motionfleet.common.weights import save_model
+    from motionfleet.socialmirror.runner import ReconstructSpec, load_denoiser
+
+    config = socialmirror.PRESETS["small"]
+    model = socialmirror.build_model(config, seed=3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # two keys share the positions
+    save_model(tmp_path / "ok", state, asdict(config))
+    loaded = load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "ok")))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
+    save_model(tmp_path / "long", state, {**asdict(config), "max_positions": 60000})
+    with pytest.raises(RejectedInput, match="does not match the socialmirror layout"):
+        load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "long")))
+    save_model(tmp_path / "typed", state, {**asdict(config), "num_layers": "2"})
+    with pytest.raises(ValueError, match="num_layers='2' is not a valid int"):
+        load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "typed")))
