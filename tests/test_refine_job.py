@@ -4,9 +4,11 @@ exactly-once after a kill, and the demo's guided / unguided comparison."""
 import http.server
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -214,6 +216,14 @@ def gltf_pointing_at(path: Path, uri: str) -> str:
     return str(path)
 
 
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header claims ``width`` x ``height`` pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+
+
 def nan_for(sample_id: str, refine_batch):
     """``ScoreHOIRefiner.refine_batch`` whose refined state is NaN for ``sample_id`` (a denoiser
     that overflows, as the public model's does on features of 3e38)."""
@@ -224,18 +234,22 @@ def nan_for(sample_id: str, refine_batch):
 
 
 def test_poisoned_rows_are_rejected_and_nothing_is_fetched(tmp_path, spec, http_server, monkeypatch):
-    """Issue 10, cases 7-9: URLs, protocols, FIFOs, float32 overflow, glTF buffers outside the file
-    each reject their row and no request is made; a row refined to NaN is rejected, not written."""
+    """Issue 10, cases 7-9 and 11: URLs, protocols, FIFOs, float32 overflow, glTF buffers outside the
+    file and an image header claiming 144 M pixels each reject their row and no request is made; a
+    row refined to NaN is rejected, not written."""
     monkeypatch.setattr(ScoreHOIRefiner, "refine_batch", nan_for("nan_out", ScoreHOIRefiner.refine_batch))
     good = {**scene_rows()[0], "image_path": None}
     fifo = tmp_path / "crop.png"
     os.mkfifo(fifo)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_claiming(12000, 12000))
     no_features = {"image_features": None}
     rows = [
         {**good, "id": "ok"},
         {**good, "id": "url", **no_features, "image_path": f"{http_server}/x.png"},
         {**good, "id": "concat", **no_features, "image_path": f"concat:{fifo}|{fifo}"},
         {**good, "id": "fifo", **no_features, "image_path": str(fifo)},
+        {**good, "id": "bomb", **no_features, "image_path": str(bomb)},
         {**good, "id": "huge_pose", "pose": [1e39] + good["pose"][1:]},
         {**good, "id": "passwd_gltf", "object": gltf_pointing_at(tmp_path / "a.gltf", "file:///etc/passwd")},
         {**good, "id": "relative_gltf", "object": gltf_pointing_at(tmp_path / "b.gltf", "../../etc/passwd")},
@@ -250,6 +264,7 @@ def test_poisoned_rows_are_rejected_and_nothing_is_fetched(tmp_path, spec, http_
     assert "URL or protocol" in reasons["url"] and "404" not in reasons["url"]
     assert "URL or protocol" in reasons["concat"]
     assert "not a regular file" in reasons["fifo"]
+    assert "12000x12000: over the limit" in reasons["bomb"]
     assert "beyond float32" in reasons["huge_pose"]
     assert "external file" in reasons["passwd_gltf"] and "external file" in reasons["relative_gltf"]
     assert "not finite" in reasons["nan_out"]

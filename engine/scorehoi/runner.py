@@ -37,7 +37,7 @@ from motionfleet.core import backends, provenance
 from motionfleet.core.batching import ROW_QUANTUM
 from motionfleet.core.digests import content_sha256, weights_digest
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import non_finite_rows, open_media
+from motionfleet.core.inputs import non_finite_rows, open_media, printable
 from motionfleet.core.row_invariant import rowwise_narrow_linears
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import REJECTED_SCHEMA
@@ -79,6 +79,7 @@ from motionfleet.scorehoi.source import (
 SCHEDULE = NoiseSchedule(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")  # ScoreHOI: cosine
 VARIANTS = ("guided", "control")
 IMAGE_SIZE = 256  # ScoreHOI's body crop (input_body_shape)
+MAX_IMAGE_PIXELS = 8192 * 8192  # a crop's source image; 200 MB as RGB
 BODY_POINTS_SEED = 0
 
 
@@ -198,10 +199,20 @@ def read_image(path: str, size: int = IMAGE_SIZE) -> torch.Tensor:
     regular file only: never a URL, protocol or FIFO)."""
     try:
         with open_media(path, "image_path") as container:
+            check_image_size(container, path)
             frame = next(container.decode(video=0))
             return torch.from_numpy(frame.to_ndarray(format="rgb24", width=size, height=size))
-    except (av.FFmpegError, OSError, StopIteration) as err:
-        raise RejectedInput(f"unreadable image {path}: {err}") from err
+    except (av.FFmpegError, OSError, StopIteration, IndexError) as err:
+        raise RejectedInput(f"unreadable image {printable(str(path))}: {printable(str(err))}") from err
+
+
+def check_image_size(container, path: str) -> None:
+    """The decoder allocates the size the header states before it reads a pixel: a few hundred
+    bytes of PNG can claim 10^8 pixels. Refuse more than ``MAX_IMAGE_PIXELS``."""
+    context = container.streams.video[0].codec_context
+    if context.width * context.height > MAX_IMAGE_PIXELS:
+        raise RejectedInput(f"image {printable(str(path))} is {context.width}x{context.height}: over the limit of "
+                            f"{MAX_IMAGE_PIXELS} pixels")
 
 
 def geometry_features(template: ObjectTemplate, dim: int) -> torch.Tensor:
