@@ -30,6 +30,7 @@ from motionfleet.core.shards import Shard
 from motionfleet.core.sink import Manifest, write_shard
 
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued behind it so the worker never waits on the driver
+PING_RETRY_S = 1.0  # how soon to ask a restarting actor again
 POLL_S = 0.5  # how often the driver looks at timeouts and lagging shards while it waits
 
 
@@ -318,7 +319,7 @@ class _Slot:
     ping: object = None  # the ObjectRef of an outstanding ping (the actor is starting or restarting)
     in_flight: list = field(default_factory=list)  # ObjectRefs, in the actor's order
     busy_since: float = 0.0  # when the actor started its current shard
-    unplaced_since: float = field(default_factory=time.monotonic)
+    ping_at: float = 0.0  # when to ask a restarting actor again
 
 
 @dataclass
@@ -354,7 +355,7 @@ class _RayScheduler:
             num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0,
             scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=True))
         slot.handle = Actor.remote(self.make_worker, place.threads)
-        slot.ready, slot.in_flight, slot.unplaced_since = False, [], time.monotonic()
+        slot.ready, slot.in_flight = False, []
         slot.ping = slot.handle.ping.remote()
 
     def stop(self) -> None:
@@ -377,6 +378,7 @@ class _RayScheduler:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 self._on_ready(ref)
+            self._ping_again()
             self._time_out_hung()
             self._speculate()
             self._check_placed()
@@ -405,22 +407,31 @@ class _RayScheduler:
 
     def _on_ping(self, slot: _Slot, ref) -> None:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         slot.ping = None
         try:
             ray.get(ref)
             slot.ready = True
+        except ActorUnavailableError:  # restarting, or its node is not yet declared dead: ask again soon
+            slot.ping_at = time.monotonic() + PING_RETRY_S
         except RayActorError as err:
             if err.actor_init_failed:  # the model did not load: every worker would fail the same way
                 raise _init_error(err) from None
-            self._create(slot)  # restarts ran out (or the actor was lost with its node): a new one
+            ray.kill(slot.handle, no_restart=True)
+            self._create(slot)  # gone for good (its node was lost, say): a new actor in its place
+
+    def _ping_again(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if not slot.ready and slot.ping is None and slot.ping_at and slot.ping_at <= now:
+                slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote()
 
     def _on_result(self, ref, attempt: _Attempt) -> None:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayActorError, RayError
 
-        slot = attempt.slot
+        slot, shard = attempt.slot, attempt.shard
         if ref in slot.in_flight:
             slot.in_flight.remove(ref)
             slot.busy_since = time.monotonic()
@@ -428,19 +439,20 @@ class _RayScheduler:
             report = ray.get(ref)
         except RayActorError as err:
             self._lost_worker(slot)
-            retry = (self.ledger.error(attempt.shard, f"timed out after {self._timeout():.0f} s")
-                     if attempt.timed_out else self.ledger.died(attempt.shard, one_line(err)))
-            self._requeue(attempt.shard, retry)
+            retry = (self.ledger.error(shard, f"timed out after {self._timeout():.0f} s") if attempt.timed_out
+                     else self.ledger.died(shard, one_line(err)))
+            self._requeue(shard, retry)
             return
-        except RayTaskError as err:
-            cause = err.cause if err.cause is not None else err
+        except RayError as err:  # the shard raised (RayTaskError), or its speculative twin won (cancelled)
+            cause = getattr(err, "cause", None) or err
             if isinstance(cause, OutputUnwritable):
                 raise cause from None
-            self._requeue(attempt.shard, self.ledger.error(attempt.shard, one_line(cause)))
+            if shard.shard_id not in self.ledger.finished:
+                self._requeue(shard, self.ledger.error(shard, one_line(cause)))
             return
-        if self.ledger.commit(attempt.shard, report):
+        if self.ledger.commit(shard, report):
             self.measured.append(report.elapsed_s)
-            self._cancel_others(attempt.shard)
+            self._cancel_others(shard)
 
     def _requeue(self, shard: Shard, retry: bool) -> None:
         running = any(a.shard.shard_id == shard.shard_id for a in self.attempts.values())
@@ -449,10 +461,9 @@ class _RayScheduler:
 
     def _lost_worker(self, slot: _Slot) -> None:
         """The actor died under a task: ask it to answer again (Ray restarts it, or says it is gone)."""
-        if slot.ready or slot.ping is None:
-            slot.ready = False
-            slot.unplaced_since = time.monotonic()
-            slot.ping = slot.handle.ping.remote()
+        slot.ready = False
+        if slot.ping is None:
+            slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote()
 
     def _cancel_others(self, shard: Shard) -> None:
         import ray

@@ -1,0 +1,166 @@
+"""Ray on a real multi-node cluster on this machine (a head without CPUs and two one-CPU worker
+nodes on 127.0.0.2, ``loopback_cluster.py``): a job joined with an address whose actors run on
+both nodes, a worker node killed mid-job, a worker actor SIGKILLed three times, a hung worker, a
+lagging last shard; and the embedded cluster: unauthenticated clients refused, nothing left
+behind by a killed driver. Every job must end with every row exactly once."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from loopback_cluster import LoopbackCluster
+from test_executors import TOY, assert_exactly_once
+
+from motionfleet.core import cluster as embedded
+
+
+@pytest.fixture(scope="module")
+def loopback():
+    temp_dir = tempfile.mkdtemp(prefix="mf-test-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    cluster = LoopbackCluster(Path(temp_dir), nodes=2)
+    yield cluster
+    cluster.close()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def start_toy(cluster, out: Path, *args, workers=2) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, TOY, "--out", str(out), "--address", cluster.address, "--workers", str(workers),
+                             "--pids", str(out.parent / "pids"), *args],
+                            env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(job: subprocess.Popen, timeout=240) -> str:
+    stdout, stderr = job.communicate(timeout=timeout)
+    assert job.returncode == 0, stderr[-3000:]
+    return stdout
+
+
+def committed(out: Path) -> int:
+    return len(list((out / "results").glob("shard-*.parquet"))) if (out / "results").is_dir() else 0
+
+
+def wait_for(condition, timeout=120, what="condition", job=None):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert job is None or job.poll() is None, f"the job ended before {what}: {job.communicate()}"
+        time.sleep(0.1)
+
+
+def actor_pids(pids: Path) -> dict[str, list[int]]:
+    """actor id -> pids its processes had, in start order."""
+    found: dict[str, list[tuple[float, int]]] = {}
+    for marker in pids.glob("*-*"):
+        actor, pid = marker.name.rsplit("-", 1)
+        found.setdefault(actor, []).append((marker.stat().st_mtime, int(pid)))
+    return {actor: [pid for _, pid in sorted(v)] for actor, v in found.items()}
+
+
+def test_a_killed_worker_node_costs_no_row_and_a_quick_rerun_does_not_hang(loopback, tmp_path):
+    out = tmp_path / "job"
+    job = start_toy(loopback, out, "--items", "30", "--delay", "0.3")
+    wait_for(lambda: committed(out) >= 6, what="20% of the shards")
+    loopback.command("kill 1")
+    stdout = finish(job)
+    assert "nodes 2" in stdout and "failed 0" in stdout  # both nodes worked before one was lost
+    assert_exactly_once(out, 30)
+    # At once, before Ray declares the node dead (~15 s): the stale node must not stall the job.
+    again = tmp_path / "again"
+    finish(start_toy(loopback, again, "--items", "4"), timeout=120)
+    assert_exactly_once(again, 4)
+    loopback.command("add")
+
+
+def test_the_same_worker_actor_sigkilled_three_times(loopback, tmp_path):
+    out, pids = tmp_path / "job", tmp_path / "pids"
+    job = start_toy(loopback, out, "--items", "60", "--delay", "1.0")
+    wait_for(lambda: len(actor_pids(pids)) == 2, what="two actors")
+    victim = sorted(actor_pids(pids))[0]
+    for kill in range(3):
+        wait_for(lambda: len(actor_pids(pids)[victim]) == kill + 1, what=f"restart {kill}", job=job)
+        os.kill(actor_pids(pids)[victim][-1], signal.SIGKILL)
+    finish(job)
+    assert len(actor_pids(pids)[victim]) >= 3
+    assert_exactly_once(out, 60)
+
+
+def test_a_hung_worker_is_killed_after_the_shard_timeout(loopback, tmp_path):
+    out, pids = tmp_path / "job", tmp_path / "pids"
+    # One worker, so no idle worker can take over its shards: only the timeout ends the hang.
+    job = start_toy(loopback, out, "--items", "8", "--delay", "0.3", "--shard-timeout", "5", workers=1)
+    wait_for(lambda: committed(out) >= 2, what="a working actor", job=job)
+    [(actor, [pid])] = actor_pids(pids).items()
+    os.kill(pid, signal.SIGSTOP)
+    finish(job)
+    assert len(actor_pids(pids)[actor]) == 2  # killed at the timeout and restarted by Ray
+    assert_exactly_once(out, 8)
+
+
+def test_a_lagging_last_shard_also_runs_on_an_idle_worker_and_the_first_commit_wins(loopback, tmp_path):
+    out = tmp_path / "job"
+    # item-009's first attempt sleeps for 10 minutes; the job must finish through its speculative copy.
+    finish(start_toy(loopback, out, "--items", "10", "--delay", "0.2", "--slow-once", "item-009"), timeout=200)
+    assert (out / "slow-started").exists() and not (out / "slow-finished").exists()
+    assert_exactly_once(out, 10)
+
+
+def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "motionfleet.cli", "generate", "--out", str(tmp_path / "o"),
+                             "--address", "127.0.0.2:9", "--preset", "tiny"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "motionfleet: error: cannot reach a Ray cluster at 127.0.0.2:9 (Connection refused): start it with "
+        "`ray start --head` or fix --address"]
+
+
+EMBEDDED_DRIVER = """
+import os, sys, time
+from motionfleet.core import cluster
+cluster.connect(None)
+import ray
+print(ray.get_runtime_context().gcs_address, flush=True)
+time.sleep(600)
+"""
+
+UNAUTHENTICATED_CLIENT = """
+import sys, ray
+ray.init(address=sys.argv[1])
+print("RAN", ray.get(ray.remote(lambda: 42).remote()))
+"""
+
+
+def test_the_embedded_cluster_refuses_other_clients_and_dies_with_its_driver(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    driver = subprocess.Popen([sys.executable, "-c", EMBEDDED_DRIVER], env=env, stdout=subprocess.PIPE, text=True)
+    gcs = driver.stdout.readline().strip()
+    assert gcs, "the embedded cluster did not start"
+    ray_processes = [p for p in _descendants(driver.pid)]
+    intruder = subprocess.run([sys.executable, "-c", UNAUTHENTICATED_CLIENT, gcs], env=env, capture_output=True,
+                              text=True, timeout=120)
+    assert intruder.returncode != 0 and "RAN" not in intruder.stdout
+    assert "Authentication token is missing or incorrect" in intruder.stderr
+
+    temp_dirs = list(Path(tempfile.gettempdir()).glob(f"{embedded.TEMP_PREFIX}{driver.pid}-*"))
+    assert temp_dirs
+    driver.kill()
+    driver.wait()
+    wait_for(lambda: not [p for p in ray_processes if _alive(p)], timeout=15, what="Ray processes to exit")
+    assert set(temp_dirs) <= set(embedded.remove_stale_temp_dirs())
+
+
+def _descendants(pid: int) -> list[int]:
+    from motionfleet.core.reaper import descendants
+
+    return descendants(pid)
+
+
+def _alive(pid: int) -> bool:
+    from motionfleet.core.reaper import start_ticks
+
+    return start_ticks(pid) is not None
