@@ -223,3 +223,20 @@ def test_gpu_50_step_job_matches_torch(tmp_path, prompt_file, name):
         rows = read_results(tmp_path / backend).to_pylist()
         runs[backend] = np.stack([motion_array(r) for r in sorted(rows, key=lambda r: r["sample_id"])])
     assert np.abs(runs[name] - runs["torch"]).max() / np.abs(runs["torch"]).max() < 1e-3
+
+
+def test_torch_backend_guided_steps_are_guided_pairs(modules):
+    """The hoisted path (all steps' AdaLN modulations computed before the loop) computes the same
+    pairs as one ``guided_pair`` per step, including x rows padded past the prompts."""
+    denoiser = modules["dhvae-denoiser"]
+    backend = backends.make_backend("torch", denoiser, "fp32", "cpu")
+    x, _, text = call_arguments(denoiser, 4, seed=1)
+    null = torch.randn(1, text.shape[1])
+    timesteps = [981, 961, 941]
+    denoise = backend.guided_steps(timesteps, text[:3], null)
+    for t in timesteps:
+        padded_text = torch.cat([text[:3], text[2:3]])
+        for got, want in zip(denoise(x, t), backend.guided_pair(x, t, padded_text, null)):
+            assert relative_error(got, want) < 1e-5
+    with pytest.raises(ValueError, match="planned for t=981"):
+        backend.guided_steps(timesteps, text, null)(x, 961)

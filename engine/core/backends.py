@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from motionfleet.core.batching import pad_rows
 from motionfleet.dhvae import model as dhvae
 from motionfleet.export import onnx as onnx_export
 
@@ -185,19 +186,48 @@ class TorchBackend:
 
 
 class DHVAETorchBackend(TorchBackend):
-    """Eager DHVAE denoiser that also offers ``guided_pair`` (the null text's AdaLN modulation
-    computed once per step and broadcast, ``dhvae.guided_pair``), which the generator prefers."""
+    """Eager DHVAE denoiser that also offers ``guided_steps``, which the generator prefers: CFG
+    pairs whose AdaLN modulations are computed outside the per-step call (``dhvae.step_modulations``;
+    the null text's once per timestep plan, the prompts' once per run in chunks of steps)."""
 
     def __init__(self, spec: onnx_export.GraphSpec, denoiser: dhvae.DHVAEDenoiser, precision: str,
                  device: torch.device):
         super().__init__(spec, denoiser, precision, device)
         self.denoiser = denoiser
+        self._null_mods: dict[tuple, list[list[torch.Tensor]]] = {}
 
     @torch.inference_mode()
     def guided_pair(self, x: torch.Tensor, t: int, text: torch.Tensor, null_text: torch.Tensor):
         with autocast(self.precision, self.device):
             uncond, cond = dhvae.guided_pair(self.denoiser, x, t, text, null_text)
         return uncond.to(x.dtype), cond.to(x.dtype)
+
+    @torch.inference_mode()
+    def guided_steps(self, timesteps: list[int], text: torch.Tensor, null_text: torch.Tensor) -> Callable:
+        """denoise(x_t, t) -> (eps_uncond, eps_cond) for ``timesteps`` called in order. ``x_t`` may
+        have more rows than ``text`` (batch padding); those rows repeat the last prompt."""
+        null_mods = self._null_modulations(timesteps, null_text)
+        cond_mods = dhvae.step_modulations(self.denoiser, timesteps, text)  # computed lazily, chunk by chunk
+        step = iter(range(len(timesteps)))
+
+        @torch.inference_mode()
+        def denoise(x: torch.Tensor, t: int):
+            i = next(step)
+            if timesteps[i] != t:
+                raise ValueError(f"guided_steps was planned for t={timesteps[i]} at step {i}, called with t={t}")
+            with autocast(self.precision, self.device):
+                mods = [pad_rows(m, len(x)) for m in next(cond_mods)]  # to x's rows (len(text) <= len(x))
+                uncond, cond = dhvae.guided_pair_modulated(self.denoiser, x, null_mods[i], mods)
+            return uncond.to(x.dtype), cond.to(x.dtype)
+
+        return denoise
+
+    def _null_modulations(self, timesteps: list[int], null_text: torch.Tensor) -> list[list[torch.Tensor]]:
+        key = (tuple(timesteps), null_text.cpu().numpy().tobytes())
+        if key not in self._null_mods:
+            with autocast(self.precision, self.device):
+                self._null_mods[key] = list(dhvae.step_modulations(self.denoiser, timesteps, null_text[:1]))
+        return self._null_mods[key]
 
 
 class CUDAGraphRunner:

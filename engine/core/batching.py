@@ -8,6 +8,8 @@ of ``ROW_QUANTUM``; tests/test_generate_job.py checks the resulting bytes.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 ROW_QUANTUM = 4
@@ -17,3 +19,9 @@ def pad_rows(t: torch.Tensor, quantum: int = ROW_QUANTUM) -> torch.Tensor:
     """Repeat the last row until the batch is a multiple of ``quantum``."""
     missing = -len(t) % quantum
     return torch.cat([t, t[-1:].expand(missing, *t.shape[1:])]) if missing else t
+
+
+def samples_quantum(rows_per_sample: int) -> int:
+    """Samples per call that keep a GEMM's rows a multiple of ``ROW_QUANTUM`` when each sample
+    contributes ``rows_per_sample`` rows."""
+    return ROW_QUANTUM // math.gcd(ROW_QUANTUM, rows_per_sample)

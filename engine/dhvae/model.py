@@ -17,12 +17,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from motionfleet.common.weights import seeded
+from motionfleet.core.batching import pad_rows
 
 MOTION_DIM = 262
 NUM_TOKENS = 3  # z_a, z_b, z_g
@@ -191,7 +193,10 @@ class DHVAEDenoiser(nn.Module):
         return text + self.time_embedding(t).expand(text.shape[0], -1)
 
     def modulation(self, t: torch.Tensor, text: torch.Tensor) -> list[torch.Tensor]:
-        cond = self.condition(t, text)
+        return self.cond_modulation(self.condition(t, text))
+
+    def cond_modulation(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        """The AdaLN vectors of every block (and the head) for conditions c (B, cond_dim)."""
         return [block.modulation(cond) for block in self.blocks] + [self.head.modulation(cond)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -453,10 +458,38 @@ def guided_pair(denoiser: DHVAEDenoiser, x: torch.Tensor, t: int, text: torch.Te
     The null text is the same for every sample, so its AdaLN modulation at step t is computed
     once (batch 1) and broadcast, instead of once per sample.
     """
-    mods_cond = denoiser.modulation(t, text)
-    mods_null = denoiser.modulation(t, null_text[:1])
+    return guided_pair_modulated(denoiser, x, denoiser.modulation(t, null_text[:1]), denoiser.modulation(t, text))
+
+
+def guided_pair_modulated(denoiser: DHVAEDenoiser, x: torch.Tensor, mods_null: list[torch.Tensor],
+                          mods_cond: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``guided_pair`` from modulations computed beforehand (null: batch 1, cond: one row per x row)."""
     mods = [torch.cat([m_null.expand_as(m_cond), m_cond]) for m_null, m_cond in zip(mods_null, mods_cond)]
     return denoiser.forward_modulated(torch.cat([x, x]), mods).chunk(2)
+
+
+HOIST_ROWS = 1024  # condition rows (steps x samples) per hoisted modulation GEMM: bounds its memory
+
+
+def step_modulations(denoiser: DHVAEDenoiser, timesteps: list[int], text: torch.Tensor,
+                     rows: int = HOIST_ROWS) -> Iterator[list[torch.Tensor]]:
+    """The AdaLN vectors of ``text`` (B, cond_dim) at each of ``timesteps`` in turn, [block] (B, k, 1, D).
+
+    c_t = text + MLP(sinusoid(t)) does not depend on x_t, so the modulations of many steps are
+    computed together, one GEMM per block over (steps x samples) rows. The ada_lin weights
+    (768 x 6*256 per block) are most of the denoiser's bytes; per step at batch 1 the loop is bound
+    by reading them, and this reads them once per chunk of steps instead of once per step.
+    Rows are padded to ``ROW_QUANTUM`` so each row's bits do not depend on the chunk it is in.
+    """
+    n = len(text)
+    per_chunk = max(1, rows // n)
+    t_all = torch.as_tensor(timesteps, device=text.device)
+    time_emb = denoiser.time_embedding(t_all)  # (S, cond_dim), the same for every batch
+    for start in range(0, len(timesteps), per_chunk):
+        cond = (text[None] + time_emb[start : start + per_chunk, None]).flatten(0, 1)
+        mods = denoiser.cond_modulation(pad_rows(cond))
+        for i in range(len(cond) // n):
+            yield [m[i * n : (i + 1) * n] for m in mods]
 
 
 def load(checkpoint: str | None, preset: str = "official", seed: int = 0) -> tuple[DHVAE, str]:

@@ -15,7 +15,7 @@ import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core import backends, provenance
-from motionfleet.core.batching import pad_rows
+from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_text, non_finite_rows
 from motionfleet.core.seeding import SampleNoise, sample_seed
@@ -170,23 +170,41 @@ class DHVAEGenerator:
     def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
         n = len(text)
-        x = pad_rows(noise.draw(self.model.latent_shape))
-        denoise = self.guided_denoiser(pad_rows(text))
+        x = pad_rows(noise.draw(self.model.latent_shape), self.sample_quantum)
+        denoise = self.guided_denoiser(text)
 
         def step_noise(_):
-            return pad_rows(noise.draw(self.model.latent_shape))
+            return pad_rows(noise.draw(self.model.latent_shape), self.sample_quantum)
 
         return ddim.sample(denoise, x, self.steps, self.settings.guidance, step_noise)[:n]
 
+    @property
+    def sample_quantum(self) -> int:
+        """Samples per denoiser call: the eager path's GEMMs see 2 x 3 rows per sample (CFG pair x
+        latent tokens), so 2 samples make a multiple of ROW_QUANTUM; a backend's whole graph also
+        runs the per-sample modulation GEMMs, so it takes ROW_QUANTUM samples."""
+        return samples_quantum(2 * dhvae.NUM_TOKENS) if self._hoisted else ROW_QUANTUM
+
+    @property
+    def _hoisted(self) -> bool:
+        return hasattr(self.denoiser, "guided_steps")
+
     def guided_denoiser(self, text: torch.Tensor):
-        """denoise(x_t, t) -> (uncond, cond): the eager torch backend's ``guided_pair`` (the null
-        text modulated once per step), else one CFG batch through the backend."""
-        if hasattr(self.denoiser, "guided_pair"):
-            return lambda x_t, t: self.denoiser.guided_pair(x_t, t, text, self.null_text)
+        """denoise(x_t, t) -> (uncond, cond) for this run's timesteps in order: the eager torch
+        backend's ``guided_steps`` (AdaLN modulations computed outside the loop), else one CFG
+        batch through the backend."""
+        if self._hoisted:
+            return self.denoiser.guided_steps([step.t for step in self.steps], text, self.null_text)
+        text = pad_rows(text)
         return cfg_denoiser(self.denoiser, text, self.null_text.expand(len(text), -1))
 
     def decode(self, latents: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
-        """Decode each group of equal length together; (2, T, 262) per sample, input order."""
+        """(2, T, 262) per sample, input order. On the CPU each sample is decoded alone: a row's
+        bits then cannot depend on its batch, without padding a lone sample to ROW_QUANTUM rows
+        (the decoder is most of a sentence's FLOPs, and its GEMMs have T+1 rows per sample
+        already). On other devices equal lengths are decoded together."""
+        if self.device.type == "cpu":
+            return [self.decoder(latents[i : i + 1], length)[0] for i, length in enumerate(frames)]
         motions: list[Optional[torch.Tensor]] = [None] * len(frames)
         for length in sorted(set(frames)):
             index = [i for i, f in enumerate(frames) if f == length]
@@ -199,9 +217,11 @@ class DHVAEGenerator:
         """One denoiser call and one decode at the run's batch shape, outside any timing."""
         with torch.inference_mode():
             n = min(self.settings.batch_size, 8)
-            x = torch.zeros(pad_rows(torch.zeros(n)).shape[0], *self.model.latent_shape, device=self.device)
-            self.guided_denoiser(self.null_text.expand(len(x), -1))(x, self.steps[0].t)
-            self.decoder(x, min(self.settings.default_frames, self.max_frames))
+            x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,
+                            device=self.device)
+            self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
+            decoded = 1 if self.device.type == "cpu" else len(x)  # decode() runs one sample per call on the CPU
+            self.decode(x[:decoded], [min(self.settings.default_frames, self.max_frames)] * decoded)
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------
