@@ -1,22 +1,57 @@
 #!/usr/bin/env bash
-# Start a Ray cluster on this SLURM allocation and run one motionfleet job on it.
-# Usage: sbatch --nodes=N --gpus-per-node=G cluster/slurm-ray.sh <motionfleet subcommand and args>
+# Start a Ray cluster on this Slurm allocation and run one motionfleet job on it.
+#   sbatch --nodes=N --gpus-per-node=G --cpus-per-task=C cluster/slurm-ray.sh <motionfleet subcommand and args>
+# The head runs on the first node (with the driver), a Ray worker on each other node, all started with
+# the CPU and GPU counts Slurm gave it, so actors are sized from what their node really holds.
+# Exit status: motionfleet's (0 done, 1 shards failed or the job stopped, 2 a bad invocation);
+# resubmitting the same command resumes (committed shards are skipped, failed ones retried).
 #SBATCH --job-name=motionfleet
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
 set -euo pipefail
 
+port=${RAY_PORT:-6379}
+wait_s=${RAY_WAIT_S:-300}
+cpus=${SLURM_CPUS_PER_TASK:-$(nproc)}
+gpus=${SLURM_GPUS_ON_NODE:-0}
 nodes=($(scontrol show hostnames "$SLURM_JOB_NODELIST"))
 head=${nodes[0]}
-port=6379
 head_ip=$(srun --nodes=1 --ntasks=1 -w "$head" hostname --ip-address | awk '{print $1}')
 
-srun --nodes=1 --ntasks=1 -w "$head" \
-  ray start --head --node-ip-address="$head_ip" --port="$port" --block &
-sleep 10
-for node in "${nodes[@]:1}"; do
-  srun --nodes=1 --ntasks=1 -w "$node" ray start --address="$head_ip:$port" --block &
-done
-sleep 10
+# Token auth: a fresh token for this allocation, passed to every srun step through the environment.
+export RAY_AUTH_MODE=token
+RAY_AUTH_TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+export RAY_AUTH_TOKEN
 
-motionfleet "$@" --address "$head_ip:$port"
+# Wait (bounded) until `ray status` sees $1 nodes alive.
+wait_for_nodes() {
+  local want=$1 deadline=$((SECONDS + wait_s)) alive=0
+  while ((SECONDS < deadline)); do
+    alive=$(python3 - "$head_ip:$port" <<'PY' 2>/dev/null || echo 0
+import sys, ray
+ray.init(address=sys.argv[1], logging_level="ERROR")
+print(sum(1 for n in ray.nodes() if n["Alive"]))
+PY
+)
+    ((alive >= want)) && return 0
+    sleep 5
+  done
+  echo "slurm-ray: only $alive of $want Ray nodes came up within ${wait_s}s" >&2
+  return 1
+}
+
+# One Ray node per Slurm node (a second raylet on the head's host would clash); the driver
+# shares the head node, which is small next to the model work.
+srun --nodes=1 --ntasks=1 -w "$head" \
+  ray start --head --node-ip-address="$head_ip" --port="$port" --num-cpus="$cpus" --num-gpus="$gpus" --block &
+wait_for_nodes 1
+for node in "${nodes[@]:1}"; do
+  srun --nodes=1 --ntasks=1 -w "$node" \
+    ray start --address="$head_ip:$port" --num-cpus="$cpus" --num-gpus="$gpus" --block &
+done
+wait_for_nodes "${#nodes[@]}"
+
+status=0
+motionfleet "$@" --address "$head_ip:$port" || status=$?
+ray stop --force >/dev/null 2>&1 || true
+exit "$status"
