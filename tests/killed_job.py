@@ -11,26 +11,29 @@ from pathlib import Path
 
 
 def committed(out: Path) -> dict:
-    """The manifest's committed shards (empty before the first commit)."""
-    try:
-        return json.loads((out / "manifest.json").read_text())["shards"]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    """shard id -> commit record (empty before the first commit)."""
+    records = {}
+    for path in (out / "commits").glob("*.json"):
+        record = json.loads(path.read_text())
+        records[record["shard_id"]] = record
+    return records
 
 
-def kill_after_commits(cmd: list[str], out: Path, env: dict, commits: int = 2) -> dict:
-    """Start ``cmd`` in its own process group, SIGKILL the group once ``commits`` shards are
-    committed (the driver and every worker it started), and return the committed shards."""
+def kill_after_commits(cmd: list[str], out: Path, env: dict, commits: int = 2, count=None) -> dict:
+    """Start ``cmd`` in its own process group, SIGKILL the group once ``count()`` (default: the
+    local commit records) reaches ``commits`` (the driver and every worker it started), and return
+    the count seen."""
+    count = count or (lambda: len(committed(out)))
     driver = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
-    while len(committed(out)) < commits and time.monotonic() < deadline and driver.poll() is None:
+    while count() < commits and time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     return committed(out)
 
 
-def result_mtimes(out: Path, shards) -> dict:
-    """shard -> modification time of its results file, to show a rerun left it alone."""
-    return {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in shards}
+def result_mtimes(out: Path, records: dict) -> dict:
+    """shard -> modification time of its committed results file, to show a rerun left it alone."""
+    return {s: (out / r["files"]["results"]["path"]).stat().st_mtime_ns for s, r in records.items()}

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 import torch
+from killed_job import committed
 
 ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0")
 
@@ -20,12 +21,11 @@ def test_generate_with_no_other_flag_then_rerun_writes_nothing(tmp_path):
     first = motionfleet("generate", "--out", str(out), "--workers", "2")
     assert first.returncode == 0, first.stderr
     assert "AITS" in first.stdout
-    manifest = json.loads((out / "manifest.json").read_text())
     report = json.loads((out / "report.json").read_text())
     assert report["timing"]["sentences"] == 143 and report["weights"] == "dummy, seed 0"
     assert report["settings"]["steps"] == 50 and report["settings"]["guidance"] == 3.5
     assert report["timing"]["aits_s"] > 0 and "torch" in report["versions"]
-    assert sum(s["results"] for s in manifest["shards"].values()) == 143
+    assert sum(r["summary"]["results"] for r in committed(out).values()) == 143
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     second = motionfleet("generate", "--out", str(out), "--workers", "2")
     assert second.returncode == 0 and "nothing to do" in second.stdout

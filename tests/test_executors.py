@@ -1,7 +1,6 @@
 """Executors without Ray: failing shards, out-of-memory splits, a full or read-only disk, placement
 and the shard timeout's derivation. (With Ray and several nodes: test_cluster.py.)"""
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import toy_job
+from killed_job import committed, result_mtimes
 
 from motionfleet.core import executors, failures, jobs
 from motionfleet.core.sink import read_results
@@ -43,26 +43,23 @@ def test_a_failing_shard_is_recorded_the_rest_commits_and_a_rerun_retries_only_i
     assert "Traceback" not in first.stderr
     [failure] = failures.read_all(out)
     assert (failure.shard_id, failure.attempts) == ("shard-00002", 3)
-    committed = json.loads((out / "manifest.json").read_text())["shards"]
-    assert sorted(committed) == [f"shard-{i:05d}" for i in (0, 1, 3, 4, 5)]
-    before = {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in committed}
+    records = committed(out)
+    assert sorted(records) == [f"shard-{i:05d}" for i in (0, 1, 3, 4, 5)]
+    before = result_mtimes(out, records)
 
     rerun = toy(tmp_path, "--out", str(out), "--items", "6")
     assert rerun.returncode == 0, rerun.stderr
     assert "done 1 failed 0" in rerun.stdout  # only the failed shard ran again
-    assert before == {s: (out / "results" / f"{s}.parquet").stat().st_mtime_ns for s in committed}
+    assert before == result_mtimes(out, records)
     assert failures.read_all(out) == []
     assert_exactly_once(out, 6)
 
 
 def test_an_out_of_memory_shard_is_split_and_writes_the_same_bytes(tmp_path):
-    done, _, failed = run_toy(tmp_path / "split", toy_job.ToyWorker(oom_above=1), items=8, per_shard=4)
+    done, failed, _, _ = run_toy(tmp_path / "split", toy_job.ToyWorker(oom_above=1), items=8, per_shard=4)
     assert failed == [] and [d.timings.batches for d in done] == [[1, 1, 1, 1], [1, 1, 1, 1]]
     run_toy(tmp_path / "whole", toy_job.ToyWorker(), items=8, per_shard=4)
-    for shard in ("shard-00000", "shard-00001"):
-        split = pq.read_table(tmp_path / "split" / "results" / f"{shard}.parquet")
-        whole = pq.read_table(tmp_path / "whole" / "results" / f"{shard}.parquet")
-        assert split.equals(whole)
+    assert read_results(tmp_path / "split").equals(read_results(tmp_path / "whole"))
 
 
 def _unshare_mount_works() -> bool:
@@ -90,9 +87,9 @@ def test_a_full_or_read_only_disk_stops_the_job_with_one_line_and_nothing_corrup
     errors = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("motionfleet: error: cannot write to the job folder"), result.stderr
     assert ("No space left on device" if fault == "full" else "Read-only file system") in errors[0]
-    committed = json.loads((tmp_path / "copy" / "manifest.json").read_text())["shards"] if fault == "full" else {}
-    for shard in committed:  # every committed shard is whole
-        assert pq.read_table(tmp_path / "copy" / "results" / f"{shard}.parquet").num_rows == 1
+    records = committed(tmp_path / "copy") if fault == "full" else {}
+    for record in records.values():  # every committed shard is whole
+        assert pq.read_table(tmp_path / "copy" / record["files"]["results"]["path"]).num_rows == 1
 
 
 def test_actors_spread_over_nodes_sized_by_what_each_node_has():

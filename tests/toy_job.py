@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     policy = executors.FaultPolicy(shard_timeout_s=args.shard_timeout)
     job = {"job": "toy", "items": args.items, "per_shard": args.per_shard}
     try:
-        done, _, failed = jobs.run_shards(args.out, job, plan(args.items, args.per_shard), executors.WarmWorker(_Build, worker),
+        done, failed, _, _ = jobs.run_shards(args.out, job, plan(args.items, args.per_shard), executors.WarmWorker(_Build, worker),
                                           args.workers, args.address, "cpu", policy=policy)
     except executors.OutputUnwritable as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)

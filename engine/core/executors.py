@@ -19,7 +19,8 @@ import statistics
 import time
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from motionfleet.core import failures
 from motionfleet.core.cluster import connect
 from motionfleet.core.shards import Shard
-from motionfleet.core.sink import Manifest, write_shard
+from motionfleet.core.sink import FolderNotShared, JobFolder, check_visible, write_shard
 
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued behind it so the worker never waits on the driver
 PING_RETRY_S = 1.0  # how soon to ask a restarting actor again
@@ -45,6 +46,17 @@ class ShardDone:
     write_s: float = 0.0  # seconds writing the shard's Parquet files
     elapsed_s: float = 0.0  # the worker's seconds on the shard, run and write
     node: str = ""  # Ray node id of the worker ("" in process)
+    files: dict = field(default_factory=dict)  # table -> the written file's record (sink.write_shard)
+
+    def summary(self) -> dict:
+        """What the commit record keeps of this shard (the report is rebuilt from it)."""
+        return {k: v for k, v in asdict(self).items() if k != "files"}
+
+
+def shard_done_from_summary(summary: dict) -> ShardDone:
+    """A committed shard's ``ShardDone`` again; its timings are read by attribute, whatever the family."""
+    fields = {k: v for k, v in summary.items() if k in ShardDone.__dataclass_fields__}
+    return ShardDone(**{**fields, "timings": SimpleNamespace(**summary["timings"])})
 
 
 @dataclass(frozen=True)
@@ -163,10 +175,10 @@ def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str
     results, rejected, timings = run_split_on_oom(generator, shard.items)
     written = time.perf_counter()
     with output_errors(out_dir):
-        write_shard(out_dir, shard.shard_id, results, rejected, metadata)
+        files = write_shard(out_dir, shard.shard_id, results, rejected, metadata)
     end = time.perf_counter()
     return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), end - written,
-                     end - start, node)
+                     end - start, node, files)
 
 
 def one_line(err: BaseException) -> str:
@@ -189,18 +201,21 @@ class Progress:
 class _Ledger:
     """Driver side: commits, failures and the attempts of each shard, shared by both executors."""
 
-    def __init__(self, manifest: Manifest, out_dir: str, policy: "FaultPolicy", bar: tqdm):
-        self.manifest, self.out_dir, self.policy, self.bar = manifest, out_dir, policy, bar
+    def __init__(self, folder: JobFolder, out_dir: str, policy: "FaultPolicy", bar: tqdm):
+        self.folder, self.out_dir, self.policy, self.bar = folder, out_dir, policy, bar
         self.outcome = RunOutcome()
         self.errors: dict[str, int] = {}
         self.deaths: dict[str, int] = {}
         self.finished: set[str] = set()
 
     def commit(self, shard: Shard, report: ShardDone) -> bool:
-        """Commit a finished attempt; False when another attempt of the shard already did."""
+        """Commit a finished attempt; False when another attempt of the shard already did (its files
+        are removed: the first commit wins)."""
         if shard.shard_id in self.finished:
+            self.folder.discard(report.files)
             return False
-        self.manifest.commit(shard.shard_id, {"results": report.results, "rejected": report.rejected})
+        with output_errors(self.out_dir):
+            self.folder.commit(shard.shard_id, report.files, report.summary())
         failures.clear(self.out_dir, shard.shard_id)
         self.finished.add(shard.shard_id)
         self.outcome.done.append(report)
@@ -230,14 +245,14 @@ class _Ledger:
         return False
 
 
-def run_in_process(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
+def run_in_process(make_worker: Callable, shards: list[Shard], folder: JobFolder, out_dir: str,
                    metadata: dict[str, str], progress: Progress, policy: FaultPolicy = FaultPolicy()) -> RunOutcome:
-    pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
+    pending = [s for s in shards if not folder.is_committed(s.shard_id)]
     if not pending:
         return RunOutcome()
     worker = make_worker()
     with progress.bar(shards, pending) as bar:
-        ledger = _Ledger(manifest, out_dir, policy, bar)
+        ledger = _Ledger(folder, out_dir, policy, bar)
         for shard in pending:
             while True:
                 try:
@@ -251,16 +266,16 @@ def run_in_process(make_worker: Callable, shards: list[Shard], manifest: Manifes
     return ledger.outcome
 
 
-def run_on_ray(make_worker: Callable, shards: list[Shard], manifest: Manifest, out_dir: str,
+def run_on_ray(make_worker: Callable, shards: list[Shard], folder: JobFolder, out_dir: str,
                metadata: dict[str, str], progress: Progress, workers: int, address: Optional[str],
                device: str, policy: FaultPolicy = FaultPolicy()) -> RunOutcome:
     """Run the pending shards on ``workers`` Ray actors spread over the cluster's nodes."""
-    pending = [s for s in shards if not manifest.is_committed(s.shard_id)]
+    pending = [s for s in shards if not folder.is_committed(s.shard_id)]
     if not pending:
         return RunOutcome()
     connect(address)
     with progress.bar(shards, pending) as bar:
-        scheduler = _RayScheduler(make_worker, out_dir, metadata, policy, _Ledger(manifest, out_dir, policy, bar))
+        scheduler = _RayScheduler(make_worker, out_dir, metadata, policy, _Ledger(folder, out_dir, policy, bar))
         try:
             scheduler.start(placements(_alive_nodes(), min(workers, len(pending)), device))
             return scheduler.run(pending)
@@ -338,9 +353,11 @@ class _RayScheduler:
         self.queue: deque[Shard] = deque()
         self.measured: list[float] = []
         self.no_worker_since: Optional[float] = None
+        self.probe: Optional[tuple[str, str, str]] = None
 
     # actors
     def start(self, places: list[Placement]) -> None:
+        self.probe = self.ledger.folder.visibility_probe()  # each actor must read it back before any work
         for place in places:
             slot = _Slot(place)
             self._create(slot)
@@ -356,13 +373,15 @@ class _RayScheduler:
             scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=True))
         slot.handle = Actor.remote(self.make_worker, place.threads)
         slot.ready, slot.in_flight = False, []
-        slot.ping = slot.handle.ping.remote()
+        slot.ping = slot.handle.ping.remote(self.probe)
 
     def stop(self) -> None:
         import ray
 
         for slot in self.slots:
             ray.kill(slot.handle, no_restart=True)
+        if self.probe is not None:
+            self.ledger.folder.storage.delete(self.probe[1])
 
     # the loop
     def run(self, pending: list[Shard]) -> RunOutcome:
@@ -411,21 +430,25 @@ class _RayScheduler:
 
         slot.ping = None
         try:
-            ray.get(ref)
-            slot.ready = True
+            unseen = ray.get(ref)["unseen"]
         except ActorUnavailableError:  # restarting, or its node is not yet declared dead: ask again soon
             slot.ping_at = time.monotonic() + PING_RETRY_S
+            return
         except RayActorError as err:
             if err.actor_init_failed:  # the model did not load: every worker would fail the same way
                 raise _init_error(err) from None
             ray.kill(slot.handle, no_restart=True)
             self._create(slot)  # gone for good (its node was lost, say): a new actor in its place
+            return
+        if unseen:  # a node that cannot see the job folder (a local --out on a multi-node cluster)
+            raise FolderNotShared(unseen)
+        slot.ready = True
 
     def _ping_again(self) -> None:
         now = time.monotonic()
         for slot in self.slots:
             if not slot.ready and slot.ping is None and slot.ping_at and slot.ping_at <= now:
-                slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote()
+                slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote(self.probe)
 
     def _on_result(self, ref, attempt: _Attempt) -> None:
         import ray
@@ -463,7 +486,7 @@ class _RayScheduler:
         """The actor died under a task: ask it to answer again (Ray restarts it, or says it is gone)."""
         slot.ready = False
         if slot.ping is None:
-            slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote()
+            slot.ping_at, slot.ping = 0.0, slot.handle.ping.remote(self.probe)
 
     def _cancel_others(self, shard: Shard) -> None:
         import ray
@@ -533,11 +556,12 @@ class _RayShardWorker:
         torch.set_num_threads(threads)
         self.worker = make_worker()
 
-    def ping(self) -> dict:
+    def ping(self, probe: tuple[str, str, str]) -> dict:
         import ray
         import torch
 
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads(),
+                "unseen": check_visible(probe)}
 
     def process(self, shard: Shard, out_dir: str, metadata: dict) -> ShardDone:
         import ray

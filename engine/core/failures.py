@@ -8,9 +8,10 @@ record is removed when it commits.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from motionfleet.core.storage import Storage
 
 FAILED_DIR = "failed"
 
@@ -23,25 +24,23 @@ class ShardFailure:
 
 
 def record(out_dir: str | Path, failure: ShardFailure) -> None:
-    folder = Path(out_dir, FAILED_DIR)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{failure.shard_id}.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(failure), indent=1))
-    os.replace(tmp, path)
+    storage = Storage(out_dir)
+    storage.makedirs(FAILED_DIR)
+    storage.write(f"{FAILED_DIR}/{failure.shard_id}.json", json.dumps(asdict(failure), indent=1).encode())
 
 
 def clear(out_dir: str | Path, shard_id: str) -> None:
-    Path(out_dir, FAILED_DIR, f"{shard_id}.json").unlink(missing_ok=True)
+    Storage(out_dir).delete(f"{FAILED_DIR}/{shard_id}.json")
 
 
 def read_all(out_dir: str | Path) -> list[ShardFailure]:
-    """The failures recorded in a job folder, by shard id."""
-    folder = Path(out_dir, FAILED_DIR)
-    return [ShardFailure(**json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    """The failures recorded in a job folder (a path or URI), by shard id."""
+    storage = Storage(out_dir)
+    names = sorted(n for n in storage.listing(FAILED_DIR) if n.endswith(".json"))
+    return [ShardFailure(**json.loads(storage.read(f"{FAILED_DIR}/{n}"))) for n in names]
 
 
 def summary_line(out_dir: str | Path, failed: list[ShardFailure]) -> str:
     first = failed[0]
     return (f"{len(failed)} shard(s) failed after their retries (first: {first.shard_id}: {first.error}); "
-            f"errors in {Path(out_dir, FAILED_DIR)}/. Rerun the same command to retry only the failed and missing shards")
+            f"errors in {str(out_dir).rstrip('/')}/{FAILED_DIR}/. Rerun the same command to retry only the failed and missing shards")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
@@ -18,7 +17,7 @@ from motionfleet.core import executors
 from motionfleet.core.digests import weights_digest
 from motionfleet.core.report import aits_report, write_report
 from motionfleet.core.shards import Shard, plan_shards
-from motionfleet.core.sink import Manifest
+from motionfleet.core.sink import JobFolder, whole_job_wall_s
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.dhvae.source import load_prompts
 
@@ -32,32 +31,36 @@ def job_fingerprint(job: dict) -> str:
 
 def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker: Callable,
                workers: int, address: Optional[str], device: str, unit: str = "item",
-               policy: Optional[executors.FaultPolicy] = None) -> tuple[list, float, list]:
-    """Run the shards not yet committed in ``out_dir``; returns (finished shards, wall seconds,
-    shards that failed after their retries: recorded in ``out_dir/failed``, retried by a rerun).
+               policy: Optional[executors.FaultPolicy] = None) -> tuple[list, list, list, float]:
+    """Run the shards not yet committed in ``out_dir`` (a path or URI); returns (this run's finished
+    shards, the shards that failed after their retries: recorded in ``out_dir/failed``, retried by a
+    rerun, every committed shard of the job, the job's wall seconds over all its runs).
 
     ``make_worker`` must be picklable (it is shipped to Ray actors, which build their own model).
     ``workers == 0`` runs in this process without Ray. ``unit`` names a work item on the progress bar.
     """
     out_dir = str(out_dir)
-    with executors.output_errors(out_dir):
-        manifest = Manifest(out_dir, job_fingerprint(job), job)
     metadata = {"motionfleet.job": json.dumps(job, sort_keys=True)}
     progress = executors.Progress(job["job"], unit)
     policy = policy or executors.FaultPolicy()
-    start = time.perf_counter()
-    if workers == 0:
-        outcome = executors.run_in_process(make_worker, shards, manifest, out_dir, metadata, progress, policy)
-    else:
-        outcome = executors.run_on_ray(make_worker, shards, manifest, out_dir, metadata, progress, workers, address,
-                                       device, policy)
-    return outcome.done, time.perf_counter() - start, outcome.failed
+    with executors.output_errors(out_dir):
+        folder = JobFolder(out_dir).open(job, job_fingerprint(job))
+    with folder:
+        if workers == 0:
+            outcome = executors.run_in_process(make_worker, shards, folder, out_dir, metadata, progress, policy)
+        else:
+            outcome = executors.run_on_ray(make_worker, shards, folder, out_dir, metadata, progress, workers, address,
+                                           device, policy)
+        folder.clean_up()
+        summaries = folder.summaries()
+    done = [executors.shard_done_from_summary(s) for s in summaries]
+    return outcome.done, outcome.failed, done, whole_job_wall_s(summaries)
 
 
-def run_summary(done: list, failed: list, shards: list, workers: int) -> dict:
-    """What every report says about the run itself."""
-    return {"workers": workers, "nodes": len({d.node for d in done if d.node}), "shards_run": len(done),
-            "shards_failed": len(failed), "shards_total": len(shards)}
+def run_summary(ran: list, failed: list, done: list, shards: list, workers: int) -> dict:
+    """What every report says about the last run (``ran``, ``failed``) and the whole job (``done``)."""
+    return {"workers": workers, "nodes": len({d.node for d in ran if d.node}), "shards_run": len(ran),
+            "shards_failed": len(failed), "shards_committed": len(done), "shards_total": len(shards)}
 
 
 def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, prompts: Optional[str] = None,
@@ -75,14 +78,14 @@ def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, p
         "repeats": repeats, "shard_size": shard_size,
     }
     make_worker = executors.WarmWorker(DHVAEGenerator, spec, settings)
-    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
                                     unit="sample", policy=policy)
-    if not done and not failed:
+    if not ran and not failed:
         return None
     return write_report(out_dir, {
         "job": "generate", "model": f"{spec.family}/{spec.preset}", "weights": job["weights"],
         "settings": asdict(settings), "prompts": job["prompts"], "repeats": repeats,
-        **run_summary(done, failed, shards, workers), "timing": aits_report(done, wall),
+        **run_summary(ran, failed, done, shards, workers), "timing": aits_report(done, wall),
     })
 
 
@@ -97,14 +100,14 @@ def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, work
     corpus = rec.write_demo_corpus(Path(out_dir) / "demo_videos") if demo else videos
     shards, job = rec.plan_job(corpus, spec, settings)
     make_worker = executors.WarmWorker(rec.Reconstructor, spec, settings)
-    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
                                     unit="clip", policy=policy)
-    if not done and not failed:
+    if not ran and not failed:
         return None
     return write_report(out_dir, {
         "job": "reconstruct", "model": rec.model_name(spec),
         "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"],
-        **run_summary(done, failed, shards, workers), "timing": stage_report(done, wall),
+        **run_summary(ran, failed, done, shards, workers), "timing": stage_report(done, wall),
     })
 
 
@@ -120,13 +123,13 @@ def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, contro
 
     shards, job = ref.plan_job(estimates, spec, settings, control, shard_size)
     make_worker = executors.WarmWorker(ref.ScoreHOIRefiner, spec, settings)
-    done, wall, failed = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
+    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
                                     unit="estimate", policy=policy)
-    if not done and not failed:
+    if not ran and not failed:
         return None
     return write_report(out_dir, {
         "job": "refine", "model": f"scorehoi/{spec.preset}", "weights": job["weights"],
         "body_model": job["body_model"], "settings": asdict(settings), "estimates": job["estimates"],
-        "variants": job["variants"], **run_summary(done, failed, shards, workers),
+        "variants": job["variants"], **run_summary(ran, failed, done, shards, workers),
         "timing": fps_report(done, wall), "quality": ref.quality_summary(read_results(out_dir)),
     })

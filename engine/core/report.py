@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from motionfleet.core import provenance
+from motionfleet.core.storage import Storage
 
 REPORT = "report.json"
 
@@ -36,8 +37,9 @@ def aits_report(done: list, wall_s: float) -> dict:
 
 
 def write_report(out_dir: str | Path, body: dict) -> dict:
+    """Write ``report.json`` whole (a crash leaves the old report or the new one, never a part)."""
     body = {**body, "versions": provenance.software_versions(), "machine": provenance.machine()}
-    Path(out_dir, REPORT).write_text(json.dumps(body, indent=2, default=str))
+    Storage(str(out_dir)).write(REPORT, json.dumps(body, indent=2, default=str).encode())
     return body
 
 

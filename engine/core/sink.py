@@ -1,104 +1,319 @@
-"""Parquet output, exactly once per shard.
+"""The job folder: Parquet output exactly once per shard, on any filesystem pyarrow knows.
 
-Layout of a job folder:
-    results/<shard_id>.parquet    accepted samples (one row per (sample_id, repeat))
-    rejected/<shard_id>.parquet   rejected items with a reason
-    manifest.json                 the job fingerprint and the committed shard ids
+Layout (``--out`` is a local path or a URI: file://, s3://, gs://, hdfs://):
+    job.json                               the job's identity (fingerprint + settings), written before any shard
+    results/<shard>.<attempt>.parquet      accepted rows of one attempt at a shard
+    rejected/<shard>.<attempt>.parquet     rejected items of that attempt, with reasons
+    commits/<shard>.json                   the commit record: which attempt, each file's size, rows and sha256,
+                                           the shard's counts and timings
+    report.json                            the whole job's report, rebuilt from the commit records
+    _lock/<token>.json                     the lease of the job running now (``lease``)
 
-A worker writes both files under temporary names and renames them into place; the driver then
-adds the shard to the manifest (written to a temporary file and renamed). A crash at any point
-leaves either a committed shard or one that a rerun recomputes and overwrites with the same
-bytes, so every item ends up exactly once. A motion row reads back with
-``np.asarray(row["motion"], np.float32).reshape(row["motion_shape"])``.
+Object stores have no atomic rename, so nothing is renamed into a trusted name: a worker writes an
+attempt's files under final, attempt-unique names (one PUT each; fsynced on a local disk); the
+driver checks them (exist, size, rows) and writes the shard's commit record (one small object,
+O(1) whatever was committed before). Readers read only committed attempts; a cleanup removes the
+files of uncommitted attempts (only names this engine gives). Two attempts at a shard write the
+same bytes and the first commit wins, so a retried or speculative attempt is harmless. A resume
+compares every committed file's size with a listing and recomputes a shard whose files are missing
+or truncated; ``verify_folder`` also reads every byte against the recorded sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-from pathlib import Path
+import re
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MANIFEST = "manifest.json"
+from motionfleet.core.failures import FAILED_DIR
+from motionfleet.core.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
+from motionfleet.core.report import REPORT
+from motionfleet.core.storage import TEMPORARY, Storage, new_token
+
+__all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderRefused",
+           "write_shard", "read_results", "verify_folder", "motion_array", "REJECTED_SCHEMA"]
+
+JOB = "job.json"
 RESULTS_DIR = "results"
 REJECTED_DIR = "rejected"
+COMMITS_DIR = "commits"
+TABLES = (RESULTS_DIR, REJECTED_DIR)
+# Everything the engine names at the top of a job folder (``failures``: shards that failed after
+# their retries; ``demo_videos``: the synthetic corpus of ``reconstruct --demo``).
+ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos"}
+ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16})\.parquet$")
 
 REJECTED_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("repeat", pa.int32()), ("input", pa.string()), ("reason", pa.string()),
 ])
 
 
-class JobMismatch(RuntimeError):
+class JobMismatch(FolderRefused):
     """The output folder holds shards of a different job."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+class UnrelatedFolder(FolderRefused):
+    """The output folder is not empty and is not a job folder."""
 
 
-def _atomic_write_table(table: pa.Table, path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+class FolderNotShared(FolderRefused):
+    """A worker cannot see the job folder the driver writes (a local --out on a multi-node cluster)."""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One written file of an attempt: where, how big, how many rows, its sha256."""
+    path: str
+    size: int
+    rows: int
+    sha256: str
+
+
+def _table_bytes(table: pa.Table, metadata: dict[str, str]) -> bytes:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
 
-def write_shard(out_dir: str | Path, shard_id: str, results: pa.Table, rejected: pa.Table,
-                metadata: dict[str, str]) -> None:
-    """Worker side: both files of a shard, each under a temporary name then renamed."""
-    out = Path(out_dir)
-    _atomic_write_table(results, out / RESULTS_DIR / f"{shard_id}.parquet", metadata)
-    _atomic_write_table(rejected, out / REJECTED_DIR / f"{shard_id}.parquet", metadata)
+def write_shard(location: str, shard_id: str, results: pa.Table, rejected: pa.Table,
+                metadata: dict[str, str]) -> dict[str, dict]:
+    """Worker side: both files of one attempt at a shard, under attempt-unique names; returns their
+    records (table -> FileRecord as a dict) for the driver to check and commit."""
+    storage, attempt, files = Storage(location), new_token(), {}
+    for table_dir, table in zip(TABLES, (results, rejected)):
+        data = _table_bytes(table, metadata)
+        path = f"{table_dir}/{shard_id}.{attempt}.parquet"
+        storage.write_new(path, data)
+        files[table_dir] = FileRecord(path, len(data), table.num_rows, hashlib.sha256(data).hexdigest()).__dict__
+    return files
 
 
-class Manifest:
-    """Driver side: the committed shard ids of one job folder."""
+class JobFolder:
+    """Driver side: one job's folder. ``open`` refuses what it must, takes the lease, writes the job's
+    identity and cleans up; then ``commit`` each shard; ``close`` releases the lease."""
 
-    def __init__(self, out_dir: str | Path, fingerprint: str, job: dict):
-        self.out = Path(out_dir)
-        self.path = self.out / MANIFEST
-        self.fingerprint = fingerprint
-        self.job = job
-        for sub in (RESULTS_DIR, REJECTED_DIR):
-            (self.out / sub).mkdir(parents=True, exist_ok=True)
-        self.committed = self._read_committed()
-        self._remove_temporaries()
+    def __init__(self, location: str, ttl_s: float = DEFAULT_TTL_S):
+        self.location = str(location)
+        self.storage = Storage(self.location)
+        self.ttl_s = ttl_s
+        self.committed: dict[str, dict] = {}
+        self.lease: Optional[Lease] = None
+        self.run = {"run": new_token(), "started": time.time()}
 
-    def _read_committed(self) -> dict[str, dict]:
-        if not self.path.exists():
-            return {}
-        data = json.loads(self.path.read_text())
-        if data["fingerprint"] != self.fingerprint:
-            raise JobMismatch(
-                f"{self.out} holds results of another job (fingerprint {data['fingerprint'][:12]}, "
-                f"this job {self.fingerprint[:12]}): use a new --out, or the same settings to resume")
-        return data["shards"]
+    # --- opening ---------------------------------------------------------------------------------
+    def open(self, job: dict, fingerprint: str) -> "JobFolder":
+        self._refuse_other_job(fingerprint)
+        self.lease = Lease(self.storage, owner=f"{job.get('job', 'job')} {fingerprint[:12]}", ttl_s=self.ttl_s)
+        self.lease.acquire()
+        try:
+            self._refuse_other_job(fingerprint)  # a job that finished while this one waited for the lease
+            if self.storage.size(JOB) is None:
+                self.storage.write(JOB, json.dumps({"fingerprint": fingerprint, "job": job}, indent=1).encode())
+            for sub in (*TABLES, COMMITS_DIR):
+                self.storage.makedirs(sub)
+            self.committed = committed_records(self.storage)
+            self._uncommit_damaged()
+            self.clean_up()
+        except BaseException:
+            self.close()
+            raise
+        return self
 
-    def _remove_temporaries(self) -> None:
-        for sub in (RESULTS_DIR, REJECTED_DIR):
-            for tmp in (self.out / sub).glob(".*.tmp-*"):
-                tmp.unlink(missing_ok=True)
+    def __enter__(self) -> "JobFolder":
+        return self
 
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
+            self.lease = None
+
+    def _refuse_other_job(self, fingerprint: str) -> None:
+        entries = self.storage.listing()
+        if JOB in entries:
+            theirs = json.loads(self.storage.read(JOB))["fingerprint"]
+            if theirs != fingerprint:
+                raise JobMismatch(
+                    f"{self.location} holds results of another job (fingerprint {theirs[:12]}, this job "
+                    f"{fingerprint[:12]}): use a new --out, or the same settings to resume")
+            return
+        strangers = sorted(set(entries) - ENGINE_NAMES - {n for n in entries if TEMPORARY.match(n)})
+        if strangers or REPORT in entries or any(self.storage.listing(sub) for sub in TABLES):
+            shown = ", ".join((strangers or [n for n in entries if n in ENGINE_NAMES])[:3])
+            raise UnrelatedFolder(f"{self.location} is not empty and is not a motionfleet job folder (it holds {shown}): "
+                                  f"use a new or empty --out")
+
+    def _uncommit_damaged(self) -> None:
+        """Cheap resume check: every committed file is listed with its recorded size; a shard whose
+        files are missing or truncated loses its commit record and is computed again."""
+        sizes = {table_dir: self.storage.listing(table_dir) for table_dir in TABLES}
+        for shard_id, record in list(self.committed.items()):
+            damaged = [f["path"] for table_dir, f in record["files"].items()
+                       if sizes[table_dir].get(f["path"].rsplit("/", 1)[1]) != f["size"]]
+            if damaged:
+                print(f"motionfleet: shard {shard_id}: {', '.join(damaged)} missing or of the wrong size; "
+                      f"computing it again", file=sys.stderr)
+                self.storage.delete(f"{COMMITS_DIR}/{shard_id}.json")
+                del self.committed[shard_id]
+
+    def clean_up(self) -> None:
+        """Remove what no commit record names: files of uncommitted attempts and this engine's temporaries."""
+        keep = {f["path"] for record in self.committed.values() for f in record["files"].values()}
+        for sub in (*TABLES, COMMITS_DIR, FAILED_DIR, ""):
+            for name, size in self.storage.listing(sub).items():
+                path = f"{sub}/{name}" if sub else name
+                ours = TEMPORARY.match(name) or (sub in TABLES and ATTEMPT_FILE.match(name))
+                if size is not None and ours and path not in keep:
+                    self.storage.delete(path)
+
+    # --- committing ------------------------------------------------------------------------------
     def is_committed(self, shard_id: str) -> bool:
         return shard_id in self.committed
 
-    def commit(self, shard_id: str, summary: dict) -> None:
-        self.committed[shard_id] = summary
-        body = {"fingerprint": self.fingerprint, "job": self.job, "shards": dict(sorted(self.committed.items()))}
-        _atomic_write_bytes(self.path, json.dumps(body, indent=1).encode())
+    def commit(self, shard_id: str, files: dict[str, dict], summary: dict) -> bool:
+        """Check an attempt's files and commit it; False if the shard was already committed (the
+        first commit wins; a later attempt's files are removed)."""
+        if shard_id in self.committed:
+            self.discard(files)
+            return False
+        for f in files.values():
+            self._check_file(f)
+        self.lease.assert_held()
+        record = {"shard_id": shard_id, "files": files, "summary": summary, **self.run, "committed": time.time()}
+        self.storage.write(f"{COMMITS_DIR}/{shard_id}.json", json.dumps(record).encode())
+        self.committed[shard_id] = record
+        return True
+
+    def discard(self, files: dict[str, dict]) -> None:
+        """Remove the files of an attempt that will not be committed (another attempt was)."""
+        for f in files.values():
+            self.storage.delete(f["path"])
+
+    def _check_file(self, f: dict) -> None:
+        size = self.storage.size(f["path"])
+        if size != f["size"]:
+            raise OSError(f"{self.location}/{f['path']}: the worker wrote {f['size']} bytes, the driver sees "
+                          f"{'no file' if size is None else f'{size} bytes'}: is --out on storage every node shares?")
+        with self.storage.open_input(f["path"]) as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+        if rows != f["rows"]:
+            raise OSError(f"{self.location}/{f['path']}: {rows} rows, the worker wrote {f['rows']}")
+
+    # --- shared storage ---------------------------------------------------------------------------
+    def visibility_probe(self) -> tuple[str, str, str]:
+        """Write a token that every worker must read back (``check_visible``) before any work; the
+        caller removes it with ``storage.delete(path)`` (a cleanup does too, it is a temporary)."""
+        token = new_token()
+        path = f".probe.tmp-{token}"
+        self.storage.write(path, token.encode())
+        return self.location, path, token
+
+    # --- the report ------------------------------------------------------------------------------
+    def summaries(self) -> list[dict]:
+        """Every committed shard's summary with its run and commit time, in shard order: the whole job
+        across resumes, from which the report is rebuilt."""
+        return [{**r["summary"], "run": r["run"], "run_started": r["started"], "committed": r["committed"]}
+                for _, r in sorted(self.committed.items())]
 
 
-def read_results(out_dir: str | Path, subdir: str = RESULTS_DIR) -> pa.Table:
+def whole_job_wall_s(summaries: list[dict]) -> float:
+    """Seconds the job's runs spent, each from its start to its last commit (killed runs included)."""
+    runs: dict[str, tuple[float, float]] = {}
+    for s in summaries:
+        start, last = runs.get(s["run"], (s["run_started"], s["committed"]))
+        runs[s["run"]] = (start, max(last, s["committed"]))
+    return sum(last - start for start, last in runs.values())
+
+
+def check_visible(probe: tuple[str, str, str]) -> Optional[str]:
+    """Worker side of ``JobFolder.visibility_probe``: None, or why this node cannot see the job folder
+    (the driver raises ``FolderNotShared`` with it)."""
+    location, path, token = probe
+    try:
+        seen = Storage(location).read(path).decode()
+    except OSError:  # FileNotFoundError included
+        seen = None
+    if seen == token:
+        return None
+    return (f"--out {location} is not visible from the worker node {socket.gethostname()}: on a multi-node cluster "
+            f"use storage every node shares (an NFS path, or an s3:// / gs:// / hdfs:// URI)")
+
+
+def committed_records(storage: Storage) -> dict[str, dict]:
+    """shard id -> commit record. An object store answers many small GETs at once, a local disk
+    one at a time."""
+    names = [f"{COMMITS_DIR}/{n}" for n in storage.listing(COMMITS_DIR) if n.endswith(".json") and not TEMPORARY.match(n)]
+    with ThreadPoolExecutor(1 if storage.local else 32) as pool:
+        records = list(pool.map(lambda name: _read_record(storage, name), names))
+    return {record["shard_id"]: record for record in records if record is not None}
+
+
+def _read_record(storage: Storage, name: str) -> Optional[dict]:
+    try:
+        return json.loads(storage.read(name))
+    except ValueError:  # damaged by hand: its shard is not committed and will be computed again
+        print(f"motionfleet: {storage.location}/{name} is not a readable commit record; ignoring it", file=sys.stderr)
+        return None
+
+
+def read_results(location, subdir: str = RESULTS_DIR) -> pa.Table:
     """All committed shards of one table (results or rejected), in shard order."""
-    out = Path(out_dir)
-    committed = json.loads((out / MANIFEST).read_text())["shards"]
-    tables = [pq.read_table(out / subdir / f"{shard_id}.parquet") for shard_id in sorted(committed)]
+    storage = Storage(str(location))
+    tables = []
+    for _, record in sorted(committed_records(storage).items()):
+        with storage.open_input(record["files"][subdir]["path"]) as handle:
+            tables.append(pq.read_table(handle))
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def verify_folder(location: str, repair: bool = False) -> dict:
+    """Read every committed file fully: present, its recorded size, sha256 and rows, readable Parquet.
+    ``repair`` removes the commit records of damaged shards, so the next run computes them again."""
+    storage = Storage(location)
+    if storage.size(JOB) is None:
+        raise UnrelatedFolder(f"{location} is not a motionfleet job folder (no {JOB})")
+    records = committed_records(storage)
+    damaged = {}
+    for shard_id, record in sorted(records.items()):
+        problems = [p for f in record["files"].values() if (p := _file_problem(storage, f))]
+        if problems:
+            damaged[shard_id] = problems
+            if repair:
+                storage.delete(f"{COMMITS_DIR}/{shard_id}.json")
+    named = {f["path"] for r in records.values() for f in r["files"].values()}
+    uncommitted = [f"{d}/{n}" for d in TABLES for n in storage.listing(d) if f"{d}/{n}" not in named]
+    return {"shards": len(records), "damaged": damaged, "uncommitted_files": uncommitted,
+            "rows": sum(r["files"][RESULTS_DIR]["rows"] for r in records.values()),
+            "rejected": sum(r["files"][REJECTED_DIR]["rows"] for r in records.values())}
+
+
+def _file_problem(storage: Storage, f: dict) -> Optional[str]:
+    try:
+        data = storage.read(f["path"])
+    except FileNotFoundError:
+        return f"{f['path']}: missing"
+    if len(data) != f["size"]:
+        return f"{f['path']}: {len(data)} bytes, committed {f['size']}"
+    if hashlib.sha256(data).hexdigest() != f["sha256"]:
+        return f"{f['path']}: sha256 differs from the commit record"
+    try:
+        rows = pq.read_table(pa.BufferReader(data)).num_rows
+    except (pa.ArrowException, OSError) as err:
+        return f"{f['path']}: unreadable Parquet ({err})"
+    return None if rows == f["rows"] else f"{f['path']}: {rows} rows, committed {f['rows']}"
 
 
 def motion_array(row: dict) -> np.ndarray:

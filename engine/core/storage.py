@@ -1,0 +1,110 @@
+"""One folder on any filesystem pyarrow knows: a local path or a URI (file://, s3://, gs://, hdfs://).
+
+``pyarrow.fs.FileSystem.from_uri`` resolves the URI with the usual environment configuration (for
+S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, ...). Object stores have no rename
+and no append, but a PUT of a whole object is atomic, so ``write`` is one PUT there; on a local
+disk (NFS included) it writes a temporary name, fsyncs it, renames it into place and fsyncs the
+directory, so a power loss never leaves a renamed file that is empty.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+# The temporaries this engine names (``.<name>.tmp-<16 hex>``); nothing else is ever removed as one.
+TEMPORARY = re.compile(r"^\.[A-Za-z0-9_.-]+\.tmp-[0-9a-f]{16}$")
+
+
+def new_token() -> str:
+    """16 hex digits, unique per attempt, lease or temporary file."""
+    return secrets.token_hex(8)
+
+
+def is_uri(location: str) -> bool:
+    return "://" in location
+
+
+class Storage:
+    """Paths relative to one root folder; picklable (it is rebuilt from ``location`` on workers)."""
+
+    def __init__(self, location: str | os.PathLike):
+        self.location = str(location)
+        if is_uri(self.location):
+            self.fs, self.root = pafs.FileSystem.from_uri(self.location)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), str(Path(self.location).absolute())
+        self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __reduce__(self):
+        return Storage, (self.location,)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.create_dir(self.path(rel), recursive=True)
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Put ``data`` at ``rel`` whole: readers see the old content or the new, never a part."""
+        if not self.local:
+            with self.fs.open_output_stream(self.path(rel)) as stream:
+                stream.write(data)
+            return
+        final = Path(self.path(rel))
+        tmp = final.with_name(f".{final.name}.tmp-{new_token()}")
+        _write_durably(tmp, data)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+
+    def write_new(self, rel: str, data: bytes) -> None:
+        """Put ``data`` under a name no reader trusts until a commit record names it (no rename needed);
+        durable on a local disk before this returns."""
+        if self.local:
+            _write_durably(Path(self.path(rel)), data)
+            _fsync_dir(Path(self.path(rel)).parent)
+        else:
+            self.write(rel, data)
+
+    def read(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as stream:
+            return stream.read()
+
+    def open_input(self, rel: str):
+        return self.fs.open_input_file(self.path(rel))
+
+    def size(self, rel: str) -> int | None:
+        """Bytes of ``rel``, or None where there is no such file."""
+        info = self.fs.get_file_info(self.path(rel))
+        return info.size if info.type == pafs.FileType.File else None
+
+    def listing(self, rel: str = "") -> dict[str, int | None]:
+        """Name -> size (None for folders) of the entries directly in ``rel`` (empty if it does not exist)."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), allow_not_found=True))
+        return {info.base_name: info.size if info.type == pafs.FileType.File else None for info in infos}
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,236 @@
+"""The job folder (issues 10.2-10.4, 10.12, 14.1): commits, the lease, refusals, damage, litter, reports."""
+
+import json
+import os
+import socket
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from motionfleet import cli
+from motionfleet.core import executors, jobs
+from motionfleet.core.lease import FolderInUse, Lease, LeaseLost
+from motionfleet.core.sink import JobFolder, JobMismatch, UnrelatedFolder, check_visible, read_results, write_shard
+from motionfleet.core.storage import Storage
+from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+
+JOB = {"job": "test", "seed": 0}
+PROMPTS = ["two people hug", "they shake hands", "one pushes the other", "a slow waltz", "a high five"]
+
+
+def table(n: int, tag: str = "a") -> pa.Table:
+    return pa.table({"sample_id": [f"{tag}{i}" for i in range(n)], "value": list(range(n))})
+
+
+def commit_shard(folder: JobFolder, shard_id: str, rows: int = 3) -> dict:
+    files = write_shard(folder.location, shard_id, table(rows, shard_id), table(1, "r"), {})
+    folder.commit(shard_id, files, {"results": rows})
+    return files
+
+
+def listing(root) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_readers_see_only_committed_attempts_and_the_first_commit_wins(tmp_path):
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        first = commit_shard(folder, "shard-00000")
+        late = write_shard(folder.location, "shard-00000", table(3, "shard-00000"), table(1, "r"), {})
+        assert folder.commit("shard-00000", late, {"results": 3}) is False
+        assert not (tmp_path / late["results"]["path"]).exists()  # the duplicate attempt's files are gone
+        write_shard(folder.location, "shard-00001", table(2), table(0), {})  # never committed: a crashed attempt
+        assert read_results(tmp_path).column("sample_id").to_pylist() == ["shard-000000", "shard-000001", "shard-000002"]
+    assert (tmp_path / first["results"]["path"]).exists()
+
+
+def test_a_commit_checks_the_files_the_worker_says_it_wrote(tmp_path):
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        files = write_shard(folder.location, "shard-00000", table(3), table(0), {})
+        os.remove(tmp_path / files["results"]["path"])  # what a driver sees of a worker's private disk
+        with pytest.raises(OSError, match="every node shares"):
+            folder.commit("shard-00000", files, {})
+        assert not folder.is_committed("shard-00000")
+
+
+def test_cleanup_removes_only_what_this_engine_named(tmp_path):
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        kept = commit_shard(folder, "shard-00000")
+    orphan = write_shard(str(tmp_path), "shard-00001", table(1), table(0), {})
+    killed_commit = tmp_path / "commits" / ".shard-00001.json.tmp-0123456789abcdef"  # a kill inside a commit
+    killed_commit.write_text("{")
+    users = [tmp_path / "results" / "notes.txt", tmp_path / "results" / ".draft.tmp-42", tmp_path / "commits" / "x.txt"]
+    for path in users:
+        path.write_text("mine")
+    JobFolder(str(tmp_path)).open(JOB, "f" * 64).close()
+    assert not killed_commit.exists() and not (tmp_path / orphan["results"]["path"]).exists()
+    assert all(p.read_text() == "mine" for p in users) and (tmp_path / kept["results"]["path"]).exists()
+
+
+@pytest.mark.parametrize("planted", [{"results/shard-00000.parquet": b"PAR1", "report.json": b"{}"},
+                                     {"thesis.tex": b"\\section{}"}, {"manifest.json": b"{}"}])
+def test_an_unrelated_non_empty_folder_is_refused_and_left_alone(tmp_path, planted, capsys):
+    for name, data in planted.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    before = listing(tmp_path)
+    with pytest.raises(UnrelatedFolder, match="not a motionfleet job folder"):
+        JobFolder(str(tmp_path)).open(JOB, "f" * 64)
+    code = cli.main(["generate", "--out", str(tmp_path), "--preset", "tiny", "--steps", "2", "--workers", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("motionfleet: error: ") and err.count("\n") == 1 and "empty --out" in err
+    assert listing(tmp_path) == before
+
+
+def test_one_job_per_folder_other_jobs_refused_at_once(tmp_path):
+    holder = JobFolder(str(tmp_path)).open(JOB, "a" * 64)
+    assert json.loads((tmp_path / "job.json").read_text())["fingerprint"] == "a" * 64  # identity before any shard
+    with pytest.raises(JobMismatch):
+        JobFolder(str(tmp_path)).open({**JOB, "seed": 1}, "b" * 64)
+    with pytest.raises(FolderInUse, match="in use by another job"):
+        JobFolder(str(tmp_path)).open(JOB, "a" * 64)
+    holder.close()
+    JobFolder(str(tmp_path)).open(JOB, "a" * 64).close()
+
+
+def test_a_crashed_jobs_lease_does_not_keep_the_folder(tmp_path):
+    storage = Storage(str(tmp_path))
+    storage.makedirs("_lock")
+    dead = {"owner": "x", "host": socket.gethostname(), "pid": 2**22 + 7, "expires": time.time() + 3600}
+    expired = {"owner": "y", "host": "another-node", "pid": 1, "expires": time.time() - 1}
+    storage.write("_lock/0000000000000001.json", json.dumps(dead).encode())
+    storage.write("_lock/0000000000000002.json", json.dumps(expired).encode())
+    JobFolder(str(tmp_path)).open(JOB, "a" * 64).close()
+    assert not list((tmp_path / "_lock").iterdir())
+
+
+def test_two_contenders_at_the_same_instant_never_both_hold_the_lease(tmp_path, monkeypatch):
+    """A barrier between writing a lease and listing the others: each lists after both wrote, so at most
+    one holds the folder (the first to list sees the other and withdraws; the second may then hold it)."""
+    barrier = threading.Barrier(2)
+    listing_others = Lease._other_live
+    monkeypatch.setattr(Lease, "_other_live", lambda self: (barrier.wait(), listing_others(self))[1])
+    outcomes = []
+
+    def contend():
+        lease = Lease(Storage(str(tmp_path)), "contender", ttl_s=60)
+        try:
+            lease.acquire()
+            outcomes.append("held")
+        except FolderInUse:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=contend) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) in (["held", "refused"], ["refused", "refused"])
+
+
+def test_a_job_whose_lease_was_taken_over_stops_committing(tmp_path):
+    folder = JobFolder(str(tmp_path), ttl_s=60).open(JOB, "a" * 64)
+    os.remove(tmp_path / folder.lease.name)  # what a takeover after a long stall does
+    folder.lease.confirmed_until = 0.0
+    with pytest.raises(LeaseLost):
+        commit_shard(folder, "shard-00000")
+    assert not folder.is_committed("shard-00000") and not list((tmp_path / "commits").glob("*.json"))
+
+
+def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
+    with JobFolder(str(tmp_path)).open(JOB, "a" * 64) as folder:
+        location, path, token = folder.visibility_probe()
+        assert check_visible((location, path, token)) is None
+        other_node = tmp_path / "elsewhere"  # the same path on a node that does not share the disk
+        assert "not visible from the worker node" in check_visible((str(other_node), path, token))
+
+
+# --- whole jobs (tiny preset, 2 steps) ---------------------------------------------------------------------
+SPEC = ModelSpec(preset="tiny")
+
+
+def generate(out, seed=0, shard_size=2):
+    settings = GenerateSettings(steps=2, seed=seed, batch_size=4, default_frames=6)
+    return jobs.generate(str(out), SPEC, settings, prompts=str(out.parent / "prompts.txt"), shard_size=shard_size,
+                         workers=0)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+
+
+def keyed(out) -> dict:
+    return {r["sample_id"]: r["motion"] for r in read_results(out).to_pylist()}
+
+
+def test_concurrent_jobs_into_one_folder_with_the_first_held_at_a_barrier(tmp_path, prompts, monkeypatch):
+    """Job A stops inside its first shard; meanwhile a different job and an identical one are refused at
+    once and touch nothing; A then completes with every row exactly once."""
+    inside, release = threading.Event(), threading.Event()
+    real = executors.process_shard
+
+    def held(*args):
+        inside.set()
+        release.wait(60)
+        return real(*args)
+
+    monkeypatch.setattr(executors, "process_shard", held)
+    out, errors = tmp_path / "job", []
+    first = threading.Thread(target=lambda: errors.append(generate(out) is None))
+    first.start()
+    assert inside.wait(120)
+    before = listing(out)
+    monkeypatch.setattr(executors, "process_shard", real)
+    with pytest.raises(JobMismatch):
+        generate(out, seed=1)
+    with pytest.raises(FolderInUse):
+        generate(out)
+    assert listing(out) == before
+    release.set()
+    first.join()
+    assert errors == [False] and sorted(keyed(out)) == [str(i) for i in range(len(PROMPTS))]
+
+
+def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, prompts, capsys):
+    out = tmp_path / "job"
+    generate(out)
+    reference = keyed(out)
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "commits").glob("*.json")}
+    deleted, truncated, flipped = (out / records[s]["files"]["results"]["path"] for s in sorted(records))
+    deleted.unlink()
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 1  # same size: only the checksum tells
+    flipped.write_bytes(bytes(data))
+    assert cli.main(["verify", str(out)]) == 1
+    assert "3 damaged" in capsys.readouterr().out
+
+    assert generate(out)["shards_run"] == 2  # the resume notices the missing and truncated files by their sizes
+    assert cli.main(["verify", str(out), "--repair"]) == 1  # the bit flip is uncommitted ...
+    assert "1 damaged" in capsys.readouterr().out
+    assert generate(out)["shards_run"] == 1  # ... and computed again
+    assert cli.main(["verify", str(out)]) == 0 and keyed(out) == reference
+    assert "3 committed shards, 5 rows" in capsys.readouterr().out
+
+
+def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path, prompts, monkeypatch):
+    out = tmp_path / "job"
+    real, calls = executors.process_shard, []
+
+    def crash_on_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the driver dies after one commit
+        return real(*args)
+
+    monkeypatch.setattr(executors, "process_shard", crash_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out)
+    monkeypatch.setattr(executors, "process_shard", real)
+    report = generate(out)
+    assert report["shards_run"] == 2 and report["shards_total"] == 3
+    assert report["timing"]["sentences"] == len(PROMPTS)  # all of them, not only the last run's
+    assert json.loads((out / "report.json").read_text())["timing"]["sentences"] == len(PROMPTS)
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name] and not list((out / "_lock").iterdir())
