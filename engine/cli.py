@@ -8,12 +8,13 @@ import sys
 from motionfleet.core.backends import BACKENDS, PRECISIONS, BackendUnavailable, check_backend
 from motionfleet.core.errors import ClusterUnreachable, MissingFile, UnsafeCheckpoint
 from motionfleet.core.executors import NoWorkers, OutputUnwritable
-from motionfleet.core.sink import JobMismatch
+from motionfleet.core.sink import FolderRefused
 from motionfleet.evaluation.results import IncompleteEvaluation
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="job folder: results/, rejected/, manifest.json, report.json")
+    p.add_argument("--out", required=True, help="job folder, a path or a URI (s3://, gs://, hdfs://, file://): "
+                                                "job.json, results/, rejected/, commits/, report.json")
     p.add_argument("--checkpoint", help="model folder (model.safetensors + config.json) or a released checkpoint; "
                                         "default: seeded dummy weights")
     p.add_argument("--dummy-seed", type=int, default=0, help="seed of the dummy weights (default 0)")
@@ -299,6 +300,25 @@ def _run_leaderboard(args) -> int:
     print(result["markdown"])
     print(f"table: {args.out}/leaderboard.parquet and {args.out}/leaderboard.md")
     return 0
+def _verify_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check a job folder fully: every committed file present, its size, "
+                                      "sha256 and rows")
+    p.add_argument("folder", help="job folder, a path or a URI")
+    p.add_argument("--repair", action="store_true", help="uncommit damaged shards, so that rerunning the job "
+                                                         "computes them again")
+
+
+def _run_verify(args) -> int:
+    from motionfleet.core.sink import verify_folder
+
+    found = verify_folder(args.folder, repair=args.repair)
+    for shard_id, problems in found["damaged"].items():
+        print(f"damaged {shard_id}: {'; '.join(problems)}" + ("  (uncommitted)" if args.repair else ""))
+    print(f"{found['shards']} committed shards, {found['rows']} rows, {found['rejected']} rejected; "
+          f"{len(found['damaged'])} damaged; {len(found['uncommitted_files'])} files of uncommitted attempts")
+    if found["damaged"] and not args.repair:
+        print("rerun with --repair, then rerun the job to compute the damaged shards again")
+    return 1 if found["damaged"] else 0
 
 
 COMMANDS = {
@@ -309,6 +329,7 @@ COMMANDS = {
     "bench": (_bench_parser, _run_bench),
     "evaluate": (_evaluate_parser, _run_evaluate),
     "leaderboard": (_leaderboard_parser, _run_leaderboard),
+    "verify": (_verify_parser, _run_verify),
 }
 
 
@@ -322,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         if vars(args).get("backend"):  # a job command: refuse a backend this machine cannot run, before any work
             check_backend(args.backend, args.precision or "fp32", args.device)
         return COMMANDS[args.command][1](args)
-    except (MissingFile, UnsafeCheckpoint, JobMismatch, FileNotFoundError, ValueError, BackendUnavailable,
+    except (MissingFile, UnsafeCheckpoint, FolderRefused, FileNotFoundError, ValueError, BackendUnavailable,
             ClusterUnreachable) as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 2

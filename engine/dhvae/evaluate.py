@@ -336,7 +336,7 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
     worker = executors.WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
     started = time.perf_counter()
-    done, _, failed = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard),
+    done, failed, _, _ = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard),
                                       worker, workers, address, settings.device, unit="batch")
     embed_s = time.perf_counter() - started
     check_complete(out / "embed", len(batches), failed)
