@@ -8,7 +8,7 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from killed_job import kill_after_commits, result_mtimes
+from killed_job import committed, kill_after_commits, result_mtimes
 
 from motionfleet.cli import main
 from motionfleet.dhvae.interhuman import write_synthetic
@@ -40,9 +40,9 @@ def test_metric_values_do_not_move_with_workers_batch_or_shard_size(tmp_path, da
     assert {(r["metric"], r["replication"]): r["value"] for r in rows if r["source"] == "generated"} == \
         {(m, i): v for m, s in generated.items() for i, v in enumerate(s["values"])}
     # a rerun finds every job committed and gives the same file
-    before = (tmp_path / "a" / "embed" / "manifest.json").read_bytes()
+    before = committed(tmp_path / "a" / "embed")
     assert evaluate("dhvae", tmp_path / "a", dataset, workers=0, batch_size=16, **TINY)["metrics"] == a["metrics"]
-    assert (tmp_path / "a" / "embed" / "manifest.json").read_bytes() == before
+    assert committed(tmp_path / "a" / "embed") == before
 
 
 def test_a_protocol_the_dataset_cannot_fill_is_a_one_line_error(tmp_path, dataset, capsys):
@@ -90,16 +90,16 @@ def test_killed_leaderboard_resumes_where_it_stopped(tmp_path, dataset):
     second = out / "entries" / "tiny-w1" / "seed-0" / "generate"
     env = {**os.environ, "MOTIONFLEET_PROGRESS": "0"}
     cmd = [sys.executable, "-m", "motionfleet.cli", "leaderboard", str(config), "--out", str(out)]
-    committed = kill_after_commits(cmd, second, env, commits=2)
-    assert len(committed) >= 2 and not (out / "leaderboard.md").exists()
+    records = kill_after_commits(cmd, second, env, commits=2)
+    assert len(records) >= 2 and not (out / "leaderboard.md").exists()
     first_metrics = out / "entries" / "tiny-w3.5" / "seed-0" / "metrics.json"
     first_mtime = first_metrics.stat().st_mtime_ns
-    kept = result_mtimes(second, committed)
+    kept = result_mtimes(second, records)
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert first_metrics.stat().st_mtime_ns == first_mtime  # the finished entry was not redone
-    assert result_mtimes(second, committed) == kept  # nor the second entry's committed shards
+    assert result_mtimes(second, records) == kept  # nor the second entry's committed shards
     rows = pq.read_table(out / "leaderboard.parquet").to_pylist()
     assert {(r["entry"], r["source"]) for r in rows} == {(e, s) for e in ("tiny-w3.5", "tiny-w1") for s in ("generated", "real")}
     assert len(rows) == 2 * 2 * (7 + 6)
