@@ -42,7 +42,7 @@ def finish(job: subprocess.Popen, timeout=240) -> str:
 
 
 def committed(out: Path) -> int:
-    return len(list((out / "results").glob("shard-*.parquet"))) if (out / "results").is_dir() else 0
+    return len(list((out / "commits").glob("*.json")))
 
 
 def wait_for(condition, timeout=120, what="condition", job=None):
