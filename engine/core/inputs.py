@@ -19,8 +19,9 @@ import numpy as np
 
 from motionfleet.core.errors import RejectedInput
 
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # "http:", "concat:", "file:" (not "C:\\", two letters+)
-_ALLOWED_CONTROLS = frozenset("\t")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # "http:", "concat:", "file:"
+# Control characters but tab (Unicode Cc), line and paragraph separators (Zl, Zp), lone surrogates (Cs)
+_NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 # ----------------------------------------------------------------------------- files
@@ -88,14 +89,13 @@ def check_text(value: Any, what: str) -> str:
     or line breaks other than tabs, else RejectedInput."""
     if not isinstance(value, str):
         raise RejectedInput(f"{what} must be a string, got {type(value).__name__}")
-    for i, char in enumerate(value):
-        category = unicodedata.category(char)
-        if category == "Cs":
-            raise RejectedInput(f"{what} holds a lone surrogate ({char.encode('utf-8', 'backslashreplace').decode()} "
-                                f"at {i}), not valid Unicode")
-        if (category == "Cc" and char not in _ALLOWED_CONTROLS) or category in ("Zl", "Zp"):
-            raise RejectedInput(f"{what} holds a control character or line break (U+{ord(char):04X} at {i})")
-    return value
+    bad = _NOT_TEXT.search(value)
+    if bad is None:
+        return value
+    char, at = bad.group(), bad.start()
+    if unicodedata.category(char) == "Cs":
+        raise RejectedInput(f"{what} holds a lone surrogate ({printable(char)} at {at}), not valid Unicode")
+    raise RejectedInput(f"{what} holds a control character or line break (U+{ord(char):04X} at {at})")
 
 
 def check_id(value: Any, what: str = "id") -> str:
