@@ -40,16 +40,10 @@ from motionfleet.sampling.schedules import alphas_cumprod
 from motionfleet.sampling.score_guidance import guided_sample
 from motionfleet.scorehoi import model as scorehoi
 from motionfleet.scorehoi.hoi import NUM_JOINTS, PhysicalGuidance, object_sdf, pose_scene, unpack_state
-from motionfleet.scorehoi.runner import (
-    PRESETS,
-    SCHEDULE,
-    RefineItem,
-    RefineModelSpec,
-    RefineSettings,
-    ScoreHOIRefiner,
-    padded,
-)
-from motionfleet.scorehoi.source import EstimateRecord
+from motionfleet.scorehoi.runner import SCHEDULE, ScoreHOIRefiner, padded
+from motionfleet.scorehoi.settings import SAMPLER_PRESETS as PRESETS
+from motionfleet.scorehoi.settings import RefineModelSpec, RefineSettings
+from motionfleet.scorehoi.source import EstimateRecord, RefineItem
 
 RESULTS = Path(__file__).parent / "results" / "scorehoi_cpu.json"
 PUBLIC_BATCH = 32
@@ -287,7 +281,7 @@ def main() -> None:
                 "excluded); split = share of those seconds in the denoiser, the body model (forward + backward), "
                 "the fused loss, and the rest (Python, DDIM updates, contact masks)",
         "torch_threads": threads, "load_average_at_start": os.getloadavg(),
-        "machine": provenance.machine(), "versions": provenance.software_versions(),
+        "machine": provenance.host(), "versions": provenance.software_versions(),
         "python": platform.python_version(),
         "flops_per_sample_per_call": denoiser_flops(),
         "fps": fps_table(body_dir),

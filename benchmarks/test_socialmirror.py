@@ -20,13 +20,8 @@ from motionfleet.bench import count_flops
 from motionfleet.core.executors import WarmWorker
 from motionfleet.demo.videos import write_demo_tracks, write_demo_video
 from motionfleet.socialmirror import model as socialmirror
-from motionfleet.socialmirror.runner import (
-    BACKBONE_CHUNK,
-    Reconstructor,
-    ReconstructSettings,
-    ReconstructSpec,
-    prepare_clip,
-)
+from motionfleet.socialmirror.runner import BACKBONE_CHUNK, Reconstructor, prepare_clip
+from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
 from motionfleet.socialmirror.video import DecodeStats, iter_clips, iter_frames, read_tracks
 
 SIZE = (640, 360)

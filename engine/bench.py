@@ -193,7 +193,7 @@ def math_cost(generator: DHVAEGenerator, batch: int, settings: BenchSettings) ->
 
 def make_generator(backend: str, settings: BenchSettings) -> DHVAEGenerator:
     spec = ModelSpec(preset=settings.preset, text_encoder="precomputed")
-    run = GenerateSettings(steps=settings.steps, guidance=settings.guidance, batch_size=max(settings.batch_sizes),
+    run = GenerateSettings(steps=settings.steps, guidance_scale=settings.guidance, batch_size=max(settings.batch_sizes),
                            default_frames=settings.frames, device=settings.device, backend=backend,
                            precision=settings.precision)
     return DHVAEGenerator(spec, run)
@@ -300,10 +300,10 @@ def whole_loop(generator: DHVAEGenerator, settings: BenchSettings) -> dict:
     import onnxruntime
 
     from motionfleet.core.backends import graph_path, ort_session
-    from motionfleet.export import onnx as onnx_export
+    from motionfleet.dhvae.graphs import dhvae_loop_graph
 
     device = torch.device(settings.device)
-    spec = onnx_export.dhvae_loop_graph(generator.model.denoiser, settings.steps, settings.guidance)
+    spec = dhvae_loop_graph(generator.model.denoiser, settings.steps, settings.guidance)
     path = graph_path(spec, "fp32", None, generator.weights)  # exported once into the cache
     session = ort_session(path, "onnxruntime", "fp32", device)
     medians = {}
@@ -382,7 +382,7 @@ def run_bench(settings: BenchSettings, out_dir: str | Path) -> dict:
     first = next(iter(generators.values()))
     body = {
         "bench": "dhvae backends", "settings": asdict(settings), "weights": first.weights,
-        "machine": provenance.machine(), "versions": provenance.software_versions(),
+        "machine": provenance.host(), "versions": provenance.software_versions(),
         "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
         "matmul_fp32_gflops": {"before": matmul_gflops(device)},
         "results": sweep(generators, settings),
@@ -397,7 +397,7 @@ def run_bench(settings: BenchSettings, out_dir: str | Path) -> dict:
     stem = out_dir / f"dhvae_backends_{device.type}"
     stem.with_suffix(".json").write_text(json.dumps(body, indent=2, default=str))
     title = (f"dhvae/{settings.preset}, {settings.steps} DDIM steps + decode {settings.frames} frames, "
-             f"{settings.precision}, {body['machine']['processor']} x{body['torch_threads']} threads")
+             f"{settings.precision}, {body['machine']['cpu_model']} x{body['torch_threads']} threads")
     plot(body["results"], stem.with_suffix(".png"), title)
     return body
 

@@ -1,299 +1,286 @@
-"""``motionfleet`` command line."""
+"""``motionfleet``: batch inference and benchmarking of diffusion models of human interaction.
+
+The command line is a thin layer over the Python API (``motionfleet.generate`` etc.): each job
+command and its flags are built from the family registry (``core.registry``), so a flag means the
+same thing in every command and is checked the same way as an API keyword. A bad invocation is
+one line ``motionfleet: error: ...`` and exit 2; a data or checkpoint error one line and exit 1;
+Ctrl-C exit 130 (a rerun resumes).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from motionfleet.core.backends import BACKENDS, PRECISIONS, BackendUnavailable, check_backend
-from motionfleet.core.errors import ClusterUnreachable, MissingFile, UnsafeCheckpoint
-from motionfleet.core.executors import NoWorkers, OutputUnwritable
-from motionfleet.core.sink import FolderRefused
-from motionfleet.evaluation.results import IncompleteEvaluation
+from motionfleet.core.options import Option, UsageError, file_option, float_option, int_option
+
+EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 2, 1, 130
+PROG = "motionfleet"
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="job folder, a path or a URI (s3://, gs://, hdfs://, file://): "
-                                                "job.json, results/, rejected/, commits/, report.json")
-    p.add_argument("--checkpoint", help="model folder (model.safetensors + config.json) or a released checkpoint; "
-                                        "default: seeded dummy weights")
-    p.add_argument("--dummy-seed", type=int, default=0, help="seed of the dummy weights (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="job seed; each sample's noise comes from (seed, id, repeat)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=1, help="Ray runner actors; 0 runs in this process without Ray")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="what runs the denoiser and decoder")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="fp16 / bf16 only where the device computes in them natively")
-    p.add_argument("--address", help="join an existing Ray cluster at this address instead of starting one")
-    p.add_argument("--shard-size", type=int, default=256, help="work items per shard (unit of commit and retry)")
-    p.add_argument("--shard-timeout", type=float, help="seconds a worker may spend on one shard before it is killed and "
-                                                       "the shard retried (default: 5x the slowest shard so far, >= 60)")
-    p.add_argument("--shard-attempts", type=int, default=3, help="tries of a failing shard before it is recorded in "
-                                                                 "OUT/failed/ and the job goes on (default 3)")
+class Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are ``UsageError`` (one line, exit 2), defaults shown in help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog.removeprefix(PROG).strip() + ': ' if self.prog != PROG else ''}{message}")
 
 
-def _generate_parser(sub) -> None:
-    p = sub.add_parser("generate", help="text prompts -> two-person motion (dhvae)")
-    _add_common(p)
-    p.add_argument("--prompts", help=".txt (one per line), .jsonl or .parquet; default: the built-in set")
-    p.add_argument("--preset", default="official", help="dhvae preset for dummy weights: official, paper, tiny")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=3.5, help="classifier-free guidance scale w")
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--num-frames", type=int, default=120, help="frames for prompts that give none (max 300)")
-    p.add_argument("--text-encoder", default="minilm", choices=["minilm", "clip", "precomputed"])
-    p.add_argument("--text-encoder-weights", help="open_clip ViT-L-14 weights file (clip) or a saved MiniLM projection")
+def add_option(parser, option: Option) -> None:
+    """One flag from an Option: values stay text here and are parsed and checked with the rest."""
+    default = "off" if option.switch else "none" if option.default is None else option.default
+    text = option.help if "default" in option.help else f"{option.help} (default: {default})"
+    if option.switch:
+        parser.add_argument(option.flag, dest=option.name, action="store_true", default=None, help=text)
+        return
+    metavar = "{" + ",".join(map(str, option.choices)) + "}" if option.choices else (option.metavar or "TEXT")
+    parser.add_argument(option.flag, dest=option.name, default=None, metavar=metavar, help=text)
 
 
-def _run_generate(args) -> int:
-    from motionfleet.core import jobs
-    from motionfleet.core.report import summary_lines
-    from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
-
-    spec = ModelSpec(preset=args.preset, checkpoint=args.checkpoint, dummy_seed=args.dummy_seed,
-                     text_encoder=args.text_encoder, text_encoder_weights=args.text_encoder_weights)
-    settings = GenerateSettings(steps=args.steps, guidance=args.guidance, eta=args.eta, seed=args.seed,
-                                batch_size=args.batch_size, default_frames=args.num_frames,
-                                device=args.device, backend=args.backend, precision=args.precision)
-    report = jobs.generate(args.out, spec, settings, prompts=args.prompts, repeats=args.repeats,
-                           shard_size=args.shard_size, workers=args.workers, address=args.address,
-                           policy=_policy(args))
-    return _print_report(args.out, report, summary_lines)
+def add_verbose(parser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="show third-party output (warnings, "
+                        "download and loading bars) (default: quiet)")
 
 
-def _policy(args):
-    from motionfleet.core.executors import FaultPolicy
-
-    if args.shard_timeout is not None and not args.shard_timeout > 0:
-        raise ValueError(f"--shard-timeout must be > 0 seconds, got {args.shard_timeout}")
-    if args.shard_attempts < 1:
-        raise ValueError(f"--shard-attempts must be >= 1, got {args.shard_attempts}")
-    return FaultPolicy(attempts=args.shard_attempts, shard_timeout_s=args.shard_timeout)
+# --- job commands, one per family ----------------------------------------------------------
 
 
-def _print_report(out: str, report, lines) -> int:
-    """Print ``lines(report)`` and where the job wrote, or that a rerun found nothing to do; 1 when
-    shards failed after their retries (the summary says where their errors are)."""
-    from motionfleet.core import failures
+def job_parser(sub, command: str) -> None:
+    from motionfleet.core import jobs, registry
 
+    family = registry.get(command)
+    p = sub.add_parser(command, help=family.summary, description=family.summary,
+                       epilog=f"example:\n  {family.example}")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="job folder, a path or a URI (s3://, gs://, hdfs://, file://): job.json, results/, rejected/, "
+                        "commits/, report.json (required)")
+    if family.demo:
+        source = p.add_mutually_exclusive_group(required=True)
+        add_option(source, family.inputs)
+        source.add_argument("--demo", action="store_true", help="built-in synthetic inputs instead (default: off)")
+    else:
+        add_option(p, family.inputs)
+    for option in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS:
+        add_option(p, option)
+    add_verbose(p)
+    p.set_defaults(handler=run_job, family=family)
+
+
+def run_job(args, argv: list[str]) -> int:
+    from motionfleet import api
+    from motionfleet.core import failures, jobs
+
+    family = args.family
+    settings = {o.name: getattr(args, o.name) for o in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS}
+    report = api.run(family.command, getattr(args, family.inputs.name), out=args.out,
+                     demo=getattr(args, "demo", False), command_line=[PROG, *argv], **settings)
     if report is None:
-        print(f"nothing to do: every shard in {out} is already committed")
+        print(f"nothing to do: every shard in {args.out} is already committed")
         return 0
-    print("\n".join(lines(report)))
-    print(f"results: {out}/results  rejected: {out}/rejected  report: {out}/report.json")
-    failed = failures.read_all(out)
-    if report.get("shards_failed") and failed:
-        print(f"motionfleet: error: {failures.summary_line(out, failed)}", file=sys.stderr)
-        return 1
+    print("\n".join(family.report_lines(report)))
+    print(f"results: {args.out}/results  rejected: {args.out}/rejected  report: {args.out}/report.json")
+    failed = failures.read_all(args.out)
+    if report["shards"]["failed"] and failed:
+        print(f"{PROG}: error: {failures.summary_line(args.out, failed)}", file=sys.stderr)
+        return EXIT_DATA
+    if report["rows"]["results"] == 0 and report["rows"]["rejected"] > 0:
+        print(f"{PROG}: error: every input was rejected; the reasons are in {args.out}/rejected", file=sys.stderr)
+        return EXIT_DATA
     return 0
 
 
-def _reconstruct_parser(sub) -> None:
-    p = sub.add_parser("reconstruct", help="video corpus -> two-person SMPL motion (socialmirror)")
-    _add_common(p)
-    p.set_defaults(batch_size=4, shard_size=64)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--videos", help="folder of videos, .txt or .parquet manifest (path, track_path, caption), "
-                                         "or one video file")
-    source.add_argument("--demo", action="store_true", help="write a few synthetic two-person videos to "
-                                                            "OUT/demo_videos and reconstruct them")
-    p.add_argument("--preset", default="released", help="socialmirror preset for dummy weights: released, small")
-    p.add_argument("--steps", type=int, default=5, help="DDIM steps over CloseInt's 100 train steps")
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--sigma", type=float, default=1.0, help="noise scale of the start x_T ~ N(x_init, sigma^2)")
-    p.add_argument("--guidance-scale", type=float, default=0.0, help="geometric guidance rho (0: off; try 0.05)")
-    p.add_argument("--guidance-penetration", type=float, default=1.0, help="weight of the joint penetration term")
-    p.add_argument("--guidance-aux", type=float, default=1.0, help="weight of the auxiliary 3D joint term")
-    p.add_argument("--joint-radius", type=float, default=0.08, help="joint sphere radius (m) of the penetration term")
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second the videos are resampled to")
-    p.add_argument("--stride", type=int, default=16, help="frames between clip starts (16: no overlap)")
-    p.add_argument("--crop-size", type=int, default=224, help="person crop side for ResNet-50")
-    p.add_argument("--max-frame-size", type=int, default=640, help="cap on the longer frame side before cropping")
-    p.add_argument("--prefetch-clips", type=int, default=4, help="decoded clips queued ahead of the models")
-    p.add_argument("--backbone-weights", help="torchvision-format ResNet-50 weights file")
-    p.add_argument("--estimator-weights", help="feature projection + regression head weights file")
-    p.add_argument("--body-models", help="folder with smpl/SMPL_NEUTRAL.pkl (default: a cached synthetic SMPL)")
-    p.add_argument("--estimates", help="upstream Parquet of per-frame image features / initial estimates / aux joints")
-    p.add_argument("--text-encoder", default="minilm", choices=["minilm", "clip"], help="encoder of captions")
-    p.add_argument("--text-encoder-weights", help="open_clip ViT-L-14 weights file (clip) or a saved MiniLM projection")
+# --- export --------------------------------------------------------------------------------
 
 
-def _run_reconstruct(args) -> int:
-    from motionfleet.core import jobs
-    from motionfleet.core.report import stage_lines
-    from motionfleet.socialmirror.runner import ReconstructSettings, ReconstructSpec
-
-    spec = ReconstructSpec(preset=args.preset, checkpoint=args.checkpoint, dummy_seed=args.dummy_seed,
-                           backbone_weights=args.backbone_weights, estimator_weights=args.estimator_weights,
-                           body_models=args.body_models, estimates=args.estimates, text_encoder=args.text_encoder,
-                           text_encoder_weights=args.text_encoder_weights)
-    settings = ReconstructSettings(
-        target_fps=args.fps, stride=args.stride, crop_size=args.crop_size, max_frame_size=args.max_frame_size,
-        clips_per_shard=args.shard_size, steps=args.steps, eta=args.eta, sigma=args.sigma,
-        guidance_scale=args.guidance_scale, guidance_penetration=args.guidance_penetration,
-        guidance_aux=args.guidance_aux, joint_radius=args.joint_radius, seed=args.seed, batch_size=args.batch_size,
-        prefetch_clips=args.prefetch_clips, device=args.device, backend=args.backend, precision=args.precision)
-    report = jobs.reconstruct(args.out, args.videos, spec, settings, workers=args.workers, address=args.address,
-                              demo=args.demo, policy=_policy(args))
-    return _print_report(args.out, report, stage_lines)
+EXPORT_OPTIONS = (
+    int_option("dummy_seed", 0, "seed of the dummy weights", low=0),
+    int_option("opset", 23, "ONNX opset", low=18),
+    int_option("loop_steps", None, "dhvae: also export the whole DDIM loop unrolled for this many steps", low=1),
+    float_option("guidance_scale", 3.5, "guidance scale baked into the whole-loop graph", low=0.0),
+)
 
 
-def _refine_parser(sub) -> None:
-    from motionfleet.scorehoi.runner import PRESETS, RefineSettings
+def export_parser(sub) -> None:
+    from motionfleet.core import registry
+    from motionfleet.core.graphs import GRAPH_PRECISIONS
 
-    defaults = RefineSettings()
-    p = sub.add_parser("refine", help="initial human-object estimates -> score-guided refinement (scorehoi)")
-    _add_common(p)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--estimates", help="Parquet of initial estimates, one row per image (README: refine)")
-    source.add_argument("--demo", action="store_true", help="built-in synthetic scenes with penetration and missed "
-                                                            "contact; implies --control")
-    p.add_argument("--preset", default="paper", choices=sorted(PRESETS),
-                   help="sampler settings: paper (N 10, tau 50, step 2), public (N 20, tau 50, step 5), fast (N 2)")
-    p.add_argument("--rounds", type=int, help="refinement rounds N (overrides the preset)")
-    p.add_argument("--tau", type=int, help="inversion noise level, of 1000 steps (overrides the preset)")
-    p.add_argument("--stride", type=int, help="DDIM step size (overrides the preset)")
-    p.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="rho of eq. 6; 0: off")
-    p.add_argument("--control", action="store_true", help="also refine every row with guidance off (rho 0)")
-    p.add_argument("--model", default="released", choices=["released", "small"], help="denoiser size")
-    p.add_argument("--unfolded", action="store_true", help="run the unfolded reference denoiser (same function, "
-                                                           "about 12x the FLOPs) instead of the folded one")
-    p.add_argument("--body-models", help="folder with the licensed smplh/SMPLH_NEUTRAL.npz (default: a synthetic "
-                                         "stand-in written once to $MOTIONFLEET_CACHE/body_models)")
-    p.add_argument("--contact-distance", type=float, default=defaults.contact_distance,
-                   help="the default contact predictor marks human points this close to the object (m)")
-    p.add_argument("--image-encoder-weights", help="torchvision-format ResNet-50 weights for image_path rows")
+    p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
+                       description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
+                       epilog="example:\n  motionfleet export --family dhvae --preset tiny --out graphs/")
+    add_option(p, Option("family", None, "which model", choices=tuple(registry.FAMILIES)))
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the .onnx files (required)")
+    add_option(p, Option("checkpoint", None, "model folder or released checkpoint; none: dummy weights",
+                         metavar="PATH"))
+    add_option(p, Option("preset", None, "model size for dummy weights (default: the family's)"))
+    add_option(p, Option("precision", "fp32", "fp16: fp16 weights and arithmetic, fp32 inputs and outputs",
+                         choices=GRAPH_PRECISIONS))
+    for option in EXPORT_OPTIONS:
+        add_option(p, option)
+    add_verbose(p)
+    p.set_defaults(handler=run_export)
 
 
-def _run_refine(args) -> int:
-    from motionfleet.core import jobs
-    from motionfleet.core.report import fps_lines
-    from motionfleet.scorehoi.runner import RefineSettings, model_spec, quality_lines
-
-    overrides = {k: getattr(args, k) for k in ("rounds", "tau", "stride") if getattr(args, k) is not None}
-    settings = RefineSettings.from_preset(
-        args.preset, **overrides, guidance_scale=args.guidance_scale, contact_distance=args.contact_distance,
-        folded=not args.unfolded, batch_size=args.batch_size, device=args.device, backend=args.backend,
-        precision=args.precision)
-    spec = model_spec(args.model, args.checkpoint, args.dummy_seed, args.body_models, args.image_encoder_weights)
-    report = jobs.refine(args.out, None if args.demo else args.estimates, spec, settings,
-                         control=args.control or args.demo, shard_size=args.shard_size, workers=args.workers,
-                         address=args.address, policy=_policy(args))
-    return _print_report(args.out, report, lambda r: fps_lines(r) + quality_lines(r["quality"]))
-
-
-def _export_parser(sub) -> None:
-    from motionfleet.export.onnx import FAMILIES, GRAPH_PRECISIONS, OPSET
-
-    p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)")
-    p.add_argument("--family", required=True, choices=FAMILIES)
-    p.add_argument("--checkpoint", help="model folder or released checkpoint; default: seeded dummy weights")
-    p.add_argument("--preset", help="preset for dummy weights (dhvae: official, paper, tiny; scorehoi and "
-                                    "socialmirror: released, small)")
-    p.add_argument("--dummy-seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for the .onnx files")
-    p.add_argument("--precision", default="fp32", choices=GRAPH_PRECISIONS,
-                   help="fp16: fp16 weights and arithmetic, fp32 inputs and outputs")
-    p.add_argument("--opset", type=int, default=OPSET)
-    p.add_argument("--loop-steps", type=int, help="dhvae: also export the whole DDIM loop unrolled for this many steps")
-    p.add_argument("--guidance", type=float, default=3.5, help="guidance scale baked into the whole-loop graph")
-
-
-def _run_export(args) -> int:
+def run_export(args, argv: list[str]) -> int:
+    from motionfleet.core import registry
+    from motionfleet.core.graphs import GRAPH_PRECISIONS
+    from motionfleet.core.options import existing_path
     from motionfleet.export.onnx import export_family
 
-    paths = export_family(args.family, args.out, args.checkpoint, args.preset, args.dummy_seed, args.precision,
-                          args.loop_steps, args.guidance, args.opset)
+    if args.family is None:
+        raise UsageError("export: the following arguments are required: --family")
+    family = registry.get(Option("family", None, "", choices=tuple(registry.FAMILIES)).parse(args.family))
+    preset = Option("preset", family.default_preset, "", choices=family.presets).value(args.preset)
+    checkpoint = Option("checkpoint", None, "", checks=(existing_path,)).value(args.checkpoint)
+    precision = Option("precision", "fp32", "", choices=GRAPH_PRECISIONS).value(args.precision)
+    v = {o.name: o.value(getattr(args, o.name)) for o in EXPORT_OPTIONS}
+    if v["loop_steps"] and family.name != "dhvae":
+        raise UsageError("--loop-steps: the whole-loop graph exists for dhvae only")
+    paths = export_family(family.name, args.out, checkpoint, preset, v["dummy_seed"],
+                          precision, v["loop_steps"], v["guidance_scale"], v["opset"],
+                          progress=lambda name: print(f"exporting {name} ...", file=sys.stderr, flush=True))
     for path in paths:
         print(path)
     return 0
 
 
-def _comma_list(kind):
-    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+# --- bench ---------------------------------------------------------------------------------
 
 
-def _bench_parser(sub) -> None:
-    p = sub.add_parser("bench", help="AITS per backend and batch size -> JSON, PNG plot and a table")
-    p.add_argument("--family", default="dhvae", choices=["dhvae"])
-    p.add_argument("--preset", default="official")
-    p.add_argument("--backends", type=_comma_list(str), default=("torch", "torch-compile", "onnxruntime"))
-    p.add_argument("--batch-sizes", type=_comma_list(int), default=(1, 8, 64, 256))
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--num-frames", type=int, default=120)
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per backend and batch size (median quoted)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--whole-loop-batches", type=_comma_list(int), default=(),
-                   help="also time the unrolled whole-loop ONNX graph against per-step calls at these batch sizes")
-    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG")
+def _comma_list(kind, name: str):
+    def parse(text: str):
+        try:
+            values = tuple(kind(item) for item in text.split(",") if item)
+        except ValueError:
+            raise UsageError(f"--{name}: {text!r} is not a comma-separated list") from None
+        if not values:
+            raise UsageError(f"--{name}: give at least one value")
+        return values
+    return parse
 
 
-def _run_bench(args) -> int:
+def bench_options() -> tuple[Option, ...]:
+    from motionfleet.core.backends import PRECISIONS
+
+    return (Option("preset", "official", "model size", choices=("official", "paper", "tiny")),
+            int_option("steps", 50, "DDIM steps", low=1, high=1000),
+            int_option("num_frames", 120, "frames decoded per sample", low=1, high=300),
+            int_option("repeats", 3, "timed runs per backend and batch size (median quoted)", low=1),
+            Option("device", "auto", "auto: cuda if torch sees a GPU, else cpu", choices=("auto", "cpu", "cuda")),
+            Option("precision", "fp32", "arithmetic precision", choices=PRECISIONS))
+
+
+def bench_parser(sub) -> None:
+
+    p = sub.add_parser("bench", help="AITS per backend and batch size -> JSON, PNG plot and a table",
+                       description="AITS per backend and batch size -> JSON, PNG plot and a table",
+                       epilog="example:\n  motionfleet bench --preset tiny --backends torch,onnxruntime "
+                              "--batch-sizes 1,8 --steps 5 --out runs/bench")
+    p.add_argument("--family", default="dhvae", choices=["dhvae"], help="which model (default: dhvae)")
+    p.add_argument("--backends", default="torch,torch-compile,onnxruntime",
+                   help="comma-separated backends (default: torch,torch-compile,onnxruntime)")
+    p.add_argument("--batch-sizes", default="1,8,64,256", help="comma-separated batch sizes (default: 1,8,64,256)")
+    for option in bench_options():
+        add_option(p, option)
+    p.add_argument("--whole-loop-batches", default="", help="also time the unrolled whole-loop ONNX graph against "
+                   "per-step calls at these batch sizes (default: none)")
+    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG "
+                   "(default: benchmarks/results)")
+    add_verbose(p)
+    p.set_defaults(handler=run_bench)
+
+
+def run_bench(args, argv: list[str]) -> int:
     from motionfleet.bench import BenchSettings, run_bench, summary
+    from motionfleet.core.backends import check_backend
+    from motionfleet.core.jobs import resolve_device
 
-    for backend in args.backends:
-        check_backend(backend, args.precision, args.device)
-    settings = BenchSettings(backends=args.backends, batch_sizes=args.batch_sizes, preset=args.preset,
-                             steps=args.steps, frames=args.num_frames, repeats=args.repeats, device=args.device,
-                             precision=args.precision, whole_loop_batches=args.whole_loop_batches)
+    v = {o.name: o.value(getattr(args, o.name)) for o in bench_options()}
+    device = resolve_device(v["device"])
+    precision = v["precision"]
+    backends = _comma_list(str, "backends")(args.backends)
+    batch_sizes = _comma_list(int, "batch-sizes")(args.batch_sizes)
+    whole_loop = _comma_list(int, "whole-loop-batches")(args.whole_loop_batches) if args.whole_loop_batches else ()
+    if min(batch_sizes + whole_loop, default=1) < 1:
+        raise UsageError("--batch-sizes: every batch size must be >= 1")
+    for backend in backends:
+        check_backend(backend, precision, device)
+    settings = BenchSettings(backends=backends, batch_sizes=batch_sizes, preset=v["preset"], steps=v["steps"],
+                             frames=v["num_frames"], repeats=v["repeats"], device=device, precision=precision,
+                             whole_loop_batches=whole_loop)
     body = run_bench(settings, args.out)
     print("\n".join(summary(body)))
-    print(f"written: {args.out}/dhvae_backends_{args.device}.json and .png")
+    print(f"written: {args.out}/dhvae_backends_{device}.json and .png")
     return 0
 
 
-def _evaluate_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate/reconstruct, then metrics over "
-                                        "replications -> OUT/metrics.json and metrics.parquet")
-    p.add_argument("--family", required=True, choices=["dhvae"])
-    p.add_argument("--dataset", help="dhvae: an InterHuman-layout folder (README: evaluate); default: a synthetic set "
-                                     "written to OUT/dataset")
-    _add_common(p)
-    p.set_defaults(batch_size=None, shard_size=None, backend=None, precision=None)
-    p.add_argument("--replications", type=int, help="10 (DHVAE's config, the default) or 20 (InterGen's)")
-    p.add_argument("--preset", help="dhvae preset for dummy weights: official, paper, tiny")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--guidance", type=float)
-    p.add_argument("--text-encoder", choices=["minilm", "clip", "precomputed"])
-    p.add_argument("--text-encoder-weights")
-    p.add_argument("--evaluator-checkpoint", help="InterCLIP's released interclip.ckpt (Lightning); default: seeded "
-                                                  "dummy weights")
-    p.add_argument("--evaluator-preset", help="InterCLIP size for dummy weights: official, tiny")
-    p.add_argument("--evaluator-vocab", help="CLIP's bpe_simple_vocab_16e6.txt.gz (found in an installed open_clip)")
-    p.add_argument("--match-batch", type=int, help="R-precision matching batch (96)")
-    p.add_argument("--diversity-pairs", type=int, help="Diversity pairs (300)")
-    p.add_argument("--mm-texts", type=int, help="MModality texts (100; 0: no MModality)")
-    p.add_argument("--mm-repeats", type=int, help="MModality generations per text (30)")
-    p.add_argument("--mm-pairs", type=int, help="MModality pairs per text (10)")
+# --- evaluate and leaderboard ---------------------------------------------------------------
 
 
-EVALUATE_OPTIONS = ("checkpoint", "dummy_seed", "seed", "batch_size", "device", "backend", "precision", "shard_size",
-                    "replications", "preset", "steps", "guidance", "text_encoder", "text_encoder_weights",
-                    "evaluator_checkpoint", "evaluator_preset", "evaluator_vocab", "match_batch", "diversity_pairs",
-                    "mm_texts", "mm_repeats", "mm_pairs")
+def evaluate_options() -> tuple[Option, ...]:
+    """The generate job's model and sampler settings, the run's, and the protocol's."""
+    from motionfleet.core import jobs, registry
+
+    family = registry.get("dhvae")
+    generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
+    protocol = (
+        int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
+        int_option("match_batch", 96, "R-precision matching batch", low=1),
+        int_option("diversity_pairs", 300, "Diversity pairs", low=1),
+        int_option("mm_texts", 100, "MModality texts (0: no MModality)", low=0),
+        int_option("mm_repeats", 30, "MModality generations per text", low=1),
+        int_option("mm_pairs", 10, "MModality pairs per text", low=1),
+        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
+                    "weights"),
+        Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
+        file_option("evaluator_vocab", "CLIP's bpe_simple_vocab_16e6.txt.gz (found in an installed open_clip)"),
+    )
+    run = tuple(o for o in jobs.RUN_OPTIONS if o.name in ("workers", "address", "shard_size"))
+    return generation + protocol + run
 
 
-def _run_evaluate(args) -> int:
+def evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate, then metrics over replications "
+                       "-> OUT/metrics.json and metrics.parquet",
+                       description="a family's evaluation protocol: generate, then metrics over replications",
+                       epilog="example:\n  motionfleet evaluate --family dhvae --preset tiny --out runs/eval")
+    p.add_argument("--family", required=True, choices=["dhvae"], help="which protocol (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
+    add_option(p, file_option("dataset", "dhvae: an InterHuman-layout folder (README: evaluate); none: a synthetic "
+                              "set written to OUT/dataset"))
+    for option in evaluate_options():
+        add_option(p, option)
+    add_verbose(p)
+    p.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args, argv: list[str]) -> int:
+    from motionfleet.core.jobs import resolve_device
     from motionfleet.evaluation.api import evaluate
     from motionfleet.evaluation.results import summary_lines
 
-    options = {name: getattr(args, name) for name in EVALUATE_OPTIONS if getattr(args, name) is not None}
-    body = evaluate(args.family, args.out, args.dataset, args.workers, args.address, **options)
+    given = {o.name: o.value(getattr(args, o.name)) for o in evaluate_options() if getattr(args, o.name) is not None}
+    given["device"] = resolve_device(given.get("device", "auto"))
+    workers, address = given.pop("workers", 1), given.pop("address", None)
+    body = evaluate(args.family, args.out, args.dataset, workers, address, **given)
     print("\n".join(summary_lines(body)))
     print(f"metrics: {args.out}/metrics.json and {args.out}/metrics.parquet")
     return 0
 
 
-def _leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md")
+def leaderboard_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md",
+                       description="several models through one protocol -> OUT/leaderboard.parquet and .md",
+                       epilog="example:\n  motionfleet leaderboard models.toml --out runs/board")
     p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (README: leaderboard)")
-    p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table")
+    p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table (required)")
+    add_verbose(p)
+    p.set_defaults(handler=run_leaderboard)
 
 
-def _run_leaderboard(args) -> int:
+def run_leaderboard(args, argv: list[str]) -> int:
     from motionfleet.evaluation.leaderboard import run
 
     result = run(args.config, args.out)
@@ -321,35 +308,69 @@ def _run_verify(args) -> int:
     return 1 if found["damaged"] else 0
 
 
-COMMANDS = {
-    "generate": (_generate_parser, _run_generate),
-    "refine": (_refine_parser, _run_refine),
-    "reconstruct": (_reconstruct_parser, _run_reconstruct),
-    "export": (_export_parser, _run_export),
-    "bench": (_bench_parser, _run_bench),
-    "evaluate": (_evaluate_parser, _run_evaluate),
-    "leaderboard": (_leaderboard_parser, _run_leaderboard),
-    "verify": (_verify_parser, _run_verify),
-}
+# --- verify ---------------------------------------------------------------------------------
+
+
+def verify_parser(sub) -> None:
+    p = sub.add_parser("verify", help="check a job folder fully: every committed file present, its size, sha256 "
+                       "and rows", description="check a job folder fully: every committed file present, its size, "
+                       "sha256 and rows", epilog="example:\n  motionfleet verify runs/gen --repair")
+    p.add_argument("folder", help="job folder, a path or a URI")
+    p.add_argument("--repair", action="store_true", help="uncommit damaged shards, so that rerunning the job "
+                   "computes them again (default: off)")
+    add_verbose(p)
+    p.set_defaults(handler=run_verify)
+
+
+def run_verify(args, argv: list[str]) -> int:
+    from motionfleet.core.sink import verify_folder
+
+    found = verify_folder(args.folder, repair=args.repair)
+    for shard_id, problems in found["damaged"].items():
+        print(f"damaged {shard_id}: {'; '.join(problems)}" + ("  (uncommitted)" if args.repair else ""))
+    print(f"{found['shards']} committed shards, {found['rows']} rows, {found['rejected']} rejected; "
+          f"{len(found['damaged'])} damaged; {len(found['uncommitted_files'])} files of uncommitted attempts")
+    if found["damaged"] and not args.repair:
+        print("rerun with --repair, then rerun the job to compute the damaged shards again")
+    return EXIT_DATA if found["damaged"] else 0
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    from motionfleet import __version__
+    from motionfleet.core import registry
+
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for command in registry.commands():
+        job_parser(sub, command)
+    for make_parser in (export_parser, bench_parser, evaluate_parser, leaderboard_parser, verify_parser):
+        make_parser(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="motionfleet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for make_parser, _ in COMMANDS.values():
-        make_parser(sub)
-    args = parser.parse_args(argv)
+    from motionfleet.core.errors import exit_code_and_message
+    from motionfleet.core.quiet import quiet_third_party
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        if vars(args).get("backend"):  # a job command: refuse a backend this machine cannot run, before any work
-            check_backend(args.backend, args.precision or "fp32", args.device)
-        return COMMANDS[args.command][1](args)
-    except (MissingFile, UnsafeCheckpoint, FolderRefused, FileNotFoundError, ValueError, BackendUnavailable,
-            ClusterUnreachable) as err:
-        print(f"motionfleet: error: {err}", file=sys.stderr)
-        return 2
-    except (OutputUnwritable, NoWorkers, IncompleteEvaluation) as err:  # the job stopped; what it committed stays
-        print(f"motionfleet: error: {err}", file=sys.stderr)
-        return 1
+        args = build_parser().parse_args(argv)
+        with quiet_third_party(verbose=args.verbose):
+            return args.handler(args, argv)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted: committed shards are kept; run the same command again to resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - every error a user can cause becomes one line
+        code, message = exit_code_and_message(err)
+        if code is None:
+            raise
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return code
     finally:
         from motionfleet.core.executors import shutdown
 

@@ -13,7 +13,7 @@ authors_loop = pytest.importorskip("benchmarks.authors_loop", reason="needs diff
 def test_authors_loop_matches_the_engine():
     frames, steps = 7, 4
     generator = DHVAEGenerator(ModelSpec(preset="tiny", text_encoder="precomputed"),
-                               GenerateSettings(steps=steps, guidance=3.5, default_frames=frames))
+                               GenerateSettings(steps=steps, guidance_scale=3.5, default_frames=frames))
     release = authors_loop.load_engine_weights(authors_loop.ReleaseModel(generator.model.config), generator.model)
     text = torch.randn(2, 768, generator=torch.Generator().manual_seed(3))
     null = torch.randn(1, 768, generator=torch.Generator().manual_seed(4))

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from motionfleet.core import backends, jobs
+import motionfleet
+from motionfleet.core import backends, registry
+from motionfleet.core import graphs as onnx_export
 from motionfleet.core.sink import motion_array, read_results
-from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
-from motionfleet.export import onnx as onnx_export
 from motionfleet.scorehoi import model as scorehoi
 
 GPU_BACKENDS = ["torch", "torch-compile", "torch-cudagraphs", "onnxruntime", "onnxruntime-tensorrt", "tensorrt"]
@@ -44,9 +44,9 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def modules():
     """{name: module}: small presets of every family, and the dhvae decoder."""
-    dhvae_model, _ = onnx_export.load_family("dhvae", preset="tiny")
-    scorehoi_model, _ = onnx_export.load_family("scorehoi", preset="small")
-    socialmirror_model, _ = onnx_export.load_family("socialmirror", preset="small")
+    dhvae_model, _ = registry.get("dhvae").load_model(None, "tiny", 0)
+    scorehoi_model, _ = registry.get("scorehoi").load_model(None, "small", 0)
+    socialmirror_model, _ = registry.get("socialmirror").load_model(None, "small", 0)
     return {"dhvae-denoiser": dhvae_model.denoiser, "dhvae-decoder": dhvae_model.decoder,
             "scorehoi-denoiser": scorehoi_model, "scorehoi-denoiser-folded": scorehoi.fold_scorehoi(scorehoi_model),
             "socialmirror-denoiser": socialmirror_model}
@@ -91,7 +91,7 @@ def test_torch_backend_guided_pair_is_the_cfg_batch(modules):
 
 def test_graph_from_onnx_dir_must_come_from_the_same_weights(modules, tmp_path):
     denoiser = modules["dhvae-denoiser"]
-    other, weights = onnx_export.load_family("dhvae", preset="tiny", seed=1)
+    other, weights = registry.get("dhvae").load_model(None, "tiny", 1)
     onnx_export.export_graph(onnx_export.graph_for(other.denoiser), tmp_path, weights)
     with pytest.raises(ValueError, match="other weights"):
         backends.make_backend("onnxruntime", denoiser, "fp32", "cpu", onnx_dir=tmp_path)
@@ -103,9 +103,8 @@ def test_graph_from_onnx_dir_must_come_from_the_same_weights(modules, tmp_path):
 
 
 def generate(out_dir, prompts, backend, batch_size=8):
-    settings = GenerateSettings(steps=50, guidance=3.5, seed=3, batch_size=batch_size, default_frames=16,
-                                backend=backend)
-    jobs.generate(out_dir, ModelSpec(preset="tiny"), settings, prompts=prompts, workers=0)
+    motionfleet.generate(prompts, out=out_dir, preset="tiny", steps=50, guidance_scale=3.5, seed=3,
+                         batch_size=batch_size, num_frames=16, backend=backend, workers=0)
     return {row["sample_id"]: motion_array(row) for row in read_results(out_dir).to_pylist()}
 
 
@@ -218,8 +217,8 @@ def test_gpu_50_step_job_matches_torch(tmp_path, prompt_file, name):
     available_on_gpu(name, "fp32")
     runs = {}
     for backend in ("torch", name):
-        settings = GenerateSettings(steps=50, seed=3, batch_size=8, default_frames=16, device="cuda", backend=backend)
-        jobs.generate(tmp_path / backend, ModelSpec(preset="tiny"), settings, prompts=prompt_file, workers=0)
+        motionfleet.generate(prompt_file, out=tmp_path / backend, preset="tiny", steps=50, seed=3, batch_size=8,
+                             num_frames=16, device="cuda", backend=backend, workers=0)
         rows = read_results(tmp_path / backend).to_pylist()
         runs[backend] = np.stack([motion_array(r) for r in sorted(rows, key=lambda r: r["sample_id"])])
     assert np.abs(runs[name] - runs["torch"]).max() / np.abs(runs["torch"]).max() < 1e-3

@@ -22,8 +22,8 @@ def test_generate_with_no_other_flag_then_rerun_writes_nothing(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "AITS" in first.stdout
     report = json.loads((out / "report.json").read_text())
-    assert report["timing"]["sentences"] == 143 and report["weights"] == "dummy, seed 0"
-    assert report["settings"]["steps"] == 50 and report["settings"]["guidance"] == 3.5
+    assert report["timing"]["sentences"] == 143 and report["job"]["weights"] == "dummy, seed 0"
+    assert report["settings"]["steps"] == 50 and report["settings"]["guidance_scale"] == 3.5
     assert report["timing"]["aits_s"] > 0 and "torch" in report["versions"]
     assert sum(r["summary"]["results"] for r in committed(out).values()) == 143
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
@@ -41,7 +41,7 @@ def test_unsafe_checkpoint_is_a_clear_error_not_a_crash(tmp_path):
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "x": _Payload()}, evil)
     result = motionfleet("generate", "--out", str(tmp_path / "o"), "--workers", "0", "--checkpoint", str(evil))
-    assert result.returncode == 2
+    assert result.returncode == 1  # a checkpoint error
     assert "refused" in result.stderr and "should-not-run" not in result.stdout
 
 

@@ -78,7 +78,7 @@ seeds = [0]
 [entry.settings]
 preset = "tiny"
 steps = 2
-guidance = 1.0
+guidance_scale = 1.0
 shard_size = 4
 """
 

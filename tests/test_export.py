@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from motionfleet.cli import main
+from motionfleet.core import graphs as onnx_export
+from motionfleet.core import registry
 from motionfleet.core.provenance import engine_version
-from motionfleet.export import onnx as onnx_export
 
 FP32_BOUND = 1e-4
 # fp16 weights and arithmetic inside, fp32 at the edges: measured 3.5e-3 on the tiny dhvae denoiser.
@@ -46,8 +47,8 @@ def exported(tmp_path_factory):
     for family, preset in SMALL_PRESETS.items():
         loop = ["--loop-steps", str(LOOP_STEPS)] if family == "dhvae" else []
         assert main(["export", "--family", family, "--preset", preset, "--out", str(out), *loop]) == 0
-        model, _ = onnx_export.load_family(family, preset=preset)
-        for spec in onnx_export.family_graphs(family, model, LOOP_STEPS if family == "dhvae" else None):
+        model, _ = registry.get(family).load_model(None, preset)
+        for spec in registry.get(family).graphs(model, LOOP_STEPS if family == "dhvae" else None):
             graphs[f"{family}-{spec.name}"] = (spec, out / spec.filename("fp32"))
     return graphs
 
@@ -99,7 +100,7 @@ def test_decoder_graph_decodes_any_length(exported):
 
 
 def test_official_denoiser_graph_matches_torch(tmp_path):
-    model, weights = onnx_export.load_family("dhvae", preset="official")
+    model, weights = registry.get("dhvae").load_model(None, "official")
     spec = onnx_export.graph_for(model.denoiser)
     path = onnx_export.export_graph(spec, tmp_path, weights)
     for batch in (2, 9):
@@ -109,7 +110,7 @@ def test_official_denoiser_graph_matches_torch(tmp_path):
 
 def test_weights_too_large_for_protobuf_go_to_one_data_file(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
-    model, weights = onnx_export.load_family("scorehoi", preset="small")
+    model, weights = registry.get("scorehoi").load_model(None, "small")
     spec = onnx_export.graph_for(model)
     path = onnx_export.export_graph(spec, tmp_path, weights)
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".data"]
@@ -118,7 +119,7 @@ def test_weights_too_large_for_protobuf_go_to_one_data_file(tmp_path, monkeypatc
 
 
 def test_fp16_graph_keeps_fp32_inputs_and_outputs(tmp_path):
-    model, weights = onnx_export.load_family("dhvae", preset="tiny")
+    model, weights = registry.get("dhvae").load_model(None, "tiny")
     spec = onnx_export.graph_for(model.denoiser)
     path = onnx_export.export_graph(spec, tmp_path, weights, precision="fp16")
     graph = onnx.load(str(path)).graph
@@ -131,4 +132,4 @@ def test_fp16_graph_keeps_fp32_inputs_and_outputs(tmp_path):
 
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown family"):
-        onnx_export.load_family("mdm")
+        registry.get("mdm")

@@ -12,12 +12,10 @@ import pytest
 import torch
 from killed_job import kill_after_commits, result_mtimes
 
-from motionfleet.core import jobs
+import motionfleet
 from motionfleet.core.sink import JobMismatch, motion_array, read_results
-from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 from motionfleet.dhvae.source import load_prompts
 
-SPEC = ModelSpec(preset="tiny")
 PROMPTS = [
     {"id": "hug", "text": "two people hug each other warmly", "num_frames": 12},
     {"id": "shake", "text": "they greet each other by shaking hands", "num_frames": 20},
@@ -45,8 +43,9 @@ def motions_by_key(out_dir) -> dict:
 
 
 def run(out_dir, prompts, batch_size, workers=0, shard_size=256, eta=0.0, seed=7):
-    settings = GenerateSettings(steps=4, guidance=3.5, eta=eta, seed=seed, batch_size=batch_size, default_frames=15)
-    return jobs.generate(out_dir, SPEC, settings, prompts=prompts, repeats=2, shard_size=shard_size, workers=workers)
+    return motionfleet.generate(prompts, out=out_dir, preset="tiny", steps=4, guidance_scale=3.5, eta=eta, seed=seed,
+                                batch_size=batch_size, num_frames=15, repeats=2, shard_size=shard_size,
+                                workers=workers)
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.6])
@@ -63,7 +62,7 @@ def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, prompts, e
 def test_same_bytes_with_two_ray_workers(tmp_path, prompts):
     run(tmp_path / "local", prompts, batch_size=4, workers=0)
     report = run(tmp_path / "ray", prompts, batch_size=2, workers=2, shard_size=3)
-    assert report["workers"] == 2 and report["shards_total"] == 5
+    assert report["workers"] == {"requested": 2, "ran": 2} and report["shards"]["total"] == 5
     assert motions_by_key(tmp_path / "ray") == motions_by_key(tmp_path / "local")
 
 
@@ -101,7 +100,7 @@ def test_bad_prompts_are_rejected_with_reasons_and_the_rest_completes(tmp_path):
     assert "num_frames" in reasons["frames0"] and "num_frames" in reasons["frames301"]
     assert any("duplicate id" in r for r in reasons.values())
     assert len(results) + len(rejected) == len(rows) * 2  # every (sample, repeat) exactly once
-    assert report["timing"]["rejected"] == len(rejected)
+    assert report["rows"]["rejected"] == len(rejected)
 
 
 def test_text_prompts_split_on_newlines_only_and_binary_is_refused(tmp_path):
@@ -135,16 +134,15 @@ def test_poisoned_prompts_are_rejected_and_the_job_completes(tmp_path):
     assert "lone surrogate" in reasons["surrogate_text"] and "lone surrogate" in reasons["\\udc80"]
     assert "control character" in reasons["form_feed"]
     assert "id must be a string or an integer, got float" in reasons["1.5"]
-    assert report["timing"]["rejected"] == 8
+    assert report["rows"]["rejected"] == 8
 
 
 def test_features_that_give_nan_motions_are_rejected(tmp_path):
     """Issue 10, case 9: features of 3e38 are finite, the motion they give is not."""
-    spec = ModelSpec(preset="tiny", text_encoder="precomputed")
     rows = [{"id": "ok", "text": "a", "text_features": [0.1] * 768},
             {"id": "huge", "text": "b", "text_features": [3e38, -3e38] * 384}]
-    settings = GenerateSettings(steps=2, batch_size=4, default_frames=8)
-    jobs.generate(tmp_path / "out", spec, settings, prompts=str(write_jsonl(tmp_path / "f.jsonl", rows)), workers=0)
+    motionfleet.generate(str(write_jsonl(tmp_path / "f.jsonl", rows)), out=tmp_path / "out", preset="tiny",
+                         text_encoder="precomputed", steps=2, batch_size=4, num_frames=8, workers=0)
     results = read_results(tmp_path / "out").to_pylist()
     assert [r["sample_id"] for r in results] == ["ok"] and np.isfinite(motion_array(results[0])).all()
     reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
@@ -158,13 +156,12 @@ def test_swapped_text_encoder_weights_are_another_job(tmp_path):
 
     projection = tmp_path / "projection.safetensors"
     save_file({"weight": torch.full((768, 384), 0.01), "bias": torch.zeros(768)}, projection)
-    spec = ModelSpec(preset="tiny", text_encoder_weights=str(projection))
-    settings = GenerateSettings(steps=2, default_frames=8)
+    settings = dict(preset="tiny", text_encoder_weights=str(projection), steps=2, num_frames=8, workers=0)
     prompts = str(write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2]))
-    jobs.generate(tmp_path / "out", spec, settings, prompts=prompts, workers=0)
+    motionfleet.generate(prompts, out=tmp_path / "out", **settings)
     save_file({"weight": torch.full((768, 384), 0.02), "bias": torch.zeros(768)}, projection)
     with pytest.raises(JobMismatch):
-        jobs.generate(tmp_path / "out", spec, settings, prompts=prompts, workers=0)
+        motionfleet.generate(prompts, out=tmp_path / "out", **settings)
 
 
 def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, prompts):

@@ -9,12 +9,12 @@ import time
 import pyarrow as pa
 import pytest
 
+import motionfleet
 from motionfleet import cli
-from motionfleet.core import executors, jobs
+from motionfleet.core import executors
 from motionfleet.core.lease import FolderInUse, Lease, LeaseLost
 from motionfleet.core.sink import JobFolder, JobMismatch, UnrelatedFolder, check_visible, read_results, write_shard
 from motionfleet.core.storage import Storage
-from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
 JOB = {"job": "test", "seed": 0}
 PROMPTS = ["two people hug", "they shake hands", "one pushes the other", "a slow waltz", "a high five"]
@@ -147,13 +147,11 @@ def test_a_worker_that_cannot_see_the_folder_is_named(tmp_path):
 
 
 # --- whole jobs (tiny preset, 2 steps) ---------------------------------------------------------------------
-SPEC = ModelSpec(preset="tiny")
 
 
 def generate(out, seed=0, shard_size=2):
-    settings = GenerateSettings(steps=2, seed=seed, batch_size=4, default_frames=6)
-    return jobs.generate(str(out), SPEC, settings, prompts=str(out.parent / "prompts.txt"), shard_size=shard_size,
-                         workers=0)
+    return motionfleet.generate(str(out.parent / "prompts.txt"), out=str(out), preset="tiny", steps=2, seed=seed,
+                                batch_size=4, num_frames=6, shard_size=shard_size, workers=0)
 
 
 @pytest.fixture
@@ -207,10 +205,10 @@ def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, 
     assert cli.main(["verify", str(out)]) == 1
     assert "3 damaged" in capsys.readouterr().out
 
-    assert generate(out)["shards_run"] == 2  # the resume notices the missing and truncated files by their sizes
+    assert generate(out)["shards"]["run"] == 2  # the resume notices the missing and truncated files by their sizes
     assert cli.main(["verify", str(out), "--repair"]) == 1  # the bit flip is uncommitted ...
     assert "1 damaged" in capsys.readouterr().out
-    assert generate(out)["shards_run"] == 1  # ... and computed again
+    assert generate(out)["shards"]["run"] == 1  # ... and computed again
     assert cli.main(["verify", str(out)]) == 0 and keyed(out) == reference
     assert "3 committed shards, 5 rows" in capsys.readouterr().out
 
@@ -230,7 +228,7 @@ def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path
         generate(out)
     monkeypatch.setattr(executors, "process_shard", real)
     report = generate(out)
-    assert report["shards_run"] == 2 and report["shards_total"] == 3
+    assert report["shards"]["run"] == 2 and report["shards"]["total"] == 3
     assert report["timing"]["sentences"] == len(PROMPTS)  # all of them, not only the last run's
     assert json.loads((out / "report.json").read_text())["timing"]["sentences"] == len(PROMPTS)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name] and not list((out / "_lock").iterdir())

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,9 +17,11 @@ import pytest
 import torch
 from killed_job import committed, kill_after_commits, result_mtimes
 
-from motionfleet.core import jobs
+import motionfleet
+from motionfleet.core import jobs, registry
 from motionfleet.core.sink import JobMismatch, read_results
 from motionfleet.demo.videos import (
+    DEMO_VIDEOS,
     write_audio_only,
     write_corrupt_file,
     write_damaged_video,
@@ -30,10 +31,8 @@ from motionfleet.demo.videos import (
     write_truncated_video,
 )
 from motionfleet.socialmirror.initial_estimate import mean_estimate
-from motionfleet.socialmirror.runner import DEMO_VIDEOS, ReconstructSettings, ReconstructSpec, plan_job
 
-SPEC = ReconstructSpec(preset="small")
-SETTINGS = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
+SETTINGS = dict(preset="small", crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
 SIZE = (160, 120)
 GOOD = {"walk.mp4": 40, "still.mkv": 24}  # output frames at 30 fps
 VECTORS = ("pose_axis_angle", "pose_6d", "betas", "translation", "joints_3d")
@@ -48,6 +47,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def reconstruct(out, corpus, **changes):
+    return motionfleet.reconstruct(str(corpus), out=out, workers=0, **{**SETTINGS, **changes})
 
 
 def write_good_videos(folder: Path) -> Path:
@@ -88,7 +91,7 @@ def mixed_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def mixed_job(mixed_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("mixed-job")
-    jobs.reconstruct(out, str(mixed_corpus), SPEC, SETTINGS, workers=0)
+    reconstruct(out, mixed_corpus)
     return out
 
 
@@ -105,13 +108,13 @@ def expected_keys(frames: dict) -> set:
 
 def test_bad_videos_are_rejected_with_their_reason_and_good_ones_complete(mixed_job):
     assert set(keyed_rows(mixed_job)) == expected_keys(GOOD)
-    rejected = {r["sample_id"]: r["reason"] for r in read_results(mixed_job, "rejected").to_pylist()}
+    rejected = {r["video_id"]: r["reason"] for r in read_results(mixed_job, "rejected").to_pylist()}
     assert set(rejected) == set(BAD)
     for video, code in BAD.items():
         assert rejected[video].startswith(code), (video, rejected[video])
     report = json.loads((mixed_job / "report.json").read_text())
     timing = report["timing"]
-    assert timing["frames"] == sum(GOOD.values()) and timing["rejected"] == len(BAD)
+    assert timing["frames"] == sum(GOOD.values()) and report["rows"]["rejected"] == len(BAD)
     assert set(timing["stages"]) == {"decode", "backbone", "diffusion", "body", "rows", "write"}
     assert all(s["seconds"] > 0 for s in timing["stages"].values())
 
@@ -132,26 +135,25 @@ def test_rows_have_the_documented_columns(mixed_job):
 
 def test_rerun_writes_nothing_and_another_job_is_refused(mixed_corpus, mixed_job):
     before = {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()}
-    assert jobs.reconstruct(mixed_job, str(mixed_corpus), SPEC, replace(SETTINGS, batch_size=1), workers=0) is None
+    assert reconstruct(mixed_job, mixed_corpus, batch_size=1) is None
     assert {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()} == before
     with pytest.raises(JobMismatch):
-        jobs.reconstruct(mixed_job, str(mixed_corpus), SPEC, replace(SETTINGS, seed=6), workers=0)
+        reconstruct(mixed_job, mixed_corpus, seed=6)
 
 
 def test_same_bytes_whatever_the_batch_size_shard_size_and_thread_count(tmp_path):
     corpus = write_good_videos(tmp_path / "videos")
-    jobs.reconstruct(tmp_path / "a", str(corpus), SPEC, replace(SETTINGS, batch_size=1, clips_per_shard=1), workers=0)
+    reconstruct(tmp_path / "a", corpus, batch_size=1, shard_size=1)
     torch.set_num_threads(2)
     try:
-        settings = replace(SETTINGS, batch_size=3, prefetch_clips=1)
-        jobs.reconstruct(tmp_path / "b", str(corpus), SPEC, settings, workers=0)
+        reconstruct(tmp_path / "b", corpus, batch_size=3, prefetch_clips=1)
     finally:
         torch.set_num_threads(1)
     a, b = keyed_rows(tmp_path / "a"), keyed_rows(tmp_path / "b")
     assert set(a) == expected_keys(GOOD) and a == b
     assert len(list((tmp_path / "a" / "results").glob("*.parquet"))) == 3 + 2  # one shard per clip
     other_seed = tmp_path / "c"
-    jobs.reconstruct(other_seed, str(corpus), SPEC, replace(SETTINGS, seed=6), workers=0)
+    reconstruct(other_seed, corpus, seed=6)
     assert keyed_rows(other_seed)[("walk.mp4", 0, 0)] != a[("walk.mp4", 0, 0)]
 
 
@@ -160,8 +162,8 @@ def test_onnxruntime_backend_matches_torch(tmp_path, monkeypatch):
     """The denoiser through its exported graph in ONNX Runtime (CPU) gives the torch job's motion."""
     monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
     corpus = write_good_videos(tmp_path / "videos")
-    jobs.reconstruct(tmp_path / "torch", str(corpus), SPEC, SETTINGS, workers=0)
-    jobs.reconstruct(tmp_path / "ort", str(corpus), SPEC, replace(SETTINGS, backend="onnxruntime"), workers=0)
+    reconstruct(tmp_path / "torch", corpus)
+    reconstruct(tmp_path / "ort", corpus, backend="onnxruntime")
     rows = {name: {(r["video_id"], r["frame_index"], r["person"]): r for r in read_results(tmp_path / name).to_pylist()}
             for name in ("torch", "ort")}
     assert set(rows["torch"]) == set(rows["ort"]) == expected_keys(GOOD)
@@ -212,13 +214,12 @@ def upstream_table(video: str, frames: int, image_dim: int, pose_shift: float, s
 
 def test_upstream_features_and_estimates_replace_the_backbone(tmp_path):
     corpus = write_good_videos(tmp_path / "videos")
-    settings = replace(SETTINGS, guidance_scale=0.01)
     outputs = {}
     for shift in (0.0, 0.5):
         path = tmp_path / f"upstream-{shift}.parquet"
         pq.write_table(upstream_table("still.mkv", GOOD["still.mkv"], 48, shift), path)
         out = tmp_path / f"out-{shift}"
-        jobs.reconstruct(out, str(corpus), replace(SPEC, estimates=str(path)), settings, workers=0)
+        reconstruct(out, corpus, estimates=str(path), guidance_scale=0.01)
         outputs[shift] = keyed_rows(out)
         rows = read_results(out).select(["video_id", "estimates"]).to_pylist()
         sources = {(r["video_id"], r["estimates"]) for r in rows}
@@ -229,9 +230,9 @@ def test_upstream_features_and_estimates_replace_the_backbone(tmp_path):
     gappy = tmp_path / "gappy.parquet"
     pq.write_table(upstream_table("still.mkv", GOOD["still.mkv"], 48, 0.0, skip_frame=5), gappy)
     out = tmp_path / "out-gappy"
-    jobs.reconstruct(out, str(corpus), replace(SPEC, estimates=str(gappy)), settings, workers=0)
+    reconstruct(out, corpus, estimates=str(gappy), guidance_scale=0.01)
     rejected = read_results(out, "rejected").to_pylist()
-    assert [(r["sample_id"], r["reason"].split(":")[0]) for r in rejected] == [("still.mkv", "missing_estimates")]
+    assert [(r["video_id"], r["reason"].split(":")[0]) for r in rejected] == [("still.mkv", "missing_estimates")]
     assert {k[0] for k in keyed_rows(out)} == {"walk.mp4"}
 
 
@@ -240,13 +241,13 @@ def test_captions_from_the_manifest_condition_the_released_model(tmp_path):
     manifest = tmp_path / "manifest.parquet"
     pq.write_table(pa.table({"path": ["videos/still.mkv"], "caption": ["two people hug"]}), manifest)
     out = tmp_path / "out"
-    jobs.reconstruct(out, str(manifest), replace(SPEC, preset="released"), SETTINGS, workers=0)
+    reconstruct(out, manifest, preset="released")
     rows = read_results(out).select(["video_id", "caption", "model"]).to_pylist()
     assert len(rows) == 2 * GOOD["still.mkv"]
     assert {(r["video_id"], r["caption"], r["model"]) for r in rows} == {
         ("videos/still.mkv", "two people hug", "socialmirror/released")}
     with pytest.raises(ValueError, match="text features"):
-        jobs.reconstruct(tmp_path / "small", str(manifest), SPEC, SETTINGS, workers=0)
+        reconstruct(tmp_path / "small", manifest)
 
 
 def write_gap_video(path: Path) -> None:
@@ -283,10 +284,9 @@ def test_hostile_videos_and_estimates_are_rejected_within_bounds(tmp_path):
     features = np.tile(np.array([3e38, -3e38], np.float32), (len(estimates), 24))
     huge = huge.set_column(3, "image_features", pa.array(list(features)))
     pq.write_table(pa.concat_tables([nan, huge]), tmp_path / "upstream.parquet")
-    report = jobs.reconstruct(tmp_path / "out", str(manifest), replace(SPEC, estimates=str(tmp_path / "upstream.parquet")),
-                              SETTINGS, workers=0)
-    assert report["shards_total"] <= 7  # six videos; the 23 h one was 2,426 shards
-    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    report = reconstruct(tmp_path / "out", manifest, estimates=str(tmp_path / "upstream.parquet"))
+    assert report["shards"]["total"] <= 7  # six videos; the 23 h one was 2,426 shards
+    reasons = {r["video_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
     assert reasons["pipe.mkv"].startswith("not_a_file")
     assert reasons["\\udcff.mkv"].startswith("bad_name")  # the byte 0xff, as Python escapes it
     assert reasons["nan.mkv"].startswith("bad_estimates")
@@ -305,10 +305,12 @@ def test_edited_track_files_and_swapped_weights_are_another_job(tmp_path):
     corpus = write_good_videos(tmp_path / "videos")
     projection = tmp_path / "projection.safetensors"
     save_file({"weight": torch.zeros(768, 384), "bias": torch.zeros(768)}, projection)
-    spec = replace(SPEC, text_encoder_weights=str(projection))
+    family = registry.get("reconstruct")
+    values = {**jobs.settings_for(family, {**SETTINGS, "text_encoder_weights": str(projection)}), "demo": False}
 
     def fingerprint() -> str:
-        return jobs.job_fingerprint(plan_job(str(corpus), spec, SETTINGS)[1])
+        spec, settings = family.build(values)
+        return jobs.job_fingerprint(family.plan(str(corpus), spec, settings, None, 1, tmp_path).job)
 
     first = fingerprint()
     assert fingerprint() == first
@@ -332,4 +334,4 @@ def test_demo_through_the_console_command_with_a_ray_worker(tmp_path):
     frames = {name: n for name, n, *_ in DEMO_VIDEOS}
     assert set(keyed_rows(out)) == expected_keys(frames)
     report = json.loads((out / "report.json").read_text())
-    assert report["workers"] == 1 and report["timing"]["frames"] == sum(frames.values())
+    assert report["workers"] == {"requested": 1, "ran": 1} and report["timing"]["frames"] == sum(frames.values())

@@ -19,11 +19,11 @@ import pytest
 import torch
 from killed_job import kill_after_commits, result_mtimes
 
+import motionfleet
 from motionfleet import cli
 from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.rotations import axis_angle_to_matrix
-from motionfleet.core import jobs
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.sink import JobMismatch, read_results
 from motionfleet.demo.body_models import write_synthetic_body_model
@@ -37,11 +37,11 @@ from motionfleet.scorehoi.hoi import (
     surface_samples,
 )
 from motionfleet.scorehoi.objects import get_object
-from motionfleet.scorehoi.runner import TIMING_COLUMNS, RefineModelSpec, RefineSettings, ScoreHOIRefiner
+from motionfleet.scorehoi.runner import TIMING_COLUMNS, ScoreHOIRefiner
 from motionfleet.scorehoi.source import record_from_row, validate
 
 SMALL_CONDITION_DIM = 32
-TINY = RefineSettings(rounds=2, tau=10, stride=5, guidance_scale=1.0, batch_size=4)
+TINY = dict(preset="small", rounds=2, tau=10, ddim_stride=5, guidance_scale=1.0, batch_size=4)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,8 +62,8 @@ def body_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def spec(body_dir) -> RefineModelSpec:
-    return RefineModelSpec(body_models=body_dir, synthetic_body=True, preset="small")
+def spec(body_dir) -> dict:
+    return {"body_models": body_dir}
 
 
 def scene_rows() -> list[dict]:
@@ -87,8 +87,8 @@ def rows_by_key(out_dir) -> dict:
 
 
 def run(out_dir, spec, estimates, batch_size=4, shard_size=256, workers=0, control=True, **settings):
-    return jobs.refine(out_dir, estimates, spec, replace(TINY, batch_size=batch_size, **settings), control=control,
-                       shard_size=shard_size, workers=workers)
+    return motionfleet.refine(estimates, out=out_dir, **{**TINY, **spec, "batch_size": batch_size, **settings},
+                              control=control, shard_size=shard_size, workers=workers)
 
 
 # --- body points and guidance gradients --------------------------------------------------------
@@ -181,7 +181,7 @@ def test_bad_rows_are_rejected_with_reasons_and_the_rest_completes(tmp_path, spe
     assert "ground truth needs all" in reasons["partial_truth"]
     assert any("duplicate id 'ok'" in reason for reason in reasons.values())
     assert len(results) + len(rejected) == len(rows) * 2  # every (row, variant) exactly once
-    assert report["timing"]["rejected"] == len(rejected)
+    assert report["rows"]["rejected"] == len(rejected)
 
 
 class CountingHandler(http.server.BaseHTTPRequestHandler):
@@ -305,7 +305,7 @@ def test_onnxruntime_backend_matches_torch(tmp_path, monkeypatch, spec, estimate
 def test_same_bytes_with_two_ray_workers(tmp_path, spec, estimates):
     run(tmp_path / "local", spec, estimates, batch_size=4, control=False)
     report = run(tmp_path / "ray", spec, estimates, batch_size=2, shard_size=3, workers=2, control=False)
-    assert report["workers"] == 2 and report["shards_total"] == 3
+    assert report["workers"] == {"requested": 2, "ran": 2} and report["shards"]["total"] == 3
     assert rows_by_key(tmp_path / "ray") == rows_by_key(tmp_path / "local")
 
 
@@ -323,7 +323,7 @@ def test_rerun_writes_nothing_and_other_jobs_are_refused(tmp_path, spec, estimat
 def test_killed_driver_then_rerun_gives_every_row_exactly_once(tmp_path, estimates, body_dir):
     out = tmp_path / "job"
     cmd = [sys.executable, "-m", "motionfleet.cli", "refine", "--out", str(out), "--estimates", estimates,
-           "--model", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--stride", "5",
+           "--preset", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--ddim-stride", "5",
            "--shard-size", "2", "--batch-size", "2", "--control", "--workers", "0"]
     env = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
     before_kill = kill_after_commits(cmd, out, env)
@@ -342,7 +342,7 @@ def test_demo_guidance_beats_the_estimate_and_the_unguided_control(tmp_path, mon
     monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("MOTIONFLEET_PROGRESS", "0")
     out = tmp_path / "demo"
-    code = cli.main(["refine", "--demo", "--out", str(out), "--model", "small", "--preset", "fast",
+    code = cli.main(["refine", "--demo", "--out", str(out), "--preset", "small", "--sampler-preset", "fast",
                      "--workers", "0", "--batch-size", "16"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
@@ -353,5 +353,5 @@ def test_demo_guidance_beats_the_estimate_and_the_unguided_control(tmp_path, mon
     for metric in ("penetration_depth_m", "contact_distance_m"):
         q = report["quality"][metric]
         assert q["guided"] < 0.8 * q["before"] and q["guided"] < 0.8 * q["control"], (metric, q)
-    assert report["timing"]["guided"]["images"] == 8
+    assert report["timing"]["variants"]["guided"]["images"] == 8
     assert "images/s" in capsys.readouterr().out

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,18 +21,9 @@ import pyarrow as pa
 from motionfleet.core import executors, failures, jobs
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import REJECTED_SCHEMA
+from motionfleet.core.stopwatch import Timings
 
 RESULT_SCHEMA = pa.schema([("sample_id", pa.string()), ("repeat", pa.int32()), ("value", pa.float64())])
-
-
-@dataclass
-class ToyTimings:
-    samples: int = 0
-    batches: list = field(default_factory=list)
-
-    def add(self, other: "ToyTimings") -> None:
-        self.samples += other.samples
-        self.batches += other.batches
 
 
 @dataclass
@@ -50,7 +41,7 @@ class ToyWorker:
             Path(self.pids).mkdir(parents=True, exist_ok=True)
             Path(self.pids, f"{actor}-{os.getpid()}").touch()
 
-    def run(self, items: tuple) -> tuple[pa.Table, pa.Table, ToyTimings]:
+    def run(self, items: tuple) -> tuple[pa.Table, pa.Table, Timings]:
         if self.oom_above and len(items) > self.oom_above:
             raise MemoryError(f"toy: {len(items)} items do not fit")
         for item in items:
@@ -62,7 +53,7 @@ class ToyWorker:
         time.sleep(self.delay_s * len(items))
         rows = [{"sample_id": item, "repeat": 0, "value": float(sum(map(ord, item)))} for item in items]
         return (pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), REJECTED_SCHEMA.empty_table(),
-                ToyTimings(len(items), [len(items)]))
+                Timings({}, {"samples": len(items)}, [len(items)]))
 
 
 def _actor_id() -> str:

@@ -12,9 +12,10 @@ decoder ``decode(z, num_frames) -> motion``. The sampler cannot tell which one i
     onnxruntime-tensorrt   ONNX Runtime's TensorRT provider (CUDA)
     tensorrt               a TensorRT engine built from the exported graph (CUDA)
 
+A backend runs what the module declares (``graph_spec()``, ``guided_pair``); it names no family.
 Graphs come from ``onnx_dir`` when given (checked against the module's weights), else they are
 exported once into a cache folder keyed by family, config, weights and precision
-(``$MOTIONFLEET_CACHE``, default ``~/.cache/motionfleet``). A backend that cannot run here (no
+(``core.cache``). A backend that cannot run here (no
 CUDA, a missing package, a provider that fell back to the CPU, a precision the device lacks) is a
 ``BackendUnavailable`` error that says what to install or choose instead; nothing falls back
 silently.
@@ -26,7 +27,6 @@ import contextlib
 import hashlib
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from motionfleet.core import graphs
 from motionfleet.core.batching import pad_rows
-from motionfleet.dhvae import model as dhvae
-from motionfleet.export import onnx as onnx_export
+from motionfleet.core.cache import cache_dir
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -140,9 +140,9 @@ def make_backend(name: str, model: nn.Module, precision: str = "fp32", device: t
     """
     device = torch.device(device)
     check_backend(name, precision, device)
-    spec = onnx_export.graph_for(model)
-    if name == "torch" and isinstance(model, dhvae.DHVAEDenoiser):
-        return DHVAETorchBackend(spec, model, precision, device)
+    spec = graphs.graph_for(model)
+    if name == "torch" and hasattr(model, "guided_pair"):
+        return GuidedTorchBackend(spec, model, precision, device)
     if name.startswith("torch"):
         return TorchBackend(spec, _torch_runner(name, spec.module, device), precision, device)
     graph_precision = "fp32" if name != "onnxruntime" else precision  # TensorRT lowers precision itself
@@ -174,7 +174,7 @@ class TorchBackend:
     """Runs the module (eager, compiled, or CUDA-graph replayed) under the precision's autocast;
     the prediction comes back in the input's dtype."""
 
-    def __init__(self, spec: onnx_export.GraphSpec, run: Callable, precision: str, device: torch.device):
+    def __init__(self, spec: graphs.GraphSpec, run: Callable, precision: str, device: torch.device):
         self.spec, self.run, self.precision, self.device = spec, run, precision, device
 
     @torch.inference_mode()
@@ -185,13 +185,15 @@ class TorchBackend:
         return out.to(inputs[0].dtype)
 
 
-class DHVAETorchBackend(TorchBackend):
-    """Eager DHVAE denoiser that also offers ``guided_steps``, which the generator prefers: CFG
-    pairs whose AdaLN modulations are computed outside the per-step call (``dhvae.step_modulations``;
-    the null text's once per timestep plan, the prompts' once per run in chunks of steps)."""
+class GuidedTorchBackend(TorchBackend):
+    """Eager denoiser that declares a cheaper classifier-free-guidance pair than a doubled batch:
+    ``guided_pair(x, t, text, null_text) -> (uncond, cond)``, and, where it also declares
+    ``step_modulations(timesteps, text)`` and ``guided_pair_modulated(x, null_mods, cond_mods)``,
+    ``guided_steps``: pairs whose conditioning is computed outside the per-step call (DHVAE: the
+    null text's AdaLN modulations once per timestep plan, the prompts' once per run in chunks of
+    steps). The sampler prefers them; the backend names no family."""
 
-    def __init__(self, spec: onnx_export.GraphSpec, denoiser: dhvae.DHVAEDenoiser, precision: str,
-                 device: torch.device):
+    def __init__(self, spec: graphs.GraphSpec, denoiser: nn.Module, precision: str, device: torch.device):
         super().__init__(spec, denoiser, precision, device)
         self.denoiser = denoiser
         self._null_mods: dict[tuple, list[list[torch.Tensor]]] = {}
@@ -199,7 +201,7 @@ class DHVAETorchBackend(TorchBackend):
     @torch.inference_mode()
     def guided_pair(self, x: torch.Tensor, t: int, text: torch.Tensor, null_text: torch.Tensor):
         with autocast(self.precision, self.device):
-            uncond, cond = dhvae.guided_pair(self.denoiser, x, t, text, null_text)
+            uncond, cond = self.denoiser.guided_pair(x, t, text, null_text)
         return uncond.to(x.dtype), cond.to(x.dtype)
 
     @torch.inference_mode()
@@ -207,7 +209,7 @@ class DHVAETorchBackend(TorchBackend):
         """denoise(x_t, t) -> (eps_uncond, eps_cond) for ``timesteps`` called in order. ``x_t`` may
         have more rows than ``text`` (batch padding); those rows repeat the last prompt."""
         null_mods = self._null_modulations(timesteps, null_text)
-        cond_mods = dhvae.step_modulations(self.denoiser, timesteps, text)  # computed lazily, chunk by chunk
+        cond_mods = self.denoiser.step_modulations(timesteps, text)  # computed lazily, chunk by chunk
         step = iter(range(len(timesteps)))
 
         @torch.inference_mode()
@@ -217,7 +219,7 @@ class DHVAETorchBackend(TorchBackend):
                 raise ValueError(f"guided_steps was planned for t={timesteps[i]} at step {i}, called with t={t}")
             with autocast(self.precision, self.device):
                 mods = [pad_rows(m, len(x)) for m in next(cond_mods)]  # to x's rows (len(text) <= len(x))
-                uncond, cond = dhvae.guided_pair_modulated(self.denoiser, x, null_mods[i], mods)
+                uncond, cond = self.denoiser.guided_pair_modulated(x, null_mods[i], mods)
             return uncond.to(x.dtype), cond.to(x.dtype)
 
         return denoise
@@ -226,7 +228,7 @@ class DHVAETorchBackend(TorchBackend):
         key = (tuple(timesteps), null_text.cpu().numpy().tobytes())
         if key not in self._null_mods:
             with autocast(self.precision, self.device):
-                self._null_mods[key] = list(dhvae.step_modulations(self.denoiser, timesteps, null_text[:1]))
+                self._null_mods[key] = list(self.denoiser.step_modulations(timesteps, null_text[:1]))
         return self._null_mods[key]
 
 
@@ -267,14 +269,10 @@ class CUDAGraphRunner:
 # --- graphs on disk ------------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet"))
-
-
-def graph_path(spec: onnx_export.GraphSpec, precision: str, onnx_dir: Optional[str | Path],
+def graph_path(spec: graphs.GraphSpec, precision: str, onnx_dir: Optional[str | Path],
                weights: Optional[str]) -> Path:
     """The exported graph for ``spec``: from ``onnx_dir`` (checked), else exported into the cache."""
-    digest = onnx_export.weights_digest(spec.module)
+    digest = graphs.weights_digest(spec.module)
     if onnx_dir is not None:
         path = Path(onnx_dir, spec.filename(precision))
         if not path.is_file():
@@ -282,17 +280,17 @@ def graph_path(spec: onnx_export.GraphSpec, precision: str, onnx_dir: Optional[s
                                     f"--precision {precision} --out {onnx_dir}")
         check_graph_weights(path, digest)
         return path
-    key = json.dumps([spec.family, spec.name, spec.config, digest, precision, onnx_export.OPSET,
+    key = json.dumps([spec.family, spec.name, spec.config, digest, precision, graphs.OPSET,
                       torch.__version__], sort_keys=True)
-    folder = cache_dir() / "onnx" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    folder = cache_dir("onnx") / hashlib.sha256(key.encode()).hexdigest()[:20]
     path = folder / spec.filename(precision)
     if not path.is_file():
-        onnx_export.export_graph(spec, folder, weights or "unrecorded", precision)
+        graphs.export_graph(spec, folder, weights or "unrecorded", precision)
     return path
 
 
 def check_graph_weights(path: Path, digest: str) -> None:
-    exported = onnx_export.read_metadata(path).get("weights_sha256")
+    exported = graphs.read_metadata(path).get("weights_sha256")
     if exported != digest:
         raise ValueError(f"{path} was exported from other weights (weights_sha256 {exported}, the model's is "
                          f"{digest}); export it again from this model")
@@ -310,7 +308,7 @@ def _providers(name: str, device: torch.device, precision: str) -> list[tuple[st
     providers = [("CUDAExecutionProvider", cuda), ("CPUExecutionProvider", {})]
     if name == "onnxruntime-tensorrt":
         trt = {"device_id": device.index or 0, "trt_fp16_enable": precision == "fp16",
-               "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir() / "ort-trt"),
+               "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir("ort-trt")),
                "user_compute_stream": cuda["user_compute_stream"]}
         providers.insert(0, ("TensorrtExecutionProvider", trt))
     return providers
@@ -346,7 +344,7 @@ class OnnxRuntimeBackend:
     """ONNX Runtime over an exported graph: numpy in and out on the CPU, IO binding to torch's
     CUDA tensors (and torch's stream) on the GPU."""
 
-    def __init__(self, spec: onnx_export.GraphSpec, path: Path, name: str, precision: str, device: torch.device):
+    def __init__(self, spec: graphs.GraphSpec, path: Path, name: str, precision: str, device: torch.device):
         self.spec, self.path, self.device = spec, path, device
         self.session = ort_session(path, name, precision, device)
         self.input_names = spec.input_names()
@@ -379,11 +377,11 @@ class TensorRTBackend:
     """A TensorRT engine built from the exported graph (cached by graph hash, GPU and TensorRT
     version), run with ``execute_async_v3`` on torch's current stream."""
 
-    def __init__(self, spec: onnx_export.GraphSpec, path: Path, precision: str, device: torch.device):
-        from motionfleet.export import tensorrt as trt_export
+    def __init__(self, spec: graphs.GraphSpec, path: Path, precision: str, device: torch.device):
+        from motionfleet.core import tensorrt as trt_export
 
         self.spec = spec
-        engine = trt_export.build_engine(path, spec, precision, cache_dir() / "tensorrt")
+        engine = trt_export.build_engine(path, spec, precision, cache_dir("tensorrt"))
         self.runner = trt_export.TensorRTRunner(engine, device)
 
     def __call__(self, *args) -> torch.Tensor:

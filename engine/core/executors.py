@@ -15,12 +15,12 @@ from __future__ import annotations
 import errno
 import math
 import os
+import socket
 import statistics
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 from typing import Callable, Optional
 
 from tqdm import tqdm
@@ -29,6 +29,7 @@ from motionfleet.core import failures
 from motionfleet.core.cluster import connect
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import FolderNotShared, JobFolder, check_visible, write_shard
+from motionfleet.core.stopwatch import Timings
 
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued behind it so the worker never waits on the driver
 PING_RETRY_S = 1.0  # how soon to ask a restarting actor again
@@ -40,13 +41,14 @@ class ShardDone:
     shard_id: str
     results: int
     rejected: int
-    timings: object  # the family's timings type (has ``add``)
+    timings: Timings
     peak_rss_mb: float
     peak_device_mb: float
     write_s: float = 0.0  # seconds writing the shard's Parquet files
     elapsed_s: float = 0.0  # the worker's seconds on the shard, run and write
     node: str = ""  # Ray node id of the worker ("" in process)
     files: dict = field(default_factory=dict)  # table -> the written file's record (sink.write_shard)
+    worker: str = ""  # host:pid of the process that ran it (the report counts distinct ones)
 
     def summary(self) -> dict:
         """What the commit record keeps of this shard (the report is rebuilt from it)."""
@@ -54,9 +56,9 @@ class ShardDone:
 
 
 def shard_done_from_summary(summary: dict) -> ShardDone:
-    """A committed shard's ``ShardDone`` again; its timings are read by attribute, whatever the family."""
+    """A committed shard's ``ShardDone`` again (its timings: the one ``stopwatch.Timings`` type)."""
     fields = {k: v for k, v in summary.items() if k in ShardDone.__dataclass_fields__}
-    return ShardDone(**{**fields, "timings": SimpleNamespace(**summary["timings"])})
+    return ShardDone(**{**fields, "timings": Timings(**summary["timings"])})
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str
         files = write_shard(out_dir, shard.shard_id, results, rejected, metadata)
     end = time.perf_counter()
     return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), end - written,
-                     end - start, node, files)
+                     end - start, node, files, f"{socket.gethostname()}:{os.getpid()}")
 
 
 def one_line(err: BaseException) -> str:

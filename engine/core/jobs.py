@@ -1,32 +1,135 @@
-"""Jobs: plan shards, skip committed ones, run the rest, commit, report.
+"""The one job runner: check settings -> plan -> skip committed shards -> run -> commit -> report.
 
-``run_shards`` is the part every job shares; ``generate`` is the dhvae job built on it.
-A worker is any object with ``run(items) -> (results table, rejected table, timings)``.
+Every family's job goes through ``run``; the family supplies its options, plan, runner and
+report through its ``registry.Family``. A worker is any object with
+``run(items) -> (results table, rejected table, stopwatch.Timings)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from motionfleet.common.weights import weights_description
-from motionfleet.core import executors
-from motionfleet.core.digests import weights_digest
-from motionfleet.core.report import aits_report, write_report
-from motionfleet.core.shards import Shard, plan_shards
+from motionfleet.core import executors, registry
+from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option
+from motionfleet.core.report import build_report, utc_now, write_report
+from motionfleet.core.shards import Shard
 from motionfleet.core.sink import JobFolder, whole_job_wall_s
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
-from motionfleet.dhvae.source import load_prompts
 
-DEFAULT_SHARD_SIZE = 256
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def engine_options(family: registry.Family) -> tuple[Option, ...]:
+    """The settings every job command has (the family may change their defaults)."""
+    from motionfleet.core.backends import BACKENDS, PRECISIONS
+
+    options = (
+        Option("checkpoint", None, "model folder (model.safetensors + config.json) or a released checkpoint; "
+               "none: seeded dummy weights of --preset", checks=(existing_path,), metavar="PATH"),
+        Option("preset", family.default_preset, "model size, for dummy weights", choices=family.presets),
+        int_option("dummy_seed", 0, "seed of the dummy weights", low=0),
+        int_option("batch_size", 64, "work items per model call", low=1),
+        Option("device", "auto", "where the models run; auto: cuda if torch sees a GPU, else cpu", choices=DEVICES),
+        Option("backend", "torch", "what runs the denoiser (README: backends)", choices=BACKENDS),
+        Option("precision", "fp32", "fp16 / bf16 only where the device computes in them natively",
+               choices=PRECISIONS),
+    )
+    return tuple(dataclasses.replace(o, default=family.defaults[o.name]) if o.name in family.defaults else o
+                 for o in options)
+
+
+RUN_OPTIONS = (
+    int_option("workers", 1, "Ray actors, one model each; 0: run in this process without Ray", low=0),
+    int_option("shard_size", None, "work items per shard, the unit of commit and retry (default: the family's "
+               "size, smaller so that every worker gets work)", low=1),
+    Option("address", None, "join the Ray cluster at this address instead of starting one", metavar="HOST:PORT"),
+    float_option("shard_timeout", None, "seconds a worker may spend on one shard before it is killed and the shard "
+                 "retried (default: 5x the slowest shard so far, >= 60)", above=0.0),
+    int_option("shard_attempts", 3, "tries of a failing shard before it is recorded in OUT/failed/ and the job "
+               "goes on", low=1),
+)
+RUN_NAMES = tuple(o.name for o in RUN_OPTIONS)
+
+
+def all_options(family: registry.Family) -> tuple[Option, ...]:
+    return engine_options(family) + family.options
+
+
+def settings_for(family: registry.Family, given: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of ``family``: the given ones parsed and checked, the rest their defaults."""
+    options = {o.name: o for o in all_options(family)}
+    unknown = sorted(set(given) - set(options))
+    if unknown:
+        raise UsageError(f"unknown setting {unknown[0]!r} for {family.command}; settings: {', '.join(options)}")
+    return {name: option.value(given.get(name)) for name, option in options.items()}
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def job_fingerprint(job: dict) -> str:
     """A digest of what decides the output bytes (not batch size, workers or scheduling)."""
-    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run(command: str, inputs: Any = None, *, out: str | Path, demo: bool = False,
+        command_line: Optional[list[str]] = None, **settings) -> Optional[dict]:
+    """Run (or resume) the job of ``command`` (or family name) over ``inputs`` into ``out``; returns
+    the report, or None when every shard was already committed. ``settings``: the family's, the
+    engine's and the run's (``workers``, ``shard_size``, ``address``, ``shard_timeout``,
+    ``shard_attempts``). Raises UsageError for a bad setting before any work."""
+    family = registry.get(command)
+    run_values = {o.name: o.value(settings.pop(o.name, None)) for o in RUN_OPTIONS}
+    values = settings_for(family, settings)
+    if demo and not family.demo:
+        raise UsageError(f"{family.command} has no --demo")
+    if inputs is None and not demo and family.demo:
+        raise UsageError(f"{family.command} needs {family.inputs.flag} or --demo")
+    if isinstance(inputs, (str, Path)):
+        inputs = family.inputs.parse(str(inputs))
+    values["device"] = resolve_device(values["device"])
+    from motionfleet.core.backends import check_backend
+
+    check_backend(values["backend"], values["precision"], values["device"])
+    check_out(out)
+    spec, config = family.build({**values, "demo": demo})
+    return run_built(family, None if demo else inputs, spec, config, out=out, device=values["device"],
+                     settings={**values, **run_values}, command_line=command_line, **run_values)
+
+
+def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any, *, out: str | Path,
+              workers: int = 1, shard_size: Optional[int] = None, address: Optional[str] = None,
+              shard_timeout: Optional[float] = None, shard_attempts: int = 3, device: Optional[str] = None,
+              settings: Optional[dict] = None, command_line: Optional[list[str]] = None) -> Optional[dict]:
+    """The job of a family's already built ``spec`` and settings (``config``): what ``run`` does
+    after checking; for code that holds those objects (e.g. an evaluation protocol). ``device``:
+    where the workers run (default: ``config.device``)."""
+    family = registry.get(family) if isinstance(family, str) else family
+    started_at = utc_now()
+    plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
+    policy = executors.FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout)
+    make_worker = executors.WarmWorker(family.runner, spec, config)
+    ran, failed, done, wall = run_shards(out, {"job": family.command, "family": family.name, **plan.job},
+                                         plan.shards, make_worker, workers, address, device or config.device,
+                                         family.unit, policy)
+    if not ran and not failed:
+        return None
+    settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
+    report = build_report(family, plan, settings, ran, failed, done, wall, started_at, workers, command_line, out)
+    return write_report(out, report)
+
+
+def check_out(out: str | Path) -> None:
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder (it is created if missing)")
 
 
 def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker: Callable,
@@ -40,7 +143,7 @@ def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker:
     ``workers == 0`` runs in this process without Ray. ``unit`` names a work item on the progress bar.
     """
     out_dir = str(out_dir)
-    metadata = {"motionfleet.job": json.dumps(job, sort_keys=True)}
+    metadata = {"motionfleet.job": json.dumps(job, sort_keys=True, default=str)}
     progress = executors.Progress(job["job"], unit)
     policy = policy or executors.FaultPolicy()
     with executors.output_errors(out_dir):
@@ -55,81 +158,3 @@ def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker:
         summaries = folder.summaries()
     done = [executors.shard_done_from_summary(s) for s in summaries]
     return outcome.done, outcome.failed, done, whole_job_wall_s(summaries)
-
-
-def run_summary(ran: list, failed: list, done: list, shards: list, workers: int) -> dict:
-    """What every report says about the last run (``ran``, ``failed``) and the whole job (``done``)."""
-    return {"workers": workers, "nodes": len({d.node for d in ran if d.node}), "shards_run": len(ran),
-            "shards_failed": len(failed), "shards_committed": len(done), "shards_total": len(shards)}
-
-
-def generate(out_dir: str | Path, spec: ModelSpec, settings: GenerateSettings, prompts: Optional[str] = None,
-             repeats: int = 1, shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1,
-             address: Optional[str] = None, policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
-    """Run (or resume) a generate job; returns the report, or None when nothing was left to do."""
-    prompt_set = load_prompts(prompts)
-    shards = plan_shards(prompt_set.records, repeats, shard_size)
-    job = {
-        "job": "generate", "family": spec.family, "model": asdict(spec),
-        "weights": weights_description(spec.checkpoint, spec.dummy_seed),
-        "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "prompts": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
-        "repeats": repeats, "shard_size": shard_size,
-    }
-    make_worker = executors.WarmWorker(DHVAEGenerator, spec, settings)
-    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
-                                    unit="sample", policy=policy)
-    if not ran and not failed:
-        return None
-    return write_report(out_dir, {
-        "job": "generate", "model": f"{spec.family}/{spec.preset}", "weights": job["weights"],
-        "settings": asdict(settings), "prompts": job["prompts"], "repeats": repeats,
-        **run_summary(ran, failed, done, shards, workers), "timing": aits_report(done, wall),
-    })
-
-
-def reconstruct(out_dir: str | Path, videos: Optional[str], spec, settings, workers: int = 1,
-                address: Optional[str] = None, demo: bool = False,
-                policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
-    """Run (or resume) a reconstruct job over a video corpus (``demo``: write and use
-    ``out_dir/demo_videos``); returns the report, or None when nothing was left to do."""
-    from motionfleet.core.report import stage_report
-    from motionfleet.socialmirror import runner as rec
-
-    corpus = rec.write_demo_corpus(Path(out_dir) / "demo_videos") if demo else videos
-    shards, job = rec.plan_job(corpus, spec, settings)
-    make_worker = executors.WarmWorker(rec.Reconstructor, spec, settings)
-    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
-                                    unit="clip", policy=policy)
-    if not ran and not failed:
-        return None
-    return write_report(out_dir, {
-        "job": "reconstruct", "model": rec.model_name(spec),
-        "weights": job["weights"], "settings": asdict(settings), "corpus": job["corpus"],
-        **run_summary(ran, failed, done, shards, workers), "timing": stage_report(done, wall),
-    })
-
-
-def refine(out_dir: str | Path, estimates: Optional[str], spec, settings, control: bool = False,
-           shard_size: int = DEFAULT_SHARD_SIZE, workers: int = 1, address: Optional[str] = None,
-           policy: Optional[executors.FaultPolicy] = None) -> Optional[dict]:
-    """Run (or resume) a refine job over a Parquet of initial estimates (None: the built-in demo
-    scenes); ``control`` also refines every row with guidance off. Returns the report, or None
-    when nothing was left to do."""
-    from motionfleet.core.report import fps_report
-    from motionfleet.core.sink import read_results
-    from motionfleet.scorehoi import runner as ref
-
-    shards, job = ref.plan_job(estimates, spec, settings, control, shard_size)
-    make_worker = executors.WarmWorker(ref.ScoreHOIRefiner, spec, settings)
-    ran, failed, done, wall = run_shards(out_dir, job, shards, make_worker, workers, address, settings.device,
-                                    unit="estimate", policy=policy)
-    if not ran and not failed:
-        return None
-    return write_report(out_dir, {
-        "job": "refine", "model": f"scorehoi/{spec.preset}", "weights": job["weights"],
-        "body_model": job["body_model"], "settings": asdict(settings), "estimates": job["estimates"],
-        "variants": job["variants"], **run_summary(ran, failed, done, shards, workers),
-        "timing": fps_report(done, wall), "quality": ref.quality_summary(read_results(out_dir)),
-    })

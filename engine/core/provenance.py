@@ -23,13 +23,21 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def machine() -> dict[str, str]:
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def host() -> dict:
+    """The machine a run used: hostname, platform, CPU model and count, GPU name (None without CUDA)."""
     import os
+    import socket
 
     import torch
 
-    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": str(os.cpu_count())}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "cpu_model": cpu_model(),
+            "cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

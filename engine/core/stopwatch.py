@@ -1,4 +1,5 @@
-"""Seconds per stage of a loop (denoiser, body model, loss, ...), device synchronised.
+"""Seconds per stage of a loop (denoiser, body model, loss, ...), device synchronised, and the one
+timing type every family's worker returns.
 
 ``time.perf_counter`` around each stage; on CUDA the device is synchronised before reading the
 clock, so a stage's time is its own and not the queue of kernels launched before it.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,3 +34,30 @@ class StageClock:
         finally:
             synchronize(self.device)
             self.seconds[name] += time.perf_counter() - start
+
+
+@dataclass
+class Timings:
+    """What a worker measured: seconds per stage, counts of what it produced (samples, frames,
+    clips, ...) and per-batch records (dicts). Every family returns this type; its report turns
+    the sums over shards into its headline figure (AITS, FPS)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    batches: list[dict] = field(default_factory=list)
+
+    def add(self, other: "Timings") -> "Timings":
+        for stage, value in other.seconds.items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + value
+        for name, value in other.counts.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+        self.batches += other.batches
+        return self
+
+
+def total(timings: list[Timings]) -> Timings:
+    """The sum of several shards' timings."""
+    out = Timings()
+    for t in timings:
+        out.add(t)
+    return out

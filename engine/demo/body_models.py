@@ -3,7 +3,9 @@ right sizes, written to disk in the released file formats, for tests and ``--dem
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from scipy.spatial import ConvexHull
 from smplx.vertex_ids import vertex_ids as SMPLX_VERTEX_IDS
 
 from motionfleet.common.bodies import NUM_BETAS, _check_kind_and_gender, model_file_name
+from motionfleet.core.cache import cache_dir
 
 # --------------------------------------------------------------------------------------------
 # Synthetic stand-in models
@@ -371,3 +374,16 @@ def write_synthetic_body_model(folder: str | Path, kind: str, gender: str = "neu
     else:
         np.savez(path, **arrays)
     return path
+
+
+def cached_synthetic_body_models(kind: str) -> Path:
+    """The body model folder holding the synthetic ``kind`` (``$MOTIONFLEET_CACHE/body_models``),
+    written once; concurrent writers each write the same file to a temporary folder and rename it,
+    so a reader never sees half a file."""
+    folder = cache_dir("body_models")
+    target = folder / kind / model_file_name(kind)
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            os.replace(write_synthetic_body_model(tmp, kind), target)
+    return folder

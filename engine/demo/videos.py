@@ -133,3 +133,23 @@ def write_audio_only(path: str | os.PathLike, duration_s: float = 1.0, sample_ra
         frame.sample_rate = sample_rate
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+DEMO_VIDEOS = (("two_people_a.mp4", 48, 0, True), ("two_people_b.mp4", 40, 1, True), ("two_people_c.mkv", 36, 2, False))
+DEMO_SIZE = (320, 240)
+
+
+def write_demo_corpus(folder: str | Path) -> Path:
+    """Three small synthetic videos of two figures walking towards each other (two with track
+    files, one without); files already there are kept, so a rerun sees the same corpus."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frames, seed, with_tracks in DEMO_VIDEOS:
+        video = folder / name
+        if not video.exists():
+            tmp = video.with_name(f"tmp-{name}")
+            write_demo_video(tmp, frames, 30, DEMO_SIZE, seed)
+            os.replace(tmp, video)
+        if with_tracks and not video.with_suffix(".tracks.csv").exists():
+            write_demo_tracks(video.with_suffix(".tracks.csv"), frames, DEMO_SIZE)
+    return folder

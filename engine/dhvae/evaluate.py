@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -33,9 +33,11 @@ import pyarrow as pa
 import torch
 
 from motionfleet.core import executors, provenance
+from motionfleet.core.options import UsageError
 from motionfleet.core.seeding import sample_seed
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import REJECTED_SCHEMA, read_results
+from motionfleet.core.stopwatch import Timings
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import tokenizer
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
@@ -110,7 +112,7 @@ def check_protocol(split: InterHumanSplit, p: InterHumanProtocol) -> None:
     if p.mm_texts and p.mm_pairs > p.mm_repeats:
         problems.append(f"{p.mm_pairs} MModality pairs need {p.mm_pairs} repeats, got {p.mm_repeats} (--mm-pairs)")
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UsageError("; ".join(problems))
 
 
 def prompt_rows(split: InterHumanSplit, p: InterHumanProtocol, seed: int) -> tuple[list[dict], list[dict]]:
@@ -149,16 +151,6 @@ def shard_batches(batches: list[EvalBatch], per_shard: int) -> list[Shard]:
 
 
 # --- embedding worker ------------------------------------------------------------------------
-
-
-@dataclass
-class EmbedTimings:
-    embed_s: float = 0.0
-    samples: int = 0
-
-    def add(self, other: "EmbedTimings") -> None:
-        self.embed_s += other.embed_s
-        self.samples += other.samples
 
 
 class InterHumanEmbedder:
@@ -203,8 +195,8 @@ class InterHumanEmbedder:
         return torch.cat([interclip.embed_texts(self.model, tokens[i : i + self.batch_size].to(self.device)).cpu()
                           for i in range(0, len(tokens), self.batch_size)])
 
-    def run(self, batches: tuple[EvalBatch, ...]) -> tuple[pa.Table, pa.Table, EmbedTimings]:
-        rows, rejected, timings = [], [], EmbedTimings()
+    def run(self, batches: tuple[EvalBatch, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+        rows, rejected, timings = [], [], Timings({"embed": 0.0}, {"samples": 0})
         for batch in batches:
             start = time.perf_counter()
             try:
@@ -222,8 +214,8 @@ class InterHumanEmbedder:
                 stats = match_stats(self._embed_texts(batch.texts).numpy(), motion)
                 row.update(hits=list(stats.hits), distance_sum=stats.distance_sum)
             rows.append(row)
-            timings.embed_s += time.perf_counter() - start
-            timings.samples += len(motion)
+            timings.seconds["embed"] += time.perf_counter() - start
+            timings.counts["samples"] += len(motion)
         return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
 
 
@@ -322,12 +314,13 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     seed = settings.seed
     main, mm = prompt_rows(split, protocol, seed)
     started = time.perf_counter()
-    ran = [jobs.generate(out / "generate", spec, settings, prompts=_write_jsonl(out / "prompts.jsonl", main), repeats=1,
-                         shard_size=shard_size, workers=workers, address=address)]
+    ran = [jobs.run_built("dhvae", _write_jsonl(out / "prompts.jsonl", main), spec, replace(settings, repeats=1),
+                          out=out / "generate", shard_size=shard_size, workers=workers, address=address)]
     generate_dirs = {"generate": str(out / "generate")}
     if mm:
-        ran.append(jobs.generate(out / "generate-mm", spec, settings, prompts=_write_jsonl(out / "prompts-mm.jsonl", mm),
-                                 repeats=protocol.mm_repeats, shard_size=shard_size, workers=workers, address=address))
+        ran.append(jobs.run_built("dhvae", _write_jsonl(out / "prompts-mm.jsonl", mm), spec,
+                                  replace(settings, repeats=protocol.mm_repeats), out=out / "generate-mm",
+                                  shard_size=shard_size, workers=workers, address=address))
         generate_dirs["generate-mm"] = str(out / "generate-mm")
     generate_s = time.perf_counter() - started
     batches = plan_batches(split, protocol, seed)

@@ -167,6 +167,24 @@ class DHVAEDenoiser(nn.Module):
     ``forward_modulated(x, mods)`` (the transformer proper).
     """
 
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.dhvae.graphs import dhvae_denoiser_graph
+
+        return dhvae_denoiser_graph(self)
+
+    def guided_pair(self, x: torch.Tensor, t: int, text: torch.Tensor, null_text: torch.Tensor):
+        """(eps_uncond, eps_cond) with the null text modulated once per step (``guided_pair`` below)."""
+        return guided_pair(self, x, t, text, null_text)
+
+    def step_modulations(self, timesteps: list[int], text: torch.Tensor):
+        """The AdaLN vectors of ``text`` at each of ``timesteps`` (``step_modulations`` below)."""
+        return step_modulations(self, timesteps, text)
+
+    def guided_pair_modulated(self, x: torch.Tensor, mods_null: list, mods_cond: list):
+        """``guided_pair`` from modulations computed beforehand (``guided_pair_modulated`` below)."""
+        return guided_pair_modulated(self, x, mods_null, mods_cond)
+
     def __init__(self, config: DHVAEConfig):
         super().__init__()
         c = config
@@ -303,6 +321,12 @@ class DHVAEDecoder(nn.Module):
     each person's decoder then cross-attends to [z_g, z_own]. Decoding T frames attends only over
     those T frames, which equals the release's masked 300-frame decode on the valid frames.
     """
+
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.dhvae.graphs import dhvae_decoder_graph
+
+        return dhvae_decoder_graph(self)
 
     def __init__(self, config: DHVAEConfig):
         super().__init__()

@@ -7,22 +7,21 @@ shard's work items into a results table and a rejected table, and times what it 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import pyarrow as pa
 import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
-from motionfleet.core import backends, provenance
+from motionfleet.core import backends, provenance, rejections
 from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
-from motionfleet.core.errors import RejectedInput
+from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import check_text, non_finite_rows
 from motionfleet.core.seeding import SampleNoise, sample_seed
-from motionfleet.core.shards import WorkItem
-from motionfleet.core.sink import REJECTED_SCHEMA
-from motionfleet.core.stopwatch import synchronize
+from motionfleet.core.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
+from motionfleet.dhvae.source import PromptItem
 from motionfleet.sampling import ddim
 from motionfleet.sampling.cfg import cfg_denoiser
 
@@ -30,11 +29,12 @@ from motionfleet.sampling.cfg import cfg_denoiser
 @dataclass(frozen=True)
 class GenerateSettings:
     steps: int = 50
-    guidance: float = 3.5
+    guidance_scale: float = 3.5  # w of classifier-free guidance
     eta: float = 0.0
     seed: int = 0
     batch_size: int = 64
     default_frames: int = 120
+    repeats: int = 1
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"
@@ -53,29 +53,12 @@ class ModelSpec:
     text_encoder_weights: Optional[str] = None
 
 
-@dataclass
-class Timings:
-    """Seconds spent, device synchronised. AITS excludes the text encoder (as DHVAE's Table 7)."""
-
-    text_encoder_s: float = 0.0
-    denoise_s: float = 0.0
-    decode_s: float = 0.0
-    samples: int = 0
-    batches: list = field(default_factory=list)  # (batch size, denoise_s, decode_s)
-
-    def add(self, other: "Timings") -> None:
-        self.text_encoder_s += other.text_encoder_s
-        self.denoise_s += other.denoise_s
-        self.decode_s += other.decode_s
-        self.samples += other.samples
-        self.batches += other.batches
-
-
 class DHVAEGenerator:
     def __init__(self, spec: ModelSpec, settings: GenerateSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
-        model, self.weights = dhvae.load(spec.checkpoint, spec.preset, spec.dummy_seed)
+        with checkpoint_errors(spec.checkpoint, "dhvae"):
+            model, self.weights = dhvae.load(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model = model.to(self.device)
         self.denoiser = self._backend(self.model.denoiser)
         self.decoder = self._backend(self.model.decoder)
@@ -101,7 +84,7 @@ class DHVAEGenerator:
         return self.text_encoder.encode(texts)
 
     # -- validation --------------------------------------------------------------------------
-    def check(self, item: WorkItem) -> tuple[str, int, Optional[torch.Tensor]]:
+    def check(self, item: PromptItem) -> tuple[str, int, Optional[torch.Tensor]]:
         """(prompt, num_frames, precomputed feature or None), or raises RejectedInput."""
         record = item.record
         if record.error:
@@ -116,7 +99,7 @@ class DHVAEGenerator:
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
-    def run(self, items: tuple[WorkItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+    def run(self, items: tuple[PromptItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         accepted, rejected = [], []
         for item in items:
             try:
@@ -130,7 +113,7 @@ class DHVAEGenerator:
             rows += batch_rows
             rejected += batch_rejected
             timings.add(batch_timings)
-        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), rejections.rejected_table(rejected, "sample_id"), timings
 
     def _features(self, batch) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
@@ -165,7 +148,8 @@ class DHVAEGenerator:
                 if i not in not_finite]
         rejected = [rejected_row(batch[i][0], "generated motion is not finite (NaN or infinite values)")
                     for i in sorted(not_finite)]
-        return rows, rejected, Timings(text_s, denoise_s, decode_s, len(batch), [(len(batch), denoise_s, decode_s)])
+        seconds = {"text_encoder": text_s, "denoise": denoise_s, "decode": decode_s}
+        return rows, rejected, Timings(seconds, {"samples": len(batch)}, [{"size": len(batch), **seconds}])
 
     def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
@@ -176,7 +160,7 @@ class DHVAEGenerator:
         def step_noise(_):
             return pad_rows(noise.draw(self.model.latent_shape), self.sample_quantum)
 
-        return ddim.sample(denoise, x, self.steps, self.settings.guidance, step_noise)[:n]
+        return ddim.sample(denoise, x, self.steps, self.settings.guidance_scale, step_noise)[:n]
 
     @property
     def sample_quantum(self) -> int:
@@ -225,7 +209,7 @@ class DHVAEGenerator:
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------
-    def _row(self, item: WorkItem, prompt: str, frames: int, seed: int, motion: torch.Tensor) -> dict:
+    def _row(self, item: PromptItem, prompt: str, frames: int, seed: int, motion: torch.Tensor) -> dict:
         s = self.settings
         return {
             "sample_id": item.record.sample_id, "repeat": item.repeat, "seed": seed, "job_seed": s.seed,
@@ -240,13 +224,13 @@ class DHVAEGenerator:
             "model": f"dhvae/{self.spec.preset}" if self.spec.checkpoint is None else "dhvae",
             "weights": self.weights, "text_encoder": self.text_encoder.name, "backend": s.backend,
             "precision": s.precision, "device": self.device.type, "sampler": "ddim", "steps": s.steps,
-            "guidance": s.guidance, "eta": s.eta, "engine_version": provenance.engine_version(),
+            "guidance_scale": s.guidance_scale, "eta": s.eta, "engine_version": provenance.engine_version(),
         }
 
 
-def rejected_row(item: WorkItem, reason: str) -> dict:
-    return {"sample_id": item.record.sample_id, "repeat": item.repeat, "input": repr(item.record.text)[:1000],
-            "reason": reason}
+def rejected_row(item: PromptItem, reason: str) -> dict:
+    """The prompt as given (its JSON value: a string, or whatever a bad line held)."""
+    return rejections.rejected_row("sample_id", item.record.sample_id, item.repeat, item.record.text, reason)
 
 
 RESULTS_SCHEMA = pa.schema([
@@ -255,6 +239,6 @@ RESULTS_SCHEMA = pa.schema([
     ("motion", pa.list_(pa.float32())), ("motion_shape", pa.list_(pa.int32())),
     ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
     ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
-    ("sampler", pa.string()), ("steps", pa.int32()), ("guidance", pa.float32()), ("eta", pa.float32()),
+    ("sampler", pa.string()), ("steps", pa.int32()), ("guidance_scale", pa.float32()), ("eta", pa.float32()),
     ("engine_version", pa.string()),
 ])

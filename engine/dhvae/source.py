@@ -1,4 +1,5 @@
-"""Prompt sources: txt (one prompt a line), jsonl, or Parquet, or the built-in set.
+"""Prompt sources: txt (one prompt a line), jsonl, or Parquet, an in-memory list of strings or
+dicts (the Python API), or the built-in set.
 
 Every input line becomes a ``PromptRecord``; a line that cannot be read keeps its place with an
 ``error``, so it lands in the rejected table instead of vanishing. jsonl / Parquet fields:
@@ -37,10 +38,25 @@ class PromptSet:
     digest: str  # sha256 of the source bytes: part of the job's fingerprint
 
 
-def load_prompts(path: Optional[str | Path]) -> PromptSet:
+@dataclass(frozen=True)
+class PromptItem:
+    """One work item: a prompt record and which repeat of it."""
+
+    record: PromptRecord
+    repeat: int
+
+
+def prompt_items(records: tuple[PromptRecord, ...], repeats: int) -> list[PromptItem]:
+    """Repeats outermost, so the first shards hold every prompt once."""
+    return [PromptItem(record, r) for r in range(repeats) for record in records]
+
+
+def load_prompts(path: Optional[str | Path | list]) -> PromptSet:
     if path is None:
         lines = builtin_prompts()
         return PromptSet(_records_from_lines(lines), "builtin", _digest("\n".join(lines).encode()))
+    if isinstance(path, (list, tuple)):
+        return _records_from_memory(list(path))
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
@@ -54,6 +70,21 @@ def load_prompts(path: Optional[str | Path]) -> PromptSet:
     else:
         raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
     return PromptSet(mark_duplicate_ids(records), str(path), _digest(data))
+
+
+def _records_from_memory(prompts: list) -> PromptSet:
+    """Strings are prompts; dicts have the jsonl fields; anything else is rejected by its index."""
+    records = []
+    for i, prompt in enumerate(prompts):
+        if isinstance(prompt, dict):
+            records.append(_record_from_mapping(i, prompt))
+        elif isinstance(prompt, str):
+            records.append(PromptRecord(str(i), prompt))
+        else:
+            records.append(PromptRecord(str(i), repr(prompt), error=f"item {i} is a {type(prompt).__name__}, "
+                                                                   "not a prompt string or a dict"))
+    data = json.dumps(prompts, sort_keys=True, default=repr).encode()
+    return PromptSet(mark_duplicate_ids(tuple(records)), f"memory ({len(prompts)} prompts)", _digest(data))
 
 
 def _digest(data: bytes) -> str:

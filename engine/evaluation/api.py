@@ -7,6 +7,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
+from motionfleet.core.options import UsageError
+
 
 def _pick(cls, options: dict, **renamed):
     """``cls(**...)`` from the options that are its fields (``renamed``: field -> option name)."""
@@ -24,11 +26,11 @@ def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, worker
     ``options``: the model's (checkpoint, preset, steps, ..., seed, batch_size, device) and the
     protocol's (replications, ...) settings, as the CLI names them with ``_`` for ``-``."""
     if family not in RUNNERS:
-        raise ValueError(f"no evaluation protocol for family {family!r}: use {', '.join(RUNNERS)}")
+        raise UsageError(f"no evaluation protocol for family {family!r}: use {', '.join(RUNNERS)}")
     bad = unknown_options(family, options)
     if bad:
         known = ", ".join(sorted(OPTION_NAMES[family]()))
-        raise ValueError(f"unknown {family} evaluation settings: {', '.join(bad)} (known: {known})")
+        raise UsageError(f"unknown {family} evaluation settings: {', '.join(bad)} (known: {known})")
     return RUNNERS[family](out, dataset, workers, address, options)
 
 

@@ -177,6 +177,12 @@ def run_branch(x, t, time_net, init_mlp, blocks, final_mlp, block_conditions=())
 class ScoreHOIDenoiser(nn.Module):
     """``IPFC_Obj`` with betas: (x_t, t, image features, geometry features) -> predicted noise."""
 
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.scorehoi.graphs import scorehoi_graph
+
+        return scorehoi_graph(self)
+
     def __init__(self, config: ScoreHOIConfig):
         super().__init__()
         self.time_mlp = time_mlp(POSE_OBJECT_DIM)
@@ -239,6 +245,12 @@ class FoldedScoreHOIDenoiser(nn.Module):
     Takes the same arguments so it drops in for the unfolded model; the image and geometry
     features are accepted and unused, because the unfolded model's output does not depend on them.
     """
+
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.scorehoi.graphs import scorehoi_folded_graph
+
+        return scorehoi_folded_graph(self)
 
     def __init__(self, model: ScoreHOIDenoiser):
         super().__init__()
@@ -351,3 +363,13 @@ def parameter_and_flop_count(model: nn.Module, config: ScoreHOIConfig) -> tuple[
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(*inputs)
     return parameters, counter.get_total_flops()
+
+
+def load_model(checkpoint: str | None = None, preset: str = "released", seed: int = 0):
+    """(model, weights description) from dummy weights of ``preset`` or ScoreHOI's released
+    ``diffusion.pth.tar`` (read with the layout of ``preset``)."""
+    from motionfleet.common.weights import weights_description
+
+    if checkpoint is None:
+        return build_model(PRESETS[preset], seed), weights_description(None, seed)
+    return load_released_checkpoint(checkpoint, PRESETS[preset])[0], weights_description(checkpoint, seed)

@@ -22,6 +22,7 @@ import numpy as np
 import trimesh
 
 from motionfleet.common.bodies import farthest_point_indices
+from motionfleet.core.cache import cache_dir
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import local_file, printable
@@ -246,8 +247,8 @@ def load_object_mesh(path: str | Path, cache_dir: str | Path,
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/motionfleet/sdf`` (``~/.cache/motionfleet/sdf`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "motionfleet" / "sdf"
+    """``$MOTIONFLEET_CACHE/sdf``."""
+    return cache_dir("sdf")
 
 
 def get_object(name_or_path: str | Path, cache_dir: str | Path | None = None,

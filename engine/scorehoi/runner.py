@@ -15,12 +15,8 @@ denoiser's weights (``refine --control``, on by default for ``--demo``).
 from __future__ import annotations
 
 import math
-import os
-import statistics
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Optional
 
 import av
@@ -28,22 +24,16 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from motionfleet.common.bodies import find_model_file, load_body_model, model_file_name, sample_vertex_ids
+from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.resnet import build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
-from motionfleet.common.weights import weights_description
-from motionfleet.core import backends, provenance
+from motionfleet.core import backends, provenance, rejections
 from motionfleet.core.batching import ROW_QUANTUM
-from motionfleet.core.digests import content_sha256, weights_digest
-from motionfleet.core.errors import RejectedInput
+from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import non_finite_rows, open_media, printable
 from motionfleet.core.row_invariant import rowwise_narrow_linears
-from motionfleet.core.shards import Shard
-from motionfleet.core.sink import REJECTED_SCHEMA
-from motionfleet.core.stopwatch import StageClock, synchronize
-from motionfleet.demo.body_models import write_synthetic_body_model
-from motionfleet.demo.scenes import demo_scenes
+from motionfleet.core.stopwatch import StageClock, Timings, synchronize
 from motionfleet.sampling.ddim import plan_strided
 from motionfleet.sampling.ddim_invert import plan_inversion
 from motionfleet.sampling.schedules import NoiseSchedule
@@ -55,7 +45,6 @@ from motionfleet.scorehoi.hoi import (
     NUM_JOINTS,
     ContactMasks,
     DistanceContactPredictor,
-    GuidanceWeights,
     HOIState,
     ObjectBatch,
     PhysicalGuidance,
@@ -67,131 +56,13 @@ from motionfleet.scorehoi.hoi import (
     unpack_state,
 )
 from motionfleet.scorehoi.objects import ObjectTemplate, get_object
-from motionfleet.scorehoi.source import (
-    Estimate,
-    EstimateRecord,
-    describe,
-    load_estimates,
-    referenced_files_sha256,
-    validate,
-)
+from motionfleet.scorehoi.settings import RefineModelSpec, RefineSettings
+from motionfleet.scorehoi.source import VARIANTS, Estimate, EstimateRecord, RefineItem, validate
 
 SCHEDULE = NoiseSchedule(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")  # ScoreHOI: cosine
-VARIANTS = ("guided", "control")
 IMAGE_SIZE = 256  # ScoreHOI's body crop (input_body_shape)
 MAX_IMAGE_PIXELS = 8192 * 8192  # a crop's source image; 200 MB as RGB
 BODY_POINTS_SEED = 0
-
-
-@dataclass(frozen=True)
-class RefinePreset:
-    rounds: int  # N, contact-driven refinement rounds (Algorithm 1)
-    tau: int  # noise level the estimate is inverted to (timesteps of 1000)
-    stride: int  # DDIM step size (Delta t)
-
-
-PRESETS = {
-    "paper": RefinePreset(rounds=10, tau=50, stride=2),  # Sec. 3.6 and Table 4
-    "public": RefinePreset(rounds=20, tau=50, stride=5),  # lib/core/config.py of the public code
-    "fast": RefinePreset(rounds=2, tau=50, stride=2),  # Table 4 row 4, 'ScoreHOI-F'
-}
-
-
-@dataclass(frozen=True)
-class RefineSettings:
-    """Sampler, guidance and runtime settings (the defaults are the paper preset)."""
-
-    rounds: int = PRESETS["paper"].rounds
-    tau: int = PRESETS["paper"].tau
-    stride: int = PRESETS["paper"].stride
-    guidance_scale: float = 0.5  # rho of eq. 6 (the public code's gradient_scale is 1 for its own losses)
-    weights: GuidanceWeights = GuidanceWeights()
-    contact_distance: float = 0.10  # m, the default contact predictor's threshold
-    floor_distance: float = 0.05  # m
-    folded: bool = True
-    batch_size: int = 64
-    device: str = "cpu"
-    backend: str = "torch"
-    precision: str = "fp32"
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> "RefineSettings":
-        if name not in PRESETS:
-            raise ValueError(f"unknown refine preset {name!r}; expected one of {sorted(PRESETS)}")
-        return cls(**{**asdict(PRESETS[name]), **overrides})
-
-    def sampler(self) -> dict:
-        return {"sampler": "ddim-inversion + score-guided ddim (ScoreHOI Alg. 1, A)", "rounds": self.rounds,
-                "tau": self.tau, "stride": self.stride, "eta": 0.0}
-
-
-@dataclass(frozen=True)
-class RefineModelSpec:
-    """Which weights and which body model. ``body_models`` is a folder with SMPL-H
-    (``smplh/SMPLH_NEUTRAL.npz``); ``synthetic_body`` says it holds our synthetic stand-in."""
-
-    body_models: str
-    synthetic_body: bool
-    preset: str = "released"
-    checkpoint: Optional[str] = None
-    dummy_seed: int = 0
-    image_encoder_weights: Optional[str] = None
-
-    def body_description(self) -> str:
-        if self.synthetic_body:
-            return "synthetic SMPL-H stand-in (motionfleet, seed 0), not the licensed model"
-        return f"SMPL-H sha256:{content_sha256(find_model_file('smplh', self.body_models))}"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet"))
-
-
-def synthetic_body_dir() -> Path:
-    """The cached synthetic SMPL-H (``$MOTIONFLEET_CACHE/body_models/smplh``), written once
-    (to a temporary file, then renamed, so a concurrent reader never sees half a file)."""
-    folder = cache_root() / "body_models"
-    target = folder / "smplh" / model_file_name("smplh")
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            os.replace(write_synthetic_body_model(tmp, "smplh"), target)
-    return folder
-
-
-def model_spec(preset: str = "released", checkpoint: Optional[str] = None, dummy_seed: int = 0,
-               body_models: Optional[str] = None, image_encoder_weights: Optional[str] = None) -> RefineModelSpec:
-    """The spec with the body model folder resolved: ``body_models``, or the synthetic cache."""
-    folder = str(synthetic_body_dir()) if body_models is None else body_models
-    return RefineModelSpec(folder, body_models is None, preset, checkpoint, dummy_seed, image_encoder_weights)
-
-
-@dataclass(frozen=True)
-class RefineItem:
-    record: EstimateRecord
-    variant: str  # "guided" or "control"
-
-
-@dataclass
-class RefineTimings:
-    """Seconds, device synchronised. A batch's ``seconds`` run from its raw estimates to its result
-    rows (validation, image decoding, refinement, output) and exclude the metrics."""
-
-    metrics_s: float = 0.0
-    batches: list = field(default_factory=list)  # dicts: variant, size, seconds, and per-stage seconds
-
-    def add(self, other: "RefineTimings") -> None:
-        self.metrics_s += other.metrics_s
-        self.batches += other.batches
-
-
-def load_denoiser(spec: RefineModelSpec):
-    """(unfolded model, config, weights description)."""
-    if spec.checkpoint is None:
-        config = scorehoi.PRESETS[spec.preset]
-        return scorehoi.build_model(config, spec.dummy_seed), config, weights_description(None, spec.dummy_seed)
-    model, config = scorehoi.load_released_checkpoint(spec.checkpoint, scorehoi.PRESETS[spec.preset])
-    return model, config, weights_description(spec.checkpoint, spec.dummy_seed)
 
 
 def read_image(path: str, size: int = IMAGE_SIZE) -> torch.Tensor:
@@ -242,7 +113,9 @@ class ScoreHOIRefiner:
     def __init__(self, spec: RefineModelSpec, settings: RefineSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
-        model, self.config, self.weights = load_denoiser(spec)
+        with checkpoint_errors(spec.checkpoint, "scorehoi"):
+            model, self.weights = scorehoi.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
+        self.config = scorehoi.PRESETS[spec.preset]
         denoiser = scorehoi.fold_scorehoi(model) if settings.folded else model
         self.model = rowwise_narrow_linears(denoiser).to(self.device)
         self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
@@ -290,8 +163,8 @@ class ScoreHOIRefiner:
             return self._image_encoder.features(normalise(image[None]))[0]
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, items: tuple[RefineItem, ...]) -> tuple[pa.Table, pa.Table, RefineTimings]:
-        rows, rejected, timings = [], [], RefineTimings()
+    def run(self, items: tuple[RefineItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+        rows, rejected, timings = [], [], Timings()
         size = self.settings.batch_size
         for variant in VARIANTS:
             group = [item for item in items if item.variant == variant]
@@ -301,9 +174,9 @@ class ScoreHOIRefiner:
                 rejected += batch_rejected
                 timings.add(batch_timings)
         return (pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA),
-                pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings)
+                rejections.rejected_table(rejected, "sample_id"), timings)
 
-    def run_batch(self, items: list[RefineItem], variant: str) -> tuple[list, list, RefineTimings]:
+    def run_batch(self, items: list[RefineItem], variant: str) -> tuple[list, list, Timings]:
         synchronize(self.device)
         start = time.perf_counter()
         clock = StageClock(self.device)
@@ -332,7 +205,7 @@ class ScoreHOIRefiner:
             row.update(batch_size=len(accepted), batch_seconds=seconds)
         stages = {f"{name}_s": value for name, value in clock.seconds.items() if name != "metrics"}
         batch = {"variant": variant, "size": len(accepted), "seconds": seconds, **stages}
-        return rows, rejected, RefineTimings(clock.seconds["metrics"], [batch] if accepted else [])
+        return rows, rejected, Timings({"metrics": clock.seconds["metrics"]}, {}, [batch] if accepted else [])
 
     def object_batch(self, estimates: list[Estimate]) -> ObjectBatch:
         return object_batch([e.object for e in estimates], self._objects, self.device)
@@ -459,8 +332,9 @@ class ScoreHOIRefiner:
 
 
 def rejected_row(record: EstimateRecord, variant: str, reason: str) -> dict:
-    return {"sample_id": record.sample_id, "repeat": VARIANTS.index(variant), "input": describe(record),
-            "reason": reason}
+    """The row as given (its columns as JSON); ``repeat`` is the variant's index."""
+    return rejections.rejected_row("sample_id", record.sample_id, VARIANTS.index(variant), dict(record.values),
+                                   reason)
 
 
 def rest_state(batch: int) -> torch.Tensor:
@@ -522,61 +396,3 @@ RESULTS_SCHEMA = pa.schema([
     ("eta", pa.float32()), ("contact_distance_m", pa.float32()), ("engine_version", pa.string()),
 ])
 TIMING_COLUMNS = ("batch_size", "batch_seconds")
-
-
-# --------------------------------------------------------------------------------------------
-# The job's pieces (``jobs.refine`` runs them through ``run_shards``)
-# --------------------------------------------------------------------------------------------
-
-
-def plan_job(estimates: Optional[str], spec: RefineModelSpec, settings: RefineSettings, control: bool,
-             shard_size: int) -> tuple[list[Shard], dict]:
-    """(shards, job description). ``estimates`` None: the demo scenes. Items are (row, variant),
-    variants outermost, so shard boundaries depend only on the input and the shard size."""
-    if shard_size < 1:
-        raise ValueError("shard size must be >= 1")
-    source = demo_scenes(scorehoi.PRESETS[spec.preset].condition_dim) if estimates is None else load_estimates(estimates)
-    variants = VARIANTS if control else VARIANTS[:1]
-    items = [RefineItem(record, variant) for variant in variants for record in source.records]
-    shards = [Shard(f"shard-{i // shard_size:05d}", tuple(items[i : i + shard_size]))
-              for i in range(0, len(items), shard_size)]
-    job = {
-        "job": "refine", "family": "scorehoi",
-        "model": {"preset": spec.preset, "checkpoint": spec.checkpoint, "dummy_seed": spec.dummy_seed,
-                  "image_encoder_weights": spec.image_encoder_weights},
-        "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "estimates": {"source": source.name, "sha256": source.digest, "count": len(source.records),
-                      "referenced_files_sha256": referenced_files_sha256(source.records)},
-        "image_encoder_weights_sha256": weights_digest(spec.image_encoder_weights),
-        "variants": list(variants), "shard_size": shard_size,
-    }
-    return shards, job
-
-
-def mean_of(values) -> Optional[float]:
-    present = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.fmean(present) if present else None
-
-
-def quality_summary(results: pa.Table) -> dict:
-    """Mean of each metric over the job's rows: before refinement, and after it per variant
-    (``guided``; ``control`` = the same run with guidance off)."""
-    rows = results.to_pylist()
-    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    first = [r for r in rows if r["variant"] == variants[0]] if variants else []
-    summary = {"rows": {v: sum(r["variant"] == v for r in rows) for v in variants}}
-    for name in QUALITY_NAMES:
-        entry = {"before": mean_of(r[f"{name}_before"] for r in first)}
-        entry.update({v: mean_of(r[f"{name}_after"] for r in rows if r["variant"] == v) for v in variants})
-        summary[name] = entry
-    return summary
-
-
-def quality_lines(summary: dict) -> list[str]:
-    """The quality summary as a table: one metric per line, before / guided / control."""
-    columns = ["before", *summary["rows"]]
-    fmt = lambda v: f"{'n/a':>10}" if v is None else f"{v:>10.4f}"
-    lines = [f"{'mean over rows':<24}" + "".join(f"{c:>10}" for c in columns)]
-    lines += [f"{name:<24}" + "".join(fmt(summary[name].get(c)) for c in columns) for name in QUALITY_NAMES]
-    return lines

@@ -57,6 +57,22 @@ class EstimateSet:
     digest: str  # sha256 of the source: part of the job's fingerprint
 
 
+VARIANTS = ("guided", "control")
+
+
+@dataclass(frozen=True)
+class RefineItem:
+    record: EstimateRecord
+    variant: str  # "guided" or "control"
+
+
+def refine_items(records: tuple[EstimateRecord, ...], control: bool) -> list[RefineItem]:
+    """Items are (row, variant), variants outermost, so shard boundaries depend only on the input
+    and the shard size; ``control`` adds every row again with guidance off."""
+    variants = VARIANTS if control else VARIANTS[:1]
+    return [RefineItem(record, variant) for variant in variants for record in records]
+
+
 @dataclass
 class Estimate:
     sample_id: str
@@ -184,10 +200,3 @@ def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
     features, path = image_condition(record, feature_dim)
     return Estimate(record.sample_id, name, state_from(record), features, path,
                     state_from(record, "gt_") if all(has_truth) else None)
-
-
-def describe(record: EstimateRecord) -> str:
-    """A short text of a record for the rejected table."""
-    parts = [f"{key}={printable(repr(value))[:200]}" if not isinstance(value, (list, tuple)) else f"{key}[{len(value)}]"
-             for key, value in record.values]
-    return ", ".join(parts)[:1000]

@@ -284,6 +284,12 @@ class TextControlNet(nn.Module):
 class SocialMirrorDenoiser(nn.Module):
     """CloseInt base branch (``net``) plus the text ControlNet (``control_net``)."""
 
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.socialmirror.graphs import socialmirror_graph
+
+        return socialmirror_graph(self)
+
     def __init__(self, config: SocialMirrorConfig, net: CloseIntDenoiser | None = None):
         super().__init__()
         self.config = config
@@ -354,3 +360,23 @@ def example_inputs(config: SocialMirrorConfig, batch_size: int, dtype=torch.floa
     bbox = torch.randn(*per_frame, BBOX_DIM, generator=generator, dtype=dtype)
     text_features = torch.randn(batch_size, NUM_PEOPLE, config.text_feature_dim, generator=generator, dtype=dtype)
     return x_t, t, image_features, bbox, text_features
+
+
+def load_model(checkpoint: str | None = None, preset: str = "released", seed: int = 0):
+    """(model, weights description) from dummy weights of ``preset``, our model folder
+    (``model.safetensors`` + ``config.json``) or CloseInt's released checkpoint."""
+    from pathlib import Path
+
+    from motionfleet.common.weights import build_checked, checked_config, load_model_folder, weights_description
+
+    if checkpoint is None:
+        model = build_model(PRESETS[preset], seed)
+    elif Path(checkpoint).is_dir():
+        state, saved = load_model_folder(checkpoint)
+        config = checked_config(SocialMirrorConfig, saved, checkpoint)
+        model = build_checked(lambda: SocialMirrorDenoiser(config), state, checkpoint, "socialmirror")
+        model.load_state_dict(state, strict=True)
+        model.eval()
+    else:
+        model = load_released_checkpoint(checkpoint)[0]
+    return model, weights_description(checkpoint, seed)

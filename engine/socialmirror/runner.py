@@ -31,39 +31,31 @@ worker count or thread count.
 
 from __future__ import annotations
 
-import math
-import os
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from motionfleet.common.bodies import find_model_file, load_body_model, model_file_name
+from motionfleet.common.bodies import find_model_file, load_body_model
 from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
-from motionfleet.common.text import CONDITION_DIM, build_text_encoder
-from motionfleet.common.weights import build_checked, checked_config, load_model_folder, weights_description
-from motionfleet.core import backends, digests, provenance
+from motionfleet.common.text import build_text_encoder
+from motionfleet.common.weights import weights_description
+from motionfleet.core import backends, provenance, rejections
 from motionfleet.core.batching import pad_rows
-from motionfleet.core.digests import content_sha256, listing_sha256, weights_digest
-from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import non_finite_rows, printable
+from motionfleet.core.digests import content_sha256
+from motionfleet.core.errors import RejectedInput, checkpoint_errors
+from motionfleet.core.inputs import non_finite_rows
 from motionfleet.core.prefetch import Prefetch
 from motionfleet.core.seeding import SampleNoise, sample_seed
-from motionfleet.core.shards import Shard
-from motionfleet.core.sink import REJECTED_SCHEMA
-from motionfleet.core.stopwatch import StageClock, synchronize
-from motionfleet.demo.body_models import write_synthetic_body_model
-from motionfleet.demo.videos import write_demo_tracks, write_demo_video
+from motionfleet.core.stopwatch import StageClock, Timings, synchronize
+from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.sampling import ddim
 from motionfleet.sampling.initial_ddim import closeint_config, sample_around
 from motionfleet.socialmirror import model as socialmirror
@@ -77,170 +69,26 @@ from motionfleet.socialmirror.initial_estimate import (
 )
 from motionfleet.socialmirror.pair_guidance import (
     CropGeometry,
-    GuidanceWeights,
     PairJointGuidance,
     SMPLJoints,
     estimate_joints,
 )
+from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
+from motionfleet.socialmirror.source import ClipSlot, ClipSpan
 from motionfleet.socialmirror.video import (
     Clip,
     DecodeStats,
-    VideoItem,
     crop_people,
     iter_clips,
     iter_frames,
-    list_videos,
     probe_video,
     read_tracks,
     square_boxes,
 )
 
-# The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
-# it bounds how many frames the plan believes a small file that claims a long duration.
-MIN_BYTES_PER_FRAME = 8
 BACKBONE_CHUNK = 8  # crops per ResNet-50 call: a multiple of 4 (batch-invariant bits), and fast on CPU
 NUM_JOINTS = 24
 STAGES = ("decode", "backbone", "diffusion", "body", "rows")
-
-
-@dataclass(frozen=True)
-class ReconstructSpec:
-    """Which weights: denoiser, backbone, estimator head, body model, upstream estimates, text encoder."""
-
-    preset: str = "released"
-    checkpoint: Optional[str] = None
-    dummy_seed: int = 0
-    backbone_weights: Optional[str] = None
-    estimator_weights: Optional[str] = None
-    body_models: Optional[str] = None
-    estimates: Optional[str] = None
-    text_encoder: str = "minilm"
-    text_encoder_weights: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class ReconstructSettings:
-    target_fps: float = 30.0
-    stride: int = 16
-    crop_size: int = 224
-    max_frame_size: Optional[int] = 640
-    clips_per_shard: int = 64
-    steps: int = 5
-    eta: float = 0.0
-    sigma: float = 1.0
-    guidance_scale: float = 0.0
-    guidance_penetration: float = 1.0
-    guidance_aux: float = 1.0
-    joint_radius: float = 0.08
-    seed: int = 0
-    batch_size: int = 4
-    prefetch_clips: int = 4
-    device: str = "cpu"
-    backend: str = "torch"
-    precision: str = "fp32"
-
-    def guidance_weights(self) -> GuidanceWeights:
-        return GuidanceWeights(self.guidance_scale, self.guidance_penetration, self.guidance_aux, self.joint_radius)
-
-
-# ----------------------------------------------------------------------------- planning
-
-
-@dataclass(frozen=True)
-class ClipSpan:
-    """One shard's work: clips ``first_clip`` .. ``end_clip - 1`` of a video (``None``: to its end)."""
-
-    video_id: str
-    path: str
-    track_path: Optional[str]
-    caption: Optional[str]
-    first_clip: int
-    end_clip: Optional[int]
-    error: Optional[str] = None  # why the video is rejected before it is opened (``VideoItem.error``)
-
-
-@dataclass(frozen=True)
-class ClipSlot:
-    """A planned clip of a span: a shard's work items (the progress bar counts them)."""
-
-    span: ClipSpan
-    clip_index: int
-
-
-def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
-    """How many clips ``video.iter_clips`` cuts from ``frames`` frames."""
-    return 1 if frames <= clip_len else 1 + math.ceil((frames - clip_len) / stride)
-
-
-def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> Optional[int]:
-    """Clips the container's stated duration promises at the target fps, but no more than its bytes
-    can hold (``MIN_BYTES_PER_FRAME``: a 752-byte file that claims 23 h is not 155,251 clips);
-    None if it cannot say. The last shard takes every clip from its first on, so an estimate
-    that is too small only makes that shard longer."""
-    try:
-        info = probe_video(path)
-    except RejectedInput:
-        return None
-    if info.duration_s is None:
-        return None
-    frames = math.ceil(info.duration_s * settings.target_fps - 1e-6)
-    by_size = math.ceil(path.stat().st_size / MIN_BYTES_PER_FRAME * max(settings.target_fps / info.fps, 1.0))
-    return clips_for_frames(min(frames, by_size), clip_len, settings.stride)
-
-
-def video_spans(video: VideoItem, caption: Optional[str], clip_len: int,
-                settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
-    """(span, planned clip count) of each shard of one video."""
-    total = (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
-    size = settings.clips_per_shard
-    track = str(video.track_path) if video.track_path else None
-    firsts = list(range(0, total, size))
-    return [(ClipSpan(video.video_id, str(video.path), track, caption, first,
-                      firsts[i + 1] if i + 1 < len(firsts) else None, video.error), min(size, total - first))
-            for i, first in enumerate(firsts)]
-
-
-def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int,
-                settings: ReconstructSettings) -> list[Shard]:
-    if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
-        raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
-    shards = []
-    for number, video in enumerate(videos):
-        for span, count in video_spans(video, captions.get(video.video_id), clip_len, settings):
-            slots = tuple(ClipSlot(span, span.first_clip + k) for k in range(count))
-            shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
-    return shards
-
-
-def read_captions(corpus: str | Path, videos: list[VideoItem]) -> dict[str, str]:
-    """video id -> caption, from the ``caption`` column of a Parquet manifest (else none)."""
-    corpus = Path(corpus)
-    if corpus.suffix.lower() != ".parquet" or "caption" not in pq.read_schema(corpus).names:
-        return {}
-    table = pq.read_table(corpus, columns=["path", "caption"])
-    by_path = {os.path.normpath(corpus.parent / p): c
-               for p, c in zip(table.column("path").to_pylist(), table.column("caption").to_pylist()) if p and c}
-    return {v.video_id: by_path[str(v.path)] for v in videos if str(v.path) in by_path}
-
-
-DEMO_VIDEOS = (("two_people_a.mp4", 48, 0, True), ("two_people_b.mp4", 40, 1, True), ("two_people_c.mkv", 36, 2, False))
-DEMO_SIZE = (320, 240)
-
-
-def write_demo_corpus(folder: str | Path) -> Path:
-    """Three small synthetic videos of two figures walking towards each other (two with track
-    files, one without); files already there are kept, so a rerun sees the same corpus."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frames, seed, with_tracks in DEMO_VIDEOS:
-        video = folder / name
-        if not video.exists():
-            tmp = video.with_name(f"tmp-{name}")
-            write_demo_video(tmp, frames, 30, DEMO_SIZE, seed)
-            os.replace(tmp, video)
-        if with_tracks and not video.with_suffix(".tracks.csv").exists():
-            write_demo_tracks(video.with_suffix(".tracks.csv"), frames, DEMO_SIZE)
-    return folder
 
 
 # ----------------------------------------------------------------------------- decode stage
@@ -335,55 +183,10 @@ class EncodedClip:
     text: Optional[torch.Tensor]
 
 
-@dataclass
-class ReconstructTimings:
-    """Seconds per stage (decode in its own thread), the consumer's wait on decoding, and the
-    shard's own seconds from start to the last row (the rate the pipeline sustains)."""
-
-    frames: int = 0
-    clips: int = 0
-    seconds: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    decode_wait_s: float = 0.0
-    shard_s: float = 0.0
-
-
-def model_name(spec: ReconstructSpec) -> str:
-    """How results name the model: the preset for dummy weights, else the family."""
-    return f"socialmirror/{spec.preset}" if spec.checkpoint is None else "socialmirror"
-
-
-def load_denoiser(spec: ReconstructSpec) -> socialmirror.SocialMirrorDenoiser:
-    """The model from dummy weights, our model folder or CloseInt's released checkpoint."""
-    if spec.checkpoint is None:
-        if spec.preset not in socialmirror.PRESETS:
-            raise ValueError(f"unknown socialmirror preset {spec.preset!r}; presets: {', '.join(socialmirror.PRESETS)}")
-        return socialmirror.build_model(socialmirror.PRESETS[spec.preset], spec.dummy_seed)
-    if Path(spec.checkpoint).is_dir():
-        state, saved = load_model_folder(spec.checkpoint)
-        config = checked_config(socialmirror.SocialMirrorConfig, saved, spec.checkpoint)
-        model = build_checked(lambda: socialmirror.SocialMirrorDenoiser(config), state, spec.checkpoint, "socialmirror")
-        model.load_state_dict(state, strict=True)
-        return model.eval()
-    return socialmirror.load_released_checkpoint(spec.checkpoint)[0]
-
-
-def synthetic_body_dir() -> Path:
-    """The cached synthetic SMPL (``$MOTIONFLEET_CACHE/body_models``, default ``~/.cache/motionfleet``),
-    written once; concurrent writers each write the same file to a temporary folder and rename it."""
-    cache = Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet"))
-    folder = cache / "body_models"
-    if not (folder / "smpl" / model_file_name("smpl")).is_file():
-        (folder / "smpl").mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            written = write_synthetic_body_model(tmp, "smpl")
-            os.replace(written, folder / "smpl" / written.name)
-    return folder
-
-
 def load_smpl(body_models: Optional[str]):
     """(SMPL body model, how results name it)."""
     if body_models is None:
-        return load_body_model("smpl", synthetic_body_dir()), "synthetic smpl, seed 0"
+        return load_body_model("smpl", cached_synthetic_body_models("smpl")), "synthetic smpl, seed 0"
     return load_body_model("smpl", body_models), f"sha256:{content_sha256(find_model_file('smpl', body_models))}"
 
 
@@ -393,7 +196,9 @@ class Reconstructor:
     def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
-        model, self.model_name = load_denoiser(spec), model_name(spec)
+        with checkpoint_errors(spec.checkpoint, "socialmirror"):
+            model, self.weights = socialmirror.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
+        self.model_name = model_name(spec)
         self.model = model.to(self.device)
         self.config = model.config
         self.backbone = build_resnet50(spec.backbone_weights, spec.dummy_seed).to(self.device)
@@ -406,7 +211,6 @@ class Reconstructor:
         self.upstream = FrameEstimates(spec.estimates, self.config.image_feature_dim) if spec.estimates else None
         self.text_encoder = None
         self._text_cache: dict[str, torch.Tensor] = {}
-        self.weights = weights_description(spec.checkpoint, spec.dummy_seed)
         self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
                                               weights=self.weights)
         self.provenance = self._provenance()
@@ -417,25 +221,25 @@ class Reconstructor:
 
     # -- one shard ------------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, ReconstructTimings]:
+    def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         start = time.perf_counter()
         span = items[0].span
-        timings = ReconstructTimings()
+        timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0})
         try:
             columns = self.reconstruct_span(span, timings)
             rejected = []
         except RejectedInput as err:
-            columns, rejected = [], [{"sample_id": span.video_id, "repeat": 0, "reason": err.reason,
-                                      "input": f"{printable(span.path)} clips {span.first_clip}..{span.end_clip or 'end'}"}]
+            where = {"path": span.path, "first_clip": span.first_clip, "end_clip": span.end_clip}
+            columns, rejected = [], [rejections.rejected_row("video_id", span.video_id, 0, where, err.reason)]
         clock = StageClock(self.device)
         with clock.stage("rows"):
             results = results_table(columns, self.provenance)
         timings.seconds["rows"] += clock.seconds["rows"]
-        timings.frames = results.num_rows // 2
-        timings.shard_s = time.perf_counter() - start
-        return results, pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+        timings.counts["frames"] = results.num_rows // 2
+        timings.seconds["shard"] = time.perf_counter() - start
+        return results, rejections.rejected_table(rejected, "video_id"), timings
 
-    def reconstruct_span(self, span: ClipSpan, timings: ReconstructTimings) -> list[dict]:
+    def reconstruct_span(self, span: ClipSpan, timings: Timings) -> list[dict]:
         """Column chunks of the span's rows; raises RejectedInput for a bad video."""
         if span.error:
             raise RejectedInput(span.error)
@@ -450,13 +254,13 @@ class Reconstructor:
             for decoded in clips:
                 with clock.stage("backbone"):
                     pending.append(self.encode(decoded, estimates, text))
-                timings.clips += 1
+                timings.counts["clips"] += 1
                 if len(pending) == self.settings.batch_size:
                     columns.append(self.finish(pending, span, source, clock))
                     pending = []
             if pending:
                 columns.append(self.finish(pending, span, source, clock))
-            timings.decode_wait_s = clips.wait_s
+            timings.seconds["decode_wait"] = clips.wait_s
         for stage, seconds in (*decode_clock.seconds.items(), *clock.seconds.items()):
             timings.seconds[stage] += seconds
         return columns
@@ -661,43 +465,3 @@ def results_table(chunks: list[dict], provenance_values: dict) -> pa.Table:
         else:
             arrays.append(pa.array([provenance_values[f.name]] * rows, f.type))
     return pa.Table.from_arrays(arrays, schema=RESULTS_SCHEMA)
-
-
-# ----------------------------------------------------------------------------- the job
-
-
-def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
-    """What identifies the corpus: per video its id, its sampled digest, its track file's digest
-    and its caption (``core.digests``: cached, on a thread pool, 128 KiB read a video)."""
-    video_digests = digests.many([v.path for v in videos], sampled=True)
-    track_digests = iter(digests.many([v.track_path for v in videos if v.track_path]))
-    return listing_sha256((v.video_id, video_digest, next(track_digests) if v.track_path else None,
-                           captions.get(v.video_id)) for v, video_digest in zip(videos, video_digests))
-
-
-def weight_files(spec: ReconstructSpec) -> dict:
-    """The content digest of every weights file the spec names (None: dummy or synthetic)."""
-    body = find_model_file("smpl", spec.body_models) if spec.body_models else None
-    return {"backbone": weights_digest(spec.backbone_weights), "estimator": weights_digest(spec.estimator_weights),
-            "text_encoder": weights_digest(spec.text_encoder_weights), "body_model": weights_digest(body)}
-
-
-def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSettings) -> tuple[list[Shard], dict]:
-    """(shards, job description) of a corpus; the description decides the output bytes."""
-    videos = list_videos(corpus)
-    captions = read_captions(corpus, videos)
-    config = socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
-    if captions and spec.checkpoint is None and config.text_feature_dim != CONDITION_DIM:
-        raise ValueError(f"captions give {CONDITION_DIM}-dim text features; preset {spec.preset} takes "
-                         f"{config.text_feature_dim}")
-    clip_len = config.frames
-    shards = plan_shards(videos, captions, clip_len, settings)
-    job = {
-        "job": "reconstruct", "family": "socialmirror", "model": asdict(spec),
-        "weights": weights_description(spec.checkpoint, spec.dummy_seed),
-        "estimates_sha256": content_sha256(spec.estimates) if spec.estimates else None,
-        "weight_files": weight_files(spec),
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
-        "corpus": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
-    }
-    return shards, job

@@ -1,0 +1,21 @@
+"""The one cache root: ``$MOTIONFLEET_CACHE``, else ``~/.cache/motionfleet``.
+
+Exported graphs, TensorRT engines, synthetic body models and object SDF grids live under it;
+nothing else decides where cached files go.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV = "MOTIONFLEET_CACHE"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(ENV) or Path.home() / ".cache" / "motionfleet")
+
+
+def cache_dir(*parts: str) -> Path:
+    """``cache_root()/parts...`` (not created)."""
+    return cache_root().joinpath(*parts)

@@ -1,0 +1,35 @@
+"""Third-party output (sentence-transformers' loading bars, smplx's notice on stdout, torch.onnx
+and ONNX Runtime warnings, Ray's logs) is hidden unless ``-v``: the terminal shows motionfleet's
+progress and report only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+
+NOISY_LOGGERS = ("sentence_transformers", "transformers", "torch.onnx", "torch._dynamo", "torch._inductor",
+                 "onnxscript", "onnx_ir", "ray", "smplx", "huggingface_hub", "filelock")
+
+
+@contextlib.contextmanager
+def quiet_third_party(verbose: bool = False):
+    if verbose:
+        yield
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

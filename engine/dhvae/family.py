@@ -1,0 +1,66 @@
+"""dhvae's registration: text prompts -> two-person motion (``motionfleet generate``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from motionfleet.common.weights import weights_description
+from motionfleet.core.digests import weights_digest
+from motionfleet.core.options import Option, existing_file, file_option, float_option, int_option
+from motionfleet.core.registry import Family, Plan
+from motionfleet.core.shards import plan_shards, shard_size_for
+from motionfleet.dhvae import graphs, report
+from motionfleet.dhvae.model import PRESETS, load
+from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+from motionfleet.dhvae.source import load_prompts, prompt_items
+
+DEFAULT_SHARD_SIZE = 256
+MAX_FRAMES = 300
+
+OPTIONS = (
+    int_option("steps", 50, "DDIM steps", low=1, high=1000),
+    float_option("guidance_scale", 3.5, "classifier-free guidance scale w", low=0.0),
+    float_option("eta", 0.0, "DDIM eta (0: deterministic)", low=0.0, high=1.0),
+    int_option("seed", 0, "job seed; each sample's noise comes from (seed, id, repeat)", low=0),
+    int_option("repeats", 1, "samples per prompt", low=1),
+    int_option("num_frames", 120, f"frames for prompts that give none (max {MAX_FRAMES})", low=1, high=MAX_FRAMES),
+    Option("text_encoder", "minilm", "the prompt encoder (precomputed: the prompts' text_features)",
+           choices=("minilm", "clip", "precomputed")),
+    file_option("text_encoder_weights", "open_clip ViT-L-14 weights (clip) or a saved MiniLM projection",
+                existing_file),
+)
+
+
+def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
+    spec = ModelSpec(preset=v["preset"], checkpoint=v["checkpoint"], dummy_seed=v["dummy_seed"],
+                     text_encoder=v["text_encoder"], text_encoder_weights=v["text_encoder_weights"])
+    settings = GenerateSettings(steps=v["steps"], guidance_scale=v["guidance_scale"], eta=v["eta"], seed=v["seed"],
+                                batch_size=v["batch_size"], default_frames=v["num_frames"], repeats=v["repeats"],
+                                device=v["device"], backend=v["backend"], precision=v["precision"])
+    return spec, settings
+
+
+def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, workers: int, out_dir) -> Plan:
+    prompt_set = load_prompts(prompts)
+    items = prompt_items(prompt_set.records, settings.repeats)
+    size = shard_size or shard_size_for(len(items), workers, DEFAULT_SHARD_SIZE)
+    job = {
+        "model": asdict(spec), "model_name": f"dhvae/{spec.preset}" if spec.checkpoint is None else "dhvae",
+        "weights": weights_description(spec.checkpoint, spec.dummy_seed),
+        "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "inputs": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
+        "shard_size": size,
+    }
+    return Plan(plan_shards(items, size), job)
+
+
+FAMILY = Family(
+    name="dhvae", command="generate", summary="text prompts -> two-person motion (dhvae)",
+    example="motionfleet generate --prompts prompts.txt --out runs/gen --workers 2 --steps 50 --guidance-scale 3.5",
+    unit="sample", id_column="sample_id", presets=tuple(PRESETS), default_preset="official",
+    inputs=file_option("prompts", ".txt (one per line), .jsonl or .parquet; default: the built-in set",
+                       existing_file),
+    options=OPTIONS, build=build, plan=plan, runner=DHVAEGenerator, summarise=report.summarise,
+    report_lines=report.report_lines, load_model=load, graphs=graphs.family_graphs,
+)

@@ -1,0 +1,83 @@
+"""scorehoi's registration: initial human-object estimates -> score-guided refinement
+(``motionfleet refine``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from motionfleet.common.weights import weights_description
+from motionfleet.core.digests import weights_digest
+from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
+from motionfleet.core.registry import Family, Plan
+from motionfleet.core.shards import plan_shards, shard_size_for
+from motionfleet.demo.scenes import demo_scenes
+from motionfleet.scorehoi import graphs, report
+from motionfleet.scorehoi.model import PRESETS, load_model
+from motionfleet.scorehoi.runner import ScoreHOIRefiner
+from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineSettings, model_spec
+from motionfleet.scorehoi.source import VARIANTS, load_estimates, referenced_files_sha256, refine_items
+
+DEFAULT_SHARD_SIZE = 256
+TRAIN_STEPS = 1000
+_presets = ", ".join(f"{name} (N {p.rounds}, tau {p.tau}, stride {p.stride})" for name, p in SAMPLER_PRESETS.items())
+
+OPTIONS = (
+    Option("sampler_preset", "paper", f"refinement sampler: {_presets}", choices=tuple(SAMPLER_PRESETS)),
+    int_option("rounds", None, "refinement rounds N (overrides the sampler preset)", low=1),
+    int_option("tau", None, f"inversion noise level, of {TRAIN_STEPS} steps (overrides the sampler preset)",
+               low=1, high=TRAIN_STEPS - 1),
+    int_option("ddim_stride", None, "DDIM step size Delta t (overrides the sampler preset)", low=1),
+    float_option("guidance_scale", RefineSettings.guidance_scale, "rho of eq. 6; 0: off", low=0.0),
+    Option("control", False, "also refine every row with guidance off (rho 0); on with --demo", switch=True),
+    Option("unfolded", False, "run the unfolded reference denoiser (same function, about 12x the FLOPs)",
+           switch=True),
+    file_option("body_models", "folder with the licensed smplh/SMPLH_NEUTRAL.npz (default: a synthetic stand-in "
+                "written once to $MOTIONFLEET_CACHE/body_models)"),
+    float_option("contact_distance", RefineSettings.contact_distance,
+                 "the default contact predictor marks human points this close to the object (m)", above=0.0),
+    file_option("image_encoder_weights", "torchvision-format ResNet-50 weights for image_path rows", existing_file),
+)
+
+
+def build(v: dict):
+    overrides = {"rounds": v["rounds"], "tau": v["tau"], "stride": v["ddim_stride"]}
+    settings = RefineSettings.from_preset(
+        v["sampler_preset"], **{k: x for k, x in overrides.items() if x is not None},
+        guidance_scale=v["guidance_scale"], contact_distance=v["contact_distance"], folded=not v["unfolded"],
+        control=v["control"] or v["demo"], batch_size=v["batch_size"], device=v["device"], backend=v["backend"],
+        precision=v["precision"])
+    if settings.stride > settings.tau:
+        raise UsageError(f"--ddim-stride {settings.stride} is larger than --tau {settings.tau}; give a stride <= tau")
+    spec = model_spec(v["preset"], v["checkpoint"], v["dummy_seed"], v["body_models"], v["image_encoder_weights"])
+    return spec, settings
+
+
+def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, out_dir: Path) -> Plan:
+    """``estimates`` None: the demo scenes."""
+    source = demo_scenes(PRESETS[spec.preset].condition_dim) if estimates is None else load_estimates(estimates)
+    items = refine_items(source.records, settings.control)
+    size = shard_size or shard_size_for(len(items), workers, DEFAULT_SHARD_SIZE)
+    job = {
+        "model": {"preset": spec.preset, "checkpoint": spec.checkpoint, "dummy_seed": spec.dummy_seed,
+                  "image_encoder_weights": spec.image_encoder_weights},
+        "model_name": f"scorehoi/{spec.preset}",
+        "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
+        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "inputs": {"source": source.name, "sha256": source.digest, "count": len(source.records),
+                   "referenced_files_sha256": referenced_files_sha256(source.records)},
+        "image_encoder_weights_sha256": weights_digest(spec.image_encoder_weights),
+        "variants": list(VARIANTS if settings.control else VARIANTS[:1]), "shard_size": size,
+    }
+    return Plan(plan_shards(items, size), job)
+
+
+FAMILY = Family(
+    name="scorehoi", command="refine",
+    summary="initial human-object estimates -> score-guided refinement (scorehoi)",
+    example="motionfleet refine --estimates estimates.parquet --out runs/ref --sampler-preset fast",
+    unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset="released",
+    inputs=file_option("estimates", "Parquet of initial estimates, one row per image (README: refine)", existing_file),
+    options=OPTIONS, build=build, plan=plan, runner=ScoreHOIRefiner, summarise=report.summarise,
+    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True,
+)

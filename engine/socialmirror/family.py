@@ -1,0 +1,92 @@
+"""socialmirror's registration: video corpus -> two-person SMPL motion (``motionfleet reconstruct``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+from motionfleet.core.options import (
+    Option,
+    existing_file,
+    existing_path,
+    file_option,
+    finite,
+    float_option,
+    int_option,
+    positive,
+)
+from motionfleet.core.registry import Family, Plan
+from motionfleet.demo.videos import write_demo_corpus
+from motionfleet.socialmirror import graphs, report
+from motionfleet.socialmirror.model import PRESETS, load_model
+from motionfleet.socialmirror.runner import Reconstructor
+from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
+from motionfleet.socialmirror.source import plan_job
+
+DEFAULT_CLIPS_PER_SHARD = 64
+
+OPTIONS = (
+    int_option("steps", 5, "DDIM steps over CloseInt's 100 train steps", low=1, high=100),
+    float_option("eta", 0.0, "DDIM eta", low=0.0, high=1.0),
+    float_option("sigma", 1.0, "noise scale of the start x_T ~ N(x_init, sigma^2)", low=0.0),
+    float_option("guidance_scale", 0.0, "geometric guidance rho (0: off; try 0.05)", low=0.0),
+    float_option("guidance_penetration", 1.0, "weight of the joint penetration term", low=0.0),
+    float_option("guidance_aux", 1.0, "weight of the auxiliary 3D joint term", low=0.0),
+    float_option("joint_radius", 0.08, "joint sphere radius (m) of the penetration term", above=0.0),
+    Option("fps", 30.0, "frames per second the videos are resampled to", float, checks=(finite, positive),
+           metavar="X"),
+    int_option("stride", 16, "frames between clip starts (16: no overlap)", low=1),
+    int_option("crop_size", 224, "person crop side for ResNet-50", low=32),
+    int_option("max_frame_size", 640, "cap on the longer frame side before cropping", low=32),
+    int_option("prefetch_clips", 4, "decoded clips queued ahead of the models", low=1),
+    int_option("seed", 0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0),
+    file_option("backbone_weights", "torchvision-format ResNet-50 weights file", existing_file),
+    file_option("estimator_weights", "feature projection + regression head weights file", existing_file),
+    file_option("body_models", "folder with smpl/SMPL_NEUTRAL.pkl (default: a cached synthetic SMPL)"),
+    file_option("estimates", "upstream Parquet of per-frame image features / initial estimates / aux joints",
+                existing_file),
+    Option("text_encoder", "minilm", "encoder of captions", choices=("minilm", "clip")),
+    file_option("text_encoder_weights", "open_clip ViT-L-14 weights (clip) or a saved MiniLM projection",
+                existing_file),
+)
+
+
+def build(v: dict) -> tuple[ReconstructSpec, ReconstructSettings]:
+    spec = ReconstructSpec(preset=v["preset"], checkpoint=v["checkpoint"], dummy_seed=v["dummy_seed"],
+                           backbone_weights=v["backbone_weights"], estimator_weights=v["estimator_weights"],
+                           body_models=v["body_models"], estimates=v["estimates"], text_encoder=v["text_encoder"],
+                           text_encoder_weights=v["text_encoder_weights"])
+    settings = ReconstructSettings(
+        target_fps=v["fps"], stride=v["stride"], crop_size=v["crop_size"], max_frame_size=v["max_frame_size"],
+        clips_per_shard=DEFAULT_CLIPS_PER_SHARD, steps=v["steps"], eta=v["eta"], sigma=v["sigma"],
+        guidance_scale=v["guidance_scale"], guidance_penetration=v["guidance_penetration"],
+        guidance_aux=v["guidance_aux"], joint_radius=v["joint_radius"], seed=v["seed"], batch_size=v["batch_size"],
+        prefetch_clips=v["prefetch_clips"], device=v["device"], backend=v["backend"], precision=v["precision"])
+    return spec, settings
+
+
+def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,
+         out_dir: Path) -> Plan:
+    """Shards of at most ``shard_size`` clips of one video; by default 64, fewer when that would
+    leave a worker without a shard."""
+    corpus = write_demo_corpus(Path(out_dir) / "demo_videos") if videos is None else videos
+    settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
+    shards, job = plan_job(corpus, spec, settings)
+    clips = sum(len(s.items) for s in shards)
+    if shard_size is None and len(shards) < workers and clips > len(shards):
+        settings = replace(settings, clips_per_shard=max(1, math.ceil(clips / workers)))
+        shards, job = plan_job(corpus, spec, settings)
+    return Plan(shards, job)
+
+
+FAMILY = Family(
+    name="socialmirror", command="reconstruct", summary="video corpus -> two-person SMPL motion (socialmirror)",
+    example="motionfleet reconstruct --videos clips/ --out runs/rec --workers 2",
+    unit="clip", id_column="video_id", presets=tuple(PRESETS), default_preset="released",
+    inputs=Option("videos", None, "folder of videos, .txt or .parquet manifest (path, track_path, caption), "
+                  "or one video file", checks=(existing_path,), metavar="PATH"),
+    options=OPTIONS, build=build, plan=plan, runner=Reconstructor, summarise=report.summarise,
+    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True,
+    defaults={"batch_size": 4},
+)

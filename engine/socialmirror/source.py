@@ -1,0 +1,146 @@
+"""Video corpus -> reconstruct's work items: clips of videos, in shards of one video each.
+
+Plan (driver, before any work): every video is probed and cut into shards of at most
+``clips_per_shard`` clips (``video-<n>-clips-<first clip>``; the last shard of a video takes every
+clip from its first on, so a wrong duration in the container only changes the last shard's size).
+A video that cannot be probed gets one shard, which the worker rejects with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import pyarrow.parquet as pq
+
+from motionfleet.common.bodies import find_model_file
+from motionfleet.common.text import CONDITION_DIM
+from motionfleet.common.weights import weights_description
+from motionfleet.core import digests
+from motionfleet.core.digests import content_sha256, listing_sha256, weights_digest
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.shards import Shard
+from motionfleet.socialmirror import model as socialmirror
+from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
+from motionfleet.socialmirror.video import VideoItem, list_videos, probe_video
+
+# The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
+# it bounds how many frames the plan believes a small file that claims a long duration.
+MIN_BYTES_PER_FRAME = 8
+
+
+@dataclass(frozen=True)
+class ClipSpan:
+    """One shard's work: clips ``first_clip`` .. ``end_clip - 1`` of a video (``None``: to its end)."""
+
+    video_id: str
+    path: str
+    track_path: Optional[str]
+    caption: Optional[str]
+    first_clip: int
+    end_clip: Optional[int]
+    error: Optional[str] = None  # why the video is rejected before it is opened (``VideoItem.error``)
+
+
+@dataclass(frozen=True)
+class ClipSlot:
+    """A planned clip of a span: a shard's work items (the progress bar counts them)."""
+
+    span: ClipSpan
+    clip_index: int
+
+
+def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
+    """How many clips ``video.iter_clips`` cuts from ``frames`` frames."""
+    return 1 if frames <= clip_len else 1 + math.ceil((frames - clip_len) / stride)
+
+
+def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> Optional[int]:
+    """Clips the container's stated duration promises at the target fps, but no more than its bytes
+    can hold (``MIN_BYTES_PER_FRAME``: a 752-byte file that claims 23 h is not 155,251 clips);
+    None if it cannot say. The last shard takes every clip from its first on, so an estimate
+    that is too small only makes that shard longer."""
+    try:
+        info = probe_video(path)
+    except RejectedInput:
+        return None
+    if info.duration_s is None:
+        return None
+    frames = math.ceil(info.duration_s * settings.target_fps - 1e-6)
+    by_size = math.ceil(path.stat().st_size / MIN_BYTES_PER_FRAME * max(settings.target_fps / info.fps, 1.0))
+    return clips_for_frames(min(frames, by_size), clip_len, settings.stride)
+
+
+def video_spans(video: VideoItem, caption: Optional[str], clip_len: int,
+                settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
+    """(span, planned clip count) of each shard of one video."""
+    total = (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
+    size = settings.clips_per_shard
+    track = str(video.track_path) if video.track_path else None
+    firsts = list(range(0, total, size))
+    return [(ClipSpan(video.video_id, str(video.path), track, caption, first,
+                      firsts[i + 1] if i + 1 < len(firsts) else None, video.error), min(size, total - first))
+            for i, first in enumerate(firsts)]
+
+
+def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int,
+                settings: ReconstructSettings) -> list[Shard]:
+    if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
+        raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
+    shards = []
+    for number, video in enumerate(videos):
+        for span, count in video_spans(video, captions.get(video.video_id), clip_len, settings):
+            slots = tuple(ClipSlot(span, span.first_clip + k) for k in range(count))
+            shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
+    return shards
+
+
+def read_captions(corpus: str | Path, videos: list[VideoItem]) -> dict[str, str]:
+    """video id -> caption, from the ``caption`` column of a Parquet manifest (else none)."""
+    corpus = Path(corpus)
+    if corpus.suffix.lower() != ".parquet" or "caption" not in pq.read_schema(corpus).names:
+        return {}
+    table = pq.read_table(corpus, columns=["path", "caption"])
+    by_path = {os.path.normpath(corpus.parent / p): c
+               for p, c in zip(table.column("path").to_pylist(), table.column("caption").to_pylist()) if p and c}
+    return {v.video_id: by_path[str(v.path)] for v in videos if str(v.path) in by_path}
+
+
+def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
+    """What identifies the corpus: per video its id, its sampled digest, its track file's digest
+    and its caption (``core.digests``: cached, on a thread pool, 128 KiB read a video)."""
+    video_digests = digests.many([v.path for v in videos], sampled=True)
+    track_digests = iter(digests.many([v.track_path for v in videos if v.track_path]))
+    return listing_sha256((v.video_id, video_digest, next(track_digests) if v.track_path else None,
+                           captions.get(v.video_id)) for v, video_digest in zip(videos, video_digests))
+
+
+def weight_files(spec: ReconstructSpec) -> dict:
+    """The content digest of every weights file the spec names (None: dummy or synthetic)."""
+    body = find_model_file("smpl", spec.body_models) if spec.body_models else None
+    return {"backbone": weights_digest(spec.backbone_weights), "estimator": weights_digest(spec.estimator_weights),
+            "text_encoder": weights_digest(spec.text_encoder_weights), "body_model": weights_digest(body)}
+
+
+def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSettings) -> tuple[list[Shard], dict]:
+    """(shards, job description) of a corpus; the description decides the output bytes."""
+    videos = list_videos(corpus)
+    captions = read_captions(corpus, videos)
+    config = socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
+    if captions and spec.checkpoint is None and config.text_feature_dim != CONDITION_DIM:
+        raise ValueError(f"captions give {CONDITION_DIM}-dim text features; preset {spec.preset} takes "
+                         f"{config.text_feature_dim}")
+    clip_len = config.frames
+    shards = plan_shards(videos, captions, clip_len, settings)
+    job = {
+        "model": asdict(spec), "model_name": model_name(spec),
+        "weights": weights_description(spec.checkpoint, spec.dummy_seed),
+        "estimates_sha256": content_sha256(spec.estimates) if spec.estimates else None,
+        "weight_files": weight_files(spec),
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
+        "inputs": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
+    }
+    return shards, job
