@@ -57,11 +57,13 @@ def write_demo_video(
     *,
     codec: str = "libx264",
     faststart: bool = False,
+    keyframe_interval: int | None = None,
 ) -> None:
     """Write the two-figure demo (see ``demo_boxes``); the container follows the file suffix.
 
     ``size`` is ``(width, height)``, even for libx264. ``faststart`` puts an mp4's index in
     front of the frames, as streaming encoders do (a truncated copy then still opens).
+    ``keyframe_interval`` caps the frames between keyframes (the encoder's default otherwise).
     """
     options = {"movflags": "+faststart"} if faststart else {}
     boxes = demo_boxes(num_frames, size)
@@ -69,6 +71,8 @@ def write_demo_video(
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
+        if keyframe_interval:
+            stream.codec_context.gop_size = keyframe_interval
         for frame_boxes in boxes:
             frame = av.VideoFrame.from_ndarray(demo_image(frame_boxes, size, seed), format="rgb24")
             container.mux(stream.encode(frame))

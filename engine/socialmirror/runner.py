@@ -136,15 +136,16 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings, 
         probe_video(span.path)
         tracks = read_tracks(span.track_path) if span.track_path else None
     stats = DecodeStats()
-    frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats)
+    frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats,
+                         start_frame=span.first_clip * settings.stride)
     with closing(frames):
-        for index, clip in enumerate(timed(iter_clips(frames, clip_len, settings.stride, tracks), clock, "decode")):
+        clips = iter_clips(frames, clip_len, settings.stride, tracks, first_clip=span.first_clip)
+        for index, clip in enumerate(timed(clips, clock, "decode"), start=span.first_clip):
             if span.end_clip is not None and index >= span.end_clip:
                 return
-            if index >= span.first_clip:
-                with clock.stage("decode"):
-                    decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
-                yield decoded
+            with clock.stage("decode"):
+                decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+            yield decoded
     if stats.truncated:
         raise RejectedInput(f"truncated: {stats.note}")
 

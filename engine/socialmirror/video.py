@@ -37,6 +37,7 @@ Conventions:
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -356,6 +357,7 @@ def iter_frames(
     max_size: int | None = None,
     on_error: str = "raise",
     stats: DecodeStats | None = None,
+    start_frame: int = 0,
 ) -> Iterator[Frame]:
     """Decode a video lazily, resampled to ``target_fps`` by timestamp.
 
@@ -371,6 +373,10 @@ def iter_frames(
     "decode_error"; the frames yielded before it stay valid); with
     ``on_error="truncate"`` an error after the first frame instead ends the stream and sets
     ``stats.truncated``.
+
+    ``start_frame`` > 0 yields output frames from that index on, the same frames a full decode
+    gives there, without decoding what lies before the last keyframe ahead of them (a shard in
+    the middle of a long video costs its own frames, not everything before it; ``_skip_plan``).
     """
     if target_fps <= 0:
         raise ValueError(f"target_fps must be positive, got {target_fps}")
@@ -381,15 +387,67 @@ def iter_frames(
         stream = _video_stream(container)
         stream.thread_type = "AUTO"
         period = 1 / _frame_rate(stream)
-        timed = _timed_frames(_decoded(container, stream, on_error, stats), period, stats)
+        skipped, keyframe = _skip_plan(container, stream, Fraction(start_frame) / Fraction(target_fps) - 2 * period)
+        frames = _decoded(container, stream, on_error, stats)
+        if keyframe is not None:  # a seek may land on an earlier keyframe: those frames are stood in for
+            frames = (f for f in frames if f.pts is None or f.pts >= keyframe)
+        timed = _timed_frames(itertools.chain(skipped, frames), period, stats)
         to_rgb = _RgbConverter(max_size)
         for index, tick, (source_index, video_frame) in _nearest_ticks(timed, Fraction(target_fps)):
-            rgb, scale = to_rgb(source_index, video_frame)
             stats.output_frames += 1
-            yield Frame(index, float(tick), rgb, source_index, scale)
+            if index >= start_frame:
+                rgb, scale = to_rgb(source_index, video_frame)
+                yield Frame(index, float(tick), rgb, source_index, scale)
         _note_early_end(stats, container, stream, period)
     if stats.output_frames == 0:
         raise RejectedInput("no_frames: the video stream holds no decodable frame")
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """A frame that is not decoded: what ``_timed_frames`` reads of a frame (from its packet)."""
+
+    pts: int | None
+    duration: int | None
+    time_base: Fraction | None
+
+
+def _skip_plan(container: av.container.InputContainer, stream: av.VideoStream,
+               before_s: Fraction) -> tuple[list[_Skipped], int | None]:
+    """Leave ``container`` at the last keyframe that starts no later than ``before_s`` seconds after
+    the first frame; return stand-ins for the frames before it (so that source indices and
+    timestamps stay those of a full decode) and the keyframe's pts. ([], None) with the container
+    at its start when nothing can be skipped safely: no such keyframe, a stream that cannot be
+    demuxed or sought, or a frame after a keyframe shown before it (an open GOP, whose leading
+    frames need the previous GOP to decode)."""
+    if before_s <= 0:
+        return [], None
+    skipped, group, origin, keyframe = [], [], None, None
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.size == 0:
+                continue
+            start = packet.pts * packet.time_base
+            origin = start if origin is None else min(origin, start)
+            if packet.is_keyframe:
+                if keyframe is not None and start - origin > before_s:
+                    break
+                skipped += group
+                group, keyframe = [], packet.pts
+            elif keyframe is not None and packet.pts < keyframe:
+                raise _NotSkippable
+            group.append(_Skipped(packet.pts, packet.duration, packet.time_base))
+        if not skipped:
+            raise _NotSkippable
+        container.seek(keyframe, backward=True, any_frame=False, stream=stream)
+        return sorted(skipped, key=lambda f: f.pts), keyframe
+    except (_NotSkippable, av.FFmpegError):
+        container.seek(0, stream=stream)
+        return [], None
+
+
+class _NotSkippable(Exception):
+    pass
 
 
 def _decoded(
@@ -634,7 +692,7 @@ class Clip:
 
 
 def iter_clips(
-    frames: Iterable[Frame], clip_len: int = 16, stride: int = 16, tracks: Tracks | None = None
+    frames: Iterable[Frame], clip_len: int = 16, stride: int = 16, tracks: Tracks | None = None, first_clip: int = 0
 ) -> Iterator[Clip]:
     """Cut a frame stream into clips starting every ``stride`` frames, holding at most
     ``clip_len + 1`` frames.
@@ -645,11 +703,15 @@ def iter_clips(
     overlap is split at its middle: clip ``k`` owns the frames up to
     ``start_k + stride + (clip_len - stride) // 2`` and clip ``k + 1`` the rest, so each frame is
     written once, by the clip where it sits furthest from an edge.
+
+    ``first_clip`` > 0: ``frames`` start at output frame ``first_clip * stride`` (``iter_frames``'s
+    ``start_frame``) and the clips are those a full stream gives from that clip on.
     """
     if not 1 <= stride <= clip_len:
         raise ValueError(f"stride must be in 1..clip_len ({clip_len}), got {stride}")
     buffer: list[Frame] = []
-    start = owned_from = 0
+    start = first_clip * stride
+    owned_from = start + (clip_len - stride) // 2 if first_clip else 0
     for frame in frames:
         buffer.append(frame)
         if len(buffer) > clip_len:
