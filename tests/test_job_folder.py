@@ -232,3 +232,20 @@ def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path
     assert report["timing"]["sentences"] == len(PROMPTS)  # all of them, not only the last run's
     assert json.loads((out / "report.json").read_text())["timing"]["sentences"] == len(PROMPTS)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name] and not list((out / "_lock").iterdir())
+
+
+def test_a_job_whose_worker_cannot_see_the_folder_fails_at_once_with_one_line(tmp_path, prompts, monkeypatch, capsys):
+    """The driver's probe names a file the worker's node does not have (as a local --out on another
+    node's disk): the actor's first ping says so, and the job stops before any shard runs."""
+    def elsewhere(folder):
+        location, path, token = real_probe(folder)
+        return str(tmp_path / "other-node-disk"), path, token
+
+    real_probe = JobFolder.visibility_probe
+    monkeypatch.setattr(JobFolder, "visibility_probe", elsewhere)
+    out = tmp_path / "job"
+    code = cli.main(["generate", "--out", str(out), "--prompts", str(tmp_path / "prompts.txt"), "--preset", "tiny",
+                     "--steps", "2", "--workers", "1"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("motionfleet")]
+    assert code == 2 and len(err) == 1 and "not visible from the worker node" in err[0]
+    assert not list((out / "commits").iterdir()) and not list((out / "results").iterdir())

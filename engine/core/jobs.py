@@ -148,6 +148,7 @@ def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker:
     policy = policy or executors.FaultPolicy()
     with executors.output_errors(out_dir):
         folder = JobFolder(out_dir).open(job, job_fingerprint(job))
+    out_dir = folder.location  # absolute: workers may run in another working folder
     with folder:
         if workers == 0:
             outcome = executors.run_in_process(make_worker, shards, folder, out_dir, metadata, progress, policy)

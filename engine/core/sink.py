@@ -104,8 +104,8 @@ class JobFolder:
     identity and cleans up; then ``commit`` each shard; ``close`` releases the lease."""
 
     def __init__(self, location: str, ttl_s: float = DEFAULT_TTL_S):
-        self.location = str(location)
-        self.storage = Storage(self.location)
+        self.storage = Storage(location)
+        self.location = self.storage.location
         self.ttl_s = ttl_s
         self.committed: dict[str, dict] = {}
         self.lease: Optional[Lease] = None

@@ -33,11 +33,13 @@ class Storage:
     """Paths relative to one root folder; picklable (it is rebuilt from ``location`` on workers)."""
 
     def __init__(self, location: str | os.PathLike):
-        self.location = str(location)
-        if is_uri(self.location):
-            self.fs, self.root = pafs.FileSystem.from_uri(self.location)
-        else:
-            self.fs, self.root = pafs.LocalFileSystem(), str(Path(self.location).absolute())
+        location = str(location)
+        if is_uri(location):
+            self.location = location
+            self.fs, self.root = pafs.FileSystem.from_uri(location)
+        else:  # absolute, so that a worker whose working folder differs finds the same folder
+            self.location = str(Path(location).absolute())
+            self.fs, self.root = pafs.LocalFileSystem(), self.location
         self.root = self.root.rstrip("/")
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
