@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
-from motionfleet.core.sink import COMMITS_DIR, JobFolder, write_shard
+from motionfleet.core.sink import COMMITS_DIR, JobFolder, record_name, write_shard
 from motionfleet.core.storage import Storage
 
 JOB, FINGERPRINT = {"job": "bench"}, "b" * 64
@@ -33,13 +33,16 @@ def fill(folder: JobFolder, count: int, threads: int = 1) -> None:
     files = write_shard(folder.location, "shard-base", RESULTS, REJECTED, {})
     storage = folder.storage
 
+    attempt = files["results"]["path"].split(".")[-2]
+
     def put(i: int) -> None:
-        record = {"shard_id": f"shard-{i:07d}", "files": files, "summary": {"results": 256}, **folder.run, "committed": 0.0}
+        record = {"shard_id": f"shard-{i:07d}", "attempt": attempt, "files": files, "summary": {"results": 256},
+                  **folder.run, "committed": 0.0}
         if storage.local:
-            with open(storage.path(f"{COMMITS_DIR}/shard-{i:07d}.json"), "w") as handle:
+            with open(storage.path(record_name(record)), "w") as handle:
                 json.dump(record, handle)
         else:
-            storage.write(f"{COMMITS_DIR}/shard-{i:07d}.json", json.dumps(record).encode())
+            storage.write(record_name(record), json.dumps(record).encode())
         folder.committed[record["shard_id"]] = record
 
     with ThreadPoolExecutor(threads) as pool:
@@ -66,11 +69,16 @@ def test_commit_latency_local_disk(benchmark, tmp_path, committed):
         bench_commits(benchmark, folder, rounds=300)
 
 
-def test_open_a_folder_with_many_committed_shards(benchmark, tmp_path):
-    """A resume: take the lease, read every commit record, check sizes against one listing, clean up."""
+@pytest.mark.parametrize("cache", [False, True])
+def test_open_a_folder_with_many_committed_shards(benchmark, tmp_path, cache):
+    """A resume: take the lease, list and read every commit record (from one cache object, as a
+    finished run leaves it, or one file each), check sizes against one listing, clean up."""
     location = str(tmp_path / "job")
     with JobFolder(location).open(JOB, FINGERPRINT) as folder:
         fill(folder, MANY)
+        folder.uncached = MANY
+        if cache:
+            folder.compact()
     opened = lambda: JobFolder(location).open(JOB, FINGERPRINT).close()
     benchmark.pedantic(opened, rounds=3, warmup_rounds=1)
     benchmark.extra_info.update({"committed": MANY, "per_shard_s": benchmark.stats.stats.median / MANY,

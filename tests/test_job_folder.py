@@ -8,6 +8,7 @@ import time
 
 import pyarrow as pa
 import pytest
+from killed_job import committed
 
 import motionfleet
 from motionfleet import cli
@@ -52,6 +53,24 @@ def test_a_commit_checks_the_files_the_worker_says_it_wrote(tmp_path):
         with pytest.raises(OSError, match="every node shares"):
             folder.commit("shard-00000", files, {})
         assert not folder.is_committed("shard-00000")
+
+
+def test_a_resume_reads_the_records_cache_but_the_listing_decides_what_is_committed(tmp_path):
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        for i in range(4):
+            commit_shard(folder, f"shard-{i:05d}")
+        folder.compact(every=4)
+        written = {k: dict(v) for k, v in folder.committed.items()}
+    [cache] = (tmp_path / "commits").glob("_records-*.parquet")
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        assert all(r.pop("cached") for r in folder.committed.values()) and folder.committed == written
+        (tmp_path / "commits" / f"shard-00001.{written['shard-00001']['attempt']}.json").unlink()  # uncommitted
+        commit_shard(folder, "shard-00009")
+    with JobFolder(str(tmp_path)).open(JOB, "f" * 64) as folder:
+        assert sorted(folder.committed) == ["shard-00000", "shard-00002", "shard-00003", "shard-00009"]
+        assert [s for s, r in sorted(folder.committed.items()) if not r.get("cached")] == ["shard-00009"]
+        folder.compact(every=1)
+    assert not cache.exists() and len(list((tmp_path / "commits").glob("_records-*.parquet"))) == 1
 
 
 def test_cleanup_removes_only_what_this_engine_named(tmp_path):
@@ -195,7 +214,7 @@ def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, 
     out = tmp_path / "job"
     generate(out)
     reference = keyed(out)
-    records = {p.stem: json.loads(p.read_text()) for p in (out / "commits").glob("*.json")}
+    records = committed(out)
     deleted, truncated, flipped = (out / records[s]["files"]["results"]["path"] for s in sorted(records))
     deleted.unlink()
     truncated.write_bytes(truncated.read_bytes()[:100])

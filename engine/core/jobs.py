@@ -156,6 +156,7 @@ def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker:
             outcome = executors.run_on_ray(make_worker, shards, folder, out_dir, metadata, progress, workers, address,
                                            device, policy)
         folder.clean_up()
+        folder.compact()
         summaries = folder.summaries()
     done = [executors.shard_done_from_summary(s) for s in summaries]
     return outcome.done, outcome.failed, done, whole_job_wall_s(summaries)

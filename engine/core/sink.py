@@ -4,8 +4,9 @@ Layout (``--out`` is a local path or a URI: file://, s3://, gs://, hdfs://):
     job.json                               the job's identity (fingerprint + settings), written before any shard
     results/<shard>.<attempt>.parquet      accepted rows of one attempt at a shard
     rejected/<shard>.<attempt>.parquet     rejected items of that attempt, with reasons
-    commits/<shard>.json                   the commit record: which attempt, each file's size, rows and sha256,
-                                           the shard's counts and timings
+    commits/<shard>.<attempt>.json         the commit record: each file's size, rows and sha256, the shard's
+                                           counts and timings
+    commits/_records-<token>.parquet       a cache of the records' contents (``JobFolder.compact``)
     report.json                            the whole job's report, rebuilt from the commit records
     _lock/<token>.json                     the lease of the job running now (``lease``)
 
@@ -51,6 +52,7 @@ TABLES = (RESULTS_DIR, REJECTED_DIR)
 # Everything the engine names at the top of a job folder (``failures``: shards that failed after
 # their retries; ``demo_videos``: the synthetic corpus of ``reconstruct --demo``).
 ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos"}
+CACHE_FILE = re.compile(r"^_records-[0-9a-f]{16}\.parquet$")
 ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16})\.parquet$")
 
 REJECTED_SCHEMA = pa.schema([
@@ -123,6 +125,7 @@ class JobFolder:
             for sub in (*TABLES, COMMITS_DIR):
                 self.storage.makedirs(sub)
             self.committed = committed_records(self.storage)
+            self.uncached = sum(not r.get("cached") for r in self.committed.values())
             self._uncommit_damaged()
             self.clean_up()
         except BaseException:
@@ -166,7 +169,7 @@ class JobFolder:
             if damaged:
                 print(f"motionfleet: shard {shard_id}: {', '.join(damaged)} missing or of the wrong size; "
                       f"computing it again", file=sys.stderr)
-                self.storage.delete(f"{COMMITS_DIR}/{shard_id}.json")
+                self.storage.delete(record_name(record))
                 del self.committed[shard_id]
 
     def clean_up(self) -> None:
@@ -192,10 +195,31 @@ class JobFolder:
         for f in files.values():
             self._check_file(f)
         self.lease.assert_held()
-        record = {"shard_id": shard_id, "files": files, "summary": summary, **self.run, "committed": time.time()}
-        self.storage.write(f"{COMMITS_DIR}/{shard_id}.json", json.dumps(record).encode())
+        attempt = ATTEMPT_FILE.match(files[RESULTS_DIR]["path"].rsplit("/", 1)[1])["attempt"]
+        record = {"shard_id": shard_id, "attempt": attempt, "files": files, "summary": summary, **self.run,
+                  "committed": time.time()}
+        self.storage.write(record_name(record), json.dumps(record).encode())
         self.committed[shard_id] = record
+        self.uncached += 1
         return True
+
+    def compact(self, every: int = 1000) -> None:
+        """Once ``every`` records are not in a cache, write every record's content into one new cache
+        (one Parquet object) and remove the older caches, so that a resume reads one object instead of
+        a million. The listing of ``commits/`` stays the truth of what is committed: a cache only
+        holds contents, which never change under a record's name (shard + attempt)."""
+        if self.uncached < every:
+            return
+        old = [n for n in self.storage.listing(COMMITS_DIR) if CACHE_FILE.match(n)]
+        records = [{k: v for k, v in r.items() if k != "cached"} for r in self.committed.values()]
+        cache = pa.table({"name": [record_name(r).rsplit("/", 1)[1] for r in records],
+                          "record": [json.dumps(r) for r in records]})
+        sink = pa.BufferOutputStream()
+        pq.write_table(cache, sink, compression="zstd")
+        self.storage.write(f"{COMMITS_DIR}/_records-{new_token()}.parquet", sink.getvalue().to_pybytes())
+        for name in old:
+            self.storage.delete(f"{COMMITS_DIR}/{name}")
+        self.uncached = 0
 
     def discard(self, files: dict[str, dict]) -> None:
         """Remove the files of an attempt that will not be committed (another attempt was)."""
@@ -252,13 +276,36 @@ def check_visible(probe: tuple[str, str, str]) -> Optional[str]:
             f"use storage every node shares (an NFS path, or an s3:// / gs:// / hdfs:// URI)")
 
 
+def record_name(record: dict) -> str:
+    return f"{COMMITS_DIR}/{record['shard_id']}.{record['attempt']}.json"
+
+
 def committed_records(storage: Storage) -> dict[str, dict]:
-    """shard id -> commit record. An object store answers many small GETs at once, a local disk
-    one at a time."""
-    names = [f"{COMMITS_DIR}/{n}" for n in storage.listing(COMMITS_DIR) if n.endswith(".json") and not TEMPORARY.match(n)]
+    """shard id -> commit record, for every record ``commits/`` lists: from a cache where it holds the
+    name (marked ``cached``), else read (an object store answers many small GETs at once)."""
+    listed = storage.listing(COMMITS_DIR)
+    cached = _read_caches(storage, [n for n in listed if CACHE_FILE.match(n)])
+    names = [n for n in listed if n.endswith(".json") and not TEMPORARY.match(n)]
+    missing = [n for n in names if n not in cached]
     with ThreadPoolExecutor(1 if storage.local else 32) as pool:
-        records = list(pool.map(lambda name: _read_record(storage, name), names))
-    return {record["shard_id"]: record for record in records if record is not None}
+        read = dict(zip(missing, pool.map(lambda name: _read_record(storage, f"{COMMITS_DIR}/{name}"), missing)))
+    records = [{**json.loads(cached[n]), "cached": True} if n in cached else read[n] for n in names]
+    by_shard = {}
+    for record in sorted(filter(None, records), key=lambda r: r["committed"]):
+        by_shard[record["shard_id"]] = record  # a record left behind by a failed removal loses to a later one
+    return by_shard
+
+
+def _read_caches(storage: Storage, names: list[str]) -> dict[str, str]:
+    cached = {}
+    for name in names:
+        try:
+            with storage.open_input(f"{COMMITS_DIR}/{name}") as handle:
+                table = pq.read_table(handle)
+        except (OSError, pa.ArrowException):  # a damaged cache only costs reading the records themselves
+            continue
+        cached.update(zip(table.column("name").to_pylist(), table.column("record").to_pylist()))
+    return cached
 
 
 def _read_record(storage: Storage, name: str) -> Optional[dict]:
@@ -292,7 +339,7 @@ def verify_folder(location: str, repair: bool = False) -> dict:
         if problems:
             damaged[shard_id] = problems
             if repair:
-                storage.delete(f"{COMMITS_DIR}/{shard_id}.json")
+                storage.delete(record_name(record))
     named = {f["path"] for r in records.values() for f in r["files"].values()}
     uncommitted = [f"{d}/{n}" for d in TABLES for n in storage.listing(d) if f"{d}/{n}" not in named]
     return {"shards": len(records), "damaged": damaged, "uncommitted_files": uncommitted,
