@@ -287,25 +287,6 @@ def run_leaderboard(args, argv: list[str]) -> int:
     print(result["markdown"])
     print(f"table: {args.out}/leaderboard.parquet and {args.out}/leaderboard.md")
     return 0
-def _verify_parser(sub) -> None:
-    p = sub.add_parser("verify", help="check a job folder fully: every committed file present, its size, "
-                                      "sha256 and rows")
-    p.add_argument("folder", help="job folder, a path or a URI")
-    p.add_argument("--repair", action="store_true", help="uncommit damaged shards, so that rerunning the job "
-                                                         "computes them again")
-
-
-def _run_verify(args) -> int:
-    from motionfleet.core.sink import verify_folder
-
-    found = verify_folder(args.folder, repair=args.repair)
-    for shard_id, problems in found["damaged"].items():
-        print(f"damaged {shard_id}: {'; '.join(problems)}" + ("  (uncommitted)" if args.repair else ""))
-    print(f"{found['shards']} committed shards, {found['rows']} rows, {found['rejected']} rejected; "
-          f"{len(found['damaged'])} damaged; {len(found['uncommitted_files'])} files of uncommitted attempts")
-    if found["damaged"] and not args.repair:
-        print("rerun with --repair, then rerun the job to compute the damaged shards again")
-    return 1 if found["damaged"] else 0
 
 
 # --- verify ---------------------------------------------------------------------------------
