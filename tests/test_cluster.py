@@ -110,9 +110,12 @@ def test_a_lagging_last_shard_also_runs_on_an_idle_worker_and_the_first_commit_w
     assert_exactly_once(out, 10)
 
 
-def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path):
+@pytest.mark.parametrize("given", ["flag", "RAY_ADDRESS"])  # RAY_ADDRESS: what `ray job submit` sets
+def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path, given):
+    flag = ["--address", "127.0.0.2:9"] if given == "flag" else []
+    env = {**os.environ, **({"RAY_ADDRESS": "127.0.0.2:9"} if given != "flag" else {})}
     result = subprocess.run([sys.executable, "-m", "motionfleet.cli", "generate", "--out", str(tmp_path / "o"),
-                             "--address", "127.0.0.2:9", "--preset", "tiny"], capture_output=True, text=True, timeout=60)
+                             *flag, "--preset", "tiny"], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "motionfleet: error: cannot reach a Ray cluster at 127.0.0.2:9 (Connection refused): start it with "

@@ -35,10 +35,13 @@ _embedded: dict = {}  # while an embedded cluster runs: its temp folder and the 
 
 
 def connect(address: Optional[str]) -> None:
+    """Join ``address``; without one, the cluster a ``ray job submit`` runs us on (``RAY_ADDRESS``),
+    else start the embedded cluster."""
     import ray
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         _join(address)
     else:
@@ -66,7 +69,7 @@ def disconnect() -> None:
 def _join(address: str) -> None:
     import ray
 
-    if address != "auto":
+    if address != "auto" and "://" not in address:  # a plain GCS host:port (not ray:// or http://)
         check_reachable(address)
     ray.init(address=address, logging_level="ERROR")
 
