@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+from motionfleet.core.cache import cache_dir
 from motionfleet.core.options import (
     Option,
     existing_file,
@@ -17,6 +18,7 @@ from motionfleet.core.options import (
     positive,
 )
 from motionfleet.core.registry import Family, Plan
+from motionfleet.core.storage import is_uri
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror import graphs, report
 from motionfleet.socialmirror.model import PRESETS, load_model
@@ -66,11 +68,17 @@ def build(v: dict) -> tuple[ReconstructSpec, ReconstructSettings]:
     return spec, settings
 
 
+def demo_folder(out_dir) -> Path:
+    """Where ``--demo`` writes its videos: inside a local job folder; videos are read from local
+    files only, so for an object-store ``--out`` in the cache."""
+    return cache_dir("demo_videos") if is_uri(str(out_dir)) else Path(out_dir) / "demo_videos"
+
+
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,
          out_dir: Path) -> Plan:
     """Shards of at most ``shard_size`` clips of one video; by default 64, fewer when that would
     leave a worker without a shard."""
-    corpus = write_demo_corpus(Path(out_dir) / "demo_videos") if videos is None else videos
+    corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
     shards, job = plan_job(corpus, spec, settings)
     clips = sum(len(s.items) for s in shards)
