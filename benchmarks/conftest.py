@@ -16,9 +16,11 @@ def all_cores():
 
 
 def record(benchmark, flops: int, items: int, **extra) -> None:
-    """Run ``benchmark`` results into extra_info: flops per call, GFLOP/s and per-item time (medians)."""
+    """Run ``benchmark`` results into extra_info: flops per call, GFLOP/s, per-item median and IQR,
+    and the load average when the case ended (other work on the machine slows every number)."""
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({
         "flops": flops, "gflops_per_s": flops / median / 1e9, "items": items,
-        "median_s": median, "median_per_item_s": median / items, **extra,
+        "median_s": median, "median_per_item_s": median / items,
+        "iqr_per_item_s": benchmark.stats.stats.iqr / items, "load_average_after": os.getloadavg(), **extra,
     })

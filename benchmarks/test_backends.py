@@ -17,7 +17,8 @@ from motionfleet import bench
 from motionfleet.core import backends
 from motionfleet.sampling.cfg import cfg_denoiser
 
-SETTINGS = bench.BenchSettings()
+SETTINGS = bench.BenchSettings(families=("dhvae",), batch_sizes=(1, 8, 64, 256), repeats=3)
+STEP_BATCH = 64
 HOIST_CASES = ["no_hoist_per_sample_t", "cfg_batch", "guided_pair", "guided_pair_null_precomputed",
                "null_modulation", "schedule_plan"]
 
@@ -46,8 +47,8 @@ def test_generate_batch(benchmark, generators, backend, batch):
 @pytest.mark.parametrize("case", HOIST_CASES)
 def test_hoisting(benchmark, generators, case):
     generator = generator_for(generators, "torch")
-    cases = bench.hoisting_cases(generator.model.denoiser, generator.null_text, SETTINGS.hoist_batch, SETTINGS.steps)
-    benchmark.extra_info.update({"batch": SETTINGS.hoist_batch})
+    cases = bench.hoisting_cases(generator.model.denoiser, generator.null_text, STEP_BATCH, SETTINGS.steps)
+    benchmark.extra_info.update({"batch": STEP_BATCH})
     benchmark.pedantic(cases[case], rounds=10, warmup_rounds=1)
 
 
@@ -58,10 +59,10 @@ def test_eager_step_after_an_onnxruntime_call(benchmark, generators, spin):
     eager, ort = generator_for(generators, "torch"), generator_for(generators, "onnxruntime")
     ort_denoiser = copy.copy(ort.denoiser)
     ort_denoiser.session = backends.ort_session(ort.denoiser.path, "onnxruntime", "fp32", ort.device, spin=spin)
-    batch = SETTINGS.hoist_batch
+    batch = STEP_BATCH
     x = torch.randn(batch, *eager.model.latent_shape)
     text = bench.batch_inputs(eager, batch)[0]
-    eager_step = eager.guided_denoiser(text)
+    eager_step = lambda x, t: eager.denoiser.guided_pair(x, t, text, eager.null_text)
     ort_step = cfg_denoiser(ort_denoiser, text, ort.null_text.expand(batch, -1))
     benchmark.extra_info.update({"batch": batch, "ort_allow_spinning": spin})
 

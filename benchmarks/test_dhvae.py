@@ -1,40 +1,38 @@
-"""dhvae speed: one denoiser step, one whole sentence, at batch 1 / 8 / 64, and the paper's protocol.
+"""dhvae speed: one denoiser step and one whole sentence the engine's way at batch 1 / 8 / 64, and
+the authors' loop (the release's own code path, re-created in ``benchmarks/authors_loop.py``) in
+the same session.
 
-- engine way: ``DHVAEGenerator`` as the job runs it (batched CFG in one call, the null text's
-  AdaLN modulation once per step, planned DDIM scalars, fused update, decode of num_frames frames).
-- protocol way: the public release's evaluation loop, one sentence at a time: diffusers'
-  ``DDIMScheduler.step`` each step, cond + uncond through the full denoiser, and the VAE decoder
-  run over its full 300-frame window (the release masks the frames past the length).
-AITS = median seconds per call / sentences per call; the text encoder is outside every timing.
+    python -m pytest benchmarks/test_dhvae.py --benchmark-enable
+
+Settings of the latency comparison (issue 12): fp32, the machine's threads, 50 DDIM steps,
+guidance 3.5, 300-frame sentences, seeded dummy weights of the official size; the text encoder is
+outside every timing (AITS). Each case records FLOPs of exactly what it times, the per-item
+median, and the load average before and after.
 """
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
 
+from benchmarks import authors_loop
 from benchmarks.conftest import record
-from motionfleet.bench import count_flops
-from motionfleet.core.seeding import SampleNoise
+from motionfleet.bench import count_flops, generate_once
+from motionfleet.core.batching import pad_rows
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 
-FRAMES = 120
+FRAMES = 300
 BATCHES = [1, 8, 64]
 
 
 @pytest.fixture(scope="module")
 def generator():
-    return DHVAEGenerator(ModelSpec(preset="official"), GenerateSettings(default_frames=FRAMES))
+    return DHVAEGenerator(ModelSpec(preset="official", text_encoder="precomputed"),
+                          GenerateSettings(default_frames=FRAMES, batch_size=max(BATCHES)))
 
 
 @pytest.fixture(scope="module")
-def text(generator):
-    prompts = ["two people greet each other by shaking hands", "one person pushes the other away"]
-    return generator._encode(prompts)
-
-
-def batch_text(text, n):
-    return text[torch.arange(n) % len(text)]
+def release(generator):
+    return authors_loop.load_engine_weights(authors_loop.ReleaseModel(generator.model.config), generator.model)
 
 
 def test_fp32_matmul_rate(benchmark):
@@ -45,50 +43,38 @@ def test_fp32_matmul_rate(benchmark):
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-def test_engine_denoiser_step(benchmark, generator, text, batch):
-    """One CFG step (cond + uncond, batch 2B through the transformer), the engine's way."""
-    x = torch.randn(batch, 3, 256)
-    cond = batch_text(text, batch)
-    step = lambda: dhvae.guided_pair(generator.model.denoiser, x, 501, cond, generator.null_text)
+def test_engine_denoiser_step(benchmark, generator, batch):
+    """One CFG step as the engine's loop runs it: rows padded to the sampler's quantum, the AdaLN
+    modulations computed before the loop (their cost is in the sentence case)."""
+    x = pad_rows(torch.randn(batch, *generator.model.latent_shape), generator.sample_quantum)
+    text = torch.randn(batch, generator.model.config.cond_dim)
+    timesteps = [step.t for step in generator.steps]
+    null_mods = generator.denoiser._null_modulations(timesteps, generator.null_text)[0]
     with torch.inference_mode():
-        flops = count_flops(step)
+        cond_mods = [pad_rows(m, len(x)) for m in next(dhvae.step_modulations(generator.model.denoiser, timesteps, text))]
+    step = lambda: dhvae.guided_pair_modulated(generator.model.denoiser, x, null_mods, cond_mods)
+    flops = count_flops(step)
+    with torch.inference_mode():
         benchmark.pedantic(step, rounds=20, warmup_rounds=3)
-    record(benchmark, flops, batch)
+    record(benchmark, flops, batch, padded_rows=len(x))
 
 
 @pytest.mark.parametrize("batch", BATCHES)
-def test_engine_sentence(benchmark, generator, text, batch):
-    """50 DDIM steps + decode for ``batch`` sentences, as a job shard runs them."""
-    cond = batch_text(text, batch)
-    seeds = list(range(batch))
-
-    def sentences():
-        latents = generator.sample_latents(cond, SampleNoise(seeds))
-        return generator.decode(latents, [FRAMES] * batch)
-
+def test_engine_sentence(benchmark, generator, batch):
+    """50 DDIM steps + decode of 300 frames for ``batch`` sentences, as a job shard runs them."""
+    run = generate_once(generator, batch, FRAMES)
+    flops = count_flops(run)
     with torch.inference_mode():
-        denoise_flops = count_flops(lambda: generator.sample_latents(cond, SampleNoise(seeds)))
-        benchmark.pedantic(sentences, rounds=3 if batch < 64 else 2, warmup_rounds=1)
-    record(benchmark, denoise_flops, batch, note="flops: denoising loop only")
+        benchmark.pedantic(run, rounds=5 if batch < 64 else 3, warmup_rounds=1)
+    record(benchmark, flops, batch, note="flops: denoising loop + decode, what is timed")
 
 
-def protocol_sentence(model, scheduler, text, null_text):
-    """The release's CHMLD.denoise + forward_test for one sentence (guidance 3.5, 50 steps)."""
-    latents = torch.randn(1, 3, 256)
-    scheduler.set_timesteps(50)
-    cond = torch.cat([null_text, text])
-    for t in scheduler.timesteps:
-        eps = model.denoiser(torch.cat([latents] * 2), t.unsqueeze(0), cond)
-        uncond, c = eps.chunk(2)
-        latents = scheduler.step(uncond + 3.5 * (c - uncond), t, latents, eta=0.0).prev_sample
-    return model.decoder(latents, 300)[:, :, :FRAMES]
-
-
-def test_protocol_sentence(benchmark, generator, text):
-    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                              beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-                              steps_offset=1, prediction_type="epsilon")
-    run = lambda: protocol_sentence(generator.model, scheduler, text[:1], generator.null_text)
-    with torch.inference_mode():
-        benchmark.pedantic(run, rounds=3, warmup_rounds=1)
-    record(benchmark, 0, 1)
+def test_authors_sentence(benchmark, generator, release):
+    """The release's loop for one sentence: full denoiser on the CFG batch each step, diffusers'
+    DDIMScheduler.step, the decoder over its 300-frame window (AITS of the authors' code)."""
+    scheduler = authors_loop.release_scheduler()
+    text = torch.randn(1, generator.model.config.cond_dim)
+    run = lambda: authors_loop.generate(release, scheduler, text, generator.null_text, torch.tensor([FRAMES]))
+    flops = count_flops(run)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    record(benchmark, flops, 1, note="authors' loop (benchmarks/authors_loop.py)")

@@ -1,32 +1,39 @@
-"""``motionfleet bench``: dhvae AITS per backend and batch size -> JSON, a PNG plot and a table.
+"""``motionfleet bench``: latency and throughput of every family, per backend and batch size.
 
-One timed run generates a batch as a job does (``DHVAEGenerator.sample_latents`` then ``decode``:
-the CFG DDIM loop and the decoder, text encoder excluded as AITS excludes it); AITS is the median
-run's seconds divided by the batch size. Every (backend, batch) gets one discarded warm-up run,
-then the repeats go round robin over the backends, so a busy neighbour slows every backend alike;
-the load average before and after is recorded.
+One case is one batch as a job runs it, device synchronised, warm-up excluded:
 
-Also measured in the same process, so the numbers can be compared:
-- achieved GFLOP/s of each backend's run and of one denoiser step (FLOPs counted by torch's
-  FlopCounterMode on the math that backend runs: the torch backend's ``guided_pair``, the others'
-  full CFG batch) against a plain fp32 matmul, what this machine's fp32 units give;
-- the GEMM floor: the run's matrix products (attention's included) replayed as bare matmuls, the
-  time no backend can beat without changing the math or the precision;
-- the hoisting measurements: one guided denoiser step with and without each hoist;
-- optionally the whole-loop graph (DDIM unrolled in ONNX) against the per-step graph.
+- ``dhvae/generate``: the CFG DDIM loop and the decoder (``DHVAEGenerator.sample_latents`` then
+  ``decode``; the text encoder is outside AITS, as DHVAE states); items are sentences;
+- ``scorehoi/refine``: a refinement batch of the demo scenes (``ScoreHOIRefiner.run_batch``,
+  inversion + guided DDIM rounds + contact updates, metrics excluded); items are images;
+- ``socialmirror/diffuse``: the DDIM steps of the denoiser over clips of encoded frames (one call
+  per step through the backend); items are clips of 2 people x 16 frames.
+
+Backends are interleaved round robin within each (family, batch), so a busy neighbour slows every
+backend alike. Each measurement is one flat record (``records``; ``pandas.read_json`` reads the
+file as is) with p50 / p90 / p99 and the interquartile range over ``repeats`` runs, per item and
+per batch, and the load average before and after; a load above ``LOAD_WARNING`` x CPUs is
+flagged. For dhvae the GEMM floor (the run's matrix products replayed as bare fp32 matmuls: what
+no backend can beat without changing the math or the precision) and achieved GFLOP/s are recorded.
+``compare`` sets two result files side by side.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import statistics
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -39,24 +46,26 @@ from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.sampling import ddim
 
 MATMUL_SIZE = 2048
+FAMILIES = ("dhvae", "scorehoi", "socialmirror")
+LOAD_WARNING = 0.5  # load average per CPU above which timings are flagged as taken on a busy machine
 
 
 @dataclass(frozen=True)
 class BenchSettings:
+    families: tuple[str, ...] = FAMILIES
     backends: tuple[str, ...] = ("torch", "torch-compile", "onnxruntime")
-    batch_sizes: tuple[int, ...] = (1, 8, 64, 256)
-    preset: str = "official"
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    preset: str = "official"  # dhvae preset of the dummy weights
     steps: int = 50
     frames: int = 120
     guidance: float = 3.5
-    repeats: int = 3
+    refine_preset: str = "fast"  # scorehoi sampler preset (paper: N 10, tau 50, step 2)
+    repeats: int = 10
     device: str = "cpu"
     precision: str = "fp32"
-    hoist_batch: int = 64
-    whole_loop_batches: tuple[int, ...] = ()  # empty: do not measure the whole-loop graph
 
 
-# --- timing helpers ------------------------------------------------------------------------
+# --- timing --------------------------------------------------------------------------------
 
 
 def timed(fn: Callable, device: torch.device) -> float:
@@ -71,11 +80,22 @@ def round_robin(cases: dict[str, Callable], repeats: int, device: torch.device) 
     """Seconds of each case, ``repeats`` times, interleaved; one untimed call of each first."""
     for fn in cases.values():
         fn()
+    synchronize(device)
     seconds = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             seconds[name].append(timed(fn, device))
     return seconds
+
+
+def spread(seconds: list[float], items: int) -> dict:
+    """p50 / p90 / p99 / IQR of a case's runs, in ms per batch and per item."""
+    ms = np.asarray(seconds) * 1e3
+    p25, p50, p75, p90, p99 = np.percentile(ms, [25, 50, 75, 90, 99])
+    stats = {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "iqr_ms": p75 - p25, "p25_ms": p25, "p75_ms": p75}
+    per_item = {f"per_item_{k}": v / items for k, v in stats.items()}
+    return {**{k: float(v) for k, v in stats.items()}, **{k: float(v) for k, v in per_item.items()},
+            "items_per_s": float(items / (p50 / 1e3)), "repeats": len(seconds), "runs_ms": [float(x) for x in ms]}
 
 
 def matmul_gflops(device: torch.device, repeats: int = 10) -> float:
@@ -86,11 +106,15 @@ def matmul_gflops(device: torch.device, repeats: int = 10) -> float:
     return 2 * MATMUL_SIZE**3 / statistics.median(seconds) / 1e9
 
 
-def count_flops(fn: Callable) -> int:
-    return traced(fn, FlopCounterMode(display=False)).get_total_flops()
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
-# --- GEMM floor ----------------------------------------------------------------------------
+def busy(load: list[float]) -> bool:
+    return load[0] > LOAD_WARNING * (os.cpu_count() or 1)
+
+
+# --- FLOPs and the GEMM floor --------------------------------------------------------------
 
 GEMM_OPERANDS = {"mm": (0, 1), "addmm": (1, 2), "bmm": (0, 1), "baddbmm": (1, 2)}
 
@@ -104,18 +128,21 @@ def attention_products(q: torch.Tensor, k: torch.Tensor) -> list[tuple[tuple[int
 
 
 class GemmShapes(TorchDispatchMode):
-    """Records the (A, B) operand shapes of every matrix product a call runs, attention included."""
+    """Counts the (A, B) operand shapes of every matrix product a call runs, attention included."""
 
     def __init__(self):
         super().__init__()
-        self.shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        self.shapes: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in GEMM_OPERANDS:
-            self.shapes.append(tuple(tuple(args[i].shape) for i in GEMM_OPERANDS[name]))
-        elif name.startswith("_scaled_dot_product"):
-            self.shapes += attention_products(args[0], args[1])
+            self.shapes[tuple(tuple(args[i].shape) for i in GEMM_OPERANDS[name])] += 1
+        elif name == "linear":  # seen undecomposed where a module runs in inference mode
+            x, weight = args[0], args[1]
+            self.shapes[((math.prod(x.shape[:-1]), x.shape[-1]), tuple(weight.shape[::-1]))] += 1
+        elif "scaled_dot_product" in name:
+            self.shapes.update(attention_products(args[0], args[1]))
         return func(*args, **(kwargs or {}))
 
 
@@ -127,21 +154,22 @@ def traced(fn: Callable, mode: TorchDispatchMode):
     return mode
 
 
+def count_flops(fn: Callable) -> int:
+    return traced(fn, FlopCounterMode(display=False)).get_total_flops()
+
+
 def gemm_floor_s(fn: Callable, device: torch.device, repeats: int = 5) -> float:
-    """Median seconds of the matrix products ``fn`` runs, replayed as bare fp32 matmuls: what
-    the call would cost if everything but its GEMMs (attention, norms, elementwise, framework
-    overhead) took no time."""
-    recorder = traced(fn, GemmShapes())
-    operands = [(torch.randn(a, device=device), torch.randn(b, device=device)) for a, b in recorder.shapes]
-
-    def replay():
-        for a, b in operands:
-            torch.matmul(a, b)
-
-    return statistics.median(round_robin({"gemms": replay}, repeats, device)["gemms"])
+    """Seconds of the matrix products ``fn`` runs, replayed as bare fp32 matmuls (each distinct
+    shape timed once, its median times its count): what the call would cost if everything but
+    its GEMMs took no time."""
+    total = 0.0
+    for (a_shape, b_shape), count in traced(fn, GemmShapes()).shapes.items():
+        a, b = torch.randn(a_shape, device=device), torch.randn(b_shape, device=device)
+        total += count * statistics.median(round_robin({"gemm": lambda: torch.matmul(a, b)}, repeats, device)["gemm"])
+    return total
 
 
-# --- one batch -----------------------------------------------------------------------------
+# --- dhvae ---------------------------------------------------------------------------------
 
 
 def batch_inputs(generator: DHVAEGenerator, batch: int) -> tuple[torch.Tensor, list[int]]:
@@ -151,11 +179,11 @@ def batch_inputs(generator: DHVAEGenerator, batch: int) -> tuple[torch.Tensor, l
     return text, list(range(batch))
 
 
-def generate_batch(generator: DHVAEGenerator, batch: int, frames: int) -> Callable[[], None]:
-    """A callable that samples and decodes one batch, as a generate job does."""
+def generate_once(generator: DHVAEGenerator, batch: int, frames: int) -> Callable[[], None]:
+    """A callable that samples and decodes one batch as a generate job does (no inference mode of
+    its own, so FLOP counting sees every layer)."""
     text, seeds = batch_inputs(generator, batch)
 
-    @torch.inference_mode()
     def run() -> None:
         latents = generator.sample_latents(text, SampleNoise(seeds, generator.device))
         generator.decode(latents, [frames] * batch)
@@ -163,32 +191,8 @@ def generate_batch(generator: DHVAEGenerator, batch: int, frames: int) -> Callab
     return run
 
 
-def run_math(generator: DHVAEGenerator, batch: int, frames: int) -> tuple[str, Callable, Callable]:
-    """(name, one denoiser step, one decode) as eager calls doing the math the backend runs: the
-    torch backend's ``guided_pair``, or the other backends' single CFG batch."""
-    model = generator.model
-    x = torch.zeros(batch, *model.latent_shape, device=generator.device)
-    text, _ = batch_inputs(generator, batch)
-    null = generator.null_text
-
-    def decode():
-        model.decoder(x, frames)
-
-    if hasattr(generator.denoiser, "guided_pair"):
-        return "guided_pair", lambda: dhvae.guided_pair(model.denoiser, x, 981, text, null), decode
-    both = torch.cat([null.expand(batch, -1), text])
-    return "cfg_batch", lambda: model.denoiser(torch.cat([x, x]), 981, both), decode
-
-
-def math_cost(generator: DHVAEGenerator, batch: int, settings: BenchSettings) -> dict:
-    """FLOPs of one generated batch and its GEMM floor (seconds of its matrix products alone)."""
-    name, step, decode = run_math(generator, batch, settings.frames)
-    device = torch.device(settings.device)
-    return {
-        "math": name,
-        "gflop_per_run": (settings.steps * count_flops(step) + count_flops(decode)) / 1e9,
-        "gemm_floor_s": settings.steps * gemm_floor_s(step, device) + gemm_floor_s(decode, device),
-    }
+def generate_batch(generator: DHVAEGenerator, batch: int, frames: int) -> Callable[[], None]:
+    return torch.inference_mode()(generate_once(generator, batch, frames))
 
 
 def make_generator(backend: str, settings: BenchSettings) -> DHVAEGenerator:
@@ -199,31 +203,313 @@ def make_generator(backend: str, settings: BenchSettings) -> DHVAEGenerator:
     return DHVAEGenerator(spec, run)
 
 
+def dhvae_cost(eager: DHVAEGenerator, batch: int, frames: int, device: torch.device) -> dict:
+    """FLOPs and GEMM floor of one batch of the eager torch backend's math (the other backends run
+    the same network with the AdaLN modulations inside each step: the same FLOPs to within the
+    null text's one row per step)."""
+    run = generate_once(eager, batch, frames)
+    return {"gflop_per_batch": count_flops(run) / 1e9, "gemm_floor_ms": gemm_floor_s(run, device, repeats=3) * 1e3}
+
+
+def dhvae_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
+    generators = {name: make_generator(name, settings) for name in settings.backends}
+    return lambda batch: {name: generate_batch(g, batch, settings.frames) for name, g in generators.items()}
+
+
+# --- scorehoi ------------------------------------------------------------------------------
+
+
+def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
+    from motionfleet.demo.scenes import demo_scenes
+    from motionfleet.scorehoi import model as scorehoi
+    from motionfleet.scorehoi.runner import RefineItem, RefineSettings, ScoreHOIRefiner, model_spec
+    from motionfleet.scorehoi.source import EstimateRecord
+
+    spec = model_spec("released")
+    refiners = {}
+    for name in settings.backends:
+        run = RefineSettings.from_preset(settings.refine_preset, batch_size=max(settings.batch_sizes),
+                                         device=settings.device, backend=name, precision=settings.precision)
+        refiners[name] = ScoreHOIRefiner(spec, run)
+    records = demo_scenes(scorehoi.PRESETS["released"].condition_dim).records
+
+    def cases(batch: int) -> dict[str, Callable]:
+        items = [RefineItem(EstimateRecord(f"{records[i % len(records)].sample_id}-{i}", records[i % len(records)].values),
+                            "guided") for i in range(batch)]
+        return {name: torch.no_grad()(lambda r=r: r.run_batch(items, "guided")) for name, r in refiners.items()}
+
+    return cases
+
+
+# --- socialmirror --------------------------------------------------------------------------
+
+
+def socialmirror_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
+    from motionfleet.core import backends
+    from motionfleet.socialmirror import model as socialmirror
+    from motionfleet.socialmirror.runner import ReconstructSettings
+
+    config = socialmirror.PRESETS["released"]
+    model = socialmirror.build_model(config).to(settings.device).eval()
+    steps = ReconstructSettings().steps
+    runners = {name: backends.make_backend(name, model, settings.precision, settings.device, weights="dummy, seed 0")
+               for name in settings.backends}
+
+    def cases(batch: int) -> dict[str, Callable]:
+        x, _, image, bbox, text = (t.to(settings.device) for t in socialmirror.example_inputs(config, batch))
+        timesteps = [round(100 * (1 - i / steps)) - 20 for i in range(steps)]  # 80, 60, 40, 20, 0
+
+        def diffuse(run):
+            y = x
+            for t in timesteps:
+                y = run(y, t, image, bbox, text)
+
+        return {name: torch.no_grad()(lambda r=r: diffuse(r)) for name, r in runners.items()}
+
+    return cases
+
+
+CASES = {"dhvae": ("generate", "sentences", dhvae_cases), "scorehoi": ("refine", "images", scorehoi_cases),
+         "socialmirror": ("diffuse", "clips", socialmirror_cases)}
+
+
 # --- the sweep -----------------------------------------------------------------------------
 
 
-def sweep(generators: dict[str, DHVAEGenerator], settings: BenchSettings) -> dict:
-    """{backend: {batch: row}}: AITS and run medians, achieved GFLOP/s, and the GEMM floor."""
+def context(settings: BenchSettings) -> dict:
+    """What every record repeats: device, versions, date, threads."""
     device = torch.device(settings.device)
-    results = {name: {} for name in generators}
+    versions = provenance.software_versions()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else provenance.host()["cpu_model"]
+    return {"device": device.type, "device_name": name, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": versions.get("torch"), "onnxruntime": versions.get("onnxruntime") or versions.get("onnxruntime-gpu"),
+            "motionfleet": versions.get("motionfleet"), "precision": settings.precision,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def measure_family(family: str, settings: BenchSettings, common: dict, log: Callable[[str], None]) -> list[dict]:
+    case, unit, make_cases = CASES[family]
+    device = torch.device(settings.device)
+    cases_at = make_cases(settings)
+    eager = make_generator("torch", settings) if family == "dhvae" else None
+    records = []
     for batch in settings.batch_sizes:
-        cases = {name: generate_batch(g, batch, settings.frames) for name, g in generators.items()}
-        seconds = round_robin(cases, settings.repeats, device)
-        costs = {}
-        for name, runs in seconds.items():
-            median = statistics.median(runs)
-            math_name = run_math(generators[name], batch, settings.frames)[0]
-            if math_name not in costs:
-                costs[math_name] = math_cost(generators[name], batch, settings)
-            cost = costs[math_name]
-            results[name][batch] = {
-                "aits_ms": median / batch * 1e3, "median_s": median, "runs_s": runs, "samples_per_s": batch / median,
-                **cost, "gflops": cost["gflop_per_run"] / median,
-                "gemm_floor_aits_ms": cost["gemm_floor_s"] / batch * 1e3,
-            }
-    return results
+        load_before = load_average()
+        seconds = round_robin(cases_at(batch), settings.repeats, device)
+        load_after = load_average()
+        cost = dhvae_cost(eager, batch, settings.frames, device) if eager is not None else {}
+        for backend, runs in seconds.items():
+            record = {"family": family, "case": case, "backend": backend, "batch": batch, "items": batch, "unit": unit,
+                      **spread(runs, batch), "load_before": load_before, "load_after": load_after,
+                      "busy": busy(load_before) or busy(load_after), **common}
+            if family == "dhvae":
+                record.update(steps=settings.steps, frames=settings.frames, guidance=settings.guidance, **cost,
+                              per_item_gemm_floor_ms=cost["gemm_floor_ms"] / batch,
+                              gflops=cost["gflop_per_batch"] / (record["p50_ms"] / 1e3))
+            records.append(record)
+            log(f"{family}/{case} {backend} batch {batch}: p50 {record['per_item_p50_ms']:.2f} ms/{unit[:-1]} "
+                f"(IQR {record['per_item_iqr_ms']:.2f}), load {load_before[0]}")
+    return records
 
 
+def run_bench(settings: BenchSettings, out_dir: str | Path, log: Callable[[str], None] = print) -> tuple[Path, list[dict]]:
+    """Measure every family, write ``bench-<date>.json`` (flat records) and ``.png`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common = context(settings)
+    if busy(load_average()):
+        log(f"warning: load average {load_average()} on {os.cpu_count()} CPUs: other work is running, "
+            f"timings will be slow and spread; compare only numbers taken in one run")
+    common["matmul_fp32_gflops"] = matmul_gflops(torch.device(settings.device))
+    common["settings"] = json.dumps(asdict(settings))
+    records = []
+    for family in settings.families:
+        records += measure_family(family, settings, common, log)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out_dir / f"bench-{settings.device}-{stamp}.json"
+    path.write_text(json.dumps(records, indent=1))
+    plot(records, path.with_suffix(".png"))
+    return path, records
+
+
+# --- plots and tables ----------------------------------------------------------------------
+
+
+def title_of(records: list[dict]) -> str:
+    r = records[0]
+    return (f"{r['device_name']} ({r['device']}, {r['torch_threads']} threads), torch {r['torch']}, "
+            f"onnxruntime {r['onnxruntime']}, {r['precision']}, {r['date'][:10]}, load {r['load_before'][0]}")
+
+
+def series(records: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    out: dict = {}
+    for r in sorted(records, key=lambda r: r["batch"]):
+        out.setdefault((r["family"], r["case"], r["backend"]), []).append(r)
+    return out
+
+
+def plot(records: list[dict], path: Path) -> None:
+    """Two panels: per-item latency (p50, IQR error bars, GEMM floor dashed) and throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for (family, case, backend), rows in series(records).items():
+        batches = [r["batch"] for r in rows]
+        p50 = np.array([r["per_item_p50_ms"] for r in rows])
+        low = p50 - np.array([r["per_item_p25_ms"] for r in rows])
+        high = np.array([r["per_item_p75_ms"] for r in rows]) - p50
+        label = f"{family}/{case} {backend}"
+        lat.errorbar(batches, p50, yerr=[low, high], marker="o", capsize=3, label=label)
+        thr.errorbar(batches, [r["items_per_s"] for r in rows], yerr=[1e3 * low / p50**2, 1e3 * high / p50**2],
+                     marker="o", capsize=3, label=label)
+    floors = {}
+    for r in records:
+        if "per_item_gemm_floor_ms" in r:
+            floors[r["batch"]] = r["per_item_gemm_floor_ms"]
+    if floors:
+        batches = sorted(floors)
+        lat.plot(batches, [floors[b] for b in batches], "k--", label="dhvae GEMM floor")
+        thr.plot(batches, [1e3 / floors[b] for b in batches], "k--", label="dhvae GEMM floor")
+    for ax, ylabel in ((lat, "latency per item, ms (p50, IQR bars)"), (thr, "throughput, items / s")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    thr.legend(fontsize=7)
+    fig.suptitle(title_of(records), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(records: list[dict]) -> list[str]:
+    lines = [f"{'case':<24} {'backend':<14} {'batch':>5} {'p50/item ms':>12} {'IQR':>8} {'p90':>9} {'p99':>9} "
+             f"{'items/s':>9} {'load':>6}"]
+    for r in records:
+        lines.append(f"{r['family'] + '/' + r['case']:<24} {r['backend']:<14} {r['batch']:>5} {r['per_item_p50_ms']:>12.2f} "
+                     f"{r['per_item_iqr_ms']:>8.2f} {r['per_item_p90_ms']:>9.2f} {r['per_item_p99_ms']:>9.2f} "
+                     f"{r['items_per_s']:>9.2f} {r['load_before'][0]:>6.2f}" + ("  (busy)" if r["busy"] else ""))
+    return lines
+
+
+def read_records(path: str | Path) -> list[dict]:
+    from motionfleet.core.options import UsageError
+
+    if not Path(path).is_file():
+        raise UsageError(f"--compare: {path} is not a file; give two JSON files written by motionfleet bench")
+    records = json.loads(Path(path).read_text())
+    if not isinstance(records, list) or not all(isinstance(r, dict) and "per_item_p50_ms" in r for r in records):
+        raise ValueError(f"{path} is not a motionfleet bench result (a list of records with per_item_p50_ms)")
+    return records
+
+
+def compare(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> tuple[list[str], Path]:
+    """Per case present in both: p50 per item in A and B and the change; a bar plot of B / A."""
+    key = lambda r: (r["family"], r["case"], r["backend"], r["batch"])
+    a = {key(r): r for r in read_records(path_a)}
+    b = {key(r): r for r in read_records(path_b)}
+    common = [k for k in a if k in b]
+    if not common:
+        raise ValueError(f"{path_a} and {path_b} share no (family, case, backend, batch)")
+    lines = [f"A = {path_a} ({a[common[0]]['date']}), B = {path_b} ({b[common[0]]['date']})",
+             f"{'case':<24} {'backend':<14} {'batch':>5} {'A p50 ms':>10} {'B p50 ms':>10} {'B/A':>6}  change"]
+    ratios = []
+    for k in common:
+        ra, rb = a[k]["per_item_p50_ms"], b[k]["per_item_p50_ms"]
+        ratio = rb / ra
+        ratios.append(ratio)
+        change = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
+        lines.append(f"{k[0] + '/' + k[1]:<24} {k[2]:<14} {k[3]:>5} {ra:>10.2f} {rb:>10.2f} {ratio:>6.2f}  {change}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"compare-{Path(path_a).stem}-vs-{Path(path_b).stem}.png"
+    plot_compare([f"{k[0]}/{k[1]} {k[2]} b{k[3]}" for k in common], ratios, png, lines[0])
+    return lines, png
+
+
+def plot_compare(labels: list[str], ratios: list[float], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
+    colors = ["tab:green" if r < 1 else "tab:red" for r in ratios]
+    ax.barh(labels, ratios, color=colors)
+    ax.axvline(1.0, color="k", lw=1)
+    ax.set_xlabel("B / A, p50 latency per item (< 1: B faster)")
+    ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def default_out() -> Path:
+    """Outside the source tree: results never overwrite the committed benchmarks/results/."""
+    from motionfleet.core.backends import cache_dir
+
+    return cache_dir() / "bench"
+
+
+def comma_list(kind):
+    return lambda text: tuple(kind(item) for item in text.split(",") if item)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from motionfleet.core.backends import PRECISIONS
+
+    d = BenchSettings()
+    p.add_argument("--families", type=comma_list(str), default=d.families, help=f"of {', '.join(FAMILIES)}")
+    p.add_argument("--backends", type=comma_list(str), default=d.backends)
+    p.add_argument("--batch-sizes", type=comma_list(int), default=d.batch_sizes)
+    p.add_argument("--preset", default=d.preset, help="dhvae preset of the dummy weights")
+    p.add_argument("--steps", type=int, default=d.steps, help="dhvae DDIM steps")
+    p.add_argument("--num-frames", type=int, default=d.frames, help="dhvae frames decoded per sentence")
+    p.add_argument("--refine-preset", default=d.refine_preset, help="scorehoi sampler preset (fast, paper, public)")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per case after one warm-up run")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
+    p.add_argument("--out", help=f"folder for the timestamped JSON and PNG (default {default_out()})")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two result files instead of measuring")
+
+
+def check_arguments(args) -> None:
+    from motionfleet.core.backends import check_backend
+    from motionfleet.core.options import UsageError
+
+    unknown = [f for f in args.families if f not in FAMILIES]
+    if unknown:
+        raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    if not args.batch_sizes or min(args.batch_sizes) < 1:
+        raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
+    if args.repeats < 3:
+        raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
+    for backend in args.backends:
+        check_backend(backend, args.precision, args.device)
+
+
+def main(args) -> int:
+    out = Path(args.out) if args.out else default_out()
+    if args.compare:
+        lines, png = compare(*args.compare, out)
+        print("\n".join(lines))
+        print(f"plot: {png}")
+        return 0
+    check_arguments(args)
+    settings = replace(BenchSettings(), families=args.families, backends=args.backends, batch_sizes=args.batch_sizes,
+                       preset=args.preset, steps=args.steps, frames=args.num_frames, refine_preset=args.refine_preset,
+                       repeats=args.repeats, device=args.device, precision=args.precision)
+    path, records = run_bench(settings, out, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print("\n".join(table(records)))
+    print(f"written: {path} and {path.with_suffix('.png')}")
+    return 0
 # --- hoisting ------------------------------------------------------------------------------
 
 
@@ -263,160 +549,3 @@ def hoisting_cases(denoiser: dhvae.DHVAEDenoiser, null_text: torch.Tensor, batch
     return {name: torch.inference_mode()(fn) for name, fn in cases.items()}
 
 
-def hoisting(denoiser: dhvae.DHVAEDenoiser, null_text: torch.Tensor, settings: BenchSettings) -> dict:
-    """Median ms of each of ``hoisting_cases`` at ``hoist_batch``."""
-    cases = hoisting_cases(denoiser, null_text, settings.hoist_batch, settings.steps)
-    seconds = round_robin(cases, max(settings.repeats, 10), torch.device(settings.device))
-    medians = {name: statistics.median(s) * 1e3 for name, s in seconds.items()}
-    return {"batch": settings.hoist_batch, "median_ms": medians}
-
-
-def denoiser_steps(generators: dict[str, DHVAEGenerator], settings: BenchSettings) -> dict:
-    """One guided denoiser step at ``hoist_batch`` through each backend, as the sampler calls it:
-    median ms, achieved GFLOP/s and the GEMM floor of the math it runs."""
-    device = torch.device(settings.device)
-    batch = settings.hoist_batch
-    x = torch.randn(batch, *next(iter(generators.values())).model.latent_shape, device=device)
-    cases = {}
-    for name, generator in generators.items():
-        denoise = generator.guided_denoiser(batch_inputs(generator, batch)[0])
-        cases[name] = torch.inference_mode()(lambda denoise=denoise: denoise(x, 981))
-    seconds = round_robin(cases, max(settings.repeats, 10), device)
-    steps = {}
-    for name, generator in generators.items():
-        math_name, step, _ = run_math(generator, batch, settings.frames)
-        median = statistics.median(seconds[name])
-        steps[name] = {"math": math_name, "median_ms": median * 1e3, "gflops": count_flops(step) / median / 1e9,
-                       "gemm_floor_ms": gemm_floor_s(step, device) * 1e3}
-    return {"batch": batch, "steps": steps}
-
-
-# --- whole loop ----------------------------------------------------------------------------
-
-
-def whole_loop(generator: DHVAEGenerator, settings: BenchSettings) -> dict:
-    """Median seconds of the DDIM loop at each of ``whole_loop_batches``: per-step ONNX Runtime
-    calls (the onnxruntime backend's ``sample_latents``) against one call of the unrolled graph."""
-    import onnxruntime
-
-    from motionfleet.core.backends import graph_path, ort_session
-    from motionfleet.dhvae.graphs import dhvae_loop_graph
-
-    device = torch.device(settings.device)
-    spec = dhvae_loop_graph(generator.model.denoiser, settings.steps, settings.guidance)
-    path = graph_path(spec, "fp32", None, generator.weights)  # exported once into the cache
-    session = ort_session(path, "onnxruntime", "fp32", device)
-    medians = {}
-    for batch in settings.whole_loop_batches:
-        text, seeds = batch_inputs(generator, batch)
-        x = SampleNoise(seeds, device).draw(generator.model.latent_shape)
-        feeds = {"x": x.cpu().numpy(), "text": text.cpu().numpy(), "null_text": generator.null_text.cpu().numpy()}
-        cases = {
-            "per_step_graph": lambda: generator.sample_latents(text, SampleNoise(seeds, device)),
-            "whole_loop_graph": lambda: session.run(None, feeds),
-        }
-        with torch.inference_mode():
-            seconds = round_robin(cases, settings.repeats, device)
-        medians[batch] = {name: statistics.median(s) for name, s in seconds.items()}
-    return {"steps": settings.steps, "graph": str(path), "graph_mb": path.stat().st_size / 1e6,
-            "onnxruntime": onnxruntime.__version__, "median_s": medians}
-
-
-# --- report --------------------------------------------------------------------------------
-
-
-def table(results: dict, batch_sizes) -> list[str]:
-    """AITS, achieved GFLOP/s and GEMM-floor AITS per backend (rows) and batch size (columns)."""
-    header = f"{'backend':<16}" + "".join(f"{'B=' + str(b):>12}" for b in batch_sizes)
-    lines = []
-    for title, key, fmt in (("AITS ms (median)", "aits_ms", ".2f"), ("achieved GFLOP/s", "gflops", ".1f"),
-                            ("GEMM-floor AITS ms", "gemm_floor_aits_ms", ".2f")):
-        lines += [f"{header}   {title}"]
-        lines += [f"{name:<16}" + "".join(f"{rows[b][key]:>12{fmt}}" for b in batch_sizes)
-                  for name, rows in results.items()]
-    return lines
-
-
-def speedup_lines(body: dict, batch: int = 64) -> list[str]:
-    """The best backend against eager torch at ``batch``, and the bound the GEMM floor sets."""
-    results = body["results"]
-    if "torch" not in results or batch not in results["torch"]:
-        return []
-    eager = results["torch"][batch]
-    best = min(results, key=lambda name: results[name][batch]["aits_ms"])
-    floor = min(rows[batch]["gemm_floor_aits_ms"] for rows in results.values())
-    return [f"batch {batch}: best {best} {results[best][batch]['aits_ms']:.2f} ms = "
-            f"{eager['aits_ms'] / results[best][batch]['aits_ms']:.2f}x eager torch ({eager['aits_ms']:.2f} ms); "
-            f"if only the GEMMs took time ({floor:.2f} ms) the most any backend could gain is "
-            f"{eager['aits_ms'] / floor:.2f}x"]
-
-
-def plot(results: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, rows in results.items():
-        batches = sorted(rows)
-        ax.plot(batches, [rows[b]["samples_per_s"] for b in batches], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size (prompts)")
-    ax.set_ylabel("throughput (samples / s) = 1 / AITS")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def run_bench(settings: BenchSettings, out_dir: str | Path) -> dict:
-    """Measure, write ``dhvae_backends_<device>.json`` and ``.png`` into ``out_dir``, return the body."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(settings.device)
-    load_before = os.getloadavg()
-    generators = {name: make_generator(name, settings) for name in settings.backends}
-    first = next(iter(generators.values()))
-    body = {
-        "bench": "dhvae backends", "settings": asdict(settings), "weights": first.weights,
-        "machine": provenance.host(), "versions": provenance.software_versions(),
-        "torch_threads": torch.get_num_threads(), "load_average_before": load_before,
-        "matmul_fp32_gflops": {"before": matmul_gflops(device)},
-        "results": sweep(generators, settings),
-    }
-    body["matmul_fp32_gflops"]["after"] = matmul_gflops(device)
-    body["hoisting"] = hoisting(first.model.denoiser, first.null_text, settings)
-    body["denoiser_step"] = denoiser_steps(generators, settings)
-    if settings.whole_loop_batches:
-        body["whole_loop"] = whole_loop(generators.get("onnxruntime") or make_generator("onnxruntime", settings),
-                                        settings)
-    body["load_average_after"] = os.getloadavg()
-    stem = out_dir / f"dhvae_backends_{device.type}"
-    stem.with_suffix(".json").write_text(json.dumps(body, indent=2, default=str))
-    title = (f"dhvae/{settings.preset}, {settings.steps} DDIM steps + decode {settings.frames} frames, "
-             f"{settings.precision}, {body['machine']['cpu_model']} x{body['torch_threads']} threads")
-    plot(body["results"], stem.with_suffix(".png"), title)
-    return body
-
-
-def summary(body: dict) -> list[str]:
-    lines = table(body["results"], body["settings"]["batch_sizes"]) + speedup_lines(body)
-    mm = body["matmul_fp32_gflops"]
-    lines.append(f"fp32 matmul {MATMUL_SIZE}^2: {mm['before']:.1f} GFLOP/s before the sweep, {mm['after']:.1f} after")
-    step = body["denoiser_step"]
-    lines.append(f"one guided denoiser step at batch {step['batch']}: " + "; ".join(
-        f"{name} ({s['math']}) {s['median_ms']:.2f} ms, {s['gflops']:.1f} GFLOP/s, "
-        f"GEMM floor {s['gemm_floor_ms']:.2f} ms"
-        for name, s in step["steps"].items()))
-    hoist = body["hoisting"]["median_ms"]
-    lines.append(f"hoisting, one step at batch {body['hoisting']['batch']} (ms): "
-                 + ", ".join(f"{k} {v:.2f}" for k, v in hoist.items()))
-    if "whole_loop" in body:
-        loop = body["whole_loop"]
-        lines += [f"DDIM loop ({loop['steps']} steps) at batch {batch} (s): " + ", ".join(
-            f"{k} {v:.3f}" for k, v in medians.items()) for batch, medians in loop["median_s"].items()]
-    lines.append(f"load average before {body['load_average_before']}, after {body['load_average_after']}")
-    return lines

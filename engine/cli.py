@@ -146,74 +146,46 @@ def run_export(args, argv: list[str]) -> int:
     return 0
 
 
-# --- bench ---------------------------------------------------------------------------------
-
-
-def _comma_list(kind, name: str):
-    def parse(text: str):
-        try:
-            values = tuple(kind(item) for item in text.split(",") if item)
-        except ValueError:
-            raise UsageError(f"--{name}: {text!r} is not a comma-separated list") from None
-        if not values:
-            raise UsageError(f"--{name}: give at least one value")
-        return values
-    return parse
-
-
-def bench_options() -> tuple[Option, ...]:
-    from motionfleet.core.backends import PRECISIONS
-
-    return (Option("preset", "official", "model size", choices=("official", "paper", "tiny")),
-            int_option("steps", 50, "DDIM steps", low=1, high=1000),
-            int_option("num_frames", 120, "frames decoded per sample", low=1, high=300),
-            int_option("repeats", 3, "timed runs per backend and batch size (median quoted)", low=1),
-            Option("device", "auto", "auto: cuda if torch sees a GPU, else cpu", choices=("auto", "cpu", "cuda")),
-            Option("precision", "fp32", "arithmetic precision", choices=PRECISIONS))
+# --- bench, render, report ------------------------------------------------------------------
 
 
 def bench_parser(sub) -> None:
+    from motionfleet.bench import add_arguments
 
-    p = sub.add_parser("bench", help="AITS per backend and batch size -> JSON, PNG plot and a table",
-                       description="AITS per backend and batch size -> JSON, PNG plot and a table",
-                       epilog="example:\n  motionfleet bench --preset tiny --backends torch,onnxruntime "
-                              "--batch-sizes 1,8 --steps 5 --out runs/bench")
-    p.add_argument("--family", default="dhvae", choices=["dhvae"], help="which model (default: dhvae)")
-    p.add_argument("--backends", default="torch,torch-compile,onnxruntime",
-                   help="comma-separated backends (default: torch,torch-compile,onnxruntime)")
-    p.add_argument("--batch-sizes", default="1,8,64,256", help="comma-separated batch sizes (default: 1,8,64,256)")
-    for option in bench_options():
-        add_option(p, option)
-    p.add_argument("--whole-loop-batches", default="", help="also time the unrolled whole-loop ONNX graph against "
-                   "per-step calls at these batch sizes (default: none)")
-    p.add_argument("--out", default="benchmarks/results", help="folder for the JSON and PNG "
-                   "(default: benchmarks/results)")
+    p = sub.add_parser("bench", help="latency / throughput per family, backend and batch size -> JSON, PNG, table",
+                       description="latency / throughput per family, backend and batch size -> JSON, PNG, table",
+                       epilog="examples:\n  motionfleet bench --families dhvae --preset tiny --backends torch,onnxruntime "
+                              "--batch-sizes 1,8 --steps 5\n  motionfleet bench --compare A.json B.json")
+    add_arguments(p)
     add_verbose(p)
-    p.set_defaults(handler=run_bench)
+    p.set_defaults(handler=lambda args, argv: _delegate("bench", args))
 
 
-def run_bench(args, argv: list[str]) -> int:
-    from motionfleet.bench import BenchSettings, run_bench, summary
-    from motionfleet.core.backends import check_backend
-    from motionfleet.core.jobs import resolve_device
+def render_parser(sub) -> None:
+    from motionfleet.render import add_arguments
 
-    v = {o.name: o.value(getattr(args, o.name)) for o in bench_options()}
-    device = resolve_device(v["device"])
-    precision = v["precision"]
-    backends = _comma_list(str, "backends")(args.backends)
-    batch_sizes = _comma_list(int, "batch-sizes")(args.batch_sizes)
-    whole_loop = _comma_list(int, "whole-loop-batches")(args.whole_loop_batches) if args.whole_loop_batches else ()
-    if min(batch_sizes + whole_loop, default=1) < 1:
-        raise UsageError("--batch-sizes: every batch size must be >= 1")
-    for backend in backends:
-        check_backend(backend, precision, device)
-    settings = BenchSettings(backends=backends, batch_sizes=batch_sizes, preset=v["preset"], steps=v["steps"],
-                             frames=v["num_frames"], repeats=v["repeats"], device=device, precision=precision,
-                             whole_loop_batches=whole_loop)
-    body = run_bench(settings, args.out)
-    print("\n".join(summary(body)))
-    print(f"written: {args.out}/dhvae_backends_{device}.json and .png")
-    return 0
+    p = sub.add_parser("render", help="selected result rows of a job -> short MP4 videos",
+                       description="selected result rows of a job -> short MP4 videos")
+    add_arguments(p)
+    add_verbose(p)
+    p.set_defaults(handler=lambda args, argv: _delegate("render", args))
+
+
+def report_parser(sub) -> None:
+    from motionfleet.html_report import add_arguments
+
+    p = sub.add_parser("report", help="one static HTML page for a job folder (no server, no network)",
+                       description="one static HTML page for a job folder (no server, no network)")
+    add_arguments(p)
+    add_verbose(p)
+    p.set_defaults(handler=lambda args, argv: _delegate("report", args))
+
+
+def _delegate(command: str, args) -> int:
+    import importlib
+
+    module = {"bench": "motionfleet.bench", "render": "motionfleet.render", "report": "motionfleet.html_report"}[command]
+    return importlib.import_module(module).main(args)
 
 
 # --- evaluate and leaderboard ---------------------------------------------------------------
@@ -328,7 +300,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in registry.commands():
         job_parser(sub, command)
-    for make_parser in (export_parser, bench_parser, evaluate_parser, leaderboard_parser, verify_parser):
+    for make_parser in (export_parser, bench_parser, render_parser, report_parser, evaluate_parser, leaderboard_parser,
+                        verify_parser):
         make_parser(sub)
     return parser
 

@@ -1,0 +1,259 @@
+"""``motionfleet render DIR --ids ... --out FOLDER``: selected result rows as short MP4 videos.
+
+- dhvae: the two people's 22 joint positions (the first 66 of each frame's 262 features) as two
+  coloured skeletons, one fixed camera for the whole clip;
+- socialmirror: the two people's 24 SMPL joints (``joints_3d``) per output frame of a video, and
+  the source video beside them when its file is on disk;
+(scorehoi rows are refused for now: drawing them needs the body model and the object templates
+of the job, which this module does not load yet.)
+
+Frames are drawn with matplotlib (Agg) and encoded with PyAV (H.264, yuv420p, even sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+import numpy as np
+
+from motionfleet.core.options import UsageError
+
+FPS = 30
+SIZE = (480, 360)  # width, height of one panel
+# SMPL's kinematic tree (joints 0-23); the first 22 are InterHuman's / HumanML3D's joints.
+PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
+COLOURS = ("tab:blue", "tab:orange")
+MAX_FRAMES = 300
+
+
+# --- drawing -------------------------------------------------------------------------------
+
+
+def project(points: np.ndarray) -> np.ndarray:
+    """(..., 3) world points (y up) -> (..., 2) screen points of one fixed oblique camera."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    return np.stack([x + 0.35 * z, y + 0.2 * z], axis=-1)
+
+
+def bounds(screens: Iterable[np.ndarray]) -> tuple[float, float, float, float]:
+    """Square-ish limits covering every frame, so the camera does not move."""
+    points = np.concatenate([s.reshape(-1, 2) for s in screens])
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) == 0:
+        return -1.0, 1.0, -1.0, 1.0
+    low, high = points.min(0), points.max(0)
+    centre, half = (low + high) / 2, max(float((high - low).max()) / 2 * 1.1, 0.5)
+    return centre[0] - half * SIZE[0] / SIZE[1], centre[0] + half * SIZE[0] / SIZE[1], centre[1] - half, centre[1] + half
+
+
+class Canvas:
+    """One matplotlib figure redrawn per frame, read back as an RGB array."""
+
+    def __init__(self, panels: int, titles: list[str]):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        dpi = 100
+        self.fig, axes = plt.subplots(1, panels, figsize=(SIZE[0] * panels / dpi, SIZE[1] / dpi), dpi=dpi)
+        self.axes = list(np.atleast_1d(axes))
+        self.titles = titles
+
+    def clear(self) -> None:
+        for ax, title in zip(self.axes, self.titles):
+            ax.clear()
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+
+    def rgb(self) -> np.ndarray:
+        self.fig.canvas.draw()
+        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+
+    def close(self) -> None:
+        self.plt.close(self.fig)
+
+
+def draw_skeleton(ax, screen: np.ndarray, colour: str) -> None:
+    """``screen`` (J, 2) joints of one person joined along the SMPL tree."""
+    for joint in range(1, len(screen)):
+        parent = PARENTS[joint]
+        ax.plot(*zip(screen[parent], screen[joint]), color=colour, lw=2)
+    ax.scatter(screen[:, 0], screen[:, 1], s=6, color=colour)
+
+
+def skeleton_frames(people: np.ndarray, canvas: Canvas, panel: int = 0,
+                    extra: Optional[Callable[[int], None]] = None) -> Iterable[np.ndarray]:
+    """``people`` (2, T, J, 3) -> T RGB frames of two coloured skeletons (fixed camera)."""
+    screen = project(people)
+    limits = bounds([screen])
+    for t in range(people.shape[1]):
+        canvas.clear()
+        ax = canvas.axes[panel]
+        for person, colour in zip(screen, COLOURS):
+            draw_skeleton(ax, person[t], colour)
+        ax.set_xlim(*limits[:2])
+        ax.set_ylim(*limits[2:])
+        if extra is not None:
+            extra(t)
+        yield canvas.rgb()
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> int:
+    """Encode RGB frames (H, W, 3 uint8) as H.264 yuv420p; returns the frame count."""
+    import av
+
+    count = 0
+    with av.open(str(path), "w") as container:
+        stream = None
+        for rgb in frames:
+            height, width = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+            if stream is None:
+                stream = container.add_stream("libx264", rate=fps)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            count += 1
+        if stream is not None:
+            for packet in stream.encode():
+                container.mux(packet)
+    return count
+
+
+# --- families ------------------------------------------------------------------------------
+
+
+def dhvae_people(row: dict) -> np.ndarray:
+    """(2, T, 22, 3) joint positions of a dhvae row (features in the dataset's normalised space)."""
+    motion = np.asarray(row["motion"], np.float32).reshape(row["motion_shape"])
+    return motion[:, :MAX_FRAMES, :66].reshape(motion.shape[0], -1, 22, 3)
+
+
+def render_dhvae(row: dict, path: Path) -> int:
+    canvas = Canvas(1, [f"{row['sample_id']}: {str(row.get('prompt', ''))[:60]}"])
+    try:
+        return write_mp4(path, skeleton_frames(dhvae_people(row), canvas))
+    finally:
+        canvas.close()
+
+
+def socialmirror_people(rows: list[dict]) -> np.ndarray:
+    """(2, T, 24, 3) joints of one video's rows (both people, every output frame, frame order)."""
+    frames = sorted({r["frame_index"] for r in rows})[:MAX_FRAMES]
+    index = {f: i for i, f in enumerate(frames)}
+    people = np.full((2, len(frames), 24, 3), np.nan, np.float32)
+    for r in rows:
+        if r["frame_index"] in index:
+            people[r["person"], index[r["frame_index"]]] = np.asarray(r["joints_3d"], np.float32).reshape(24, 3)
+    people[..., 1] *= -1  # camera coordinates (y down) -> y up
+    return people
+
+
+def source_video(job: Path, video_id: str) -> Optional[Path]:
+    """The clip's video file when it is on disk: the id itself, or a file of that name in the job."""
+    candidates = [Path(video_id)] + sorted(job.rglob(f"{Path(video_id).stem}.*"))
+    return next((p for p in candidates if p.is_file() and p.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov", ".webm")),
+                None)
+
+
+def video_frames(path: Path, count: int) -> list[np.ndarray]:
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    return frames
+
+
+def render_socialmirror(rows: list[dict], path: Path, job: Path) -> int:
+    video_id = rows[0]["video_id"]
+    people = socialmirror_people(rows)
+    source = source_video(job, video_id)
+    frames = video_frames(source, people.shape[1]) if source else []
+    canvas = Canvas(2 if frames else 1, [f"{video_id}: joints_3d"] + ([f"source: {source.name}"] if frames else []))
+
+    def show_source(t: int) -> None:
+        if t < len(frames):
+            canvas.axes[1].imshow(frames[t])
+
+    try:
+        return write_mp4(path, skeleton_frames(people, canvas, extra=show_source if frames else None))
+    finally:
+        canvas.close()
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def job_family(rows: list[dict]) -> str:
+    columns = set(rows[0]) if rows else set()
+    if "motion" in columns:
+        return "dhvae"
+    if "joints_3d" in columns:
+        return "socialmirror"
+    if "object_rotation_6d" in columns:
+        raise UsageError("render draws dhvae and socialmirror jobs; scorehoi rows are not drawn yet")
+    raise UsageError("the job's results are not of a family render knows (dhvae, socialmirror)")
+
+
+def row_id(row: dict, family: str) -> str:
+    return row["video_id"] if family == "socialmirror" else row["sample_id"]
+
+
+def render_job(job: str | Path, ids: list[str], out: str | Path) -> list[Path]:
+    """One MP4 per selected id into ``out``; returns the files written."""
+    from motionfleet.core.sink import read_results
+
+    job, out = Path(job), Path(out)
+    if not (job / "manifest.json").is_file():
+        raise UsageError(f"{job} is not a job folder (no manifest.json); give the --out folder of a job")
+    rows = read_results(job).to_pylist()
+    if not rows:
+        raise UsageError(f"{job} has no results to render")
+    family = job_family(rows)
+    by_id: dict[str, list[dict]] = {}
+    for row in rows:
+        by_id.setdefault(row_id(row, family), []).append(row)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        known = ", ".join(sorted(by_id)[:8])
+        raise UsageError(f"no rows with id {', '.join(missing)} in {job}; ids there include {known}")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in ids:
+        path = out / f"{family}-{safe_name(i)}.mp4"
+        if family == "dhvae":
+            render_dhvae(by_id[i][0], path)
+        else:
+            render_socialmirror(by_id[i], path, job)
+        written.append(path)
+    return written
+
+
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="a job folder (the --out of generate, reconstruct or refine)")
+    p.add_argument("--ids", required=True, type=lambda s: [i for i in s.split(",") if i],
+                   help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror)")
+    p.add_argument("--out", required=True, help="folder for the MP4 files")
+
+
+def main(args) -> int:
+    for path in render_job(args.job, args.ids, args.out):
+        print(path)
+    return 0
+
