@@ -90,18 +90,18 @@ def leaderboard_section(job: Path) -> Optional[str]:
 
 
 def rejected_rows(job: Path) -> list[dict]:
-    from motionfleet.core.sink import read_results
+    from motionfleet.api import read_results
 
     if not (job / "rejected").is_dir():
         return []
-    table = read_results(job, "rejected")
+    table = read_results(job, rejected=True)
     return table.slice(0, MAX_REJECTED).to_pylist() if table.num_rows else []
 
 
 def gallery(job: Path, samples: int) -> list[Path]:
     """Render the first ``samples`` ids of the job into ``job/report_assets``."""
     from motionfleet import render
-    from motionfleet.core.sink import read_results
+    from motionfleet.api import read_results
 
     if samples <= 0 or not (job / "results").is_dir():
         return []

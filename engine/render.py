@@ -133,7 +133,9 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> int:
 
 def dhvae_people(row: dict) -> np.ndarray:
     """(2, T, 22, 3) joint positions of a dhvae row (features in the dataset's normalised space)."""
-    motion = np.asarray(row["motion"], np.float32).reshape(row["motion_shape"])
+    from motionfleet.core.sink import motion_array
+
+    motion = motion_array(row)
     return motion[:, :MAX_FRAMES, :66].reshape(motion.shape[0], -1, 22, 3)
 
 
@@ -213,11 +215,11 @@ def row_id(row: dict, family: str) -> str:
 
 def render_job(job: str | Path, ids: list[str], out: str | Path) -> list[Path]:
     """One MP4 per selected id into ``out``; returns the files written."""
-    from motionfleet.core.sink import read_results
+    from motionfleet.api import read_results
 
     job, out = Path(job), Path(out)
-    if not (job / "manifest.json").is_file():
-        raise UsageError(f"{job} is not a job folder (no manifest.json); give the --out folder of a job")
+    if not (job / "results").is_dir():
+        raise UsageError(f"{job} is not a job folder (no results/); give the --out folder of a job")
     rows = read_results(job).to_pylist()
     if not rows:
         raise UsageError(f"{job} has no results to render")
