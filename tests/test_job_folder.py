@@ -268,3 +268,28 @@ def test_a_job_whose_worker_cannot_see_the_folder_fails_at_once_with_one_line(tm
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("motionfleet")]
     assert code == 2 and len(err) == 1 and "not visible from the worker node" in err[0]
     assert not list((out / "commits").iterdir()) and not list((out / "results").iterdir())
+
+
+def test_a_kill_inside_a_commit_leaves_nothing_a_rerun_does_not_clean(tmp_path, prompts, monkeypatch):
+    """The driver dies between writing the second commit record's temporary file and its rename
+    (the moment that used to leave ``.manifest.json.tmp-PID`` forever)."""
+    from motionfleet.core import storage
+
+    real_replace, renames = os.replace, []
+
+    def killed_at_the_second_commit(src, dst):
+        renames.append(dst)
+        if "/commits/" in str(dst) and sum("/commits/" in str(d) for d in renames) == 2:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    out = tmp_path / "job"
+    monkeypatch.setattr(storage.os, "replace", killed_at_the_second_commit)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out)
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    assert list((out / "commits").glob(".*.tmp-*")) and len(committed(out)) == 1
+    assert generate(out)["shards"]["run"] == 2
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert sorted(keyed(out)) == [str(i) for i in range(len(PROMPTS))]
+    assert len(list((out / "results").glob("*.parquet"))) == 3  # the killed attempt's files are gone
