@@ -41,8 +41,8 @@ from motionfleet.core.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderR
 from motionfleet.core.report import REPORT
 from motionfleet.core.storage import TEMPORARY, Storage, new_token
 
-__all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderRefused",
-           "write_shard", "read_results", "verify_folder", "motion_array", "REJECTED_SCHEMA"]
+__all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderNotShared", "FolderRefused",
+           "write_shard", "check_visible", "read_results", "verify_folder", "motion_array", "REJECTED_SCHEMA"]
 
 JOB = "job.json"
 RESULTS_DIR = "results"
