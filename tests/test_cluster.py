@@ -110,6 +110,39 @@ def test_a_lagging_last_shard_also_runs_on_an_idle_worker_and_the_first_commit_w
     assert_exactly_once(out, 10)
 
 
+PLAN_ON_CLUSTER = """
+import sys
+from motionfleet.core import cluster
+from motionfleet.socialmirror import source
+from motionfleet.demo.videos import write_demo_corpus
+from motionfleet.socialmirror.settings import ReconstructSettings
+from motionfleet.socialmirror.video import list_videos
+
+def node(_):
+    import ray
+    return ray.get_runtime_context().get_node_id()
+
+videos = list_videos(write_demo_corpus(sys.argv[2]))
+settings = ReconstructSettings(clips_per_shard=1)
+plan = lambda: [(s.shard_id, len(s.items)) for s in source.plan_shards(videos, {}, 16, settings)]
+here = plan()
+cluster.PLAN_CHUNK = 1  # one task a video, so that the three probes are spread
+with cluster.planning(2, sys.argv[1]):
+    assert plan() == here, "the plan depends on where it was probed"
+    import ray
+    nodes = set(cluster.map_ordered(node, list(range(8))))
+    workers = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("CPU", 0) > 0}
+print(len(here), "shards;", len(nodes & workers), "worker nodes probed;", len(nodes - workers), "others")
+"""
+
+
+def test_videos_are_probed_on_the_cluster_and_the_plan_does_not_change(loopback, tmp_path):
+    result = subprocess.run([sys.executable, "-c", PLAN_ON_CLUSTER, loopback.address, str(tmp_path / "videos")],
+                            env=loopback.env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "shards; 2 worker nodes probed; 0 others" in result.stdout
+
+
 @pytest.mark.parametrize("given", ["flag", "RAY_ADDRESS"])  # RAY_ADDRESS: what `ray job submit` sets
 def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path, given):
     flag = ["--address", "127.0.0.2:9"] if given == "flag" else []

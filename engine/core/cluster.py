@@ -16,13 +16,16 @@ folder): nothing here changes them. Without it the job starts an embedded single
 
 from __future__ import annotations
 
+import contextvars
 import os
 import secrets
 import shutil
 import socket
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from motionfleet.core import reaper
 from motionfleet.core.errors import ClusterUnreachable
@@ -141,3 +144,42 @@ def _running(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ----------------------------------------------------------------------------- planning work
+
+_planning: contextvars.ContextVar = contextvars.ContextVar("planning", default=(0, None))
+PLAN_CHUNK = 64  # items a planning task takes (a Ray task costs ~ms; a video probe ~10 ms)
+LOCAL_THREADS = 8  # probes are mostly I/O and FFmpeg, which release the GIL
+
+
+@contextmanager
+def planning(workers: int, address: Optional[str]):
+    """Within this block, ``map_ordered`` runs on the job's cluster (``workers`` > 0) or here."""
+    token = _planning.set((workers, address))
+    try:
+        yield
+    finally:
+        _planning.reset(token)
+
+
+def map_ordered(fn: Callable, items: Sequence) -> list:
+    """``[fn(item) for item in items]``, computed in parallel: as Ray tasks of ``PLAN_CHUNK`` items
+    over the cluster's CPUs when the job runs on Ray (see ``planning``) and there is more than one
+    chunk, else on a few threads here. ``fn`` must be picklable (a module-level function or a
+    ``functools.partial`` of one); results come back in input order, so a plan built from them does
+    not depend on where they ran."""
+    workers, address = _planning.get()
+    chunks = [list(items[i : i + PLAN_CHUNK]) for i in range(0, len(items), PLAN_CHUNK)]
+    if workers == 0 or len(chunks) < 2:
+        with ThreadPoolExecutor(LOCAL_THREADS) as pool:
+            return list(pool.map(fn, items))
+    import ray
+
+    connect(address)
+    task = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(_map_chunk)
+    return [result for chunk in ray.get([task.remote(fn, chunk) for chunk in chunks]) for result in chunk]
+
+
+def _map_chunk(fn: Callable, chunk: list) -> list:
+    return [fn(item) for item in chunk]

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from motionfleet.core import executors, registry
+from motionfleet.core import cluster, executors, registry
 from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option
 from motionfleet.core.report import build_report, utc_now, write_report
 from motionfleet.core.shards import Shard
@@ -114,7 +114,8 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     where the workers run (default: ``config.device``)."""
     family = registry.get(family) if isinstance(family, str) else family
     started_at = utc_now()
-    plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
+    with cluster.planning(workers, address):  # planning work (probing videos) runs where the job will
+        plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
     policy = executors.FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout)
     make_worker = executors.WarmWorker(family.runner, spec, config)
     ran, failed, done, wall = run_shards(out, {"job": family.command, "family": family.name, **plan.job},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 from motionfleet.common.bodies import find_model_file
 from motionfleet.common.text import CONDITION_DIM
 from motionfleet.common.weights import weights_description
-from motionfleet.core import digests
+from motionfleet.core import cluster, digests
 from motionfleet.core.digests import content_sha256, listing_sha256, weights_digest
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.shards import Shard
@@ -74,10 +75,14 @@ def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> O
     return clips_for_frames(min(frames, by_size), clip_len, settings.stride)
 
 
-def video_spans(video: VideoItem, caption: Optional[str], clip_len: int,
+def video_clips(video: VideoItem, clip_len: int, settings: ReconstructSettings) -> int:
+    """The clips planned for one video (1 when it cannot say: the one shard takes them all)."""
+    return (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
+
+
+def video_spans(video: VideoItem, caption: Optional[str], total: int,
                 settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
-    """(span, planned clip count) of each shard of one video."""
-    total = (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
+    """(span, planned clip count) of each shard of one video of ``total`` planned clips."""
     size = settings.clips_per_shard
     track = str(video.track_path) if video.track_path else None
     firsts = list(range(0, total, size))
@@ -91,8 +96,10 @@ def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int
     if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
         raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
     shards = []
-    for number, video in enumerate(videos):
-        for span, count in video_spans(video, captions.get(video.video_id), clip_len, settings):
+    # Probing opens every video: in parallel, on the cluster's CPUs when the job runs on Ray.
+    totals = cluster.map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
+    for number, (video, total) in enumerate(zip(videos, totals)):
+        for span, count in video_spans(video, captions.get(video.video_id), total, settings):
             slots = tuple(ClipSlot(span, span.first_clip + k) for k in range(count))
             shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
     return shards
