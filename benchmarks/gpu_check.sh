@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The first-GPU check: every test marked gpu, then the headline benchmarks, then one summary.
+#
+#   bash benchmarks/gpu_check.sh [--out DIR] [--budget-s 480] [--dry-run]
+#
+# On a CUDA machine with the [gpu] extra (pip install -e ".[gpu,test]"):
+#   1. pytest -m gpu                                    -> DIR/gpu-tests.xml
+#   2. dhvae AITS at batch 1 / 64 / 1024: torch, torch-cudagraphs, torch-compile (CUDA graphs),
+#      onnxruntime (CUDA, IO binding) in fp32; tensorrt and onnxruntime-tensorrt in fp16
+#                                                       -> DIR/bench/bench-cuda-*.json + .png
+#   3. scorehoi FPS at the paper preset (N 10, tau 50, step 2), batch 64
+#   4. socialmirror: a demo reconstruct job's stage table, the decode stage on every CPU of the node
+#                                                       -> DIR/socialmirror/report.json
+#   5. python -m benchmarks.gpu_report DIR              -> DIR/gpu_check.json + DIR/gpu_check.png
+# Each step runs under its share of --budget-s (default 480 s: 8 minutes on one H100 / H200); a
+# step that runs out of time is recorded as such in the summary, and the rest still run.
+# --dry-run prints the plan and exits without needing a GPU (CI checks the argument handling).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+usage() { echo "usage: bash benchmarks/gpu_check.sh [--out DIR] [--budget-s SECONDS] [--dry-run]" >&2; }
+fail() { echo "gpu_check: error: $*" >&2; exit 2; }
+
+OUT="runs/gpu_check-$(date -u +%Y%m%dT%H%M%SZ)"
+BUDGET=480
+DRY=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) [ $# -ge 2 ] || fail "--out needs a folder"; OUT="$2"; shift 2 ;;
+        --budget-s) [ $# -ge 2 ] || fail "--budget-s needs a number of seconds"; BUDGET="$2"; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage; fail "unknown argument $1 (give --out DIR, --budget-s SECONDS or --dry-run)" ;;
+    esac
+done
+case "$BUDGET" in ''|*[!0-9]*) fail "--budget-s must be a whole number of seconds, got '$BUDGET'" ;; esac
+[ "$BUDGET" -ge 60 ] || fail "--budget-s must be at least 60 (the GPU tests alone need about a minute)"
+
+# Shares of the budget: tests 30 %, dhvae fp32 25 %, dhvae fp16 (TensorRT builds) 20 %, scorehoi 10 %, socialmirror 15 %.
+share() { echo $(( BUDGET * $1 / 100 )); }
+CPUS=$(nproc 2>/dev/null || echo 1)
+STEPS=(
+    "tests $(share 30) python -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT/gpu-tests.xml"
+    "dhvae_fp32 $(share 25) motionfleet bench --families dhvae --device cuda --precision fp32 --backends torch,torch-cudagraphs,torch-compile,onnxruntime --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
+    "dhvae_fp16 $(share 20) motionfleet bench --families dhvae --device cuda --precision fp16 --backends tensorrt,onnxruntime-tensorrt --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
+    "scorehoi $(share 10) motionfleet bench --families scorehoi --device cuda --refine-preset paper --backends torch,onnxruntime --batch-sizes 64 --repeats 5 --out $OUT/bench"
+    "socialmirror $(share 15) motionfleet reconstruct --demo --device cuda --workers 1 --out $OUT/socialmirror"
+)
+
+if [ "$DRY" = 1 ]; then
+    echo "out: $OUT  budget: ${BUDGET}s  node CPUs: $CPUS"
+    for step in "${STEPS[@]}"; do
+        read -r name seconds command <<< "$step"
+        echo "$name (${seconds}s): $command"
+    done
+    echo "summary: python -m benchmarks.gpu_report $OUT"
+    exit 0
+fi
+
+python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+    || fail "needs a CUDA GPU and a CUDA build of torch (torch.cuda.is_available() is False); --dry-run shows the plan"
+mkdir -p "$OUT"
+: > "$OUT/steps.tsv"
+for step in "${STEPS[@]}"; do
+    read -r name seconds command <<< "$step"
+    echo "== $name (up to ${seconds}s): $command" >&2
+    start=$(date +%s)
+    # shellcheck disable=SC2086  # the command is a word list by design
+    OMP_NUM_THREADS=$CPUS timeout "$seconds" $command > "$OUT/$name.log" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$OUT/steps.tsv"
+done
+python -m benchmarks.gpu_report "$OUT"
