@@ -23,6 +23,7 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)  # --guidance must not silently mean --guidance-scale
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):

@@ -365,4 +365,4 @@ def _file_problem(storage: Storage, f: dict) -> Optional[str]:
 
 def motion_array(row: dict) -> np.ndarray:
     """(2, num_frames, 262) float32 motion of one result row (as a dict from ``to_pylist``)."""
-    return np.asarray(row["motion"], np.float32).reshape(row["motion_shape"])
+    return np.asarray(row["motion"], np.float32)

@@ -178,7 +178,7 @@ class InterHumanEmbedder:
             return interclip.evaluator_input(raw, torch.zeros(()), torch.ones(()))
         table, rows = self.generated[source]
         i = rows[(key, repeat)]
-        motion = torch.tensor(np.asarray(table["motion"][i].values, np.float32)).reshape(table["motion_shape"][i].as_py())
+        motion = torch.tensor(np.asarray(table["motion"][i].as_py(), np.float32))
         return interclip.evaluator_input(motion, self.mean, self.std)
 
     def _embed_motions(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -220,7 +220,7 @@ class InterHumanEmbedder:
 
 
 def _index_results(path: str) -> tuple[pa.Table, dict]:
-    table = read_results(path).select(["sample_id", "repeat", "motion", "motion_shape"])
+    table = read_results(path).select(["sample_id", "repeat", "motion"])
     keys = zip(table["sample_id"].to_pylist(), table["repeat"].to_pylist())
     return table, {key: i for i, key in enumerate(keys)}
 

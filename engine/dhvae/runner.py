@@ -16,6 +16,7 @@ import torch
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core import backends, provenance, rejections
 from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
+from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import check_text, non_finite_rows
 from motionfleet.core.seeding import SampleNoise, sample_seed
@@ -113,7 +114,7 @@ class DHVAEGenerator:
             rows += batch_rows
             rejected += batch_rejected
             timings.add(batch_timings)
-        return pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA), rejections.rejected_table(rejected, "sample_id"), timings
+        return results_table(rows), rejections.rejected_table(rejected, "sample_id"), timings
 
     def _features(self, batch) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
@@ -214,7 +215,7 @@ class DHVAEGenerator:
         return {
             "sample_id": item.record.sample_id, "repeat": item.repeat, "seed": seed, "job_seed": s.seed,
             "prompt": prompt, "num_frames": frames,
-            "motion": motion.float().cpu().numpy().reshape(-1), "motion_shape": list(motion.shape),
+            "motion": motion.float().cpu().numpy(),
             **self.provenance(),
         }
 
@@ -236,9 +237,16 @@ def rejected_row(item: PromptItem, reason: str) -> dict:
 RESULTS_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
     ("prompt", pa.string()), ("num_frames", pa.int32()),
-    ("motion", pa.list_(pa.float32())), ("motion_shape", pa.list_(pa.int32())),
+    ("motion", people_frames_type(2, dhvae.MOTION_DIM)),  # (person, frame, feature)
     ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
     ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
     ("sampler", pa.string()), ("steps", pa.int32()), ("guidance_scale", pa.float32()), ("eta", pa.float32()),
     ("engine_version", pa.string()),
 ])
+
+
+def results_table(rows: list[dict]) -> pa.Table:
+    """The rows with ``motion`` as a (person, frame, 262) nested column (``core.columns``)."""
+    motion = people_frames_column([row.pop("motion") for row in rows], 2, dhvae.MOTION_DIM)
+    rest = pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA.remove(RESULTS_SCHEMA.get_field_index("motion")))
+    return rest.add_column(RESULTS_SCHEMA.get_field_index("motion"), RESULTS_SCHEMA.field("motion"), motion)

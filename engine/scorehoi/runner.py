@@ -384,8 +384,8 @@ QUALITY_COLUMNS = tuple(f"{name}_{label}" for name in QUALITY_NAMES for label in
 
 RESULTS_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("variant", pa.string()), ("object", pa.string()),
-    ("pose_6d", pa.list_(pa.float32())), ("betas", pa.list_(pa.float32())),
-    ("object_rotation_6d", pa.list_(pa.float32())), ("object_translation", pa.list_(pa.float32())),
+    ("pose_6d", pa.list_(pa.float32(), NUM_JOINTS * 6)), ("betas", pa.list_(pa.float32(), 10)),
+    ("object_rotation_6d", pa.list_(pa.float32(), 6)), ("object_translation", pa.list_(pa.float32(), 3)),
     ("round_losses", pa.list_(pa.float32())), ("contact_points_per_round", pa.list_(pa.int32())),
     ("floor_contact_points_per_round", pa.list_(pa.int32())), ("contact_vertex_ids", pa.list_(pa.int32())),
     *[(name, pa.float64()) for name in QUALITY_COLUMNS],

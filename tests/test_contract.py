@@ -1,0 +1,205 @@
+"""The command line and API contract: one line and exit 2 for a bad invocation of every command,
+exit 1 for data and checkpoint errors, Ctrl-C then a rerun that resumes, the API with in-memory
+prompts, and outputs that pyarrow, polars and DuckDB read as (2, T, 262) arrays."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from killed_job import committed
+
+import motionfleet
+from motionfleet import cli
+
+ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
+TINY = ["--preset", "tiny", "--steps", "2", "--num-frames", "6", "--workers", "0"]
+
+
+def one_line_error(capsys) -> str:
+    """The one error line (the last on stderr; a progress bar may stand before it)."""
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("motionfleet:")]
+    assert len(lines) == 1 and lines[0].startswith("motionfleet: error: "), captured.err
+    assert captured.err.strip().endswith(lines[0]) and "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+BAD = {  # argv -> what the one line must say
+    "generate": [
+        (["--preset", "nonsense"], "--preset: unknown value 'nonsense'; choose one of official, paper, tiny"),
+        (["--steps", "0"], "--steps: must be >= 1, got 0"),
+        (["--steps", "-3"], "--steps: must be >= 1, got -3"),
+        (["--steps", "2.5"], "--steps: '2.5' is not an integer"),
+        (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+        (["--workers", "-1"], "--workers: must be >= 0, got -1"),
+        (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
+        (["--eta", "2"], "--eta: must be <= 1.0, got 2.0"),
+        (["--num-frames", "301"], "--num-frames: must be <= 300, got 301"),
+        (["--prompts", "/nonexistent/p.txt"], "--prompts: /nonexistent/p.txt is not a file"),
+        (["--checkpoint", "/nonexistent/ckpt"], "--checkpoint: /nonexistent/ckpt does not exist"),
+        (["--shard-size", "0"], "--shard-size: must be >= 1, got 0"),
+        (["--device", "tpu"], "--device: unknown value 'tpu'"),
+        (["--guidance", "3"], "unrecognized arguments: --guidance 3"),
+    ],
+    "reconstruct": [
+        ([], "one of the arguments --videos --demo is required"),
+        (["--demo", "--fps", "0"], "--fps: must be > 0, got 0.0"),
+        (["--demo", "--stride", "0"], "--stride: must be >= 1, got 0"),
+        (["--demo", "--preset", "huge"], "--preset: unknown value 'huge'; choose one of released, small"),
+        (["--videos", "/nonexistent/v"], "--videos: /nonexistent/v does not exist"),
+    ],
+    "refine": [
+        (["--demo", "--batch-size", "-1"], "--batch-size: must be >= 1, got -1"),
+        (["--demo", "--sampler-preset", "slow"], "--sampler-preset: unknown value 'slow'"),
+        (["--demo", "--tau", "0"], "--tau: must be >= 1, got 0"),
+        (["--demo", "--tau", "10", "--ddim-stride", "20"], "--ddim-stride 20 is larger than --tau 10"),
+        (["--demo", "--seed", "1"], "unrecognized arguments: --seed 1"),
+        (["--demo", "--preset", "paper"], "--preset: unknown value 'paper'; choose one of released, small"),
+    ],
+}
+
+
+@pytest.mark.parametrize("command,argv,message", [(c, a, m) for c, cases in BAD.items() for a, m in cases])
+def test_a_bad_job_invocation_is_one_line_and_exit_2(command, argv, message, tmp_path, capsys):
+    assert cli.main([command, "--out", str(tmp_path / "out"), *argv]) == 2
+    assert message in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["export", "--family", "mdm", "--out", "x"], "--family: unknown value 'mdm'"),
+    (["export", "--family", "dhvae", "--preset", "released", "--out", "x"], "--preset: unknown value 'released'"),
+    (["export", "--family", "scorehoi", "--loop-steps", "3", "--out", "x"], "the whole-loop graph exists for dhvae only"),
+    (["export", "--family", "dhvae", "--opset", "7", "--out", "x"], "--opset: must be >= 18, got 7"),
+    (["bench", "--batch-sizes", "0", "--out", "x"], "--batch-sizes: every batch size must be >= 1"),
+    (["bench", "--batch-sizes", "a,b", "--out", "x"], "--batch-sizes: 'a,b' is not a comma-separated list"),
+    (["bench", "--steps", "0", "--out", "x"], "--steps: must be >= 1, got 0"),
+    (["bench", "--backends", "tensorrt", "--device", "cpu", "--out", "x"], "backend tensorrt"),
+    (["evaluate", "--family", "dhvae", "--replications", "0", "--out", "x"], "--replications: must be >= 1, got 0"),
+    (["leaderboard"], "the following arguments are required: config, --out"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_a_bad_invocation_of_the_other_commands_is_one_line_and_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["generate", "--out", str(tmp_path / "file"), *TINY]) == 2
+    assert "is a file; give a folder" in one_line_error(capsys)
+
+
+def test_a_broken_model_folder_is_a_data_error_naming_the_file(tmp_path, capsys):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"not safetensors")
+    (folder / "config.json").write_text("{")
+    assert cli.main(["generate", "--out", str(tmp_path / "out"), "--checkpoint", str(folder), *TINY]) == 1
+    assert str(folder) in one_line_error(capsys)
+
+
+def test_a_job_that_rejects_every_row_exits_1(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": ""}\n{"text": 5}\n')
+    assert cli.main(["generate", "--prompts", str(prompts), "--out", str(tmp_path / "out"), *TINY]) == 1
+    assert "every input was rejected" in one_line_error(capsys)
+
+
+def test_version_and_python_dash_m(tmp_path):
+    assert motionfleet.__version__ and motionfleet.__version__[0].isdigit()
+    version = subprocess.run([sys.executable, "-m", "motionfleet", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"motionfleet {motionfleet.__version__}"
+    bad = subprocess.run([sys.executable, "-m", "motionfleet", "generate", "--out", str(tmp_path), "--steps", "0"],
+                         capture_output=True, text=True, env=ENV)
+    assert bad.returncode == 2 and bad.stderr == "motionfleet: error: --steps: must be >= 1, got 0\n"
+
+
+def test_every_command_help_shows_defaults_and_an_example(capsys):
+    for command in ("generate", "reconstruct", "refine", "export", "bench", "evaluate", "leaderboard", "verify"):
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0
+        text = capsys.readouterr().out
+        assert "example:" in text, command
+        if command in ("generate", "reconstruct", "refine"):
+            assert "--guidance-scale X" in text and "(default: auto)" in text and "--shard-timeout" in text
+
+
+def test_the_api_takes_prompts_in_memory_and_outputs_read_as_arrays(tmp_path):
+    out = tmp_path / "out"
+    report = motionfleet.generate(["two people hug", {"id": "wave", "text": "they wave", "num_frames": 7}],
+                                  out=out, preset="tiny", steps=2, num_frames=5, workers=0)
+    assert report["rows"] == {"results": 2, "rejected": 0} and report["inputs" if "inputs" in report else "job"]
+    table = motionfleet.read_results(out)
+    assert isinstance(table, pa.Table) and table.schema.field("motion").type == \
+        pa.list_(pa.list_(pa.list_(pa.float32(), 262)), 2)
+    shapes = {"0": (2, 5, 262), "wave": (2, 7, 262)}
+    by_id = dict(zip(table["sample_id"].to_pylist(), table["motion"].to_pylist()))
+    assert {k: np.asarray(v).shape for k, v in by_id.items()} == shapes
+    files = sorted(str(p) for p in (out / "results").rglob("*.parquet"))
+    frame = pl.read_parquet(files)
+    assert {i: np.asarray(m.to_list()).shape for i, m in zip(frame["sample_id"], frame["motion"])} == shapes
+    rows = duckdb.sql(f"select sample_id, motion from read_parquet({files!r})").fetchall()
+    assert {i: np.asarray(m).shape for i, m in rows} == shapes
+    assert np.array_equal(np.asarray(by_id["wave"], np.float32), np.asarray(dict(rows)["wave"], np.float32))
+
+
+def test_rejected_rows_keep_the_id_column_and_the_input_as_json(tmp_path):
+    motionfleet.generate([{"id": "bad", "text": ["not", "text"]}, "fine"], out=tmp_path / "out", preset="tiny",
+                         steps=2, num_frames=4, workers=0)
+    rejected = motionfleet.read_results(tmp_path / "out", rejected=True).to_pylist()
+    assert [(r["sample_id"], json.loads(r["input"])) for r in rejected] == [("bad", ["not", "text"])]
+
+
+def test_the_report_has_one_documented_shape(tmp_path):
+    report = motionfleet.generate(["two people hug"], out=tmp_path / "out", preset="tiny", steps=2, num_frames=4,
+                                  workers=0)
+    assert report["schema_version"] == 1 and report["family"] == "dhvae" and report["command"] == "generate"
+    assert report["started_at"] <= report["finished_at"] and report["host"]["cpu_model"]
+    assert "gpu" in report["host"] and report["versions"]["torch"]
+    assert report["headline"]["name"] == "aits_s" and report["headline"]["value"] > 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["headline"] == report["headline"]
+
+
+def test_export_takes_our_socialmirror_model_folder(tmp_path, capsys):
+    from motionfleet.common.weights import save_model
+    from motionfleet.socialmirror.model import PRESETS, build_model
+
+    model = build_model(PRESETS["small"], seed=3)
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # untie shared buffers
+    save_model(tmp_path / "model", state, dict(vars(PRESETS["small"])))
+    assert cli.main(["export", "--family", "socialmirror", "--checkpoint", str(tmp_path / "model"),
+                     "--out", str(tmp_path / "graphs")]) == 0
+    assert (tmp_path / "graphs" / "socialmirror-denoiser-fp32.onnx").is_file()
+
+
+def test_ctrl_c_says_a_rerun_resumes_and_the_rerun_does(tmp_path):
+    out, prompts = tmp_path / "job", tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"two people greet each other, take {i}\n" for i in range(24)))
+    cmd = [sys.executable, "-m", "motionfleet", "generate", "--prompts", str(prompts), "--out", str(out), "--preset",
+           "tiny", "--steps", "30", "--num-frames", "8", "--shard-size", "4", "--batch-size", "4", "--workers", "0"]
+    driver = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(committed(out)) < 1 and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("run the same command again to resume")
+    before = committed(out)
+    assert 1 <= len(before) < 6
+
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr
+    keys = motionfleet.read_results(out)["sample_id"].to_pylist()
+    assert len(keys) == len(set(keys)) == 24
+    assert {s: r["files"] for s, r in committed(out).items() if s in before} == {s: r["files"] for s, r in before.items()}
