@@ -44,7 +44,7 @@ from motionfleet.common.weights import weights_description
 from motionfleet.evaluation import api
 from motionfleet.evaluation.statistics import mean_and_interval
 
-PROTOCOL_FAMILY = {"interhuman": "dhvae"}
+PROTOCOL_FAMILY = {"interhuman": "dhvae", "hoi": "scorehoi", "pair-reconstruction": "socialmirror"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
