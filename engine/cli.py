@@ -192,11 +192,20 @@ def _delegate(command: str, args) -> int:
 # --- evaluate and leaderboard ---------------------------------------------------------------
 
 
-def evaluate_options() -> tuple[Option, ...]:
-    """The generate job's model and sampler settings, the run's, and the protocol's."""
+EVALUATE_FAMILIES = ("dhvae", "scorehoi", "socialmirror")
+
+
+def evaluate_options(name: str = "dhvae") -> tuple[Option, ...]:
+    """The protocol's job settings (model, sampler, engine), the run's, and the protocol's own."""
     from motionfleet.core import jobs, registry
 
-    family = registry.get("dhvae")
+    family = registry.get(name)
+    run = tuple(o for o in jobs.RUN_OPTIONS if o.name in ("workers", "address", "shard_size"))
+    if name != "dhvae":
+        job = tuple(o for o in jobs.engine_options(family) + family.options if o.name != "control")
+        replications = int_option("replications", 1 if name == "scorehoi" else 2,
+                                  "scorehoi: 1 (its sampler draws no noise); socialmirror: seeded reconstructions", low=1)
+        return job + (replications,) + run
     generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
     protocol = (
         int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
@@ -210,7 +219,6 @@ def evaluate_options() -> tuple[Option, ...]:
         Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
         file_option("evaluator_vocab", "CLIP's bpe_simple_vocab_16e6.txt.gz (found in an installed open_clip)"),
     )
-    run = tuple(o for o in jobs.RUN_OPTIONS if o.name in ("workers", "address", "shard_size"))
     return generation + protocol + run
 
 
@@ -219,12 +227,18 @@ def evaluate_parser(sub) -> None:
                        "-> OUT/metrics.json and metrics.parquet",
                        description="a family's evaluation protocol: generate, then metrics over replications",
                        epilog="example:\n  motionfleet evaluate --family dhvae --preset tiny --out runs/eval")
-    p.add_argument("--family", required=True, choices=["dhvae"], help="which protocol (required)")
+    p.add_argument("--family", required=True, choices=EVALUATE_FAMILIES, help="which protocol (required); each family "
+                   "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
-    add_option(p, file_option("dataset", "dhvae: an InterHuman-layout folder (README: evaluate); none: a synthetic "
-                              "set written to OUT/dataset"))
-    for option in evaluate_options():
-        add_option(p, option)
+    add_option(p, file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
+                              "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
+                              "none: a synthetic or demo set"))
+    seen = set()
+    for family in EVALUATE_FAMILIES:
+        for option in evaluate_options(family):
+            if option.name not in seen:
+                seen.add(option.name)
+                add_option(p, option)
     add_verbose(p)
     p.set_defaults(handler=run_evaluate)
 
@@ -234,7 +248,13 @@ def run_evaluate(args, argv: list[str]) -> int:
     from motionfleet.evaluation.api import evaluate
     from motionfleet.evaluation.results import summary_lines
 
-    given = {o.name: o.value(getattr(args, o.name)) for o in evaluate_options() if getattr(args, o.name) is not None}
+    options = evaluate_options(args.family)
+    known = {o.name for o in options}
+    stray = [f"--{name.replace('_', '-')}" for family in EVALUATE_FAMILIES for name in (o.name for o in evaluate_options(family))
+             if name not in known and getattr(args, name, None) is not None]
+    if stray:
+        raise UsageError(f"{', '.join(sorted(set(stray)))}: not a setting of {args.family}'s protocol")
+    given = {o.name: o.value(getattr(args, o.name)) for o in options if getattr(args, o.name) is not None}
     given["device"] = resolve_device(given.get("device", "auto"))
     workers, address = given.pop("workers", 1), given.pop("address", None)
     body = evaluate(args.family, args.out, args.dataset, workers, address, **given)

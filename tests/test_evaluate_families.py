@@ -61,7 +61,8 @@ def test_hoi_means_skip_undefined_samples_in_id_order():
 
 
 def test_scorehoi_protocol_on_the_demo_scenes(tmp_path):
-    body = evaluate("scorehoi", tmp_path / "hoi", workers=0, model="small", preset="fast", rounds=1, stride=25)
+    body = evaluate("scorehoi", tmp_path / "hoi", workers=0, preset="small", sampler_preset="fast", rounds=1,
+                    ddim_stride=25)
     refined, initial = body["metrics"]["generated"], body["metrics"]["initial"]
     assert set(refined) == {"chamfer_human_cm", "chamfer_object_cm", "contact_precision", "contact_recall",
                             "contact_fscore", "penetration_depth_m"}
@@ -69,4 +70,4 @@ def test_scorehoi_protocol_on_the_demo_scenes(tmp_path):
     assert initial["penetration_depth_m"]["mean"] > 0.0  # half the demo scenes start pushed into the body
     assert body["dataset"]["motions"] == 8
     with pytest.raises(ValueError, match="one replication"):
-        evaluate("scorehoi", tmp_path / "hoi2", workers=0, model="small", replications=2)
+        evaluate("scorehoi", tmp_path / "hoi2", workers=0, preset="small", replications=2)

@@ -59,43 +59,29 @@ def _dhvae_options() -> set[str]:
     return own | {"evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
 
 
-SCOREHOI_SETTINGS = ("rounds", "tau", "stride", "guidance_scale", "contact_distance", "folded", "batch_size", "device",
-                     "backend", "precision")
-
-
 def _scorehoi(out, dataset, workers, address, options: dict) -> dict:
     from motionfleet.scorehoi import evaluate as ev
-    from motionfleet.scorehoi.runner import RefineSettings, model_spec
 
-    settings = RefineSettings.from_preset(options.get("preset") or "paper",
-                                          **{k: options[k] for k in SCOREHOI_SETTINGS if options.get(k) is not None})
-    spec = model_spec(options.get("model") or "released", options.get("checkpoint"), options.get("dummy_seed") or 0,
-                      options.get("body_models"), options.get("image_encoder_weights"))
-    return ev.evaluate(out, spec, settings, dataset, options.get("replications") or 1, options.get("shard_size") or 256,
-                       workers, address)
-
-
-def _scorehoi_options() -> set[str]:
-    # seed is accepted for a uniform leaderboard; refinement draws no noise
-    return set(SCOREHOI_SETTINGS) | {"preset", "model", "checkpoint", "dummy_seed", "body_models", "image_encoder_weights",
-                                     "replications", "shard_size", "seed"}
+    settings = {k: v for k, v in options.items() if k not in ("replications", "seed")}  # no noise is drawn
+    return ev.evaluate(out, settings, dataset, options.get("replications") or 1, workers, address)
 
 
 def _socialmirror(out, dataset, workers, address, options: dict) -> dict:
     from motionfleet.socialmirror import evaluate as ev
-    from motionfleet.socialmirror.runner import ReconstructSettings, ReconstructSpec
 
-    spec = _pick(ReconstructSpec, options)
-    settings = _pick(ReconstructSettings, options, clips_per_shard="shard_size")
-    return ev.evaluate(out, spec, settings, dataset, options.get("replications") or 2, workers, address)
+    settings = {k: v for k, v in options.items() if k != "replications"}
+    return ev.evaluate(out, settings, dataset, options.get("replications") or 2, workers, address)
 
 
-def _socialmirror_options() -> set[str]:
-    from motionfleet.socialmirror.runner import ReconstructSettings, ReconstructSpec
+def job_option_names(family: str) -> set[str]:
+    """The family's job settings (model, sampler, engine) and ``shard_size``: what its protocol
+    passes to the job, plus ``replications``."""
+    from motionfleet.core import jobs, registry
 
-    return (_field_names(ReconstructSpec, ReconstructSettings) - {"clips_per_shard", "estimates"}) | {"shard_size",
-                                                                                                       "replications"}
+    fam = registry.get(family)
+    return {o.name for o in jobs.engine_options(fam) + fam.options} | {"shard_size", "replications"}
 
 
 RUNNERS = {"dhvae": _dhvae, "scorehoi": _scorehoi, "socialmirror": _socialmirror}
-OPTION_NAMES = {"dhvae": _dhvae_options, "scorehoi": _scorehoi_options, "socialmirror": _socialmirror_options}
+OPTION_NAMES = {"dhvae": _dhvae_options, "scorehoi": lambda: (job_option_names("scorehoi") - {"control"}) | {"seed"},
+                "socialmirror": lambda: job_option_names("socialmirror")}

@@ -23,11 +23,11 @@ repeat the first bit for bit: the protocol has one.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
 from motionfleet.core import provenance
+from motionfleet.core.options import UsageError
 from motionfleet.core.sink import read_results
 
 PROTOCOL = "hoi"
@@ -54,22 +54,23 @@ def metric_means(rows: list[dict], label: str) -> dict[str, float]:
     return {name: defined_mean(r[f"{name}_{label}"] for r in rows) for name in METRICS}
 
 
-def evaluate(out_dir: str | Path, spec, settings, dataset: Optional[str] = None, replications: int = 1,
-             shard_size: int = 256, workers: int = 1, address: Optional[str] = None) -> dict:
-    """Run (or resume) the refine job in OUT/refine and write OUT/metrics.json."""
+def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None, replications: int = 1,
+             workers: int = 1, address: Optional[str] = None) -> dict:
+    """Run (or resume) the refine job in OUT/refine (``settings``: refine's options) and write
+    OUT/metrics.json."""
     from motionfleet.core import jobs
     from motionfleet.evaluation.results import METRICS_JSON, IncompleteEvaluation, read_metrics, write_metrics
 
     if replications != 1:
-        raise ValueError("scorehoi's refinement draws no noise (eta 0): its protocol has one replication (--replications 1)")
+        raise UsageError("scorehoi's refinement draws no noise (eta 0): its protocol has one replication (--replications 1)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = jobs.refine(out / "refine", dataset, spec, settings, control=False, shard_size=shard_size, workers=workers,
-                         address=address)
+    report = jobs.run("refine", dataset, out=out / "refine", demo=dataset is None, workers=workers, address=address,
+                      **settings)
     if report is None and (out / METRICS_JSON).is_file():
         return read_metrics(out)
-    rows = read_results(out / "refine").to_pylist()
+    rows = [r for r in read_results(out / "refine").to_pylist() if r["variant"] == "guided"]  # the demo adds control
     rejected = read_results(out / "refine", "rejected").num_rows
     missing = [r["sample_id"] for r in rows if r["chamfer_human_cm_after"] is None]
     if missing or rejected or not rows:
@@ -80,8 +81,8 @@ def evaluate(out_dir: str | Path, spec, settings, dataset: Optional[str] = None,
     info = {
         "protocol": PROTOCOL, "family": "scorehoi", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
         "replications": 1, "protocol_settings": {}, "seed": None,
-        "dataset": {"root": dataset or "demo scenes", "motions": len(rows), "sha256": _estimates_digest(dataset, spec, settings)},
-        "model": {"spec": asdict(spec), "settings": asdict(settings)},
+        "dataset": {"root": dataset or "demo scenes", "motions": len(rows), "sha256": _digest(dataset)},
+        "model": {"settings": settings, "weights": rows[0]["weights"], "body_model": rows[0]["body_model"]},
         "evaluator": {"weights": "none (geometric metrics)"},
         "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
         "timing_s": {"refine": time.perf_counter() - started},
@@ -89,7 +90,7 @@ def evaluate(out_dir: str | Path, spec, settings, dataset: Optional[str] = None,
     return write_metrics(out, values, info)
 
 
-def _estimates_digest(dataset: Optional[str], spec, settings) -> str:
-    from motionfleet.scorehoi.runner import plan_job
+def _digest(dataset: Optional[str]) -> str:
+    import hashlib
 
-    return plan_job(dataset, spec, settings, False, 1)[1]["estimates"]["sha256"]
+    return hashlib.sha256(Path(dataset).read_bytes()).hexdigest() if dataset else "demo scenes"

@@ -29,7 +29,6 @@ people standing 2 m apart in rest pose, 4 m from the camera) that tests the pipe
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +40,7 @@ import torch
 from motionfleet.common.rotations import axis_angle_to_matrix
 from motionfleet.core import provenance
 from motionfleet.core.errors import MissingFile
+from motionfleet.core.options import UsageError
 from motionfleet.core.seeding import sample_seed
 from motionfleet.core.sink import read_results
 from motionfleet.socialmirror import metrics
@@ -127,30 +127,34 @@ def read_ground_truth(path: Path) -> dict:
     return pairs_by_frame(table.select(GT_SCHEMA.names).to_pylist())
 
 
-def evaluate(out_dir: str | Path, spec, settings, dataset: Optional[str] = None, replications: int = 2,
+def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None, replications: int = 2,
              workers: int = 1, address: Optional[str] = None) -> dict:
+    """Run (or resume) one reconstruct job per replication (``settings``: reconstruct's options)
+    and write OUT/metrics.json."""
     from motionfleet.core import jobs
+    from motionfleet.demo.videos import write_demo_corpus
     from motionfleet.evaluation.results import METRICS_JSON, read_metrics, write_metrics
-    from motionfleet.socialmirror.runner import write_demo_corpus
 
     if replications < 1:
-        raise ValueError("--replications must be >= 1")
+        raise UsageError("--replications must be >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(dataset) if dataset else out / "dataset"
     videos = root / "videos" if dataset else write_demo_corpus(root / "videos")
-    if dataset and not (root / GROUND_TRUTH).is_file():
-        read_ground_truth(root / GROUND_TRUTH)  # the missing-file error, before any work
+    if dataset:
+        read_ground_truth(root / GROUND_TRUTH)  # a missing or malformed file stops us before any work
+    seed = settings.get("seed") or 0
     started, ran = time.perf_counter(), []
     for r in range(replications):
-        job_settings = replace(settings, seed=replication_seed(settings.seed, r))
-        ran.append(jobs.reconstruct(out / f"reconstruct-r{r}", str(videos), spec, job_settings, workers, address))
+        job_settings = {**settings, "seed": replication_seed(seed, r)}
+        ran.append(jobs.run("reconstruct", str(videos), out=out / f"reconstruct-r{r}", workers=workers, address=address,
+                            **job_settings))
     if not any(ran) and (out / METRICS_JSON).is_file():
         return read_metrics(out)
     if not dataset and not (root / GROUND_TRUTH).is_file():
         synthetic_ground_truth(read_results(out / "reconstruct-r0").to_pylist(), root / GROUND_TRUTH)
     truth = read_ground_truth(root / GROUND_TRUTH)
-    bodies = PairBodies(spec.body_models)
+    bodies = PairBodies(settings.get("body_models"))
     values: dict[str, list[float]] = {}
     for r in range(replications):
         per_frame, frames = replication_metrics(read_results(out / f"reconstruct-r{r}").to_pylist(), truth, bodies)
@@ -158,9 +162,9 @@ def evaluate(out_dir: str | Path, spec, settings, dataset: Optional[str] = None,
             values.setdefault(name, []).append(value)
     info = {
         "protocol": PROTOCOL, "family": "socialmirror", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
-        "replications": replications, "protocol_settings": {"replications": replications}, "seed": settings.seed,
+        "replications": replications, "protocol_settings": {"replications": replications}, "seed": seed,
         "dataset": {"root": str(root), "motions": frames, "sha256": _digest(root / GROUND_TRUTH)},
-        "model": {"spec": asdict(spec), "settings": asdict(settings)},
+        "model": {"settings": settings},
         "evaluator": {"weights": f"none (geometric metrics; body model {bodies.description})"},
         "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
         "timing_s": {"reconstruct_and_score": time.perf_counter() - started},
