@@ -23,6 +23,15 @@ def dataset(tmp_path_factory):
     return str(write_synthetic(tmp_path_factory.mktemp("interhuman"), count=10, frames=(15, 18)))
 
 
+def test_a_protocol_the_dataset_cannot_fill_is_a_one_line_error(tmp_path, dataset, capsys):
+    # (first in this file: Ray workers of a later test print to this process's stderr)
+    capsys.readouterr()
+    assert main(["evaluate", "--family", "dhvae", "--dataset", dataset, "--out", str(tmp_path / "x"),
+                 "--match-batch", "96"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("motionfleet: error: the split has 10 motions, fewer than one matching batch")
+
+
 def test_metric_values_do_not_move_with_workers_batch_or_shard_size(tmp_path, dataset):
     a = evaluate("dhvae", tmp_path / "a", dataset, workers=0, batch_size=16, **TINY)
     # two Ray workers, batches of 3, generate shards of 5 samples, embed shards of 2 batches
@@ -43,13 +52,6 @@ def test_metric_values_do_not_move_with_workers_batch_or_shard_size(tmp_path, da
     before = committed(tmp_path / "a" / "embed")
     assert evaluate("dhvae", tmp_path / "a", dataset, workers=0, batch_size=16, **TINY)["metrics"] == a["metrics"]
     assert committed(tmp_path / "a" / "embed") == before
-
-
-def test_a_protocol_the_dataset_cannot_fill_is_a_one_line_error(tmp_path, dataset, capsys):
-    assert main(["evaluate", "--family", "dhvae", "--dataset", dataset, "--out", str(tmp_path / "x"),
-                 "--match-batch", "96"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("motionfleet: error: the split has 10 motions, fewer than one matching batch")
 
 
 LEADERBOARD = """
