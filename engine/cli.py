@@ -150,43 +150,23 @@ def run_export(args, argv: list[str]) -> int:
 # --- bench, render, report ------------------------------------------------------------------
 
 
-def bench_parser(sub) -> None:
-    from motionfleet.bench import add_arguments
-
-    p = sub.add_parser("bench", help="latency / throughput per family, backend and batch size -> JSON, PNG, table",
-                       description="latency / throughput per family, backend and batch size -> JSON, PNG, table",
-                       epilog="examples:\n  motionfleet bench --families dhvae --preset tiny --backends torch,onnxruntime "
-                              "--batch-sizes 1,8 --steps 5\n  motionfleet bench --compare A.json B.json")
-    add_arguments(p)
-    add_verbose(p)
-    p.set_defaults(handler=lambda args, argv: _delegate("bench", args))
+# Commands whose flags and work live in their own module (``add_arguments(parser)``, ``main(args)``).
+DELEGATED = {
+    "bench": ("motionfleet.bench", "latency / throughput per family, backend and batch size -> JSON, PNG, table; "
+                                   "--compare A.json B.json"),
+    "render": ("motionfleet.render", "selected result rows of a job -> short MP4 videos"),
+    "report": ("motionfleet.html_report", "one static HTML page for a job folder (no server, no network)"),
+}
 
 
-def render_parser(sub) -> None:
-    from motionfleet.render import add_arguments
-
-    p = sub.add_parser("render", help="selected result rows of a job -> short MP4 videos",
-                       description="selected result rows of a job -> short MP4 videos")
-    add_arguments(p)
-    add_verbose(p)
-    p.set_defaults(handler=lambda args, argv: _delegate("render", args))
-
-
-def report_parser(sub) -> None:
-    from motionfleet.html_report import add_arguments
-
-    p = sub.add_parser("report", help="one static HTML page for a job folder (no server, no network)",
-                       description="one static HTML page for a job folder (no server, no network)")
-    add_arguments(p)
-    add_verbose(p)
-    p.set_defaults(handler=lambda args, argv: _delegate("report", args))
-
-
-def _delegate(command: str, args) -> int:
+def delegated_parser(sub, command: str) -> None:
     import importlib
 
-    module = {"bench": "motionfleet.bench", "render": "motionfleet.render", "report": "motionfleet.html_report"}[command]
-    return importlib.import_module(module).main(args)
+    module, text = DELEGATED[command]
+    p = sub.add_parser(command, help=text, description=text)
+    importlib.import_module(module).add_arguments(p)
+    add_verbose(p)
+    p.set_defaults(handler=lambda args, argv: importlib.import_module(module).main(args))
 
 
 # --- evaluate and leaderboard ---------------------------------------------------------------
@@ -321,9 +301,10 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in registry.commands():
         job_parser(sub, command)
-    for make_parser in (export_parser, bench_parser, render_parser, report_parser, evaluate_parser, leaderboard_parser,
-                        verify_parser):
+    for make_parser in (export_parser, evaluate_parser, leaderboard_parser, verify_parser):
         make_parser(sub)
+    for command in DELEGATED:
+        delegated_parser(sub, command)
     return parser
 
 
