@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from motionfleet.common.text import builtin_prompts
-from motionfleet.core.shards import WorkItem
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import ByteTokens
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
-from motionfleet.dhvae.source import PromptRecord
+from motionfleet.dhvae.source import PromptItem, PromptRecord
 
 SENTENCES = 16
 FRAMES = 120
@@ -28,7 +27,7 @@ FRAMES = 120
 @pytest.fixture(scope="module")
 def items():
     prompts = builtin_prompts()[:SENTENCES]
-    return tuple(WorkItem(PromptRecord(str(i), text, FRAMES), 0) for i, text in enumerate(prompts))
+    return tuple(PromptItem(PromptRecord(str(i), text, FRAMES), 0) for i, text in enumerate(prompts))
 
 
 def generator(batch_size: int, items) -> DHVAEGenerator:
