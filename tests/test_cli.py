@@ -25,6 +25,7 @@ def test_generate_with_no_other_flag_then_rerun_writes_nothing(tmp_path):
     assert report["timing"]["sentences"] == 143 and report["job"]["weights"] == "dummy, seed 0"
     assert report["settings"]["steps"] == 50 and report["settings"]["guidance_scale"] == 3.5
     assert report["timing"]["aits_s"] > 0 and "torch" in report["versions"]
+    assert report["workers"]["ran"] == 2  # --workers 2: the 143 prompts make two shards, one per actor
     assert sum(r["summary"]["results"] for r in committed(out).values()) == 143
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     second = motionfleet("generate", "--out", str(out), "--workers", "2")

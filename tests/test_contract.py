@@ -4,6 +4,7 @@ prompts, and outputs that pyarrow, polars and DuckDB read as (2, T, 262) arrays.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,3 +204,17 @@ def test_ctrl_c_says_a_rerun_resumes_and_the_rerun_does(tmp_path):
     keys = motionfleet.read_results(out)["sample_id"].to_pylist()
     assert len(keys) == len(set(keys)) == 24
     assert {s: r["files"] for s, r in committed(out).items() if s in before} == {s: r["files"] for s, r in before.items()}
+
+
+@pytest.mark.slow
+def test_two_workers_on_the_built_in_prompts_run_two_actors_and_progress_moves_per_batch(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(["motionfleet", "generate", "--out", str(out), "--workers", "2", "--preset", "tiny",
+                             "--steps", "2", "--num-frames", "6", "--batch-size", "8"],
+                            capture_output=True, text=True, env={**ENV, "MOTIONFLEET_PROGRESS": "1"}, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["workers"]["ran"] == 2 and report["shards"]["total"] == 2  # 143 prompts: shards of 72 and 71
+    assert report["rows"]["results"] == 143
+    shown = {int(n) for n in re.findall(r"(\d+)/143", result.stderr)}
+    assert shown - {0, 71, 72, 143}, f"the bar only moved per shard: {sorted(shown)}"

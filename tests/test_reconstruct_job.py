@@ -334,4 +334,4 @@ def test_demo_through_the_console_command_with_a_ray_worker(tmp_path):
     frames = {name: n for name, n, *_ in DEMO_VIDEOS}
     assert set(keyed_rows(out)) == expected_keys(frames)
     report = json.loads((out / "report.json").read_text())
-    assert report["workers"] == {"requested": 1, "ran": 1} and report["timing"]["frames"] == sum(frames.values())
+    assert report["workers"]["ran"] == 1 and report["timing"]["frames"] == sum(frames.values())

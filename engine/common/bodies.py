@@ -19,6 +19,8 @@ Poses are one rotation per joint in kinematic-tree order, the root (global orien
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pickle
 import tempfile
 from dataclasses import dataclass
@@ -260,6 +262,13 @@ class BodyModel(torch.nn.Module):
 
 
 def _smplx_layer(kind: str, arrays: dict[str, np.ndarray], path: Path, gender: str) -> torch.nn.Module:
+    """smplx prints (to stdout, where job reports and piped output go) that a model has only 10
+    shape coefficients: the count every family uses (NUM_BETAS), so the notice is kept off stdout."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return _build_smplx_layer(kind, arrays, path, gender)
+
+
+def _build_smplx_layer(kind: str, arrays: dict[str, np.ndarray], path: Path, gender: str) -> torch.nn.Module:
     options = dict(gender=gender, num_betas=NUM_BETAS)
     if kind == "smpl":
         return smplx.SMPLLayer(model_path=str(path), data_struct=Struct(**arrays), **options)

@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from tqdm import tqdm
 
 from motionfleet.core import failures
+from motionfleet.core import progress as progress_of
 from motionfleet.core.cluster import connect
 from motionfleet.core.shards import Shard
 from motionfleet.core.sink import FolderNotShared, JobFolder, check_visible, write_shard
@@ -209,6 +210,15 @@ class _Ledger:
         self.errors: dict[str, int] = {}
         self.deaths: dict[str, int] = {}
         self.finished: set[str] = set()
+        self.shown: dict[str, int] = {}  # items of an unfinished shard the bar already counts
+
+    def items_done(self, shard: Shard, count: int) -> None:
+        """A batch of ``shard`` finished in a worker: the bar moves now, the commit adds the rest."""
+        if shard.shard_id in self.finished:
+            return
+        count = min(count, len(shard.items) - self.shown.get(shard.shard_id, 0))
+        self.shown[shard.shard_id] = self.shown.get(shard.shard_id, 0) + count
+        self.bar.update(count)
 
     def commit(self, shard: Shard, report: ShardDone) -> bool:
         """Commit a finished attempt; False when another attempt of the shard already did (its files
@@ -221,7 +231,7 @@ class _Ledger:
         failures.clear(self.out_dir, shard.shard_id)
         self.finished.add(shard.shard_id)
         self.outcome.done.append(report)
-        self.bar.update(len(shard.items))
+        self.bar.update(len(shard.items) - self.shown.pop(shard.shard_id, 0))
         return True
 
     def error(self, shard: Shard, err: str) -> bool:
@@ -243,6 +253,7 @@ class _Ledger:
         failure = failures.ShardFailure(shard.shard_id, err, attempts)
         failures.record(self.out_dir, failure)
         self.finished.add(shard.shard_id)
+        self.bar.update(-self.shown.pop(shard.shard_id, 0))
         self.outcome.failed.append(failure)
         return False
 
@@ -258,7 +269,9 @@ def run_in_process(make_worker: Callable, shards: list[Shard], folder: JobFolder
         for shard in pending:
             while True:
                 try:
-                    ledger.commit(shard, process_shard(worker, shard, out_dir, metadata))
+                    with progress_of.reporting(lambda count, shard=shard: ledger.items_done(shard, count)):
+                        done = process_shard(worker, shard, out_dir, metadata)
+                    ledger.commit(shard, done)
                     break
                 except OutputUnwritable:
                     raise
@@ -356,9 +369,13 @@ class _RayScheduler:
         self.measured: list[float] = []
         self.no_worker_since: Optional[float] = None
         self.probe: Optional[tuple[str, str, str]] = None
+        self.progress = None  # a Ray queue of (shard id, items) the actors fill batch by batch
 
     # actors
     def start(self, places: list[Placement]) -> None:
+        from ray.util.queue import Queue
+
+        self.progress = Queue(actor_options={"num_cpus": 0})  # holds nothing the workers need
         self.probe = self.ledger.folder.visibility_probe()  # each actor must read it back before any work
         for place in places:
             slot = _Slot(place)
@@ -382,6 +399,8 @@ class _RayScheduler:
 
         for slot in self.slots:
             ray.kill(slot.handle, no_restart=True)
+        if self.progress is not None:
+            self.progress.shutdown()
         if self.probe is not None:
             self.ledger.folder.storage.delete(self.probe[1])
 
@@ -397,6 +416,7 @@ class _RayScheduler:
             ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_S) if refs else ([], [])
             if ready:  # take every other result that is already there too
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            self._show_progress()
             for ref in ready:
                 self._on_ready(ref)
             self._ping_again()
@@ -405,15 +425,27 @@ class _RayScheduler:
             self._check_placed()
         return self.ledger.outcome
 
+    def _show_progress(self) -> None:
+        """Move the bar by the batches the actors finished since the last look."""
+        shards = {a.shard.shard_id: a.shard for a in self.attempts.values()}
+        while not self.progress.empty():
+            shard_id, count = self.progress.get_nowait()
+            if shard_id in shards:
+                self.ledger.items_done(shards[shard_id], count)
+
     def _fill(self) -> None:
+        """Give each ready actor up to IN_FLIGHT_PER_WORKER shards, but queue a second one behind a
+        running shard only when the actors without work (starting ones too) still get one each."""
         for slot in self.slots:
             while slot.ready and len(slot.in_flight) < IN_FLIGHT_PER_WORKER and self.queue:
+                if slot.in_flight and len(self.queue) <= sum(not s.in_flight for s in self.slots if s is not slot):
+                    break
                 shard = self.queue.popleft()
                 if shard.shard_id not in self.ledger.finished:
                     self._submit(slot, shard)
 
     def _submit(self, slot: _Slot, shard: Shard) -> None:
-        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata)
+        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata, self.progress)
         if not slot.in_flight:
             slot.busy_since = time.monotonic()
         slot.in_flight.append(ref)
@@ -565,10 +597,12 @@ class _RayShardWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads(),
                 "unseen": check_visible(probe)}
 
-    def process(self, shard: Shard, out_dir: str, metadata: dict) -> ShardDone:
+    def process(self, shard: Shard, out_dir: str, metadata: dict, progress=None) -> ShardDone:
         import ray
 
-        return process_shard(self.worker, shard, out_dir, metadata, ray.get_runtime_context().get_node_id())
+        report = (lambda count: progress.put_nowait((shard.shard_id, count))) if progress is not None else (lambda _: None)
+        with progress_of.reporting(report):
+            return process_shard(self.worker, shard, out_dir, metadata, ray.get_runtime_context().get_node_id())
 
 
 def shutdown() -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
-from motionfleet.core import backends, provenance, rejections
+from motionfleet.core import backends, progress, provenance, rejections
 from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
 from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
@@ -114,6 +114,7 @@ class DHVAEGenerator:
             rows += batch_rows
             rejected += batch_rejected
             timings.add(batch_timings)
+            progress.items_done(len(accepted[start : start + size]))
         return results_table(rows), rejections.rejected_table(rejected, "sample_id"), timings
 
     def _features(self, batch) -> tuple[torch.Tensor, float]:

@@ -28,7 +28,7 @@ from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.resnet import build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
-from motionfleet.core import backends, provenance, rejections
+from motionfleet.core import backends, progress, provenance, rejections
 from motionfleet.core.batching import ROW_QUANTUM
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import non_finite_rows, open_media, printable
@@ -170,6 +170,7 @@ class ScoreHOIRefiner:
             group = [item for item in items if item.variant == variant]
             for start in range(0, len(group), size):
                 batch_rows, batch_rejected, batch_timings = self.run_batch(group[start : start + size], variant)
+                progress.items_done(len(group[start : start + size]))
                 rows += batch_rows
                 rejected += batch_rejected
                 timings.add(batch_timings)

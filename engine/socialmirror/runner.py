@@ -47,7 +47,7 @@ from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
-from motionfleet.core import backends, provenance, rejections
+from motionfleet.core import backends, progress, provenance, rejections
 from motionfleet.core.batching import pad_rows
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
@@ -278,7 +278,9 @@ class Reconstructor:
             raise RejectedInput(f"non_finite: clips {[batch[i].clip.index for i in not_finite]} gave NaN or "
                                 f"infinite outputs")
         with clock.stage("rows"):
-            return batch_columns(batch, bodies, span, seeds, source)
+            columns = batch_columns(batch, bodies, span, seeds, source)
+        progress.items_done(len(batch))
+        return columns
 
     # -- backbone -------------------------------------------------------------------------------
     def encode(self, clip: DecodedClip, estimates: Optional[VideoEstimates],
