@@ -453,9 +453,9 @@ def plot_compare(labels: list[str], ratios: list[float], path: Path, title: str)
 
 def default_out() -> Path:
     """Outside the source tree: results never overwrite the committed benchmarks/results/."""
-    from motionfleet.core.backends import cache_dir
+    from motionfleet.core.cache import cache_dir
 
-    return cache_dir() / "bench"
+    return cache_dir("bench")
 
 
 def comma_list(kind):
@@ -489,6 +489,9 @@ def check_arguments(args) -> None:
         raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     if not args.batch_sizes or min(args.batch_sizes) < 1:
         raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
+    for flag, value in (("--steps", args.steps), ("--num-frames", args.num_frames)):
+        if value < 1:
+            raise UsageError(f"{flag} must be >= 1, got {value}")
     if args.repeats < 3:
         raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
     for backend in args.backends:
