@@ -1,12 +1,10 @@
 import math
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from motionfleet.common.text import (
-    ClipEncoder,
     MiniLMEncoder,
     PrecomputedFeatures,
     build_text_encoder,
@@ -123,24 +121,30 @@ def test_builtin_prompts_pass_validation(minilm):
 
 
 def test_clip_with_missing_weights_names_the_file(tmp_path):
-    missing = tmp_path / "open_clip_pytorch_model.bin"
+    missing = tmp_path / "ViT-L-14-336px.pt"
     with pytest.raises(MissingFile) as caught:
-        ClipEncoder(missing)
+        build_text_encoder("clip", missing)
     assert str(missing) in str(caught.value)
-    assert "ViT-L-14" in str(caught.value)
+    assert "ViT-L-14-336px.pt" in str(caught.value)
 
 
 def test_clip_factory_without_weights_path_says_what_to_provide():
-    with pytest.raises(MissingFile, match="ViT-L-14 weights file"):
-        build_text_encoder("clip-vit-l-14")
+    with pytest.raises(MissingFile, match="OpenAI's CLIP weights file"):
+        build_text_encoder("clip")
 
 
-def test_clip_without_open_clip_names_the_extra(tmp_path, monkeypatch):
-    weights = tmp_path / "open_clip_model.safetensors"
-    weights.write_bytes(b"")
-    monkeypatch.setitem(sys.modules, "open_clip", None)  # makes `import open_clip` fail
-    with pytest.raises(ImportError, match=r'pip install "motionfleet\[clip\]"'):
-        ClipEncoder(weights)
+def test_clip_factory_gives_clips_pooled_embedding(tmp_path):
+    from test_dhvae_release import PROMPTS, openai_clip_state, reference_tower
+
+    from motionfleet.common.clip import tokenizer
+
+    state = openai_clip_state()
+    torch.save(state, tmp_path / "clip.pt")
+    encoder = build_text_encoder("clip", tmp_path / "clip.pt")
+    tokens = tokenizer().tokenize(PROMPTS[1])
+    expected = reference_tower(state, tokens[None])[0, int(tokens.argmax())] @ state["text_projection"].float()
+    torch.testing.assert_close(encoder.encode([PROMPTS[1]])[0], expected, rtol=1e-4, atol=1e-5)
+    assert encoder.dim == 32 and encoder.name == "clip"
 
 
 def test_precomputed_passes_valid_features_through():
@@ -176,5 +180,5 @@ def test_precomputed_refuses_to_encode_text():
 
 
 def test_factory_rejects_unknown_name():
-    with pytest.raises(ValueError, match="known: minilm, clip-vit-l-14, precomputed"):
+    with pytest.raises(ValueError, match="known: minilm, clip, precomputed"):
         build_text_encoder("t5")

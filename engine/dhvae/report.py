@@ -37,4 +37,10 @@ def report_lines(report: dict) -> list[str]:
         f"{ms(t['aits_decode_s'])}; text encoder excluded: {t['text_encoder_s']:.2f} s total)  "
         f"throughput {t['throughput_sentences_per_s'] or 0:.2f} sentences/s",
         *common_lines(report),
+        *motion_space_lines(report),
     ]
+
+
+def motion_space_lines(report: dict) -> list[str]:
+    space = report["job"].get("motion_space")
+    return [f"motion space {space['space']}: {space['note']}"] if space else []

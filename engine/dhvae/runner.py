@@ -19,10 +19,14 @@ from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
 from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import check_text, non_finite_rows
+from motionfleet.core.options import UsageError
 from motionfleet.core.seeding import SampleNoise, sample_seed
 from motionfleet.core.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
+from motionfleet.dhvae import motion_space
+from motionfleet.dhvae.release import load_model
 from motionfleet.dhvae.source import PromptItem
+from motionfleet.dhvae.text import build_release_text_encoder, read_null_feature
 from motionfleet.sampling import ddim
 from motionfleet.sampling.cfg import cfg_denoiser
 
@@ -39,9 +43,7 @@ class GenerateSettings:
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"
-
-    def ddim_config(self) -> ddim.DDIMConfig:
-        return ddim.DDIMConfig(steps=self.steps, eta=self.eta)
+    motion_space: str = "normalized"  # of the motion column: normalized, denormalized, or both (two columns)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,45 @@ class ModelSpec:
     dummy_seed: int = 0
     text_encoder: str = "minilm"
     text_encoder_weights: Optional[str] = None
+    vae_hparams: Optional[str] = None  # the release VAE's hparams.yaml (else found beside the checkpoint)
+    null_text_feature: Optional[str] = None  # .npy: the CFG null condition for --text-encoder precomputed
+    motion_stats: Optional[str] = None  # folder with the training set's mean.npy / std.npy (InterHuman's)
+
+
+def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
+    """What a user must fix, refused before any worker starts: a release setting we do not run,
+    a missing CLIP weights file or null feature, a motion space without statistics."""
+    from pathlib import Path
+
+    from motionfleet.dhvae.release import ReleaseSettings, check_release
+    from motionfleet.dhvae.text import clip_state_from_release
+
+    release, config, text_state = ReleaseSettings(), dhvae.PRESETS[spec.preset], {}
+    path = None if spec.checkpoint is None else Path(spec.checkpoint)
+    if path is not None and not (path.is_dir() or path.suffix == ".safetensors"):
+        release, config, text_state = check_release(path, spec.vae_hparams)
+    if spec.text_encoder == "clip" and not clip_state_from_release(text_state, release.text_mode):
+        if spec.text_encoder_weights is None:
+            raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
+                              "ViT-L-14-336px.pt (the checkpoint does not carry them)")
+    if spec.text_encoder == "precomputed" and path is not None and spec.null_text_feature is None:
+        raise UsageError(NULL_FEATURE_NEEDED)
+    if spec.text_encoder != "precomputed" and spec.null_text_feature is not None:
+        raise UsageError("--null-text-feature is for --text-encoder precomputed; other encoders encode \"\" themselves")
+    motion_space.MotionSpaces(release.decoder_space, settings.motion_space, spec.motion_stats, config.motion_dim)
+
+
+def release_input_digests(spec: ModelSpec) -> dict:
+    """Content digests of the files besides the checkpoint that decide the output bytes."""
+    from motionfleet.core.digests import weights_digest
+
+    stats = None if spec.motion_stats is None else motion_space.stats_digest(spec.motion_stats)
+    return {"vae_hparams_sha256": weights_digest(spec.vae_hparams), "motion_stats_sha256": stats,
+            "null_text_feature_sha256": weights_digest(spec.null_text_feature)}
+
+
+NULL_FEATURE_NEEDED = ("--text-encoder precomputed with a checkpoint needs --null-text-feature: a .npy of the text "
+                       "encoder's feature of the empty prompt (the classifier-free null condition)")
 
 
 class DHVAEGenerator:
@@ -59,29 +100,51 @@ class DHVAEGenerator:
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
         with checkpoint_errors(spec.checkpoint, "dhvae"):
-            model, self.weights = dhvae.load(spec.checkpoint, spec.preset, spec.dummy_seed)
-        self.model = model.to(self.device)
+            self.loaded = load_model(spec.checkpoint, spec.preset, spec.dummy_seed, spec.vae_hparams)
+        self.weights = self.loaded.weights
+        self.model = self.loaded.model.to(self.device)
         self.denoiser = self._backend(self.model.denoiser)
         self.decoder = self._backend(self.model.decoder)
         self.text_encoder = self._text_encoder()
-        self.steps = ddim.plan(settings.ddim_config())  # scalars hoisted out of the loop
+        # scalars hoisted out of the loop; schedule and prediction type as the checkpoint trained them
+        self.steps = ddim.plan(self.loaded.release.ddim_config(settings.steps, settings.eta))
         self._features_cache: dict[str, torch.Tensor] = {}
-        self.null_text = self._encode([""]).to(self.device)  # CFG's unconditional text
+        self.null_text = self._null_text().to(self.device)  # CFG's unconditional text
         self.max_frames = self.model.config.max_frames
+        self.spaces = motion_space.MotionSpaces(self.loaded.release.decoder_space, settings.motion_space,
+                                                spec.motion_stats, self.model.config.motion_dim)
 
     def _backend(self, module: torch.nn.Module):
         s = self.settings
         return backends.make_backend(s.backend, module, s.precision, self.device, weights=self.weights)
 
     def _text_encoder(self):
-        if self.spec.text_encoder == "precomputed":
-            return PrecomputedFeatures()
-        kw = {"projection_seed": self.spec.dummy_seed} if self.spec.text_encoder == "minilm" else {}
-        return build_text_encoder(self.spec.text_encoder, self.spec.text_encoder_weights, **kw)
+        spec, cond_dim = self.spec, self.model.config.cond_dim
+        if spec.text_encoder == "precomputed":
+            return PrecomputedFeatures(cond_dim)
+        if spec.text_encoder == "clip":  # the release's own text path (dhvae.text)
+            encoder = build_release_text_encoder(self.loaded.text_state, self.loaded.release.text_mode,
+                                                 spec.text_encoder_weights, spec.dummy_seed, self.loaded.source)
+        else:
+            encoder = build_text_encoder(spec.text_encoder, spec.text_encoder_weights, projection_seed=spec.dummy_seed)
+        if encoder.dim != cond_dim:
+            raise ValueError(f"the {encoder.name} text encoder gives {encoder.dim}-dim features; the denoiser "
+                             f"takes {cond_dim}")
+        return encoder
+
+    def _null_text(self) -> torch.Tensor:
+        """The CFG null condition: the text encoder on "" (the release's unconditional half). With
+        precomputed features it is read from ``null_text_feature``; zeros only for dummy weights."""
+        spec = self.spec
+        if not isinstance(self.text_encoder, PrecomputedFeatures):
+            return self.text_encoder.encode([""])
+        if spec.null_text_feature is not None:
+            return read_null_feature(spec.null_text_feature, self.text_encoder.dim)
+        if spec.checkpoint is not None:
+            raise UsageError(NULL_FEATURE_NEEDED)
+        return torch.zeros(1, self.text_encoder.dim)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        if isinstance(self.text_encoder, PrecomputedFeatures):
-            return torch.zeros(len(texts), self.text_encoder.dim)  # the null text of a precomputed set
         return self.text_encoder.encode(texts)
 
     # -- validation --------------------------------------------------------------------------
@@ -215,8 +278,7 @@ class DHVAEGenerator:
         s = self.settings
         return {
             "sample_id": item.record.sample_id, "repeat": item.repeat, "seed": seed, "job_seed": s.seed,
-            "prompt": prompt, "num_frames": frames,
-            "motion": motion.float().cpu().numpy(),
+            "prompt": prompt, "num_frames": frames, **self.spaces.columns(motion.float().cpu()),
             **self.provenance(),
         }
 
@@ -227,6 +289,7 @@ class DHVAEGenerator:
             "weights": self.weights, "text_encoder": self.text_encoder.name, "backend": s.backend,
             "precision": s.precision, "device": self.device.type, "sampler": "ddim", "steps": s.steps,
             "guidance_scale": s.guidance_scale, "eta": s.eta, "engine_version": provenance.engine_version(),
+            "motion_space": self.spaces.space, "motion_stats": self.spaces.stats_digest,
         }
 
 
@@ -239,10 +302,11 @@ RESULTS_SCHEMA = pa.schema([
     ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
     ("prompt", pa.string()), ("num_frames", pa.int32()),
     ("motion", people_frames_type(2, dhvae.MOTION_DIM)),  # (person, frame, feature)
+    ("motion_denormalized", people_frames_type(2, dhvae.MOTION_DIM)),  # null unless motion_space is "both"
     ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
     ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
     ("sampler", pa.string()), ("steps", pa.int32()), ("guidance_scale", pa.float32()), ("eta", pa.float32()),
-    ("engine_version", pa.string()),
+    ("engine_version", pa.string()), ("motion_space", pa.string()), ("motion_stats", pa.string()),
 ])
 
 
