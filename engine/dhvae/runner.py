@@ -71,6 +71,10 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
     path = None if spec.checkpoint is None else Path(spec.checkpoint)
     if path is not None and not (path.is_dir() or path.suffix == ".safetensors"):
         release, config, text_state = check_release(path, spec.vae_hparams)
+    if spec.text_encoder == "clip" and path is not None and release.text_mode == "intergen" and not any(
+            key.startswith("clipTrans.") for key in text_state):
+        raise ValueError(f"{path} has no text_encoder.clipTrans (the release's trained text head); --text-encoder "
+                         f"clip needs the release's CHMLD checkpoint")
     if spec.text_encoder == "clip" and not clip_state_from_release(text_state, release.text_mode):
         if spec.text_encoder_weights is None:
             raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
