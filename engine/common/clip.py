@@ -61,11 +61,15 @@ def clean_text(text: str) -> str:
 
 
 class ClipTokenizer:
-    def __init__(self):
+    """OpenAI's vocabulary shipped in ``motionfleet/data``, or another merges file in its format."""
+
+    def __init__(self, vocab_path: Optional[str | Path] = None):
         import regex
 
-        lines = gzip.decompress(files("motionfleet").joinpath("data", VOCAB_FILE).read_bytes()).decode("utf-8")
-        merges = [tuple(line.split()) for line in lines.split("\n")[1:NUM_MERGES + 1]]
+        data = Path(vocab_path).read_bytes() if vocab_path else files("motionfleet").joinpath("data", VOCAB_FILE).read_bytes()
+        lines = gzip.decompress(data).decode("utf-8")
+        merges = [tuple(line.split()) for line in lines.split("\n")[1:NUM_MERGES + 1] if line.strip()]
+        self.name = f"clip-bpe:{Path(vocab_path).name if vocab_path else VOCAB_FILE}"
         self.bytes_to_chars = byte_alphabet()
         symbols = list(self.bytes_to_chars.values())
         vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [SOT, EOT]
@@ -100,6 +104,10 @@ class ClipTokenizer:
         """(77,) int64 ids as ``clip.tokenize(text, truncate=True)[0]``."""
         ids = [self.sot, *self.encode(text)][: CONTEXT_LENGTH - 1] + [self.eot]
         return F.pad(torch.tensor(ids, dtype=torch.long), (0, CONTEXT_LENGTH - len(ids)))
+
+    def tokenize_batch(self, texts: list[str]) -> torch.Tensor:
+        """(B, 77) as ``clip.tokenize(texts, truncate=True)``."""
+        return torch.stack([self.tokenize(text) for text in texts]) if texts else torch.zeros(0, CONTEXT_LENGTH, dtype=torch.long)
 
 
 def merge_pair(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:

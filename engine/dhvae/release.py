@@ -223,7 +223,7 @@ def load_release(path: Path, vae_hparams: Optional[str] = None) -> Loaded:
     state, hyper, vae, release = read_release(path, vae_hparams)
     config = config_from_release(hyper, vae)
     mapped = map_release_keys(state, config)
-    model = build_checked(lambda: DHVAE(config), mapped, str(path), "DHVAE release (CHMLD)")
+    model = build_checked(lambda: DHVAE(config), mapped, str(path), "dhvae")
     model.load_state_dict(mapped, strict=True)
     return Loaded(model.eval(), weights_description(path, 0), release, release_text_state(state), str(path))
 
