@@ -197,7 +197,7 @@ def evaluate_options(name: str = "dhvae") -> tuple[Option, ...]:
         file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
                     "weights"),
         Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
-        file_option("evaluator_vocab", "CLIP's bpe_simple_vocab_16e6.txt.gz (found in an installed open_clip)"),
+        file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
     )
     return generation + protocol + run
 

@@ -9,10 +9,12 @@ import pytest
 import torch
 from layout import Layout
 
+from motionfleet.common.clip import CONTEXT_LENGTH as CONTEXT
+from motionfleet.common.clip import byte_alphabet
 from motionfleet.common.weights import meta_layout
 from motionfleet.core.errors import RejectedInput, UnsafeCheckpoint
 from motionfleet.dhvae import interclip
-from motionfleet.dhvae.clip_tokens import CONTEXT, ByteTokens, ClipTokens, byte_alphabet
+from motionfleet.dhvae.clip_tokens import ClipTokens
 
 
 def encoder_layers(table: Layout, prefix: str, dim: int, ff: int, layers: int) -> None:
@@ -63,7 +65,7 @@ def test_lightning_checkpoint_loads_and_embeds_like_the_saved_model(tmp_path):
     loaded, weights = interclip.load(lightning_file(tmp_path / "interclip.ckpt", original), preset="tiny")
     assert weights.startswith("sha256:")
     motion, lengths = torch.randn(4, 20, 516), torch.tensor([20, 7, 15, 1])
-    tokens = ByteTokens().tokenize(["two people hug", "a wave", "", "one pushes the other"])
+    tokens = ClipTokens().tokenize(["two people hug", "a wave", "", "one pushes the other"])
     assert torch.equal(interclip.embed_motions(loaded, motion, lengths), interclip.embed_motions(original, motion, lengths))
     assert torch.equal(interclip.embed_texts(loaded, tokens), interclip.embed_texts(original, tokens))
 
@@ -123,5 +125,5 @@ def test_clip_bpe_on_a_small_vocabulary(tmp_path):
 
 
 def test_truncation_keeps_the_end_token_last():
-    row = ByteTokens().tokenize(["x" * 500])[0]
+    row = ClipTokens().tokenize(["x " * 500])[0]
     assert row[0] == 49406 and row[-1] == 49407 and len(row) == CONTEXT

@@ -39,7 +39,7 @@ from motionfleet.core.shards import Shard
 from motionfleet.core.sink import REJECTED_SCHEMA, read_results
 from motionfleet.core.stopwatch import Timings
 from motionfleet.dhvae import interclip
-from motionfleet.dhvae.clip_tokens import tokenizer
+from motionfleet.dhvae.clip_tokens import evaluator_tokens
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
 from motionfleet.evaluation.results import IncompleteEvaluation
 from motionfleet.evaluation.statistics import (
@@ -161,7 +161,7 @@ class InterHumanEmbedder:
         self.device = torch.device(device)
         model, self.weights = interclip.load(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model = model.to(self.device)
-        self.tokens = tokenizer(spec.vocab, released_weights=spec.checkpoint is not None)
+        self.tokens = evaluator_tokens(spec.vocab)
         self.split = read_split(dataset)
         self.frames = max(m.frames for m in self.split.motions)
         mean, std = self.split.normalization()
@@ -220,7 +220,12 @@ class InterHumanEmbedder:
 
 
 def _index_results(path: str) -> tuple[pa.Table, dict]:
-    table = read_results(path).select(["sample_id", "repeat", "motion"])
+    table = read_results(path)
+    spaces = set(table["motion_space"].to_pylist()) if "motion_space" in table.column_names else set()
+    if spaces - {"normalized", "both"}:  # "both" keeps the normalized features in ``motion``
+        raise ValueError(f"{path}: the evaluator reads normalized motions, these are {sorted(spaces)}; "
+                         f"generate with --motion-space normalized or both")
+    table = table.select(["sample_id", "repeat", "motion"])
     keys = zip(table["sample_id"].to_pylist(), table["repeat"].to_pylist())
     return table, {key: i for i, key in enumerate(keys)}
 

@@ -49,7 +49,7 @@ OPTIONS = (
     file_option("estimates", "upstream Parquet of per-frame image features / initial estimates / aux joints",
                 existing_file),
     Option("text_encoder", "minilm", "encoder of captions", choices=("minilm", "clip")),
-    file_option("text_encoder_weights", "open_clip ViT-L-14 weights (clip) or a saved MiniLM projection",
+    file_option("text_encoder_weights", "OpenAI's CLIP weights as a state dict (clip) or a saved MiniLM projection",
                 existing_file),
 )
 
