@@ -18,6 +18,7 @@ import torch
 
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import MissingFile
+from motionfleet.core.options import UsageError
 
 SPACES = ("normalized", "denormalized", "both")
 STATS_FILES = ("global_mean.npy", "global_std.npy")
@@ -52,14 +53,14 @@ class MotionSpaces:
 
     def __init__(self, native: str, asked: str, stats_folder: Optional[str], motion_dim: int):
         if asked not in SPACES:
-            raise ValueError(f"unknown motion space {asked!r}; known: {', '.join(SPACES)}")
+            raise UsageError(f"unknown motion space {asked!r}; known: {', '.join(SPACES)}")
         self.native, self.space = native, asked
         self.mean = self.std = None
         self.stats_digest: Optional[str] = None
         if stats_folder is not None:
             self.mean, self.std, self.stats_digest = read_stats(stats_folder, motion_dim)
         elif asked != native:
-            raise ValueError(f"--motion-space {asked} needs --motion-stats (the folder with InterHuman's "
+            raise UsageError(f"--motion-space {asked} needs --motion-stats (the folder with InterHuman's "
                              f"{' and '.join(STATS_FILES)}): the decoder's output is {native}")
 
     def normalized(self, motion: torch.Tensor) -> torch.Tensor:
