@@ -314,8 +314,24 @@ RESULTS_SCHEMA = pa.schema([
 ])
 
 
+MOTION_COLUMNS = ("motion", "motion_denormalized")
+
+
 def results_table(rows: list[dict]) -> pa.Table:
-    """The rows with ``motion`` as a (person, frame, 262) nested column (``core.columns``)."""
-    motion = people_frames_column([row.pop("motion") for row in rows], 2, dhvae.MOTION_DIM)
-    rest = pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA.remove(RESULTS_SCHEMA.get_field_index("motion")))
-    return rest.add_column(RESULTS_SCHEMA.get_field_index("motion"), RESULTS_SCHEMA.field("motion"), motion)
+    """The rows with the motions as (person, frame, 262) nested columns (``core.columns``);
+    ``motion_denormalized`` is all null unless the job writes both spaces."""
+    motions = {name: motion_column([row.pop(name) for row in rows]) for name in MOTION_COLUMNS}
+    schema = RESULTS_SCHEMA
+    for name in MOTION_COLUMNS:
+        schema = schema.remove(schema.get_field_index(name))
+    table = pa.Table.from_pylist(rows, schema=schema)
+    for name in MOTION_COLUMNS:
+        table = table.add_column(RESULTS_SCHEMA.get_field_index(name), RESULTS_SCHEMA.field(name), motions[name])
+    return table
+
+
+def motion_column(values: list) -> pa.Array:
+    """Arrays of one job are all given or (``motion_denormalized`` outside "both") all None."""
+    if values and all(v is None for v in values):
+        return pa.nulls(len(values), people_frames_type(2, dhvae.MOTION_DIM))
+    return people_frames_column(values, 2, dhvae.MOTION_DIM)
