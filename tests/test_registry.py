@@ -41,7 +41,7 @@ def build(values):
 def plan(path, preset, settings, shard_size, workers, out_dir):
     lines = open(path).read().split() if path else ["1", "2", "3"]
     items = list(enumerate(lines))
-    size = shard_size or shard_size_for(len(items), workers, 4)
+    size = shard_size or shard_size_for(len(items), 4)
     return Plan(plan_shards(items, size), {"weights": "none", "settings": {"factor": settings.factor},
                                            "inputs": {"source": str(path), "count": len(items)}})
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+# Default shards a job is cut into (before the largest-shard cap): enough for 32 workers on a small
+# job, and a count that depends on the inputs only, so shard ids never depend on the workers.
+TARGET_SHARDS = 32
 
 
 @dataclass(frozen=True)
@@ -21,13 +25,21 @@ class Shard:
 
 def plan_shards(items: Sequence[Any], shard_size: int) -> list[Shard]:
     """Consecutive slices of ``shard_size`` items, named ``shard-00000``, ``shard-00001``, ..."""
+    return plan_ranges(len(items), shard_size, lambda start, stop: tuple(items[start:stop]))
+
+
+def plan_ranges(total: int, shard_size: int, items: Callable[[int, int], Any]) -> list[Shard]:
+    """The shards of ``total`` items in consecutive ranges of ``shard_size``; ``items(start, stop)``
+    is what a shard carries for its range (the items, or a descriptor its worker reads them from)."""
     if shard_size < 1:
         raise ValueError("shard size must be >= 1")
-    return [Shard(f"shard-{i // shard_size:05d}", tuple(items[i : i + shard_size]))
-            for i in range(0, len(items), shard_size)]
+    return [Shard(f"shard-{i // shard_size:05d}", items(i, min(i + shard_size, total)))
+            for i in range(0, total, shard_size)]
 
 
-def shard_size_for(units: int, workers: int, largest: int) -> int:
-    """The shard size that gives each of ``workers`` workers work: ``units / workers`` rounded up,
-    at most ``largest`` (the unit of retry stays small) and at least 1."""
-    return max(1, min(largest, math.ceil(units / max(workers, 1))))
+def shard_size_for(units: int, largest: int) -> int:
+    """The default shard size: ``units / TARGET_SHARDS`` rounded up, at most ``largest`` (the unit
+    of retry stays small) and at least 1. It depends on the inputs only, never on the workers, so a
+    rerun with other workers resumes the same shards; 32 shards give every worker work on a small
+    job (143 prompts: 5 a shard, 29 shards)."""
+    return max(1, min(largest, math.ceil(units / TARGET_SHARDS)))

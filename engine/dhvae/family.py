@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
+from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.digests import weights_digest
 from motionfleet.core.options import Option, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
-from motionfleet.core.shards import plan_shards, shard_size_for
+from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.dhvae import graphs, motion_space, report
 from motionfleet.dhvae.model import PRESETS, load
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec, check_options, release_input_digests
-from motionfleet.dhvae.source import load_prompts, prompt_items
+from motionfleet.dhvae.source import load_prompts, prompt_items, prompt_rows, scan_prompt_file
 
 DEFAULT_SHARD_SIZE = 256
 MAX_FRAMES = 300
@@ -50,20 +52,32 @@ def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
 
 
 def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, workers: int, out_dir) -> Plan:
+    """A prompt file is streamed: its shards are descriptors (``source.PromptRows``) their workers
+    read; the built-in set and a Python list are small and travel as items."""
     check_options(spec, settings)
-    prompt_set = load_prompts(prompts)
-    items = prompt_items(prompt_set.records, settings.repeats)
-    size = shard_size or shard_size_for(len(items), workers, DEFAULT_SHARD_SIZE)
+    name, digest, count, shard_items = prompt_source(prompts, settings.repeats)
+    total = count * settings.repeats
+    size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)
     job = {
         "model": asdict(spec), "model_name": f"dhvae/{spec.preset}" if spec.checkpoint is None else "dhvae",
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
         "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
         **release_input_digests(spec), "motion_space": motion_space.motion_space_report(spec, settings),
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "inputs": {"source": prompt_set.name, "sha256": prompt_set.digest, "count": len(prompt_set.records)},
+        "inputs": {"source": name, "sha256": digest, "count": count},
         "shard_size": size,
     }
-    return Plan(plan_shards(items, size), job)
+    return Plan(plan_ranges(total, size, shard_items), job)
+
+
+def prompt_source(prompts, repeats: int) -> tuple[str, str, int, Callable[[int, int], Any]]:
+    """(name, sha256, prompt count, ``items(start, stop)`` of a shard) of the job's prompts."""
+    if prompts is None or isinstance(prompts, (list, tuple)):
+        prompt_set = load_prompts(prompts)
+        items = prompt_items(prompt_set.records, repeats)
+        return prompt_set.name, prompt_set.digest, len(prompt_set.records), lambda a, b: tuple(items[a:b])
+    source = scan_prompt_file(prompts)
+    return source.name, source.digest, source.count, partial(prompt_rows, source, repeats)
 
 
 FAMILY = Family(

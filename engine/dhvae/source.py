@@ -15,11 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import check_id, decode_line, printable, text_lines
+from motionfleet.core.inputs import check_id, decode_line, printable
 
 
 @dataclass(frozen=True)
@@ -52,24 +53,16 @@ def prompt_items(records: tuple[PromptRecord, ...], repeats: int) -> list[Prompt
 
 
 def load_prompts(path: Optional[str | Path | list]) -> PromptSet:
+    """Every record of a prompt source, in memory (the built-in set, a Python list, or a whole file:
+    jobs over files plan with ``scan_prompt_file`` instead and read their rows on the workers)."""
     if path is None:
         lines = builtin_prompts()
         return PromptSet(_records_from_lines(lines), "builtin", _digest("\n".join(lines).encode()))
     if isinstance(path, (list, tuple)):
         return _records_from_memory(list(path))
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    data = path.read_bytes()
-    if path.suffix == ".txt":
-        records = _records_from_text(text_lines(data, f"prompt file {path}"))
-    elif path.suffix in (".jsonl", ".json"):
-        records = _records_from_jsonl(text_lines(data, f"prompt file {path}"))
-    elif path.suffix == ".parquet":
-        records = tuple(_record_from_mapping(i, row) for i, row in enumerate(pq.read_table(path).to_pylist()))
-    else:
-        raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
-    return PromptSet(mark_duplicate_ids(records), str(path), _digest(data))
+    source = scan_prompt_file(path)
+    return PromptSet(tuple(PromptRows(source.range_source(0, source.count), 0, source.count, 1).records()),
+                     source.name, source.digest)
 
 
 def _records_from_memory(prompts: list) -> PromptSet:
@@ -95,10 +88,11 @@ def _records_from_lines(lines: list[str]) -> tuple[PromptRecord, ...]:
     return tuple(PromptRecord(str(i), line) for i, line in enumerate(lines))
 
 
-def _records_from_text(lines: list[bytes]) -> tuple[PromptRecord, ...]:
-    """One record a line; a line that is not UTF-8 keeps its place with the error."""
+def _records_from_text(lines: list[bytes], first: int = 0) -> tuple[PromptRecord, ...]:
+    """One record a line (``first``: the first line's index); a line that is not UTF-8 keeps its
+    place with the error."""
     records = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines, first):
         try:
             records.append(PromptRecord(str(i), decode_line(line, f"line {i + 1}")))
         except RejectedInput as err:
@@ -106,9 +100,9 @@ def _records_from_text(lines: list[bytes]) -> tuple[PromptRecord, ...]:
     return tuple(records)
 
 
-def _records_from_jsonl(lines: list[bytes]) -> tuple[PromptRecord, ...]:
+def _records_from_jsonl(lines: list[bytes], first: int = 0) -> tuple[PromptRecord, ...]:
     records = []
-    for i, line in enumerate(lines):
+    for i, line in enumerate(lines, first):
         try:
             records.append(_record_from_json_line(i, line))
         except RejectedInput as err:
@@ -149,13 +143,194 @@ def _record_from_mapping(index: int, row: dict) -> PromptRecord:
 
 def mark_duplicate_ids(records):
     """Records (dataclasses with ``sample_id`` and ``error``) with every repeat of an id renamed
-    ``<id>#dup<n>`` and marked as an error, so it is rejected and the first one runs."""
-    seen: set[str] = set()
-    out = []
-    for record in records:
-        if record.sample_id in seen:
-            record = replace(record, sample_id=f"{record.sample_id}#dup{len(out)}",
-                             error=f"duplicate id {record.sample_id!r}")
-        seen.add(record.sample_id)
-        out.append(record)
-    return tuple(out)
+    ``<id>#dup<n>`` (n: its index) and marked as an error, so it is rejected and the first one runs."""
+    duplicates = _duplicates(r.sample_id for r in records)
+    return tuple(_duplicate(r, i, duplicates[i]) if i in duplicates else r for i, r in enumerate(records))
+
+
+def _duplicate(record, row: int, sample_id: str):
+    """``record`` (row ``row``) rejected as a repeat of an earlier row's id."""
+    return replace(record, sample_id=f"{sample_id}#dup{row}", error=f"duplicate id {sample_id!r}")
+
+
+# ----------------------------------------------------------------------------- streamed files
+#
+# A job over a prompt file never holds its rows on the driver: planning streams the bytes once
+# (digest, line offsets, and for jsonl / Parquet the ids, to settle duplicates before any work),
+# and each shard carries a descriptor (file, row range, byte range) its worker reads and validates.
+
+SCAN_CHUNK = 1 << 23  # bytes a streaming read takes at a time
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """What planning knows of a prompt file: its kind, row count, digest, the byte offset where each
+    text row starts (``starts[count]``: one past the last row's end, as if it ended in ``\n``) and
+    the rows whose id repeats an earlier row's (row -> its id: rejected as duplicates)."""
+
+    path: str
+    kind: str  # "text", "jsonl" or "parquet"
+    count: int
+    digest: str
+    starts: Optional[np.ndarray]
+    duplicates: dict
+
+    @property
+    def name(self) -> str:
+        return self.path
+
+    def range_source(self, lo: int, hi: int) -> "RowRange":
+        """The descriptor of rows [lo, hi): small, picklable, what a shard ships."""
+        span = (int(self.starts[lo]), int(self.starts[hi]) - 1) if self.starts is not None and hi > lo else None
+        dups = {row: dup for row, dup in self.duplicates.items() if lo <= row < hi}
+        return RowRange(self.path, self.kind, lo, hi, span, dups)
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """Rows [lo, hi) of a prompt file; ``span``: their bytes [start, end) in a text file."""
+
+    path: str
+    kind: str
+    lo: int
+    hi: int
+    span: Optional[tuple[int, int]]
+    duplicates: dict
+
+    def records(self) -> list[PromptRecord]:
+        if self.hi <= self.lo:
+            return []
+        if self.kind == "parquet":
+            records = [_record_from_mapping(self.lo + i, row) for i, row in enumerate(self._parquet_rows())]
+        else:
+            read = _records_from_text if self.kind == "text" else _records_from_jsonl
+            records = list(read(self._lines(), self.lo))
+        return [_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
+                for row, r in enumerate(records, self.lo)]
+
+    def _lines(self) -> list[bytes]:
+        start, end = self.span
+        with open(self.path, "rb") as file:
+            file.seek(start)
+            data = file.read(end - start)
+        return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
+
+    def _parquet_rows(self) -> list[dict]:
+        """Only the row groups that hold rows [lo, hi) are read."""
+        file = pq.ParquetFile(self.path)
+        groups, first, row = [], None, 0
+        for g in range(file.metadata.num_row_groups):
+            size = file.metadata.row_group(g).num_rows
+            if row < self.hi and row + size > self.lo:
+                groups.append(g)
+                first = row if first is None else first
+            row += size
+        return file.read_row_groups(groups).slice(self.lo - first, self.hi - self.lo).to_pylist()
+
+
+@dataclass(frozen=True)
+class PromptRows:
+    """A shard's work items as a descriptor: items [start, stop) of the job, item ``i`` being repeat
+    ``i // count`` of row ``i % count`` (repeats outermost, as ``prompt_items``), read by the worker
+    from ``rows`` (the file's rows this range touches)."""
+
+    rows: RowRange
+    start: int
+    stop: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        records = self.records()
+        return (PromptItem(records[i % self.count - self.rows.lo], i // self.count)
+                for i in range(self.start, self.stop))
+
+    def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
+        return tuple(self)[index]
+
+    def records(self) -> list[PromptRecord]:
+        return self.rows.records()
+
+
+def prompt_rows(source: PromptFile, repeats: int, start: int, stop: int) -> PromptRows:
+    """The descriptor of job items [start, stop) over ``source`` repeated ``repeats`` times."""
+    n = source.count
+    first_repeat, last_repeat = start // n, (stop - 1) // n
+    lo, hi = (start % n, (stop - 1) % n + 1) if first_repeat == last_repeat else (0, n)
+    return PromptRows(source.range_source(lo, hi), start, stop, n)
+
+
+def scan_prompt_file(path: str | Path) -> PromptFile:
+    """One streaming pass over a prompt file's bytes (and its ids): no row is kept."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    if path.suffix == ".parquet":
+        file = pq.ParquetFile(path)
+        ids = _parquet_ids(file)
+        return PromptFile(str(path), "parquet", file.metadata.num_rows, _file_digest(path), None, _duplicates(ids))
+    if path.suffix not in (".txt", ".jsonl", ".json"):
+        raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
+    digest, starts = _line_starts(path, f"prompt file {path}")
+    if path.suffix == ".txt":  # a text file's ids are its line numbers: never repeated
+        return PromptFile(str(path), "text", len(starts) - 1, digest, starts, {})
+    source = PromptFile(str(path), "jsonl", len(starts) - 1, digest, starts, {})
+    return replace(source, duplicates=_duplicates(_jsonl_ids(source)))
+
+
+def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
+    """(sha256 of the bytes, start offset of each line + one past the last), lines as ``text_lines``
+    splits them; a file with NUL bytes is refused (ValueError)."""
+    digest, newlines, size = hashlib.sha256(), [], 0
+    with open(path, "rb") as file:
+        while chunk := file.read(SCAN_CHUNK):
+            if b"\x00" in chunk:
+                raise ValueError(f"{what} is binary (it holds NUL bytes), not UTF-8 text")
+            digest.update(chunk)
+            newlines.append(np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10) + size)
+            size += len(chunk)
+            last = chunk[-1:]
+    ends = np.concatenate(newlines) if newlines else np.zeros(0, np.int64)
+    if size and last != b"\n":
+        ends = np.append(ends, size)  # the last line has no newline
+    if size == 1 and last == b"\n":
+        ends = ends[:0]  # a lone newline is an empty file (``text_lines``)
+    return digest.hexdigest(), np.concatenate([[0], ends + 1]).astype(np.int64)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(SCAN_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _parquet_ids(file: pq.ParquetFile):
+    """Each row's sample id, streamed in batches of the ``id`` column only."""
+    if "id" not in file.schema_arrow.names:
+        return (str(i) for i in range(file.metadata.num_rows))
+    batches = (b.column(0).to_pylist() for b in file.iter_batches(columns=["id"]))
+    return (_record_from_mapping(i, {"id": v}).sample_id
+            for i, v in enumerate(v for batch in batches for v in batch))
+
+
+def _jsonl_ids(source: PromptFile):
+    """Each line's sample id, read in blocks of lines."""
+    block = 4096
+    for lo in range(0, source.count, block):
+        for record in source.range_source(lo, min(lo + block, source.count)).records():
+            yield record.sample_id
+
+
+def _duplicates(ids) -> dict:
+    """Row -> id of every row whose id an earlier row has (``mark_duplicate_ids``' rule)."""
+    seen, duplicates = set(), {}
+    for row, sample_id in enumerate(ids):
+        if sample_id in seen:
+            duplicates[row] = sample_id
+            sample_id = f"{sample_id}#dup{row}"
+        seen.add(sample_id)
+    return duplicates

@@ -57,7 +57,7 @@ def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, ou
     """``estimates`` None: the demo scenes."""
     source = demo_scenes(PRESETS[spec.preset].condition_dim) if estimates is None else load_estimates(estimates)
     items = refine_items(source.records, settings.control)
-    size = shard_size or shard_size_for(len(items), workers, DEFAULT_SHARD_SIZE)
+    size = shard_size or shard_size_for(len(items), DEFAULT_SHARD_SIZE)
     job = {
         "model": {"preset": spec.preset, "checkpoint": spec.checkpoint, "dummy_seed": spec.dummy_seed,
                   "image_encoder_weights": spec.image_encoder_weights},
