@@ -210,7 +210,7 @@ def test_ctrl_c_says_a_rerun_resumes_and_the_rerun_does(tmp_path):
 def test_two_workers_on_the_built_in_prompts_run_two_actors_and_progress_moves_per_batch(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(["motionfleet", "generate", "--out", str(out), "--workers", "2", "--preset", "tiny",
-                             "--steps", "2", "--num-frames", "6", "--batch-size", "8"],
+                             "--steps", "2", "--num-frames", "6", "--batch-size", "8", "--shard-size", "72"],
                             capture_output=True, text=True, env={**ENV, "MOTIONFLEET_PROGRESS": "1"}, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())

@@ -115,7 +115,7 @@ def test_a_fourth_family_runs_through_the_command_line_runner_sink_and_report(to
     report = json.loads((out / "report.json").read_text())
     assert report["family"] == "toy" and report["command"] == "multiply" and report["schema_version"] == 1
     assert report["headline"]["name"] == "numbers_per_s" and report["rows"] == {"results": 5, "rejected": 1}
-    assert report["shards"]["total"] == 2  # 6 numbers, shards of at most 4
+    assert report["shards"]["total"] == 6  # 6 numbers: shard_size_for gives ceil(6 / 32) = 1 a shard
     assert "numbers 5" in capsys.readouterr().out
     # a rerun resumes: nothing left to do
     assert cli.main(["multiply", "--numbers", str(numbers), "--factor", "10", "--out", str(out), "--workers", "0",

@@ -43,8 +43,8 @@ def engine_options(family: registry.Family) -> tuple[Option, ...]:
 
 RUN_OPTIONS = (
     int_option("workers", 1, "Ray actors, one model each; 0: run in this process without Ray", low=0),
-    int_option("shard_size", None, "work items per shard, the unit of commit and retry (default: the family's "
-               "size, smaller so that every worker gets work)", low=1),
+    int_option("shard_size", None, "work items per shard, the unit of commit and retry (default: the items / "
+               "32 rounded up, at most the family's size; never depends on --workers)", low=1),
     Option("address", None, "join the Ray cluster at this address instead of starting one", metavar="HOST:PORT"),
     float_option("shard_timeout", None, "seconds a worker may spend on one shard before it is killed and the shard "
                  "retried (default: 5x the slowest shard so far, >= 60)", above=0.0),

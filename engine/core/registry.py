@@ -56,7 +56,7 @@ class Family:
     - ``build(values) -> (spec, settings)``: the checked values as the family's own objects
       (picklable: they travel to every worker);
     - ``plan(inputs, spec, settings, shard_size, workers) -> Plan``; ``shard_size`` None: the
-      family's default, sized so that every worker gets work;
+      family's default, ``shards.shard_size_for`` its items (never from ``workers``);
     - ``runner``: ``runner(spec, settings)`` builds one worker's models; its ``run(items)`` returns
       (results table, rejected table, ``stopwatch.Timings``) and ``warm_up()`` runs outside timing;
     - ``summarise(done, wall_s, out_dir) -> Summary`` and ``report_lines(report) -> lines``;
