@@ -4,7 +4,9 @@ driver's peak resident memory (VmHWM), for a .jsonl and a .parquet prompt file.
 Planning is measured in this process (``dhvae.family.plan``, one run: it streams the file once).
 The job is ``motionfleet generate --workers 0`` in a child process (so its peak RSS includes the
 tiny model and torch: an upper bound on a Ray driver's): this script polls the job folder for the
-first commit record, reads the child's VmHWM from /proc, then stops it.
+first commit record, reads the child's VmHWM from /proc, then stops it. The job runs shards of 16
+(62,500 descriptors, 16x the default's 3,907: the driver's plan is at its largest) so that the
+first commit measures planning, not 256 samples of model time on a shared 2-core machine.
 
     python benchmarks/planning.py [--prompts 1000000] [--json benchmarks/results/planning_cpu.json]
 """
@@ -27,7 +29,7 @@ import pyarrow.parquet as pq
 from motionfleet.dhvae.family import plan
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
-JOB = ["--preset", "tiny", "--steps", "1", "--num-frames", "8", "--batch-size", "64", "--workers", "0"]
+JOB = ["--preset", "tiny", "--steps", "1", "--num-frames", "8", "--batch-size", "16", "--shard-size", "16", "--workers", "0"]
 
 
 def write_prompts(folder: Path, count: int) -> list[Path]:
