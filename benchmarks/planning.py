@@ -57,8 +57,10 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def time_first_commit(path: Path, out: Path, limit_s: float = 300.0) -> dict:
-    command = [sys.executable, "-m", "motionfleet", "generate", "--prompts", str(path), "--out", str(out), *JOB]
+def time_first_commit(path: Path | None, out: Path, limit_s: float = 300.0) -> dict:
+    """``path`` None: the built-in 143 prompts, the baseline of torch, the model and the engine."""
+    prompts = ["--prompts", str(path)] if path else []
+    command = [sys.executable, "-m", "motionfleet", "generate", *prompts, "--out", str(out), *JOB]
     start = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -81,6 +83,8 @@ def main() -> None:
     results = {"prompts": args.prompts, "job": JOB, "machine": os.uname().machine,
                "cpus": os.cpu_count(), "load_average_1m": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
+        results["builtin"] = time_first_commit(None, Path(tmp) / "out-builtin")
+        print("builtin", results["builtin"], flush=True)
         for path in write_prompts(Path(tmp), args.prompts):
             kind = path.suffix[1:]
             results[kind] = {"file_mib": path.stat().st_size / 2**20, **time_plan(path),
