@@ -15,6 +15,9 @@ from motionfleet.core.shards import shard_size_for
 from motionfleet.dhvae.family import plan
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 from motionfleet.dhvae.source import PromptRows, _record_from_mapping, _records_from_jsonl, _records_from_text, mark_duplicate_ids, prompt_items
+from motionfleet.scorehoi.family import plan as refine_plan
+from motionfleet.scorehoi.settings import RefineSettings, model_spec
+from motionfleet.scorehoi.source import EstimateRows, record_from_row, refine_items
 
 ROWS = 10_000
 
@@ -92,3 +95,24 @@ def test_parquet_plan_reads_only_its_row_groups_and_yields_the_old_items(tmp_pat
 
 def test_default_shard_size_depends_on_the_items_only():
     assert [shard_size_for(n, 256) for n in (1, 31, 143, 286, 10**4, 10**6)] == [1, 1, 5, 9, 256, 256]
+
+
+@pytest.mark.parametrize("control, shard_size", [(True, 77), (False, None)])
+def test_refine_estimates_plan_is_descriptors_and_yields_the_old_items(tmp_path, control, shard_size):
+    """refine streams its estimates the same way: rows read by their workers, duplicates settled by
+    the id column alone, the referenced files' digest from their two columns."""
+    n = 3_000
+    table = pa.table({"id": [f"e{i}" if i % 300 else "same" for i in range(n)],
+                      "pose": [[float(i)] * 6 for i in range(n)], "object": ["box"] * n,
+                      "image_path": [None] * n})
+    path = tmp_path / "estimates.parquet"
+    pq.write_table(table, path, row_group_size=250)
+    settings = RefineSettings(control=control)
+    spec = model_spec("tiny", None, 0, None, None)
+    shards = refine_plan(str(path), spec, settings, shard_size, 1, tmp_path).shards
+    items = [item for shard in shards for item in pickle.loads(pickle.dumps(shard.items))]
+    old = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(table.to_pylist())])
+    assert items == refine_items(old, control)
+    assert all(isinstance(s.items, EstimateRows) and len(pickle.dumps(s)) < 400 + 16 * len(s.items.duplicates)
+               for s in shards)
+    assert sum(1 for i in items if i.record.error == "duplicate id 'same'") == (n // 300 - 1) * (1 + control)

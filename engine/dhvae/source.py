@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_id, decode_line, printable
+from motionfleet.core.parquet_rows import CHUNK, column_values, file_sha256, read_rows
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,11 @@ def _record_from_mapping(index: int, row: dict) -> PromptRecord:
 def mark_duplicate_ids(records):
     """Records (dataclasses with ``sample_id`` and ``error``) with every repeat of an id renamed
     ``<id>#dup<n>`` (n: its index) and marked as an error, so it is rejected and the first one runs."""
-    duplicates = _duplicates(r.sample_id for r in records)
-    return tuple(_duplicate(r, i, duplicates[i]) if i in duplicates else r for i, r in enumerate(records))
+    duplicates = duplicate_rows(r.sample_id for r in records)
+    return tuple(as_duplicate(r, i, duplicates[i]) if i in duplicates else r for i, r in enumerate(records))
 
 
-def _duplicate(record, row: int, sample_id: str):
+def as_duplicate(record, row: int, sample_id: str):
     """``record`` (row ``row``) rejected as a repeat of an earlier row's id."""
     return replace(record, sample_id=f"{sample_id}#dup{row}", error=f"duplicate id {sample_id!r}")
 
@@ -158,9 +159,6 @@ def _duplicate(record, row: int, sample_id: str):
 # A job over a prompt file never holds its rows on the driver: planning streams the bytes once
 # (digest, line offsets, and for jsonl / Parquet the ids, to settle duplicates before any work),
 # and each shard carries a descriptor (file, row range, byte range) its worker reads and validates.
-
-SCAN_CHUNK = 1 << 23  # bytes a streaming read takes at a time
-
 
 @dataclass(frozen=True)
 class PromptFile:
@@ -201,11 +199,11 @@ class RowRange:
         if self.hi <= self.lo:
             return []
         if self.kind == "parquet":
-            records = [_record_from_mapping(self.lo + i, row) for i, row in enumerate(self._parquet_rows())]
+            records = [_record_from_mapping(row, values) for row, values in enumerate(read_rows(self.path, self.lo, self.hi), self.lo)]
         else:
             read = _records_from_text if self.kind == "text" else _records_from_jsonl
             records = list(read(self._lines(), self.lo))
-        return [_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
+        return [as_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
                 for row, r in enumerate(records, self.lo)]
 
     def _lines(self) -> list[bytes]:
@@ -214,18 +212,6 @@ class RowRange:
             file.seek(start)
             data = file.read(end - start)
         return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
-
-    def _parquet_rows(self) -> list[dict]:
-        """Only the row groups that hold rows [lo, hi) are read."""
-        file = pq.ParquetFile(self.path)
-        groups, first, row = [], None, 0
-        for g in range(file.metadata.num_row_groups):
-            size = file.metadata.row_group(g).num_rows
-            if row < self.hi and row + size > self.lo:
-                groups.append(g)
-                first = row if first is None else first
-            row += size
-        return file.read_row_groups(groups).slice(self.lo - first, self.hi - self.lo).to_pylist()
 
 
 @dataclass(frozen=True)
@@ -270,14 +256,14 @@ def scan_prompt_file(path: str | Path) -> PromptFile:
     if path.suffix == ".parquet":
         file = pq.ParquetFile(path)
         ids = _parquet_ids(file)
-        return PromptFile(str(path), "parquet", file.metadata.num_rows, _file_digest(path), None, _duplicates(ids))
+        return PromptFile(str(path), "parquet", file.metadata.num_rows, file_sha256(path), None, duplicate_rows(ids))
     if path.suffix not in (".txt", ".jsonl", ".json"):
         raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
     digest, starts = _line_starts(path, f"prompt file {path}")
     if path.suffix == ".txt":  # a text file's ids are its line numbers: never repeated
         return PromptFile(str(path), "text", len(starts) - 1, digest, starts, {})
     source = PromptFile(str(path), "jsonl", len(starts) - 1, digest, starts, {})
-    return replace(source, duplicates=_duplicates(_jsonl_ids(source)))
+    return replace(source, duplicates=duplicate_rows(_jsonl_ids(source)))
 
 
 def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
@@ -285,7 +271,7 @@ def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
     splits them; a file with NUL bytes is refused (ValueError)."""
     digest, newlines, size = hashlib.sha256(), [], 0
     with open(path, "rb") as file:
-        while chunk := file.read(SCAN_CHUNK):
+        while chunk := file.read(CHUNK):
             if b"\x00" in chunk:
                 raise ValueError(f"{what} is binary (it holds NUL bytes), not UTF-8 text")
             digest.update(chunk)
@@ -300,21 +286,10 @@ def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
     return digest.hexdigest(), np.concatenate([[0], ends + 1]).astype(np.int64)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(SCAN_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _parquet_ids(file: pq.ParquetFile):
-    """Each row's sample id, streamed in batches of the ``id`` column only."""
-    if "id" not in file.schema_arrow.names:
-        return (str(i) for i in range(file.metadata.num_rows))
-    batches = (b.column(0).to_pylist() for b in file.iter_batches(columns=["id"]))
-    return (_record_from_mapping(i, {"id": v}).sample_id
-            for i, v in enumerate(v for batch in batches for v in batch))
+    """Each row's sample id, from the ``id`` column alone, streamed."""
+    return (_record_from_mapping(row, {"id": value}).sample_id
+            for row, value in enumerate(column_values(file, "id")))
 
 
 def _jsonl_ids(source: PromptFile):
@@ -325,7 +300,7 @@ def _jsonl_ids(source: PromptFile):
             yield record.sample_id
 
 
-def _duplicates(ids) -> dict:
+def duplicate_rows(ids) -> dict:
     """Row -> id of every row whose id an earlier row has (``mark_duplicate_ids``' rule)."""
     seen, duplicates = set(), {}
     for row, sample_id in enumerate(ids):

@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
+from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.digests import weights_digest
 from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
-from motionfleet.core.shards import plan_shards, shard_size_for
+from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
 from motionfleet.scorehoi import graphs, report
 from motionfleet.scorehoi.model import PRESETS, load_model
 from motionfleet.scorehoi.runner import ScoreHOIRefiner
 from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineSettings, model_spec
-from motionfleet.scorehoi.source import VARIANTS, load_estimates, referenced_files_sha256, refine_items
+from motionfleet.scorehoi.source import VARIANTS, estimate_rows, referenced_files_sha256, refine_items, scan_estimates
 
 DEFAULT_SHARD_SIZE = 256
 TRAIN_STEPS = 1000
@@ -54,22 +56,34 @@ def build(v: dict):
 
 
 def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, out_dir: Path) -> Plan:
-    """``estimates`` None: the demo scenes."""
-    source = demo_scenes(PRESETS[spec.preset].condition_dim) if estimates is None else load_estimates(estimates)
-    items = refine_items(source.records, settings.control)
-    size = shard_size or shard_size_for(len(items), DEFAULT_SHARD_SIZE)
+    """``estimates`` None: the demo scenes (in memory, travelling as items); a file is streamed, its
+    shards are descriptors (``source.EstimateRows``) their workers read."""
+    name, digest, count, referenced, shard_items = estimate_source(estimates, spec, settings.control)
+    total = count * (len(VARIANTS) if settings.control else 1)
+    size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)
     job = {
         "model": {"preset": spec.preset, "checkpoint": spec.checkpoint, "dummy_seed": spec.dummy_seed,
                   "image_encoder_weights": spec.image_encoder_weights},
         "model_name": f"scorehoi/{spec.preset}",
         "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
         "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
-        "inputs": {"source": source.name, "sha256": source.digest, "count": len(source.records),
-                   "referenced_files_sha256": referenced_files_sha256(source.records)},
+        "inputs": {"source": name, "sha256": digest, "count": count, "referenced_files_sha256": referenced},
         "image_encoder_weights_sha256": weights_digest(spec.image_encoder_weights),
         "variants": list(VARIANTS if settings.control else VARIANTS[:1]), "shard_size": size,
     }
-    return Plan(plan_shards(items, size), job)
+    return Plan(plan_ranges(total, size, shard_items), job)
+
+
+def estimate_source(estimates, spec, control: bool) -> tuple[str, str, int, str, Callable[[int, int], Any]]:
+    """(name, sha256, row count, referenced files' sha256, ``items(start, stop)`` of a shard)."""
+    if estimates is None:
+        demo = demo_scenes(PRESETS[spec.preset].condition_dim)
+        items = refine_items(demo.records, control)
+        referenced = referenced_files_sha256([r.get("object") for r in demo.records],
+                                             [r.get("image_path") for r in demo.records])
+        return demo.name, demo.digest, len(demo.records), referenced, lambda a, b: tuple(items[a:b])
+    source = scan_estimates(estimates)
+    return source.path, source.digest, source.count, source.referenced_files_sha256, partial(estimate_rows, source)
 
 
 FAMILY = Family(

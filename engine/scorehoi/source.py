@@ -14,10 +14,9 @@ one and never stop the job.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import pyarrow.parquet as pq
 import torch
@@ -27,7 +26,8 @@ from motionfleet.core import digests
 from motionfleet.core.digests import listing_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_id, check_text, number_list, printable
-from motionfleet.dhvae.source import mark_duplicate_ids
+from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+from motionfleet.dhvae.source import as_duplicate, duplicate_rows
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
 from motionfleet.scorehoi.objects import MESH_SUFFIXES
 
@@ -93,23 +93,78 @@ def record_from_row(index: int, row: dict) -> EstimateRecord:
         return EstimateRecord(printable(str(row["id"])), values, error=err.reason)
 
 
-def load_estimates(path: str | Path) -> EstimateSet:
+@dataclass(frozen=True)
+class EstimateFile:
+    """What planning knows of an estimates file (streamed: no row is kept): its rows, digest, the
+    digest of the files its rows name, and the rows whose id repeats an earlier row's."""
+
+    path: str
+    count: int
+    digest: str
+    referenced_files_sha256: str
+    duplicates: dict
+
+
+@dataclass(frozen=True)
+class EstimateRows:
+    """A shard's work items as a descriptor: items [start, stop) of the job, item ``i`` being variant
+    ``VARIANTS[i // count]`` of row ``i % count`` (variants outermost, as ``refine_items``), read by
+    the worker from rows [lo, hi) of the file."""
+
+    path: str
+    lo: int
+    hi: int
+    start: int
+    stop: int
+    count: int
+    duplicates: dict
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        records = self.records()
+        return (RefineItem(records[i % self.count - self.lo], VARIANTS[i // self.count])
+                for i in range(self.start, self.stop))
+
+    def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
+        return tuple(self)[index]
+
+    def records(self) -> list[EstimateRecord]:
+        records = [record_from_row(row, values) for row, values in enumerate(read_rows(self.path, self.lo, self.hi),
+                                                                             self.lo)]
+        return [as_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
+                for row, r in enumerate(records, self.lo)]
+
+
+def scan_estimates(path: str | Path) -> EstimateFile:
+    """The estimates file's metadata, ids and referenced files, each column streamed alone."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"estimates file not found: {path}")
     if path.suffix != ".parquet":
         raise ValueError(f"unsupported estimates file {path}: use .parquet (README, 'refine (scorehoi)')")
-    rows = pq.read_table(path).to_pylist()
-    records = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(rows)])
-    return EstimateSet(records, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    file = pq.ParquetFile(path)
+    ids = (record_from_row(row, {"id": value}).sample_id for row, value in enumerate(column_values(file, "id")))
+    return EstimateFile(str(path), file.metadata.num_rows, file_sha256(path),
+                        referenced_files_sha256(column_values(file, "object"), column_values(file, "image_path")),
+                        duplicate_rows(ids))
 
 
-def referenced_files_sha256(records: tuple[EstimateRecord, ...]) -> str:
+def estimate_rows(source: EstimateFile, start: int, stop: int) -> EstimateRows:
+    """The descriptor of job items [start, stop) over ``source``."""
+    n = source.count
+    lo, hi = (start % n, (stop - 1) % n + 1) if start // n == (stop - 1) // n else (0, n)
+    return EstimateRows(source.path, lo, hi, start, stop, n,
+                        {row: dup for row, dup in source.duplicates.items() if lo <= row < hi})
+
+
+def referenced_files_sha256(objects: Iterable, image_paths: Iterable) -> str:
     """One digest over the mesh files (whole) and images (sampled) the rows name, for the job's
     fingerprint (``core.digests``): a mesh or an image swapped between a kill and the rerun
     changes the job instead of mixing results."""
-    meshes = sorted({v for r in records if isinstance(v := r.get("object"), str) and Path(v).suffix.lower() in MESH_SUFFIXES})
-    images = sorted({v for r in records if isinstance(v := r.get("image_path"), str)})
+    meshes = sorted({v for v in objects if isinstance(v, str) and Path(v).suffix.lower() in MESH_SUFFIXES})
+    images = sorted({v for v in image_paths if isinstance(v, str)})
     return listing_sha256([*zip(meshes, digests.many(meshes)), *zip(images, digests.many(images, sampled=True))])
 
 
