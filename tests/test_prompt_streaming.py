@@ -11,13 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from motionfleet.core.inputs import text_lines
-from motionfleet.core.shards import shard_size_for
+from motionfleet.core.shards import RangeItems, shard_size_for
 from motionfleet.dhvae.family import plan
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
-from motionfleet.dhvae.source import PromptRows, _record_from_mapping, _records_from_jsonl, _records_from_text, mark_duplicate_ids, prompt_items
+from motionfleet.dhvae.source import _record_from_mapping, _records_from_jsonl, _records_from_text, mark_duplicate_ids, prompt_items
 from motionfleet.scorehoi.family import plan as refine_plan
 from motionfleet.scorehoi.settings import RefineSettings, model_spec
-from motionfleet.scorehoi.source import EstimateRows, record_from_row, refine_items
+from motionfleet.scorehoi.source import record_from_row, refine_items
 
 ROWS = 10_000
 
@@ -61,7 +61,7 @@ def test_jsonl_plan_is_descriptors_and_yields_the_old_items(tmp_path, repeats, s
     path.write_bytes(b"\n".join(lines) + b"\n")
     shards, items = plan_items(path, repeats, shard_size)
     assert items == old_items(_records_from_jsonl(text_lines(path.read_bytes(), "p")), repeats)
-    assert all(isinstance(s.items, PromptRows) for s in shards)
+    assert all(isinstance(s.items, RangeItems) for s in shards)
     # descriptors only: a shard's size is its range and its duplicate rows, not its rows' bytes
     assert all(len(pickle.dumps(s)) < 400 + 16 * len(s.items.rows.duplicates) for s in shards)
     assert len(pickle.dumps(shards)) * 10 < path.stat().st_size * repeats
@@ -113,6 +113,6 @@ def test_refine_estimates_plan_is_descriptors_and_yields_the_old_items(tmp_path,
     items = [item for shard in shards for item in pickle.loads(pickle.dumps(shard.items))]
     old = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(table.to_pylist())])
     assert items == refine_items(old, control)
-    assert all(isinstance(s.items, EstimateRows) and len(pickle.dumps(s)) < 400 + 16 * len(s.items.duplicates)
+    assert all(isinstance(s.items, RangeItems) and len(pickle.dumps(s)) < 400 + 16 * len(s.items.rows.duplicates)
                for s in shards)
     assert sum(1 for i in items if i.record.error == "duplicate id 'same'") == (n // 300 - 1) * (1 + control)

@@ -43,3 +43,32 @@ def shard_size_for(units: int, largest: int) -> int:
     rerun with other workers resumes the same shards; 32 shards give every worker work on a small
     job (143 prompts: 5 a shard, 29 shards)."""
     return max(1, min(largest, math.ceil(units / TARGET_SHARDS)))
+
+
+@dataclass(frozen=True)
+class RangeItems:
+    """A shard's items as a descriptor its worker reads (issue 14.2: the driver never holds the
+    rows): job items [start, stop), item ``i`` being ``item(record, i // count)`` of row ``i % count``
+    (copies outermost: repeats, variants). ``rows`` reads the file's rows it covers: it has ``lo``
+    (its first row) and ``records()``."""
+
+    rows: Any
+    start: int
+    stop: int
+    count: int
+    item: Callable[[Any, int], Any]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self):
+        records = self.rows.records()
+        return (self.item(records[i % self.count - self.rows.lo], i // self.count) for i in range(self.start, self.stop))
+
+    def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
+        return tuple(self)[index]
+
+
+def rows_of(start: int, stop: int, count: int) -> tuple[int, int]:
+    """The rows [lo, hi) that job items [start, stop) over ``count`` rows (copied) touch."""
+    return (start % count, (stop - 1) % count + 1) if start // count == (stop - 1) // count else (0, count)

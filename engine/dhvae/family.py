@@ -52,7 +52,7 @@ def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
 
 
 def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, workers: int, out_dir) -> Plan:
-    """A prompt file is streamed: its shards are descriptors (``source.PromptRows``) their workers
+    """A prompt file is streamed: its shards are descriptors (``shards.RangeItems``) their workers
     read; the built-in set and a Python list are small and travel as items."""
     check_options(spec, settings)
     name, digest, count, shard_items = prompt_source(prompts, settings.repeats)
@@ -77,7 +77,7 @@ def prompt_source(prompts, repeats: int) -> tuple[str, str, int, Callable[[int, 
         items = prompt_items(prompt_set.records, repeats)
         return prompt_set.name, prompt_set.digest, len(prompt_set.records), lambda a, b: tuple(items[a:b])
     source = scan_prompt_file(prompts)
-    return source.name, source.digest, source.count, partial(prompt_rows, source, repeats)
+    return source.name, source.digest, source.count, partial(prompt_rows, source)
 
 
 FAMILY = Family(

@@ -22,6 +22,7 @@ from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_id, decode_line, printable
 from motionfleet.core.parquet_rows import CHUNK, column_values, file_sha256, read_rows
+from motionfleet.core.shards import RangeItems, rows_of
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def load_prompts(path: Optional[str | Path | list]) -> PromptSet:
     if isinstance(path, (list, tuple)):
         return _records_from_memory(list(path))
     source = scan_prompt_file(path)
-    return PromptSet(tuple(PromptRows(source.range_source(0, source.count), 0, source.count, 1).records()),
+    return PromptSet(tuple(source.range_source(0, source.count).records()),
                      source.name, source.digest)
 
 
@@ -214,38 +215,9 @@ class RowRange:
         return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
 
 
-@dataclass(frozen=True)
-class PromptRows:
-    """A shard's work items as a descriptor: items [start, stop) of the job, item ``i`` being repeat
-    ``i // count`` of row ``i % count`` (repeats outermost, as ``prompt_items``), read by the worker
-    from ``rows`` (the file's rows this range touches)."""
-
-    rows: RowRange
-    start: int
-    stop: int
-    count: int
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self):
-        records = self.records()
-        return (PromptItem(records[i % self.count - self.rows.lo], i // self.count)
-                for i in range(self.start, self.stop))
-
-    def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
-        return tuple(self)[index]
-
-    def records(self) -> list[PromptRecord]:
-        return self.rows.records()
-
-
-def prompt_rows(source: PromptFile, repeats: int, start: int, stop: int) -> PromptRows:
-    """The descriptor of job items [start, stop) over ``source`` repeated ``repeats`` times."""
-    n = source.count
-    first_repeat, last_repeat = start // n, (stop - 1) // n
-    lo, hi = (start % n, (stop - 1) % n + 1) if first_repeat == last_repeat else (0, n)
-    return PromptRows(source.range_source(lo, hi), start, stop, n)
+def prompt_rows(source: PromptFile, start: int, stop: int) -> RangeItems:
+    """The descriptor of job items [start, stop) over ``source`` (repeated: items past its rows)."""
+    return RangeItems(source.range_source(*rows_of(start, stop, source.count)), start, stop, source.count, PromptItem)
 
 
 def scan_prompt_file(path: str | Path) -> PromptFile:

@@ -57,7 +57,7 @@ def build(v: dict):
 
 def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, out_dir: Path) -> Plan:
     """``estimates`` None: the demo scenes (in memory, travelling as items); a file is streamed, its
-    shards are descriptors (``source.EstimateRows``) their workers read."""
+    shards are descriptors (``shards.RangeItems``) their workers read."""
     name, digest, count, referenced, shard_items = estimate_source(estimates, spec, settings.control)
     total = count * (len(VARIANTS) if settings.control else 1)
     size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)

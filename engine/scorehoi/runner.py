@@ -166,7 +166,7 @@ class ScoreHOIRefiner:
     def run(self, items: tuple[RefineItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         rows, rejected, timings = [], [], Timings()
         size = self.settings.batch_size
-        items = tuple(items)  # a streamed shard (source.EstimateRows) reads its rows once
+        items = tuple(items)  # a streamed shard (shards.RangeItems) reads its rows once
         for variant in VARIANTS:
             group = [item for item in items if item.variant == variant]
             for start in range(0, len(group), size):

@@ -27,6 +27,7 @@ from motionfleet.core.digests import listing_sha256
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.inputs import check_id, check_text, number_list, printable
 from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+from motionfleet.core.shards import RangeItems, rows_of
 from motionfleet.dhvae.source import as_duplicate, duplicate_rows
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
 from motionfleet.scorehoi.objects import MESH_SUFFIXES
@@ -106,35 +107,23 @@ class EstimateFile:
 
 
 @dataclass(frozen=True)
-class EstimateRows:
-    """A shard's work items as a descriptor: items [start, stop) of the job, item ``i`` being variant
-    ``VARIANTS[i // count]`` of row ``i % count`` (variants outermost, as ``refine_items``), read by
-    the worker from rows [lo, hi) of the file."""
+class EstimateRange:
+    """Rows [lo, hi) of an estimates file (and which of them repeat an earlier row's id)."""
 
     path: str
     lo: int
     hi: int
-    start: int
-    stop: int
-    count: int
     duplicates: dict
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __iter__(self):
-        records = self.records()
-        return (RefineItem(records[i % self.count - self.lo], VARIANTS[i // self.count])
-                for i in range(self.start, self.stop))
-
-    def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
-        return tuple(self)[index]
 
     def records(self) -> list[EstimateRecord]:
         records = [record_from_row(row, values) for row, values in enumerate(read_rows(self.path, self.lo, self.hi),
                                                                              self.lo)]
         return [as_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
                 for row, r in enumerate(records, self.lo)]
+
+
+def refine_item(record: EstimateRecord, variant: int) -> RefineItem:
+    return RefineItem(record, VARIANTS[variant])
 
 
 def scan_estimates(path: str | Path) -> EstimateFile:
@@ -151,12 +140,11 @@ def scan_estimates(path: str | Path) -> EstimateFile:
                         duplicate_rows(ids))
 
 
-def estimate_rows(source: EstimateFile, start: int, stop: int) -> EstimateRows:
+def estimate_rows(source: EstimateFile, start: int, stop: int) -> RangeItems:
     """The descriptor of job items [start, stop) over ``source``."""
-    n = source.count
-    lo, hi = (start % n, (stop - 1) % n + 1) if start // n == (stop - 1) // n else (0, n)
-    return EstimateRows(source.path, lo, hi, start, stop, n,
-                        {row: dup for row, dup in source.duplicates.items() if lo <= row < hi})
+    lo, hi = rows_of(start, stop, source.count)
+    rows = EstimateRange(source.path, lo, hi, {row: dup for row, dup in source.duplicates.items() if lo <= row < hi})
+    return RangeItems(rows, start, stop, source.count, refine_item)
 
 
 def referenced_files_sha256(objects: Iterable, image_paths: Iterable) -> str:
