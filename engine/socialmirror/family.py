@@ -17,7 +17,6 @@ from motionfleet.core.options import (
     positive,
 )
 from motionfleet.core.registry import Family, Plan
-from motionfleet.core.shards import shard_size_for
 from motionfleet.core.storage import is_uri
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror import graphs, report
@@ -76,15 +75,12 @@ def demo_folder(out_dir) -> Path:
 
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,
          out_dir: Path) -> Plan:
-    """Shards of at most ``shard_size`` clips of one video; by default ``shard_size_for`` the
-    corpus's clips (at most 64): it depends on the corpus only, never on the workers (a small
-    corpus is planned twice: its clip count is known after probing)."""
+    """Shards of at most ``shard_size`` clips of one video (default 64, whatever the workers: shard
+    ids never depend on them). Not ``shard_size_for`` the corpus: a video that fails to decode
+    part-way is rejected by each of its shards, so small default shards would reject it many times."""
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
     shards, job = plan_job(corpus, spec, settings)
-    size = shard_size_for(sum(len(s.items) for s in shards), DEFAULT_CLIPS_PER_SHARD)
-    if shard_size is None and size != settings.clips_per_shard:
-        shards, job = plan_job(corpus, spec, replace(settings, clips_per_shard=size))
     return Plan(shards, job)
 
 
