@@ -7,6 +7,7 @@ shard's work items into a results table and a rejected table, and times what it 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -97,6 +98,18 @@ def release_input_digests(spec: ModelSpec) -> dict:
 
 NULL_FEATURE_NEEDED = ("--text-encoder precomputed with a checkpoint needs --null-text-feature: a .npy of the text "
                        "encoder's feature of the empty prompt (the classifier-free null condition)")
+
+
+@contextmanager
+def one_thread():
+    """Run the block on one torch thread: a lone sample's decoder GEMMs (T + 1 rows) split their
+    work by the thread count, and so would their bits."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class DHVAEGenerator:
@@ -257,7 +270,8 @@ class DHVAEGenerator:
         (the decoder is most of a sentence's FLOPs, and its GEMMs have T+1 rows per sample
         already). On other devices equal lengths are decoded together."""
         if self.device.type == "cpu":
-            return [self.decoder(latents[i : i + 1], length)[0] for i, length in enumerate(frames)]
+            with one_thread():
+                return [self.decoder(latents[i : i + 1], length)[0] for i, length in enumerate(frames)]
         motions: list[Optional[torch.Tensor]] = [None] * len(frames)
         for length in sorted(set(frames)):
             index = [i for i, f in enumerate(frames) if f == length]
