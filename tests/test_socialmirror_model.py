@@ -187,17 +187,17 @@ def test_our_model_folder_loads_and_its_config_cannot_claim_memory(tmp_path):
     from dataclasses import asdict
 
     from motionfleet.common.weights import save_model
-    from motionfleet.socialmirror.runner import ReconstructSpec, load_denoiser
+    from motionfleet.socialmirror.model import load_model
 
     config = socialmirror.PRESETS["small"]
     model = socialmirror.build_model(config, seed=3)
     state = {k: v.clone() for k, v in model.state_dict().items()}  # two keys share the positions
     save_model(tmp_path / "ok", state, asdict(config))
-    loaded = load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "ok")))
+    loaded, _ = load_model(str(tmp_path / "ok"))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in loaded.state_dict().items())
     save_model(tmp_path / "long", state, {**asdict(config), "max_positions": 60000})
     with pytest.raises(RejectedInput, match="does not match the socialmirror layout"):
-        load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "long")))
+        load_model(str(tmp_path / "long"))
     save_model(tmp_path / "typed", state, {**asdict(config), "num_layers": "2"})
     with pytest.raises(ValueError, match="num_layers='2' is not a valid int"):
-        load_denoiser(ReconstructSpec(checkpoint=str(tmp_path / "typed")))
+        load_model(str(tmp_path / "typed"))
