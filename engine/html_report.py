@@ -108,12 +108,12 @@ def gallery(job: Path, samples: int) -> list[Path]:
     rows = read_results(job).to_pylist()
     if not rows:
         return []
-    try:
+    try:  # a family render does not draw, or a scorehoi job on a licensed body render cannot load
         family = render.job_family(rows)
+        ids = list(dict.fromkeys(render.row_id(r, family) for r in rows))[:samples]
+        return render.render_job(job, ids, job / ASSETS)
     except UsageError:
         return []
-    ids = list(dict.fromkeys(render.row_id(r, family) for r in rows))[:samples]
-    return render.render_job(job, ids, job / ASSETS)
 
 
 def build_page(job: str | Path, samples: int = 3) -> Path:

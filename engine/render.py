@@ -4,8 +4,10 @@
   coloured skeletons, one fixed camera for the whole clip;
 - socialmirror: the two people's 24 SMPL joints (``joints_3d``) per output frame of a video, and
   the source video beside them when its file is on disk;
-(scorehoi rows are refused for now: drawing them needs the body model and the object templates
-of the job, which this module does not load yet.)
+- scorehoi: the body's 52 SMPL-H joints and the object's template points, first as the job's
+  input estimate ("before") and then as the refined row ("after"), one fixed camera for both; the
+  estimate is read again from the job's estimates file (its sha256 checked against the job's) or
+  rebuilt from the demo scenes, the joints from the body model the job used.
 
 Frames are drawn with matplotlib (Agg) and encoded with PyAV (H.264, yuv420p, even sizes).
 """
@@ -78,10 +80,10 @@ class Canvas:
         self.plt.close(self.fig)
 
 
-def draw_skeleton(ax, screen: np.ndarray, colour: str) -> None:
-    """``screen`` (J, 2) joints of one person joined along the SMPL tree."""
+def draw_skeleton(ax, screen: np.ndarray, colour: str, parents=PARENTS) -> None:
+    """``screen`` (J, 2) joints of one person joined along the kinematic tree (SMPL's by default)."""
     for joint in range(1, len(screen)):
-        parent = PARENTS[joint]
+        parent = parents[joint]
         ax.plot(*zip(screen[parent], screen[joint]), color=colour, lw=2)
     ax.scatter(screen[:, 0], screen[:, 1], s=6, color=colour)
 
@@ -195,6 +197,122 @@ def render_socialmirror(rows: list[dict], path: Path, job: Path) -> int:
         canvas.close()
 
 
+HOLD_FRAMES = 15  # each scorehoi state is shown this long (half a second)
+
+
+def refined_row(rows: list[dict]) -> dict:
+    """An id's guided row (a ``--control`` job also has one refined with guidance off)."""
+    return next((r for r in rows if r.get("variant") == "guided"), rows[0])
+
+
+def recorded_job(job: Path) -> dict:
+    """The job description its job.json keeps (model, body model, inputs)."""
+    import json
+
+    from motionfleet.core.sink import JOB
+
+    return json.loads((job / JOB).read_text())["job"]
+
+
+def scorehoi_job_body(job: Path, body_models: Optional[str]):
+    """The SMPL-H the job posed its rows with: the synthetic stand-in, or ``body_models`` when its
+    file has the sha256 recorded in job.json."""
+    from motionfleet.common.bodies import load_body_model
+    from motionfleet.scorehoi.settings import model_spec
+
+    recorded = recorded_job(job)["body_model"]
+    spec = model_spec(body_models=body_models)
+    if spec.body_description() != recorded:
+        raise UsageError(f"{job} was refined with {recorded}; give that model's folder with --body-models")
+    return load_body_model("smplh", spec.body_models)
+
+
+def estimate_record(job: Path, sample_id: str):
+    """The input estimate of ``sample_id``: the demo scene, or its row of the job's estimates file
+    (refused when the file changed since the job ran). The ids are streamed: one row is read."""
+    import pyarrow.parquet as pq
+
+    from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+    from motionfleet.demo.scenes import demo_scenes
+    from motionfleet.scorehoi.model import PRESETS
+    from motionfleet.scorehoi.source import record_from_row
+
+    recorded = recorded_job(job)
+    inputs = recorded["inputs"]
+    if inputs["source"] == "demo":
+        records = demo_scenes(PRESETS[recorded["model"]["preset"]].condition_dim).records
+        return next(r for r in records if r.sample_id == sample_id)
+    path = Path(inputs["source"])
+    if not path.is_file() or file_sha256(path) != inputs["sha256"]:
+        raise UsageError(f"the estimates file {path} is gone or changed since the job ran; render needs it as it was")
+    for index, value in enumerate(column_values(pq.ParquetFile(path), "id")):
+        if record_from_row(index, {"id": value}).sample_id == sample_id:
+            return record_from_row(index, read_rows(path, index, index + 1)[0])
+    raise UsageError(f"no estimate with id {sample_id} in {path}")
+
+
+def scorehoi_points(state, body, object_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(52, 3) SMPL-H joints and (64, 3) placed object template points of one (331,) state."""
+    import torch
+
+    from motionfleet.common.rotations import rotation_6d_to_matrix
+    from motionfleet.scorehoi.hoi import unpack_state
+    from motionfleet.scorehoi.objects import get_object
+
+    s = unpack_state(torch.as_tensor(state, dtype=torch.float32)[None])
+    with torch.no_grad():
+        joints = body(s.pose_6d, s.betas).joints[0].numpy()
+    rotation = rotation_6d_to_matrix(s.object_rotation_6d)[0].numpy()
+    placed = get_object(object_name).points @ rotation.T + s.object_translation[0].numpy()
+    return joints, placed
+
+
+def row_state(row: dict):
+    """The (331,) state of a refine result row."""
+    import torch
+
+    from motionfleet.scorehoi.hoi import HOIState, pack_state
+
+    def tensor(name: str, shape: tuple) -> torch.Tensor:
+        return torch.tensor(row[name], dtype=torch.float32).view(shape)
+
+    return pack_state(HOIState(tensor("pose_6d", (1, -1, 6)), tensor("object_rotation_6d", (1, 6)),
+                               tensor("object_translation", (1, 3)), tensor("betas", (1, 10))))[0]
+
+
+def scorehoi_frames(states: list[tuple[str, np.ndarray, np.ndarray]], parents, canvas: Canvas) -> Iterable[np.ndarray]:
+    """``HOLD_FRAMES`` frames per (title, joints, object points) state: body and object in two
+    colours, one fixed camera over every state."""
+    screens = [(title, project(joints), project(points)) for title, joints, points in states]
+    limits = bounds([s for _, joints, points in screens for s in (joints, points)])
+    for title, joints, points in screens:
+        canvas.titles = [title]
+        for _ in range(HOLD_FRAMES):
+            canvas.clear()
+            ax = canvas.axes[0]
+            draw_skeleton(ax, joints, COLOURS[0], parents)
+            ax.scatter(points[:, 0], points[:, 1], s=6, color=COLOURS[1])
+            ax.set_xlim(*limits[:2])
+            ax.set_ylim(*limits[2:])
+            yield canvas.rgb()
+
+
+def render_scorehoi(row: dict, path: Path, job: Path, body_models: Optional[str]) -> int:
+    from motionfleet.scorehoi.source import state_from
+
+    body = scorehoi_job_body(job, body_models)
+    before = state_from(estimate_record(job, row["sample_id"]))
+    name = f"{row['sample_id']} ({row['object']})"
+    states = [(f"{name}: before (input estimate)", *scorehoi_points(before, body, row["object"])),
+              (f"{name}: after ({row['variant']}, rho {row['guidance_scale']:g})",
+               *scorehoi_points(row_state(row), body, row["object"]))]
+    canvas = Canvas(1, [name])
+    try:
+        return write_mp4(path, scorehoi_frames(states, body.parents.tolist(), canvas))
+    finally:
+        canvas.close()
+
+
 # --- the command ---------------------------------------------------------------------------
 
 
@@ -205,15 +323,15 @@ def job_family(rows: list[dict]) -> str:
     if "joints_3d" in columns:
         return "socialmirror"
     if "object_rotation_6d" in columns:
-        raise UsageError("render draws dhvae and socialmirror jobs; scorehoi rows are not drawn yet")
-    raise UsageError("the job's results are not of a family render knows (dhvae, socialmirror)")
+        return "scorehoi"
+    raise UsageError("the job's results are not of a family render knows (dhvae, scorehoi, socialmirror)")
 
 
 def row_id(row: dict, family: str) -> str:
     return row["video_id"] if family == "socialmirror" else row["sample_id"]
 
 
-def render_job(job: str | Path, ids: list[str], out: str | Path) -> list[Path]:
+def render_job(job: str | Path, ids: list[str], out: str | Path, body_models: Optional[str] = None) -> list[Path]:
     """One MP4 per selected id into ``out``; returns the files written."""
     from motionfleet.api import read_results
 
@@ -237,6 +355,8 @@ def render_job(job: str | Path, ids: list[str], out: str | Path) -> list[Path]:
         path = out / f"{family}-{safe_name(i)}.mp4"
         if family == "dhvae":
             render_dhvae(by_id[i][0], path)
+        elif family == "scorehoi":
+            render_scorehoi(refined_row(by_id[i]), path, job, body_models)
         else:
             render_socialmirror(by_id[i], path, job)
         written.append(path)
@@ -252,10 +372,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ids", required=True, type=lambda s: [i for i in s.split(",") if i],
                    help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror)")
     p.add_argument("--out", required=True, help="folder for the MP4 files")
+    p.add_argument("--body-models", default=None,
+                   help="scorehoi jobs run on the licensed SMPL-H: the folder the job was given (checked by sha256)")
 
 
 def main(args) -> int:
-    for path in render_job(args.job, args.ids, args.out):
+    for path in render_job(args.job, args.ids, args.out, args.body_models):
         print(path)
     return 0
 

@@ -9,8 +9,11 @@ import subprocess
 import av
 import numpy as np
 import pytest
+import torch
 
 from motionfleet.cli import main
+from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.render import HOLD_FRAMES
 
 FRAMES = 12
 PROMPTS = [{"id": "hug", "text": "two people hug", "num_frames": FRAMES},
@@ -42,6 +45,44 @@ def test_render_writes_one_mp4_per_id_that_decodes_back(job, tmp_path):
         assert len(video) == frames
         assert video[0].shape == (360, 480, 3)
         assert np.ptp(video[0]) > 0  # something was drawn
+
+
+@pytest.fixture(scope="module")
+def refine_job(tmp_path_factory):
+    """The demo scenes refined on the smallest settings (one round, two DDIM steps, one thread:
+    the small denoiser's ops are too small for two)."""
+    folder = tmp_path_factory.mktemp("refine")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MOTIONFLEET_CACHE", str(folder / "cache"))
+        env.setenv("MOTIONFLEET_PROGRESS", "0")
+        out = folder / "out"
+        assert main(["refine", "--demo", "--out", str(out), "--preset", "small", "--sampler-preset", "fast",
+                     "--rounds", "1", "--tau", "4", "--ddim-stride", "2", "--workers", "0", "--batch-size", "16"]) == 0
+        yield out
+    torch.set_num_threads(threads)
+
+
+def test_render_scorehoi_shows_the_estimate_then_the_refined_state(refine_job, tmp_path):
+    ids = ["box_carry_penetrating", "ball_hand_missed"]
+    assert main(["render", str(refine_job), "--ids", ",".join(ids), "--out", str(tmp_path)]) == 0
+    for sample_id in ids:
+        video = decoded(tmp_path / f"scorehoi-{sample_id}.mp4")
+        assert len(video) == 2 * HOLD_FRAMES
+        assert video[0].shape == (360, 480, 3)
+        assert np.ptp(video[0]) > 0
+        before, after = video[HOLD_FRAMES - 1].astype(int), video[HOLD_FRAMES].astype(int)
+        assert np.abs(video[0].astype(int) - before).mean() < 0.2  # the state holds (codec noise only, ~0.01)
+        assert np.abs(before - after).mean() > 0.5  # refinement moved the body or the object (1.6 and 3.1)
+
+
+def test_render_scorehoi_refuses_a_licensed_body_it_cannot_check(refine_job, tmp_path, capsys):
+    other = tmp_path / "models"
+    write_synthetic_body_model(other, "smplh")
+    assert main(["render", str(refine_job), "--ids", "ball_hand_missed", "--out", str(tmp_path),
+                 "--body-models", str(other)]) == 2
+    assert capsys.readouterr().err.startswith("motionfleet: error: ")
 
 
 def test_render_unknown_id_is_a_one_line_error(job, tmp_path, capsys):
