@@ -373,9 +373,13 @@ class _RayScheduler:
 
     # actors
     def start(self, places: list[Placement]) -> None:
+        import ray
         from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.progress = Queue(actor_options={"num_cpus": 0})  # holds nothing the workers need
+        # On the driver's own node: a queue on a worker node would die with it and take the job along.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        self.progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.probe = self.ledger.folder.visibility_probe()  # each actor must read it back before any work
         for place in places:
             slot = _Slot(place)
@@ -427,11 +431,18 @@ class _RayScheduler:
 
     def _show_progress(self) -> None:
         """Move the bar by the batches the actors finished since the last look."""
+        from ray.exceptions import RayError
+
+        if self.progress is None:
+            return
         shards = {a.shard.shard_id: a.shard for a in self.attempts.values()}
-        while not self.progress.empty():
-            shard_id, count = self.progress.get_nowait()
-            if shard_id in shards:
-                self.ledger.items_done(shards[shard_id], count)
+        try:
+            while not self.progress.empty():
+                shard_id, count = self.progress.get_nowait()
+                if shard_id in shards:
+                    self.ledger.items_done(shards[shard_id], count)
+        except RayError:  # the bar is a view: losing it (its node died) must not lose the job
+            self.progress = None
 
     def _fill(self) -> None:
         """Give each ready actor up to IN_FLIGHT_PER_WORKER shards, but queue a second one behind a
@@ -600,7 +611,14 @@ class _RayShardWorker:
     def process(self, shard: Shard, out_dir: str, metadata: dict, progress=None) -> ShardDone:
         import ray
 
-        report = (lambda count: progress.put_nowait((shard.shard_id, count))) if progress is not None else (lambda _: None)
+        def report(count: int) -> None:
+            if progress is None:
+                return
+            try:
+                progress.put_nowait((shard.shard_id, count))
+            except ray.exceptions.RayError:  # the driver's bar is gone; the shard's work is not
+                pass
+
         with progress_of.reporting(report):
             return process_shard(self.worker, shard, out_dir, metadata, ray.get_runtime_context().get_node_id())
 
