@@ -65,7 +65,7 @@ def test_engine_sentence(benchmark, generator, batch):
     run = generate_once(generator, batch, FRAMES)
     flops = count_flops(run)
     with torch.inference_mode():
-        benchmark.pedantic(run, rounds=5 if batch < 64 else 3, warmup_rounds=1)
+        benchmark.pedantic(run, rounds={1: 9, 8: 5}.get(batch, 3), warmup_rounds=1)
     record(benchmark, flops, batch, note="flops: denoising loop + decode, what is timed")
 
 
@@ -76,5 +76,5 @@ def test_authors_sentence(benchmark, generator, release):
     text = torch.randn(1, generator.model.config.cond_dim)
     run = lambda: authors_loop.generate(release, scheduler, text, generator.null_text, torch.tensor([FRAMES]))
     flops = count_flops(run)
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(run, rounds=9, warmup_rounds=1)
     record(benchmark, flops, 1, note="authors' loop (benchmarks/authors_loop.py)")

@@ -9,6 +9,7 @@ of ``ROW_QUANTUM``; tests/test_generate_job.py checks the resulting bytes.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -25,3 +26,11 @@ def samples_quantum(rows_per_sample: int) -> int:
     """Samples per call that keep a GEMM's rows a multiple of ``ROW_QUANTUM`` when each sample
     contributes ``rows_per_sample`` rows."""
     return ROW_QUANTUM // math.gcd(ROW_QUANTUM, rows_per_sample)
+
+
+def one_thread_pool(threads: int) -> ThreadPoolExecutor:
+    """``threads`` Python threads of one torch thread each: work whose bits depend on the torch
+    thread count (a GEMM whose rows are not a multiple of ``ROW_QUANTUM``, a oneDNN convolution)
+    runs single-threaded and so gives the same bits everywhere, while independent pieces side by
+    side keep every core busy. The OpenMP thread count is per thread, so the caller keeps its own."""
+    return ThreadPoolExecutor(threads, "one-thread", initializer=torch.set_num_threads, initargs=(1,))

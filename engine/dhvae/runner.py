@@ -7,7 +7,6 @@ shard's work items into a results table and a rejected table, and times what it 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,7 +15,7 @@ import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core import backends, progress, provenance, rejections
-from motionfleet.core.batching import ROW_QUANTUM, pad_rows, samples_quantum
+from motionfleet.core.batching import ROW_QUANTUM, one_thread_pool, pad_rows, samples_quantum
 from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import check_text, non_finite_rows
@@ -100,18 +99,6 @@ NULL_FEATURE_NEEDED = ("--text-encoder precomputed with a checkpoint needs --nul
                        "encoder's feature of the empty prompt (the classifier-free null condition)")
 
 
-@contextmanager
-def one_thread():
-    """Run the block on one torch thread: a lone sample's decoder GEMMs (T + 1 rows) split their
-    work by the thread count, and so would their bits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 class DHVAEGenerator:
     def __init__(self, spec: ModelSpec, settings: GenerateSettings):
         self.spec, self.settings = spec, settings
@@ -122,6 +109,7 @@ class DHVAEGenerator:
         self.model = self.loaded.model.to(self.device)
         self.denoiser = self._backend(self.model.denoiser)
         self.decoder = self._backend(self.model.decoder)
+        self.decode_pool = one_thread_pool(torch.get_num_threads()) if self.device.type == "cpu" else None
         self.text_encoder = self._text_encoder()
         # scalars hoisted out of the loop; schedule and prediction type as the checkpoint trained them
         self.steps = ddim.plan(self.loaded.release.ddim_config(settings.steps, settings.eta))
@@ -265,13 +253,13 @@ class DHVAEGenerator:
         return cfg_denoiser(self.denoiser, text, self.null_text.expand(len(text), -1))
 
     def decode(self, latents: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
-        """(2, T, 262) per sample, input order. On the CPU each sample is decoded alone: a row's
-        bits then cannot depend on its batch, without padding a lone sample to ROW_QUANTUM rows
-        (the decoder is most of a sentence's FLOPs, and its GEMMs have T+1 rows per sample
-        already). On other devices equal lengths are decoded together."""
-        if self.device.type == "cpu":
-            with one_thread():
-                return [self.decoder(latents[i : i + 1], length)[0] for i, length in enumerate(frames)]
+        """(2, T, 262) per sample, input order. On the CPU each sample is decoded alone on one torch
+        thread, samples side by side (``one_thread_pool``): a row's bits then depend neither on its
+        batch nor on the thread count (a lone sample's GEMMs have T + 1 rows, which a team of
+        threads would split by its size), without padding a lone sample to ROW_QUANTUM rows (the
+        decoder is most of a sentence's FLOPs). On other devices equal lengths are decoded together."""
+        if self.decode_pool is not None:
+            return list(self.decode_pool.map(self._decode_alone, latents.split(1), frames))
         motions: list[Optional[torch.Tensor]] = [None] * len(frames)
         for length in sorted(set(frames)):
             index = [i for i, f in enumerate(frames) if f == length]
@@ -280,6 +268,10 @@ class DHVAEGenerator:
                 motions[i] = motion
         return motions
 
+    def _decode_alone(self, latent: torch.Tensor, length: int) -> torch.Tensor:
+        with torch.inference_mode():  # grad mode is per thread
+            return self.decoder(latent, length)[0]
+
     def warm_up(self) -> None:
         """One denoiser call and one decode at the run's batch shape, outside any timing."""
         with torch.inference_mode():
@@ -287,7 +279,8 @@ class DHVAEGenerator:
             x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,
                             device=self.device)
             self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
-            decoded = 1 if self.device.type == "cpu" else len(x)  # decode() runs one sample per call on the CPU
+            # on the CPU decode() runs one sample per call, one call per pool thread: warm each thread once
+            decoded = min(len(x), torch.get_num_threads()) if self.decode_pool is not None else len(x)
             self.decode(x[:decoded], [min(self.settings.default_frames, self.max_frames)] * decoded)
             synchronize(self.device)
 

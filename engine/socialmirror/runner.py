@@ -48,7 +48,7 @@ from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotatio
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
 from motionfleet.core import backends, progress, provenance, rejections
-from motionfleet.core.batching import pad_rows
+from motionfleet.core.batching import one_thread_pool, pad_rows
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import non_finite_rows
@@ -155,9 +155,7 @@ def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
     oneDNN's convolutions give other bits with another thread count (measured), a one-thread
     convolution of a fixed chunk does not, and whole chunks in parallel keep every core busy. On
     CUDA the chunks run in turn (None)."""
-    if device.type != "cpu":
-        return None
-    return ThreadPoolExecutor(torch.get_num_threads(), "backbone", initializer=torch.set_num_threads, initargs=(1,))
+    return one_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
 
 
 def one_torch_thread(items: Iterator) -> Iterator:
