@@ -4,6 +4,7 @@ both nodes, a worker node killed mid-job, a worker actor SIGKILLed three times, 
 lagging last shard; and the embedded cluster: unauthenticated clients refused, nothing left
 behind by a killed driver. Every job must end with every row exactly once."""
 
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from loopback_cluster import LoopbackCluster
 from test_executors import TOY, assert_exactly_once
 
 from motionfleet.core import cluster as embedded
+from motionfleet.core.sink import read_results
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +202,23 @@ def _alive(pid: int) -> bool:
     from motionfleet.core.reaper import start_ticks
 
     return start_ticks(pid) is not None
+
+
+def test_video_decoding_runs_on_the_cpus_the_model_actor_leaves_and_the_bytes_do_not_change(loopback, tmp_path):
+    """One model actor holds one node's CPU; each shard's decoding is a Ray task on the other
+    node's, two shards run at once in the actor, and the rows are the bytes of the same job run in
+    one process."""
+    from test_reconstruct_job import SETTINGS, write_good_videos
+
+    corpus = write_good_videos(tmp_path / "videos")
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
+    run = lambda out, *more: subprocess.run([sys.executable, "-m", "motionfleet", "reconstruct", "--videos", str(corpus),
+                                             "--out", str(out), *flags, *more], env=loopback.env, capture_output=True,
+                                            text=True, timeout=300)
+    here = run(tmp_path / "here", "--workers", "0")
+    there = run(tmp_path / "there", "--workers", "1", "--address", loopback.address)
+    assert here.returncode == 0 and there.returncode == 0, (here.stderr + there.stderr)[-3000:]
+    timing = json.loads((tmp_path / "there" / "report.json").read_text())["timing"]
+    assert timing["clips_decoded_elsewhere"] == timing["clips"] == 5
+    assert json.loads((tmp_path / "here" / "report.json").read_text())["timing"]["clips_decoded_elsewhere"] == 0
+    assert read_results(tmp_path / "there").sort_by("video_id").equals(read_results(tmp_path / "here").sort_by("video_id"))

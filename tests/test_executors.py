@@ -104,6 +104,19 @@ def test_actors_spread_over_nodes_sized_by_what_each_node_has():
         executors.placements(nodes[2:], 1, "cuda")
 
 
+def test_shards_run_at_once_when_the_models_leave_cpus_for_decoding():
+    nodes = [{"NodeID": "a", "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"NodeID": "b", "Resources": {"CPU": 5.0}}]
+    gpu = executors.placements(nodes, 2, "cuda")  # 4 CPUs each: 8 of a's and all of b's are spare
+    assert executors.spare_cpus(nodes, gpu) == 13.0
+    assert executors.shards_at_once(gpu, 13.0, concurrent=True) == 1 + 7
+    assert executors.shards_at_once(gpu, 13.0, concurrent=False) == 1  # a runner that takes one shard at a time
+    cpu_nodes = [{"NodeID": "a", "Resources": {"CPU": 8.0}}, nodes[1]]
+    cpu = executors.placements(cpu_nodes, 2, "cpu")  # an actor on each node holds all of it: decoding stays in the actor
+    assert executors.spare_cpus(cpu_nodes, cpu) == 0.0 and executors.shards_at_once(cpu, 0.0, concurrent=True) == 1
+    assert executors.spare_cpus(nodes, executors.placements(nodes, 2, "cpu")) == 5.0  # both on a: b decodes
+    assert executors.shards_at_once(executors.placements(nodes[:1], 1, "cpu"), 5.0, True) == 6
+
+
 def test_the_shard_timeout_comes_from_measured_shard_times_unless_set():
     policy = executors.FaultPolicy(timeout_factor=5.0, timeout_floor_s=60.0, first_timeout_s=900.0)
     assert policy.timeout_s([]) == 900.0

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 
 from tqdm import tqdm
 
-from motionfleet.core import failures
+from motionfleet.core import failures, prefetch
 from motionfleet.core import progress as progress_of
 from motionfleet.core.cluster import connect
 from motionfleet.core.shards import Shard
@@ -50,6 +50,7 @@ class ShardDone:
     node: str = ""  # Ray node id of the worker ("" in process)
     files: dict = field(default_factory=dict)  # table -> the written file's record (sink.write_shard)
     worker: str = ""  # host:pid of the process that ran it (the report counts distinct ones)
+    started_at: float = 0.0  # epoch seconds the worker started it (a worker's shards may overlap)
 
     def summary(self) -> dict:
         """What the commit record keeps of this shard (the report is rebuilt from it)."""
@@ -140,6 +141,7 @@ class WarmWorker:
 
     def __init__(self, cls: type, *args):
         self.cls, self.args = cls, args
+        self.concurrent_shards = getattr(cls, "concurrent_shards", False)  # run() may be called from several threads
 
     def __call__(self):
         worker = self.cls(*self.args)
@@ -174,6 +176,7 @@ def run_split_on_oom(worker, items: tuple):
 
 
 def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str], node: str = "") -> ShardDone:
+    started_at = time.time()  # epoch: comparable between the shards of a worker, also across threads
     start = time.perf_counter()
     results, rejected, timings = run_split_on_oom(generator, shard.items)
     written = time.perf_counter()
@@ -181,7 +184,7 @@ def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str
         files = write_shard(out_dir, shard.shard_id, results, rejected, metadata)
     end = time.perf_counter()
     return ShardDone(shard.shard_id, results.num_rows, rejected.num_rows, timings, *peak_memory_mb(), end - written,
-                     end - start, node, files, f"{socket.gethostname()}:{os.getpid()}")
+                     end - start, node, files, f"{socket.gethostname()}:{os.getpid()}", started_at)
 
 
 def one_line(err: BaseException) -> str:
@@ -292,7 +295,10 @@ def run_on_ray(make_worker: Callable, shards: list[Shard], folder: JobFolder, ou
     with progress.bar(shards, pending) as bar:
         scheduler = _RayScheduler(make_worker, out_dir, metadata, policy, _Ledger(folder, out_dir, policy, bar))
         try:
-            scheduler.start(placements(_alive_nodes(), min(workers, len(pending)), device))
+            nodes = _alive_nodes()
+            places = placements(nodes, min(workers, len(pending)), device)
+            scheduler.start(places, shards_at_once(places, spare_cpus(nodes, places),
+                                                   getattr(make_worker, "concurrent_shards", False)))
             return scheduler.run(pending)
         finally:
             scheduler.stop()
@@ -340,6 +346,21 @@ def placements(nodes: list[dict], workers: int, device: str) -> list[Placement]:
     return out
 
 
+def spare_cpus(nodes: list[dict], places: list[Placement]) -> float:
+    """CPUs of the cluster that no model actor holds: where CPU stages (video decoding) run."""
+    return sum(n.get("Resources", {}).get("CPU", 0.0) for n in nodes) - sum(p.cpus for p in places)
+
+
+def shards_at_once(places: list[Placement], spare: float, concurrent: bool) -> int:
+    """Shards each actor runs at the same time. One, unless the runner takes concurrent shards and
+    the actors leave CPUs spare: then each shard's CPU stage is a one-CPU Ray task on a spare CPU
+    (``prefetch.stream``), and each actor runs one shard more than its share of the spare CPUs, so
+    that every spare CPU decodes and one shard's clips are always ready for the model."""
+    if not concurrent or spare < 1 or not places:
+        return 1
+    return 1 + math.ceil(math.floor(spare) / len(places))
+
+
 @dataclass
 class _Slot:
     """One actor and what the driver knows of it."""
@@ -370,9 +391,10 @@ class _RayScheduler:
         self.no_worker_since: Optional[float] = None
         self.probe: Optional[tuple[str, str, str]] = None
         self.progress = None  # a Ray queue of (shard id, items) the actors fill batch by batch
+        self.at_once = 1  # shards an actor runs at the same time (> 1: their CPU stages run as Ray tasks)
 
     # actors
-    def start(self, places: list[Placement]) -> None:
+    def start(self, places: list[Placement], at_once: int = 1) -> None:
         import ray
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -381,6 +403,7 @@ class _RayScheduler:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.probe = self.ledger.folder.visibility_probe()  # each actor must read it back before any work
+        self.at_once = at_once
         for place in places:
             slot = _Slot(place)
             self._create(slot)
@@ -392,7 +415,7 @@ class _RayScheduler:
 
         place = slot.placement
         Actor = ray.remote(_RayShardWorker).options(
-            num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0,
+            num_cpus=place.cpus, num_gpus=place.gpus, max_restarts=-1, max_task_retries=0, max_concurrency=self.at_once,
             scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=True))
         slot.handle = Actor.remote(self.make_worker, place.threads)
         slot.ready, slot.in_flight = False, []
@@ -445,10 +468,10 @@ class _RayScheduler:
             self.progress = None
 
     def _fill(self) -> None:
-        """Give each ready actor up to IN_FLIGHT_PER_WORKER shards, but queue a second one behind a
-        running shard only when the actors without work (starting ones too) still get one each."""
+        """Give each ready actor the shards it runs at once and one queued behind them, but give an
+        actor more than one only when the actors without work (starting ones too) still get one each."""
         for slot in self.slots:
-            while slot.ready and len(slot.in_flight) < IN_FLIGHT_PER_WORKER and self.queue:
+            while slot.ready and len(slot.in_flight) < self.at_once + IN_FLIGHT_PER_WORKER - 1 and self.queue:
                 if slot.in_flight and len(self.queue) <= sum(not s.in_flight for s in self.slots if s is not slot):
                     break
                 shard = self.queue.popleft()
@@ -456,7 +479,7 @@ class _RayScheduler:
                     self._submit(slot, shard)
 
     def _submit(self, slot: _Slot, shard: Shard) -> None:
-        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata, self.progress)
+        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata, self.progress, self.at_once > 1)
         if not slot.in_flight:
             slot.busy_since = time.monotonic()
         slot.in_flight.append(ref)
@@ -598,6 +621,7 @@ class _RayShardWorker:
     def __init__(self, make_worker: Callable, threads: int):
         import torch
 
+        self.threads = threads
         torch.set_num_threads(threads)
         self.worker = make_worker()
 
@@ -608,8 +632,11 @@ class _RayShardWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads(),
                 "unseen": check_visible(probe)}
 
-    def process(self, shard: Shard, out_dir: str, metadata: dict, progress=None) -> ShardDone:
+    def process(self, shard: Shard, out_dir: str, metadata: dict, progress=None, stage_elsewhere: bool = False) -> ShardDone:
+        """Run one shard; with ``stage_elsewhere`` its CPU stage is a Ray task on a spare CPU (the
+        actor runs several shards at once, each call in a thread of its own)."""
         import ray
+        import torch
 
         def report(count: int) -> None:
             if progress is None:
@@ -619,8 +646,65 @@ class _RayShardWorker:
             except ray.exceptions.RayError:  # the driver's bar is gone; the shard's work is not
                 pass
 
-        with progress_of.reporting(report):
+        torch.set_num_threads(self.threads)  # per thread: a concurrent call runs in a thread of Ray's pool
+        with progress_of.reporting(report), prefetch.placed(RayStream if stage_elsewhere else None):
             return process_shard(self.worker, shard, out_dir, metadata, ray.get_runtime_context().get_node_id())
+
+
+@dataclass(frozen=True)
+class _StageError:
+    """The producer's exception, handed over as the stream's last item."""
+    error: BaseException
+
+
+def _produce(produce: Callable) -> object:
+    """A CPU stage as a Ray generator task: its items, then its error if it raised one."""
+    try:
+        yield from prefetch.one_torch_thread(produce)
+    except Exception as err:  # re-raised by the consumer (a RejectedInput, say)
+        yield _StageError(err)
+
+
+class RayStream:
+    """``prefetch.stream`` as a Ray streaming-generator task of one CPU, wherever the cluster has
+    one free (Ray's default policy: the caller's node first); Ray pauses the task while ``depth``
+    of its items wait unconsumed (``_generator_backpressure_num_objects``), so the memory of a
+    stream is bounded as in a thread. A failed task fails the shard, which the driver retries."""
+
+    remote = True
+
+    def __init__(self, produce: Callable, depth: int):
+        import ray
+
+        task = ray.remote(_produce).options(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=depth)
+        self.items = task.remote(produce)
+        self.wait_s = 0.0
+        self.finished = False
+
+    def __iter__(self):
+        import ray
+
+        while True:
+            start = time.perf_counter()
+            ref = next(self.items, None)
+            item = None if ref is None else ray.get(ref)
+            self.wait_s += time.perf_counter() - start
+            if ref is None:
+                self.finished = True
+                return
+            if isinstance(item, _StageError):
+                self.finished = True
+                raise item.error
+            yield item
+
+    def __enter__(self) -> "RayStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.finished:  # the consumer stopped early: stop the task too
+            import ray
+
+            ray.cancel(self.items)
 
 
 def shutdown() -> None:

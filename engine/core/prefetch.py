@@ -1,19 +1,28 @@
-"""Run an iterator in a background thread, a bounded number of items ahead of its consumer.
+"""A worker's CPU stage: an iterator produced a bounded number of items ahead of its consumer.
 
-The reconstruct job decodes and crops video clips (PyAV and torch release the GIL while they
-work) while the consumer runs the models: memory holds at most ``depth`` finished items plus the
-one being produced, whatever the length of the input. ``wait_s`` is the time the consumer spent
-blocked on the producer, so ``1 - wait_s / producer busy time`` is the share of producing that
-was hidden behind consuming.
+The reconstruct job decodes and crops video clips while the consumer runs the models. A runner
+asks for ``stream(produce, depth)``; the executor decides where ``produce()`` runs:
+
+* by default in a background thread of the worker's process (``Prefetch``: PyAV and torch
+  release the GIL while they work);
+* on a Ray job whose model actors leave CPUs free (a GPU node, or nodes without a model actor),
+  as a Ray task of one CPU anywhere on the cluster (``executors``), so the stage scales with the
+  cluster's CPUs rather than with the model workers.
+
+Either way the producer runs on one torch thread, memory holds at most ``depth`` finished items
+plus the one being produced whatever the length of the input, and ``wait_s`` is the time the
+consumer spent blocked on the producer.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +40,7 @@ class Prefetch(Generic[T]):
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.wait_s = 0.0
+        self.remote = False  # produced in this process
         self.thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
         self.thread.start()
 
@@ -77,3 +87,34 @@ class Prefetch(Generic[T]):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def one_torch_thread(produce: Callable[[], Iterator[T]]) -> Iterator[T]:
+    """``produce()``'s items, computed on one torch thread in the thread that consumes them: the
+    OpenMP thread count is per thread, so a model thread keeps its own and the two share the cores
+    instead of each spinning up a full team."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield from produce()
+
+
+_placement: contextvars.ContextVar[Optional[Callable]] = contextvars.ContextVar("stage_placement", default=None)
+
+
+def stream(produce: Callable[[], Iterator[T]], depth: int):
+    """``produce()``'s items, ``depth`` ahead, where the executor placed the stage (see ``placed``).
+    ``produce`` must be picklable (a ``functools.partial`` of a module-level generator function).
+    Returns a context manager that iterates the items and has ``wait_s`` and ``remote``."""
+    elsewhere = _placement.get()
+    return elsewhere(produce, depth) if elsewhere else Prefetch(one_torch_thread(produce), depth)
+
+
+@contextmanager
+def placed(runner: Optional[Callable]):
+    """Within: ``stream`` calls ``runner(produce, depth)`` (None: a thread of this process)."""
+    token = _placement.set(runner)
+    try:
+        yield
+    finally:
+        _placement.reset(token)

@@ -7,34 +7,51 @@ from motionfleet.core.report import common_lines, peak_memory
 from motionfleet.core.stopwatch import total
 
 STAGES = ("decode", "backbone", "diffusion", "body", "rows", "write")
+MODEL_STAGES = ("backbone", "diffusion", "body", "rows")
+
+
+def worker_seconds(done: list) -> float:
+    """Seconds the workers spent on this run's shards: per worker from the start of its first shard
+    to the end of its last, summed over the workers (a worker running shards at once counts its
+    time once)."""
+    spans: dict[str, tuple[float, float]] = {}
+    for d in done:
+        first, last = spans.get(d.worker, (d.started_at, d.started_at + d.elapsed_s))
+        spans[d.worker] = (min(first, d.started_at), max(last, d.started_at + d.elapsed_s))
+    return sum(last - first for first, last in spans.values())
 
 
 def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     """Frames per second end to end and per stage, summed over this run's shards.
 
     ``stages[s].seconds`` is the time stage s ran (decode = PyAV decoding, clip cutting and person
-    crops, in its own thread, overlapped with the rest; rows = Arrow columns; write = Parquet files)
-    and ``fps`` the rate it alone would sustain; ``fps_end_to_end`` is frames over the shards'
-    own seconds (decode of the first clip to the Parquet rename, models already built and warm),
+    crops, in its own thread or Ray task, overlapped with the rest; rows = Arrow columns; write =
+    Parquet files) and ``fps`` the rate it alone would sustain; ``fps_end_to_end`` is frames over
+    the workers' seconds (``worker_seconds``: decode of a worker's first clip to its last Parquet
+    rename, models already built and warm),
     ``fps_wall`` frames over the job's wall time (model building and Ray start included).
-    ``decode_hidden`` is the share of decoding that ran while the models were busy.
+    ``decode_hidden`` is the share of decoding that ran while the models were busy, ``model_busy``
+    the share of the workers' time in the models, and ``clips_decoded_elsewhere`` the clips whose
+    CPU stage ran as a Ray task on a CPU no model worker holds (``core.prefetch.stream``).
     """
     t = total([d.timings for d in done])
     frames = t.counts.get("frames", 0)
     seconds = {s: t.seconds.get(s, 0.0) for s in STAGES[:-1]}
     seconds["write"] = sum(d.write_s for d in done)
-    shard_s = t.seconds.get("shard", 0.0) + seconds["write"]
+    worker_s = worker_seconds(done)
     rate = lambda s: frames / s if s > 0 else None
     stages = {name: {"seconds": s, "fps": rate(s)} for name, s in seconds.items()}
     slowest = max(seconds, key=seconds.get)
     decode_wait = t.seconds.get("decode_wait", 0.0)
     timing = {
-        "frames": frames, "clips": t.counts.get("clips", 0), "wall_s": wall_s, "shard_s": shard_s,
-        "fps_end_to_end": rate(shard_s), "fps_wall": rate(wall_s),
+        "frames": frames, "clips": t.counts.get("clips", 0), "wall_s": wall_s, "worker_s": worker_s,
+        "fps_end_to_end": rate(worker_s), "fps_wall": rate(wall_s),
         "stages": stages, "slowest_stage": slowest,
-        "end_to_end_vs_slowest": rate(shard_s) / stages[slowest]["fps"] if frames and seconds[slowest] else None,
+        "end_to_end_vs_slowest": rate(worker_s) / stages[slowest]["fps"] if frames and seconds[slowest] else None,
         "decode_wait_s": decode_wait,
         "decode_hidden": 1 - decode_wait / seconds["decode"] if seconds["decode"] > 0 else None,
+        "model_busy": sum(seconds[s] for s in MODEL_STAGES) / worker_s if worker_s > 0 else None,
+        "clips_decoded_elsewhere": t.counts.get("clips_decoded_elsewhere", 0),
         **peak_memory(done),
     }
     headline = {"name": "fps_end_to_end", "value": timing["fps_end_to_end"], "unit": "frames/s",
@@ -48,7 +65,8 @@ def report_lines(report: dict) -> list[str]:
     fps = lambda v: "n/a" if v is None else f"{v:.2f}"
     lines = [f"frames {t['frames']}  clips {t['clips']}", f"{'stage':<10}{'seconds':>10}{'frames/s':>11}"]
     lines += [f"{name:<10}{s['seconds']:>10.2f}{fps(s['fps']):>11}" for name, s in t["stages"].items()]
-    lines += [f"{'end-to-end':<10}{t['shard_s']:>10.2f}{fps(t['fps_end_to_end']):>11}  "
+    lines += [f"{'end-to-end':<10}{t['worker_s']:>10.2f}{fps(t['fps_end_to_end']):>11}  "
               f"(slowest: {t['slowest_stage']}; end-to-end / slowest = {fps(t['end_to_end_vs_slowest'])}; "
-              f"decode hidden {fps(t['decode_hidden'])})"]
+              f"decode hidden {fps(t['decode_hidden'])}; models busy {fps(t.get('model_busy'))}; clips decoded "
+              f"elsewhere {t.get('clips_decoded_elsewhere', 0)})"]
     return lines + common_lines(report)

@@ -7,14 +7,16 @@ A video that cannot be probed gets one shard, which the worker rejects with the 
 
 Pipeline (worker, per shard)::
 
-    decode thread:  probe -> decode (PyAV, resampled to target fps) -> clips -> person crops
-                        | bounded queue of ``prefetch_clips`` clips (engine.prefetch)
+    CPU stage:      probe -> seek to the shard's first frame -> decode (PyAV, resampled to the
+                    target fps) -> clips -> person crops                    (decode)
+                        | at most ``prefetch_clips`` clips ahead (``core.prefetch.stream``: a
+                        | thread of the worker, or a one-CPU Ray task anywhere on the cluster)
     model thread:   ResNet-50 + projection + regression head per clip      (backbone)
                     DDIM around the initial estimate, B clips per call      (diffusion)
                     6D -> matrices -> axis-angle, SMPL joints, translation  (body)
                     Arrow columns of the frames each clip owns              (rows)
 
-Memory is bounded by the queue, one batch of clip features and one shard's rows (at most
+Memory is bounded by the stream, one batch of clip features and one shard's rows (at most
 ``clips_per_shard`` x clip_len x 2 rows), never by the video or corpus size. Every output frame
 is owned by exactly one clip (``video.iter_clips``), so every (video, person, frame) is written
 once; a shard is committed whole (``sink``), so a rerun redoes only uncommitted shards.
@@ -31,11 +33,13 @@ worker count or thread count.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Optional
 
 import numpy as np
@@ -47,12 +51,11 @@ from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
-from motionfleet.core import backends, progress, provenance, rejections
+from motionfleet.core import backends, prefetch, progress, provenance, rejections
 from motionfleet.core.batching import one_thread_pool, pad_rows
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import non_finite_rows
-from motionfleet.core.prefetch import Prefetch
 from motionfleet.core.seeding import SampleNoise, sample_seed
 from motionfleet.core.stopwatch import StageClock, Timings, synchronize
 from motionfleet.demo.body_models import cached_synthetic_body_models
@@ -108,6 +111,7 @@ class DecodedClip:
     height: int
     tracks_source: str
     crops: Optional[torch.Tensor]
+    decode_s: float = 0.0  # seconds the CPU stage spent making it (open, decode, resample, crop)
 
 
 def prepare_clip(index: int, clip: Clip, crop_size: int, with_crops: bool) -> DecodedClip:
@@ -119,33 +123,26 @@ def prepare_clip(index: int, clip: Clip, crop_size: int, with_crops: bool) -> De
                        crop_people(clip, crop_size) if with_crops else None)
 
 
-def timed(items: Iterator, clock: StageClock, stage: str) -> Iterator:
-    """``items`` with the time spent producing each one added to ``stage``."""
-    while True:
-        with clock.stage(stage):
-            item = next(items, None)
-        if item is None:
-            return
-        yield item
-
-
-def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings, with_crops: bool,
-                  clock: StageClock) -> Iterator[DecodedClip]:
-    """The span's clips, decoded and cropped; raises RejectedInput for a bad video."""
-    with clock.stage("decode"):
-        probe_video(span.path)
-        tracks = read_tracks(span.track_path) if span.track_path else None
+def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
+                  with_crops: bool) -> Iterator[DecodedClip]:
+    """The span's clips, decoded and cropped, each with the seconds it took to make; raises
+    RejectedInput for a bad video. A generator function of picklable arguments: the job runs it
+    where ``prefetch.stream`` places the CPU stage (a thread here, or a Ray task elsewhere)."""
+    start = time.perf_counter()
+    probe_video(span.path)
+    tracks = read_tracks(span.track_path) if span.track_path else None
     stats = DecodeStats()
     frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats,
                          start_frame=span.first_clip * settings.stride)
     with closing(frames):
         clips = iter_clips(frames, clip_len, settings.stride, tracks, first_clip=span.first_clip)
-        for index, clip in enumerate(timed(clips, clock, "decode"), start=span.first_clip):
+        for index, clip in enumerate(clips, start=span.first_clip):
             if span.end_clip is not None and index >= span.end_clip:
                 return
-            with clock.stage("decode"):
-                decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+            decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+            decoded.decode_s = time.perf_counter() - start
             yield decoded
+            start = time.perf_counter()
     if stats.truncated:
         raise RejectedInput(f"truncated: {stats.note}")
 
@@ -156,14 +153,6 @@ def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
     convolution of a fixed chunk does not, and whole chunks in parallel keep every core busy. On
     CUDA the chunks run in turn (None)."""
     return one_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
-
-
-def one_torch_thread(items: Iterator) -> Iterator:
-    """``items`` run with one torch thread in the thread that consumes them (the decode thread): the
-    OpenMP thread count is per thread, so the model thread keeps its own and the two share the
-    cores instead of each spinning up a full team."""
-    torch.set_num_threads(1)
-    yield from items
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -190,11 +179,19 @@ def load_smpl(body_models: Optional[str]):
 
 
 class Reconstructor:
-    """Models of one device and the per-shard pipeline; ``run(items)`` is the engine's worker call."""
+    """Models of one device and the per-shard pipeline; ``run(items)`` is the engine's worker call.
+
+    ``run`` may be called from several threads at once, one shard each: each shard's clips come
+    from its own CPU stage (``prefetch.stream``), and the model calls take turns under
+    ``model_lock``. An executor whose CPU stages run elsewhere runs several shards per worker so
+    that several videos decode in parallel for one model."""
+
+    concurrent_shards = True
 
     def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
+        self.model_lock = threading.Lock()
         with checkpoint_errors(spec.checkpoint, "socialmirror"):
             model, self.weights = socialmirror.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model_name = model_name(spec)
@@ -245,24 +242,35 @@ class Reconstructor:
         estimates = self.upstream.for_video(span.video_id) if self.upstream else None
         with_crops = estimates is None or "image_features" not in estimates.values
         source = "resnet50" if estimates is None else "upstream"
-        decode_clock, clock = StageClock(), StageClock(self.device)
-        text = self.text_feature(span.caption)
+        clock = StageClock(self.device)
+        with self.model_lock:
+            text = self.text_feature(span.caption)
         columns, pending = [], []
-        decoding = one_torch_thread(decoded_clips(span, self.clip_len, self.settings, with_crops, decode_clock))
-        with Prefetch(decoding, self.settings.prefetch_clips) as clips:
+        decode = partial(decoded_clips, span, self.clip_len, self.settings, with_crops)
+        with prefetch.stream(decode, self.settings.prefetch_clips) as clips:
             for decoded in clips:
-                with clock.stage("backbone"):
-                    pending.append(self.encode(decoded, estimates, text))
+                timings.seconds["decode"] += decoded.decode_s
                 timings.counts["clips"] += 1
+                pending.append(decoded)
                 if len(pending) == self.settings.batch_size:
-                    columns.append(self.finish(pending, span, source, clock))
+                    columns.append(self.model_batch(pending, estimates, text, span, source, clock))
                     pending = []
             if pending:
-                columns.append(self.finish(pending, span, source, clock))
+                columns.append(self.model_batch(pending, estimates, text, span, source, clock))
             timings.seconds["decode_wait"] = clips.wait_s
-        for stage, seconds in (*decode_clock.seconds.items(), *clock.seconds.items()):
+            timings.counts["clips_decoded_elsewhere"] = timings.counts["clips"] if clips.remote else 0
+        for stage, seconds in clock.seconds.items():
             timings.seconds[stage] += seconds
         return columns
+
+    def model_batch(self, clips: list[DecodedClip], estimates: Optional[VideoEstimates], text: Optional[torch.Tensor],
+                    span: ClipSpan, source: str, clock: StageClock) -> dict:
+        """Backbone, diffusion, bodies and row columns of a batch of one shard's clips. Shards run
+        at once (``concurrent_shards``) take turns at the models, a batch at a time."""
+        with self.model_lock:
+            with clock.stage("backbone"):
+                encoded = [self.encode(clip, estimates, text) for clip in clips]
+            return self.finish(encoded, span, source, clock)
 
     def finish(self, batch: list[EncodedClip], span: ClipSpan, source: str, clock: StageClock) -> dict:
         """Diffusion, bodies and row columns of a batch of clips."""
