@@ -4,7 +4,8 @@
 
 Reads what the script's steps left: ``steps.tsv`` (step, exit status, seconds; 124 = out of its
 time), ``gpu-tests.xml`` (pytest's JUnit report), ``bench/*.json`` (``motionfleet bench`` records)
-and ``socialmirror/report.json`` (the demo job's stage table).
+``socialmirror/report.json`` (the demo job's stage table) and ``decode_stage.json`` (pytest-benchmark's
+record of the decode stage's frames/s against decode CPUs).
 """
 
 from __future__ import annotations
@@ -59,7 +60,18 @@ def socialmirror_stages(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     timing = json.loads(path.read_text()).get("timing", {})
-    return {k: timing.get(k) for k in ("frames", "fps_end_to_end", "fps_wall", "stages", "slowest_stage")}
+    return {k: timing.get(k) for k in ("frames", "fps_end_to_end", "fps_wall", "stages", "slowest_stage", "model_busy",
+                                       "clips_decoded_elsewhere")}
+
+
+def decode_scaling(folder: Path) -> list[dict]:
+    """(decode CPUs, frames/s) of each case of the decode-stage benchmark, fewest CPUs first."""
+    path = folder / "decode_stage.json"
+    if not path.is_file():
+        return []
+    cases = [b["extra_info"] for b in json.loads(path.read_text())["benchmarks"] if "decode_cpus" in b["extra_info"]]
+    return sorted(({"decode_cpus": c["decode_cpus"], "frames_per_s": c["frames_per_s"]} for c in cases),
+                  key=lambda c: c["decode_cpus"])
 
 
 def summarise(folder: str | Path) -> dict:
@@ -68,7 +80,7 @@ def summarise(folder: str | Path) -> dict:
         raise SystemExit(f"gpu_report: error: {folder} is not a folder written by benchmarks/gpu_check.sh")
     records = bench_records(folder)
     body = {"folder": str(folder), "steps": steps(folder), "tests": tests(folder), "benchmarks": headline(records),
-            "socialmirror": socialmirror_stages(folder)}
+            "socialmirror": socialmirror_stages(folder), "decode_scaling": decode_scaling(folder)}
     (folder / "gpu_check.json").write_text(json.dumps(body, indent=1))
     if records:
         plot(records, folder / "gpu_check.png")
@@ -83,6 +95,7 @@ def lines(body: dict) -> list[str]:
         out.append(f"gpu tests: {t['passed']} passed, {len(t['failed'])} failed, {t['skipped']} skipped")
     out += [f"{r['family']}/{r['case']} {r['backend']} {r['precision']} batch {r['batch']}: "
             f"{r['per_item_p50_ms']:.3f} ms per item (IQR {r['per_item_iqr_ms']:.3f})" for r in body["benchmarks"]]
+    out += [f"socialmirror decode on {c['decode_cpus']} CPUs: {c['frames_per_s']:.0f} frames/s" for c in body["decode_scaling"]]
     return out
 
 

@@ -22,7 +22,7 @@ def test_dry_run_plans_every_headline_step(tmp_path):
     assert result.returncode == 0, result.stderr
     plan = result.stdout
     for expected in ("pytest -m gpu", "--batch-sizes 1,64,1024", "tensorrt", "torch-cudagraphs", "--precision fp16",
-                     "--refine-preset paper", "reconstruct --demo", "benchmarks.gpu_report"):
+                     "--refine-preset paper", "reconstruct --demo", "test_decode_stage.py", "benchmarks.gpu_report"):
         assert expected in plan, expected
     shares = [int(line.split("(")[1].split("s)")[0]) for line in plan.splitlines() if "s): " in line]
     assert sum(shares) <= 480
@@ -56,10 +56,14 @@ def test_summary_from_a_results_folder(tmp_path):
     (folder / "socialmirror").mkdir()
     (folder / "socialmirror" / "report.json").write_text(json.dumps({"timing": {"frames": 96, "fps_end_to_end": 40.0,
                                                                                 "stages": {"decode": 1.0}}}))
+    (folder / "decode_stage.json").write_text(json.dumps({"benchmarks": [
+        {"extra_info": {"decode_cpus": 2, "frames_per_s": 150.0}}, {"extra_info": {"decode_cpus": 1, "frames_per_s": 90.0}}]}))
     body = gpu_report.summarise(folder)
     assert body["tests"]["passed"] == 1 and body["tests"]["failed"] == ["tests.test_backends::test_b"]
     assert [s["timed_out"] for s in body["steps"]] == [False, True]
     assert body["benchmarks"][0]["batch"] == 1 and body["socialmirror"]["frames"] == 96
+    assert [c["decode_cpus"] for c in body["decode_scaling"]] == [1, 2]
+    assert "socialmirror decode on 2 CPUs: 150 frames/s" in gpu_report.lines(body)
     assert json.loads((folder / "gpu_check.json").read_text()) == body
     assert (folder / "gpu_check.png").stat().st_size > 10_000
     assert any("out of time" in line for line in gpu_report.lines(body))

@@ -30,9 +30,11 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     the workers' seconds (``worker_seconds``: decode of a worker's first clip to its last Parquet
     rename, models already built and warm),
     ``fps_wall`` frames over the job's wall time (model building and Ray start included).
-    ``decode_hidden`` is the share of decoding that ran while the models were busy, ``model_busy``
-    the share of the workers' time in the models, and ``clips_decoded_elsewhere`` the clips whose
-    CPU stage ran as a Ray task on a CPU no model worker holds (``core.prefetch.stream``).
+    ``decode_hidden`` is the share of decoding that ran while the models were busy (None when the
+    CPU stage ran as Ray tasks: shards then run at once and one waits for its clips while another
+    uses the models), ``model_busy`` the share of the workers' time in the models, and
+    ``clips_decoded_elsewhere`` the clips whose CPU stage ran as a Ray task on a CPU no model
+    worker holds (``core.prefetch.stream``).
     """
     t = total([d.timings for d in done])
     frames = t.counts.get("frames", 0)
@@ -43,15 +45,16 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     stages = {name: {"seconds": s, "fps": rate(s)} for name, s in seconds.items()}
     slowest = max(seconds, key=seconds.get)
     decode_wait = t.seconds.get("decode_wait", 0.0)
+    elsewhere = t.counts.get("clips_decoded_elsewhere", 0)
     timing = {
         "frames": frames, "clips": t.counts.get("clips", 0), "wall_s": wall_s, "worker_s": worker_s,
         "fps_end_to_end": rate(worker_s), "fps_wall": rate(wall_s),
         "stages": stages, "slowest_stage": slowest,
         "end_to_end_vs_slowest": rate(worker_s) / stages[slowest]["fps"] if frames and seconds[slowest] else None,
         "decode_wait_s": decode_wait,
-        "decode_hidden": 1 - decode_wait / seconds["decode"] if seconds["decode"] > 0 else None,
+        "decode_hidden": 1 - decode_wait / seconds["decode"] if seconds["decode"] > 0 and not elsewhere else None,
         "model_busy": sum(seconds[s] for s in MODEL_STAGES) / worker_s if worker_s > 0 else None,
-        "clips_decoded_elsewhere": t.counts.get("clips_decoded_elsewhere", 0),
+        "clips_decoded_elsewhere": elsewhere,
         **peak_memory(done),
     }
     headline = {"name": "fps_end_to_end", "value": timing["fps_end_to_end"], "unit": "frames/s",
