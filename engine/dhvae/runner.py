@@ -15,7 +15,7 @@ import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core import backends, progress, provenance, rejections
-from motionfleet.core.batching import ROW_QUANTUM, one_thread_pool, pad_rows, samples_quantum
+from motionfleet.core.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
 from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import check_text, non_finite_rows
@@ -95,6 +95,11 @@ def release_input_digests(spec: ModelSpec) -> dict:
             "null_text_feature_sha256": weights_digest(spec.null_text_feature)}
 
 
+# Torch threads of one CPU decode, in every process (a 1-CPU Ray actor too, which then runs two
+# threads on its CPU): the thread count decides a lone sample's bits. Two, not one: a lone
+# 300-frame decode takes 137 ms on one thread and 77 ms on two (2-core EPYC), most of batch 1's AITS.
+DECODE_THREADS = 2
+
 NULL_FEATURE_NEEDED = ("--text-encoder precomputed with a checkpoint needs --null-text-feature: a .npy of the text "
                        "encoder's feature of the empty prompt (the classifier-free null condition)")
 
@@ -109,7 +114,8 @@ class DHVAEGenerator:
         self.model = self.loaded.model.to(self.device)
         self.denoiser = self._backend(self.model.denoiser)
         self.decoder = self._backend(self.model.decoder)
-        self.decode_pool = one_thread_pool(torch.get_num_threads()) if self.device.type == "cpu" else None
+        self.decode_pool = (fixed_thread_pool(torch.get_num_threads(), DECODE_THREADS) if self.device.type == "cpu"
+                            else None)
         self.text_encoder = self._text_encoder()
         # scalars hoisted out of the loop; schedule and prediction type as the checkpoint trained them
         self.steps = ddim.plan(self.loaded.release.ddim_config(settings.steps, settings.eta))
@@ -253,11 +259,12 @@ class DHVAEGenerator:
         return cfg_denoiser(self.denoiser, text, self.null_text.expand(len(text), -1))
 
     def decode(self, latents: torch.Tensor, frames: list[int]) -> list[torch.Tensor]:
-        """(2, T, 262) per sample, input order. On the CPU each sample is decoded alone on one torch
-        thread, samples side by side (``one_thread_pool``): a row's bits then depend neither on its
-        batch nor on the thread count (a lone sample's GEMMs have T + 1 rows, which a team of
-        threads would split by its size), without padding a lone sample to ROW_QUANTUM rows (the
-        decoder is most of a sentence's FLOPs). On other devices equal lengths are decoded together."""
+        """(2, T, 262) per sample, input order. On the CPU each sample is decoded alone on exactly
+        ``DECODE_THREADS`` torch threads, samples side by side (``fixed_thread_pool``): a row's bits
+        then depend neither on its batch nor on the worker's thread count (a lone sample's GEMMs
+        have T + 1 rows, which a team of threads splits by its size), without padding a lone
+        sample to ROW_QUANTUM rows (the decoder is most of a sentence's FLOPs). On other devices
+        equal lengths are decoded together."""
         if self.decode_pool is not None:
             return list(self.decode_pool.map(self._decode_alone, latents.split(1), frames))
         motions: list[Optional[torch.Tensor]] = [None] * len(frames)
@@ -280,7 +287,7 @@ class DHVAEGenerator:
                             device=self.device)
             self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
             # on the CPU decode() runs one sample per call, one call per pool thread: warm each thread once
-            decoded = min(len(x), torch.get_num_threads()) if self.decode_pool is not None else len(x)
+            decoded = min(len(x), max(1, torch.get_num_threads() // DECODE_THREADS)) if self.decode_pool else len(x)
             self.decode(x[:decoded], [min(self.settings.default_frames, self.max_frames)] * decoded)
             synchronize(self.device)
 

@@ -52,7 +52,7 @@ from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotatio
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
 from motionfleet.core import backends, prefetch, progress, provenance, rejections
-from motionfleet.core.batching import one_thread_pool, pad_rows
+from motionfleet.core.batching import fixed_thread_pool, pad_rows
 from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.inputs import non_finite_rows
@@ -152,7 +152,7 @@ def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
     oneDNN's convolutions give other bits with another thread count (measured), a one-thread
     convolution of a fixed chunk does not, and whole chunks in parallel keep every core busy. On
     CUDA the chunks run in turn (None)."""
-    return one_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
+    return fixed_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
 
 
 # ----------------------------------------------------------------------------- the worker
