@@ -207,18 +207,23 @@ def _alive(pid: int) -> bool:
 def test_video_decoding_runs_on_the_cpus_the_model_actor_leaves_and_the_bytes_do_not_change(loopback, tmp_path):
     """One model actor holds one node's CPU; each shard's decoding is a Ray task on the other
     node's, two shards run at once in the actor, and the rows are the bytes of the same job run in
-    one process."""
+    one process; a video truncated mid-stream is rejected from the remote task with its reason."""
     from test_reconstruct_job import SETTINGS, write_good_videos
 
+    from motionfleet.demo.videos import write_truncated_video
+
     corpus = write_good_videos(tmp_path / "videos")
+    write_truncated_video(corpus / "cut.mp4")
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
     run = lambda out, *more: subprocess.run([sys.executable, "-m", "motionfleet", "reconstruct", "--videos", str(corpus),
                                              "--out", str(out), *flags, *more], env=loopback.env, capture_output=True,
                                             text=True, timeout=300)
     here = run(tmp_path / "here", "--workers", "0")
     there = run(tmp_path / "there", "--workers", "1", "--address", loopback.address)
-    assert here.returncode == 0 and there.returncode == 0, (here.stderr + there.stderr)[-3000:]
+    assert here.returncode == 0 and there.returncode == 0, (here.stderr + there.stderr)[-3000:]  # 1 rejected: exit 0
     timing = json.loads((tmp_path / "there" / "report.json").read_text())["timing"]
-    assert timing["clips_decoded_elsewhere"] == timing["clips"] == 5
+    assert timing["clips_decoded_elsewhere"] == timing["clips"] > 5  # the good videos have 5, the cut one some
     assert json.loads((tmp_path / "here" / "report.json").read_text())["timing"]["clips_decoded_elsewhere"] == 0
     assert read_results(tmp_path / "there").sort_by("video_id").equals(read_results(tmp_path / "here").sort_by("video_id"))
+    rejected = read_results(tmp_path / "there", "rejected").to_pylist()
+    assert [(r["video_id"], r["reason"].split(":")[0]) for r in rejected] == [("cut.mp4", "truncated")]

@@ -220,7 +220,7 @@ class Reconstructor:
     def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         start = time.perf_counter()
         span = items[0].span
-        timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0})
+        timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0, "clips_decoded_elsewhere": 0})
         try:
             columns = self.reconstruct_span(span, timings)
             rejected = []
@@ -251,6 +251,7 @@ class Reconstructor:
             for decoded in clips:
                 timings.seconds["decode"] += decoded.decode_s
                 timings.counts["clips"] += 1
+                timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
                 pending.append(decoded)
                 if len(pending) == self.settings.batch_size:
                     columns.append(self.model_batch(pending, estimates, text, span, source, clock))
@@ -258,7 +259,6 @@ class Reconstructor:
             if pending:
                 columns.append(self.model_batch(pending, estimates, text, span, source, clock))
             timings.seconds["decode_wait"] = clips.wait_s
-            timings.counts["clips_decoded_elsewhere"] = timings.counts["clips"] if clips.remote else 0
         for stage, seconds in clock.seconds.items():
             timings.seconds[stage] += seconds
         return columns
