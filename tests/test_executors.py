@@ -123,3 +123,44 @@ def test_the_shard_timeout_comes_from_measured_shard_times_unless_set():
     assert policy.timeout_s([1.0, 2.0]) == 60.0
     assert policy.timeout_s([3.0, 40.0]) == 200.0
     assert executors.FaultPolicy(shard_timeout_s=7.0).timeout_s([3.0, 40.0]) == 7.0
+
+
+RAY_STREAM = """
+import time
+from functools import partial
+
+import ray
+
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.executors import RayStream
+
+def items(n, fail_at=None):
+    for i in range(n):
+        if i == fail_at:
+            raise RejectedInput("truncated: decoding ended early")
+        yield i
+
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+with RayStream(partial(items, 5), 2) as stream:
+    assert list(stream) == [0, 1, 2, 3, 4] and stream.remote
+try:
+    with RayStream(partial(items, 5, 3), 2) as stream:
+        seen = [i for i in stream]
+    raise AssertionError("no error")
+except RejectedInput as err:
+    assert err.reason == "truncated: decoding ended early"
+with RayStream(partial(items, 10**6), 2) as stream:
+    next(iter(stream))
+deadline = time.monotonic() + 30
+while ray.available_resources().get("CPU") != 2.0:  # the cancelled task gives its CPU back
+    assert time.monotonic() < deadline, ray.available_resources()
+    time.sleep(0.1)
+print("ok")
+"""
+
+
+def test_a_ray_stream_hands_over_items_and_the_producers_error_and_stops_when_left_early():
+    """``RayStream`` (a CPU stage as a Ray task): items in order, a RejectedInput raised in the task
+    re-raised in the consumer as itself, and a consumer that stops early cancels the task."""
+    result = subprocess.run([sys.executable, "-c", RAY_STREAM], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
