@@ -113,34 +113,44 @@ def test_ray_data_flat_map_on_the_same_spans(benchmark, spans, local_ray):
     record_rate(benchmark, frames, decode_cpus=local_ray)
 
 
-JOB = ["--preset", "released", "--crop-size", "64", "--steps", "5", "--batch-size", "4"]
+JOB = ["--preset", "released", "--crop-size", "32", "--steps", "5", "--batch-size", "4"]
+# The placement before the decode stage: one shard at a time per actor, decoded in its own thread.
+DECODE_IN_THE_WORKER = ("import sys; from motionfleet.core import executors; "
+                        "executors.shards_at_once = lambda *args: 1; from motionfleet.cli import main; "
+                        "sys.exit(main(sys.argv[1:]))")
 
 
-def test_model_actor_fed_by_another_nodes_cpu(benchmark, tmp_path):
-    """A reconstruct job on a loopback cluster (a head without CPUs, two one-CPU nodes): the model
-    actor holds one node, every shard's decoding runs on the other, two shards at once in the
-    actor. Records the job's end-to-end FPS, the share of the worker's time in the models and the
-    share of decoding hidden behind them; 64-pixel crops keep ResNet-50 near the decode cost."""
+@pytest.fixture(scope="module")
+def loopback():
     sys.path.insert(0, str(TESTS))
     from loopback_cluster import LoopbackCluster
 
+    cluster = LoopbackCluster(Path(tempfile.mkdtemp(prefix="mf-bench-ray-")), nodes=2, pin_cores=True)
+    yield cluster
+    cluster.close()
+
+
+@pytest.mark.parametrize("decoding", ["spare_cpu", "worker_thread"])
+def test_model_actor_fed_by_another_nodes_cpu(benchmark, tmp_path, loopback, decoding):
+    """A reconstruct job on a loopback cluster (a head without CPUs, two one-CPU nodes, each pinned
+    to its own core, ``--workers 1``): the model actor holds one node; its shards' decoding runs on
+    the other node's core, two
+    shards at once in the actor (``spare_cpu``, the engine), or in a thread of the actor, sharing
+    its CPU, while the other node idles (``worker_thread``, the placement before the decode stage).
+    Records end-to-end FPS, the share of the worker's time in the models, and the clips decoded
+    elsewhere; 64-pixel crops keep ResNet-50 near the decode cost."""
     corpus = write_corpus(tmp_path / "videos", 4, VIDEO_FRAMES)
-    temp = Path(tempfile.mkdtemp(prefix="mf-bench-ray-"))
-    cluster = LoopbackCluster(temp, nodes=2)
-    runs = iter(range(100))
+    command = ["-m", "motionfleet"] if decoding == "spare_cpu" else ["-c", DECODE_IN_THE_WORKER]
 
     def job() -> dict:
-        out = tmp_path / f"job{next(runs)}"
-        subprocess.run([sys.executable, "-m", "motionfleet", "reconstruct", "--videos", str(corpus), "--out", str(out),
-                        "--workers", "1", "--address", cluster.address, *JOB], env=cluster.env, check=True,
+        out = tmp_path / "job"
+        subprocess.run([sys.executable, *command, "reconstruct", "--videos", str(corpus), "--out", str(out),
+                        "--workers", "1", "--address", loopback.address, *JOB], env=loopback.env, check=True,
                        capture_output=True, timeout=900)
         return json.loads((out / "report.json").read_text())["timing"]
 
-    try:
-        start = time.perf_counter()
-        timing = benchmark.pedantic(job, rounds=1, warmup_rounds=0)
-    finally:
-        cluster.close()
+    start = time.perf_counter()
+    timing = benchmark.pedantic(job, rounds=1, warmup_rounds=0)
     benchmark.extra_info.update({key: timing[key] for key in (
         "frames", "clips", "fps_end_to_end", "fps_wall", "model_busy", "decode_hidden", "clips_decoded_elsewhere")})
     benchmark.extra_info.update(stages={name: s["seconds"] for name, s in timing["stages"].items()},
