@@ -335,3 +335,28 @@ def test_demo_through_the_console_command_with_a_ray_worker(tmp_path):
     assert set(keyed_rows(out)) == expected_keys(frames)
     report = json.loads((out / "report.json").read_text())
     assert report["workers"]["ran"] == 1 and report["timing"]["frames"] == sum(frames.values())
+
+
+def test_a_shard_split_after_running_out_of_memory_writes_each_frame_once(tmp_path):
+    """``run_split_on_oom`` halves a shard's clips down to single clips: the pieces write exactly the
+    rows of the whole shard (each piece decodes only its own clips; the last keeps the shard's end)."""
+    from motionfleet.core.executors import run_split_on_oom
+    from motionfleet.socialmirror.runner import Reconstructor
+    from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
+    from motionfleet.socialmirror.source import plan_shards
+    from motionfleet.socialmirror.video import list_videos
+
+    corpus = write_good_videos(tmp_path / "videos")
+    settings = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=2)
+    worker = Reconstructor(ReconstructSpec(preset="small"), settings)
+    shard = next(s for s in plan_shards(list_videos(corpus), {}, worker.clip_len, settings) if len(s.items) == 3)
+
+    class OutOfMemoryAboveOneClip:
+        def run(self, items):
+            if len(items) > 1:
+                raise torch.OutOfMemoryError("test: a batch of more than one clip")
+            return worker.run(items)
+
+    whole = worker.run(shard.items)[0]
+    split = run_split_on_oom(OutOfMemoryAboveOneClip(), shard.items)[0]
+    assert whole.num_rows == 2 * GOOD["walk.mp4"] and split.equals(whole)

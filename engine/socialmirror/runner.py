@@ -77,7 +77,7 @@ from motionfleet.socialmirror.pair_guidance import (
     estimate_joints,
 )
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
-from motionfleet.socialmirror.source import ClipSlot, ClipSpan
+from motionfleet.socialmirror.source import ClipSlot, ClipSpan, slots_span
 from motionfleet.socialmirror.video import (
     Clip,
     DecodeStats,
@@ -219,7 +219,7 @@ class Reconstructor:
     @torch.no_grad()
     def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         start = time.perf_counter()
-        span = items[0].span
+        span = slots_span(items)
         timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0, "clips_decoded_elsewhere": 0})
         try:
             columns = self.reconstruct_span(span, timings)

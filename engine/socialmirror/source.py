@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -48,10 +48,20 @@ class ClipSpan:
 
 @dataclass(frozen=True)
 class ClipSlot:
-    """A planned clip of a span: a shard's work items (the progress bar counts them)."""
+    """A planned clip of a span: a shard's work items (the progress bar counts them). ``last``
+    marks the span's last planned clip, which carries the span's end (``None``: to the video's end)."""
 
     span: ClipSpan
     clip_index: int
+    last: bool = False
+
+
+def slots_span(slots: tuple[ClipSlot, ...]) -> ClipSpan:
+    """The clips a run of consecutive slots covers: the shard's whole span, or the part of it a
+    split batch kept (``executors.run_split_on_oom`` halves a shard that ran out of memory)."""
+    span = slots[0].span
+    end = span.end_clip if slots[-1].last else slots[-1].clip_index + 1
+    return replace(span, first_clip=slots[0].clip_index, end_clip=end)
 
 
 def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
@@ -100,7 +110,7 @@ def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int
     totals = cluster.map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
     for number, (video, total) in enumerate(zip(videos, totals)):
         for span, count in video_spans(video, captions.get(video.video_id), total, settings):
-            slots = tuple(ClipSlot(span, span.first_clip + k) for k in range(count))
+            slots = tuple(ClipSlot(span, span.first_clip + k, k == count - 1) for k in range(count))
             shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
     return shards
 
