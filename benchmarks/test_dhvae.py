@@ -42,6 +42,23 @@ def test_fp32_matmul_rate(benchmark):
     record(benchmark, 2 * 2048**3, 1)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lone_decode(benchmark, generator, threads):
+    """One sample's 300-frame decode on ``threads`` torch threads, as ``DHVAEGenerator.decode`` runs
+    it on the CPU (on ``DECODE_THREADS``); the thread count decides its bits and most of batch 1's AITS."""
+    latent = torch.randn(1, *generator.model.latent_shape)
+    run = lambda: generator.decoder(latent, FRAMES)
+    flops = count_flops(run)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            benchmark.pedantic(run, rounds=9, warmup_rounds=2)
+    finally:
+        torch.set_num_threads(before)
+    record(benchmark, flops, 1, threads=threads)
+
+
 @pytest.mark.parametrize("batch", BATCHES)
 def test_engine_denoiser_step(benchmark, generator, batch):
     """One CFG step as the engine's loop runs it: rows padded to the sampler's quantum, the AdaLN

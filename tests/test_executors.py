@@ -145,7 +145,7 @@ with RayStream(partial(items, 5), 2) as stream:
     assert list(stream) == [0, 1, 2, 3, 4] and stream.remote
 try:
     with RayStream(partial(items, 5, 3), 2) as stream:
-        seen = [i for i in stream]
+        list(stream)
     raise AssertionError("no error")
 except RejectedInput as err:
     assert err.reason == "truncated: decoding ended early"

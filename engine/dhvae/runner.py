@@ -96,8 +96,8 @@ def release_input_digests(spec: ModelSpec) -> dict:
 
 
 # Torch threads of one CPU decode, in every process (a 1-CPU Ray actor too, which then runs two
-# threads on its CPU): the thread count decides a lone sample's bits. Two, not one: a lone
-# 300-frame decode takes 137 ms on one thread and 77 ms on two (2-core EPYC), most of batch 1's AITS.
+# threads on its CPU): the thread count decides a lone sample's bits. Two, not one: the decode is
+# most of batch 1's AITS (benchmarks/test_dhvae.py::test_lone_decode times it on one and two threads).
 DECODE_THREADS = 2
 
 NULL_FEATURE_NEEDED = ("--text-encoder precomputed with a checkpoint needs --null-text-feature: a .npy of the text "
@@ -286,9 +286,7 @@ class DHVAEGenerator:
             x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,
                             device=self.device)
             self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
-            # on the CPU decode() runs one sample per call, one call per pool thread: warm each thread once
-            decoded = min(len(x), max(1, torch.get_num_threads() // DECODE_THREADS)) if self.decode_pool else len(x)
-            self.decode(x[:decoded], [min(self.settings.default_frames, self.max_frames)] * decoded)
+            self.decode(x, [min(self.settings.default_frames, self.max_frames)] * len(x))  # every pool thread too
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------
