@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_check.sh [--out DIR] [--budget-s 480] [--dry-run]
 #
-# On a CUDA machine with the [gpu] extra (pip install -e ".[gpu,test]"):
+# On a CUDA machine with the [gpu] extra (pip install -e ".[gpu,test]" --config-settings editable_mode=strict):
 #   1. pytest -m gpu                                    -> DIR/gpu-tests.xml
 #   2. dhvae AITS at batch 1 / 64 / 1024: torch, torch-cudagraphs, torch-compile (CUDA graphs),
 #      onnxruntime (CUDA, IO binding) in fp32; tensorrt and onnxruntime-tensorrt in fp16
