@@ -7,12 +7,16 @@ import subprocess
 import time
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from motionfleet import cli
-from motionfleet.core import failures
+from motionfleet.core import executors, failures
+from motionfleet.core.planned_bytes import BLOCK, InputChanged
 from motionfleet.core.sink import DamagedFile, JobFolder, read_results, verify_folder, write_shard
 from motionfleet.core.storage import OutsideFolder, Storage
+from motionfleet.dhvae.source import prompt_rows, scan_prompt_file
+from motionfleet.scorehoi.source import estimate_rows, scan_estimates
 
 JOB = {"job": "test", "seed": 0}
 ATTEMPT = "0123456789abcdef"
@@ -188,3 +192,78 @@ def test_a_damaged_failure_record_is_one_line_naming_it(tmp_path):
     storage.write(f"{failures.FAILED_DIR}/shard-00000.json", b'{"shard_id": "shard-00000"}')
     with pytest.raises(DamagedFile, match="failed/shard-00000.json: not a failure record"):
         failures.read_all(tmp_path)
+
+
+# --- case 3: a prompt file rewritten while the job runs ----------------------------------------------------
+
+
+PROMPTS = [f"two people hug, take {i}" for i in range(6)]  # one length: a reordered file keeps every offset
+
+
+def test_a_prompt_file_rewritten_mid_job_fails_the_shards_after_it_with_the_reason(tmp_path, monkeypatch, capsys):
+    prompts, out = tmp_path / "prompts.txt", tmp_path / "job"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    size = prompts.stat().st_size
+    real = executors.process_shard
+
+    def rewrite_after_the_first(*args):
+        done = real(*args)
+        prompts.write_text("\n".join(reversed(PROMPTS)) + "\n")  # same length, rows reordered
+        return done
+
+    monkeypatch.setattr(executors, "process_shard", rewrite_after_the_first)
+    code = cli.main(["generate", "--prompts", str(prompts), "--out", str(out), "--preset", "tiny", "--steps", "2",
+                     "--num-frames", "6", "--shard-size", "2", "--workers", "0"])
+    assert prompts.stat().st_size == size
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("motionfleet")]
+    assert code == 1 and len(err) == 1 and "2 shard(s) failed" in err[0]
+    assert f"input changed since planning: {prompts} bytes 0-65536" in err[0]
+    assert [(f.shard_id, f.error.split(":")[0]) for f in failures.read_all(out)] == [("shard-00001", "InputChanged"),
+                                                                                      ("shard-00002", "InputChanged")]
+    rows = read_results(out).select(["sample_id", "prompt"]).to_pylist()
+    assert rows == [{"sample_id": str(i), "prompt": PROMPTS[i]} for i in range(2)]  # only what was planned
+
+
+def lines_over_blocks(count: int) -> list[bytes]:
+    return [b"%063d" % i for i in range(count)]  # 64 bytes a line with its newline
+
+
+def test_only_the_shards_whose_bytes_changed_fail(tmp_path):
+    path = tmp_path / "prompts.txt"
+    lines = lines_over_blocks(4 * BLOCK // 64)  # four blocks
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    source = scan_prompt_file(path)
+    first, last = (prompt_rows(source, a, a + 100) for a in (0, len(lines) - 100))
+    lines[-1], lines[-2] = lines[-2], lines[-1]  # two rows of the last block swap places
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert [r.text for r in first.rows.records()] == [line.decode() for line in lines[:100]]
+    with pytest.raises(InputChanged, match=f"input changed since planning: {path} bytes {3 * BLOCK}-{4 * BLOCK}"):
+        list(last)
+
+
+def reordered_parquet(path, rows: dict) -> None:
+    pq.write_table(pa.table({key: values[::-1] for key, values in rows.items()}), path, row_group_size=50)
+
+
+def test_a_parquet_prompt_file_rewritten_after_planning_fails_its_shards(tmp_path):
+    path = tmp_path / "prompts.parquet"
+    rows = {"id": [f"p{i:03d}" for i in range(200)], "text": [f"two people hug {i:03d}" for i in range(200)]}
+    pq.write_table(pa.table(rows), path, row_group_size=50)
+    source = scan_prompt_file(path)
+    shard = prompt_rows(source, 60, 80)
+    assert [r.sample_id for r in shard.rows.records()] == [f"p{i:03d}" for i in range(60, 80)]
+    reordered_parquet(path, rows)
+    with pytest.raises(InputChanged, match="input changed since planning"):
+        list(shard)
+
+
+def test_a_refine_estimates_file_rewritten_after_planning_fails_its_shards(tmp_path):
+    path = tmp_path / "estimates.parquet"
+    rows = {"id": [f"e{i:03d}" for i in range(200)], "pose": [[float(i)] * 6 for i in range(200)], "object": ["box"] * 200}
+    pq.write_table(pa.table(rows), path, row_group_size=50)
+    source = scan_estimates(path)
+    shard = estimate_rows(source, 120, 140)
+    assert [r.sample_id for r in shard.rows.records()] == [f"e{i:03d}" for i in range(120, 140)]
+    reordered_parquet(path, rows)
+    with pytest.raises(InputChanged, match="input changed since planning"):
+        list(shard)
