@@ -15,6 +15,7 @@ import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core import backends, progress, provenance, rejections
+from motionfleet.core.batcher import key_of
 from motionfleet.core.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
 from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
@@ -171,6 +172,17 @@ class DHVAEGenerator:
             text = check_text(record.text, "prompt") if isinstance(record.text, str) else ""
             return text, num_frames, self.text_encoder.feature_from_value(record.text_features)
         return validate_prompt(check_text(record.text, "prompt"), self.text_encoder), num_frames, None
+
+    # -- batching across shards (core.batcher) ----------------------------------------------
+    @property
+    def batch_items(self) -> int:
+        return self.settings.batch_size
+
+    @staticmethod
+    def item_key(item: PromptItem) -> tuple[str, int]:
+        return item.record.sample_id, item.repeat
+
+    row_keys = staticmethod(key_of("sample_id", "repeat"))  # results and rejected rows alike
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()
