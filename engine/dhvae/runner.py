@@ -64,13 +64,18 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
     a missing CLIP weights file or null feature, a motion space without statistics."""
     from pathlib import Path
 
-    from motionfleet.dhvae.release import ReleaseSettings, check_release
+    from motionfleet.common.weights import is_model_folder, probe_checkpoint
+    from motionfleet.dhvae.release import ReleaseSettings, check_release, folder_config
     from motionfleet.dhvae.text import clip_state_from_release
 
     release, config, text_state = ReleaseSettings(), dhvae.PRESETS[spec.preset], {}
     path = None if spec.checkpoint is None else Path(spec.checkpoint)
-    if path is not None and not (path.is_dir() or path.suffix == ".safetensors"):
-        release, config, text_state = check_release(path, spec.vae_hparams)
+    if path is not None and is_model_folder(path):
+        with checkpoint_errors(path, "dhvae"):
+            probe_checkpoint(path, lambda saved: folder_config(saved, str(path)))
+    elif path is not None:
+        with checkpoint_errors(path, "dhvae"):
+            release, config, text_state = check_release(path, spec.vae_hparams)
     if spec.text_encoder == "clip" and path is not None and release.text_mode == "intergen" and not any(
             key.startswith("clipTrans.") for key in text_state):
         raise ValueError(f"{path} has no text_encoder.clipTrans (the release's trained text head); --text-encoder "
