@@ -66,7 +66,7 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
 
     from motionfleet.common.weights import is_model_folder, probe_checkpoint
     from motionfleet.dhvae.release import ReleaseSettings, check_release, folder_config
-    from motionfleet.dhvae.text import clip_state_from_release
+    from motionfleet.dhvae.text import clip_state_from_release, missing_tower_parts
 
     release, config, text_state = ReleaseSettings(), dhvae.PRESETS[spec.preset], {}
     path = None if spec.checkpoint is None else Path(spec.checkpoint)
@@ -80,10 +80,10 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
             key.startswith("clipTrans.") for key in text_state):
         raise ValueError(f"{path} has no text_encoder.clipTrans (the release's trained text head); --text-encoder "
                          f"clip needs the release's CHMLD checkpoint")
-    if spec.text_encoder == "clip" and not clip_state_from_release(text_state, release.text_mode):
-        if spec.text_encoder_weights is None:
-            raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
-                              "ViT-L-14-336px.pt (the checkpoint does not carry them)")
+    missing = missing_tower_parts(clip_state_from_release(text_state, release.text_mode), release.text_mode)
+    if spec.text_encoder == "clip" and missing and spec.text_encoder_weights is None:
+        raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
+                         f"ViT-L-14-336px.pt (the checkpoint does not carry CLIP's {', '.join(missing)})")
     if spec.text_encoder == "precomputed" and path is not None and spec.null_text_feature is None:
         raise UsageError(NULL_FEATURE_NEEDED)
     if spec.text_encoder != "precomputed" and spec.null_text_feature is not None:
