@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from motionfleet.core import reaper
+from motionfleet.core import interrupts, reaper
 from motionfleet.core.errors import ClusterUnreachable
 
 REACH_TIMEOUT_S = 10.0
@@ -49,6 +49,7 @@ def connect(address: Optional[str]) -> None:
         _join(address)
     else:
         _start_embedded()
+    interrupts.reclaim()  # ray.init replaced the SIGTERM handler with its sys.exit(15)
 
 
 def disconnect() -> None:
