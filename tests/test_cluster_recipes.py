@@ -6,11 +6,14 @@ import copy
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from loopback_cluster import LoopbackCluster
 
 CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
 
@@ -108,3 +111,26 @@ def test_the_slurm_script_parses_and_starts_ray_with_explicit_counts_and_a_bound
 def test_the_cluster_readme_submits_jobs_with_ray_job_submit():
     readme = (CLUSTER / "README.md").read_text()
     assert "ray job submit" in readme and not re.search(r"\bray submit\b", readme)
+
+
+
+@pytest.fixture(scope="module")
+def token_cluster():
+    temp_dir = tempfile.mkdtemp(prefix="mf-test-ray-")  # short: Ray's socket paths must fit in 107 bytes
+    head = LoopbackCluster(Path(temp_dir), nodes=0)  # token auth on, a token of its own
+    yield head
+    head.close()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.parametrize("auth", ["no token", "its token without RAY_AUTH_MODE", "a wrong token"])
+def test_joining_a_token_cluster_without_its_token_is_one_line_naming_the_fix(tmp_path, token_cluster, auth):
+    env = {k: v for k, v in token_cluster.env.items() if not k.startswith("RAY_AUTH_")}
+    env |= {"no token": {}, "its token without RAY_AUTH_MODE": {"RAY_AUTH_TOKEN": token_cluster.env["RAY_AUTH_TOKEN"]},
+            "a wrong token": {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 32}}[auth]
+    result = subprocess.run([sys.executable, "-m", "motionfleet", "generate", "--out", str(tmp_path / "o"), "--preset", "tiny",
+                             "--address", token_cluster.address, "--workers", "1"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"motionfleet: error: the Ray cluster at {token_cluster.address} refused this process's auth token: export "
+        f"RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)"]
