@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start a Ray cluster on this Slurm allocation and run one motionfleet job on it.
 #   sbatch --nodes=N --gpus-per-node=G --cpus-per-task=C cluster/slurm-ray.sh <motionfleet subcommand and args>
+#   VENV=/shared/motionfleet/.venv sbatch ...   # the environment to activate on every node (default: the one
+#                                              # active when sbatch ran, which sbatch passes on)
 # The head runs on the first node (with the driver), a Ray worker on each other node, all started with
 # the CPU and GPU counts Slurm gave it, so actors are sized from what their node really holds.
 # Exit status: motionfleet's (0 done, 1 shards failed or the job stopped, 2 a bad invocation);
@@ -9,6 +11,23 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --exclusive
 set -euo pipefail
+
+# motionfleet and ray from VENV (made with the README's install, on storage every node sees), else from PATH.
+if [[ -n "${VENV:-}" ]]; then
+  if [[ ! -f "$VENV/bin/activate" ]]; then
+    echo "slurm-ray: VENV=$VENV has no bin/activate: give the virtual environment motionfleet is installed in" >&2
+    exit 2
+  fi
+  # shellcheck source=/dev/null
+  source "$VENV/bin/activate"
+fi
+for tool in motionfleet ray; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "slurm-ray: $tool is not on PATH: set VENV=/path/to/venv (motionfleet installed, on storage every node sees)" \
+      "or activate it before sbatch" >&2
+    exit 2
+  fi
+done
 
 port=${RAY_PORT:-6379}
 wait_s=${RAY_WAIT_S:-300}

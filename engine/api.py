@@ -8,7 +8,9 @@
 Keywords are the command line's flags without dashes (``guidance_scale=`` for
 ``--guidance-scale``), checked the same way: a bad value raises ``UsageError`` before any work.
 Each job returns its report (the dict written to report.json), or None when every shard of
-``out`` was already committed.
+``out`` was already committed. Ctrl-C, or SIGTERM where the process has no SIGTERM handler of its
+own, stops a job cleanly (lease released, committed shards kept) and raises ``KeyboardInterrupt``
+(``Terminated`` for SIGTERM, from ``motionfleet.core.interrupts``); calling it again resumes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ Inputs = Union[str, Path, Sequence[Any], None]
 def run(command: str, inputs: Inputs = None, *, out: str | Path, **settings) -> Optional[dict]:
     """Run (or resume) the job of any registered family (``command`` or family name)."""
     from motionfleet.core import jobs
+    from motionfleet.core.interrupts import sigterm_interrupts
 
-    return jobs.run(command, inputs, out=out, **settings)
+    with sigterm_interrupts():  # SIGTERM raises KeyboardInterrupt (Terminated): the lease is released
+        return jobs.run(command, inputs, out=out, **settings)
 
 
 def generate(prompts: Inputs = None, *, out: str | Path, workers: int = 1, **settings) -> Optional[dict]:

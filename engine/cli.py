@@ -4,7 +4,8 @@ The command line is a thin layer over the Python API (``motionfleet.generate`` e
 command and its flags are built from the family registry (``core.registry``), so a flag means the
 same thing in every command and is checked the same way as an API keyword. A bad invocation is
 one line ``motionfleet: error: ...`` and exit 2; a data or checkpoint error one line and exit 1;
-Ctrl-C exit 130 (a rerun resumes).
+Ctrl-C exit 130, SIGTERM (Kubernetes, Slurm, ``ray job stop``) the same clean stop with exit 143
+(a rerun resumes).
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ import sys
 
 from motionfleet.core.options import Option, UsageError, file_option, float_option, int_option
 
-EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED = 2, 1, 130
+EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143  # 128 + SIGINT / SIGTERM
 PROG = "motionfleet"
+EXIT_STATUS = f"""exit status:
+  0    every shard committed
+  {EXIT_DATA}    shards failed after their retries, the job stopped (disk, cluster), or a data / checkpoint error
+  {EXIT_USAGE}    a bad invocation
+  {EXIT_INTERRUPTED}  Ctrl-C: committed shards are kept, the same command resumes
+  {EXIT_TERMINATED}  SIGTERM (Kubernetes, Slurm, ray job stop): the same clean stop as Ctrl-C"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -299,7 +306,7 @@ def build_parser() -> Parser:
     from motionfleet import __version__
     from motionfleet.core import registry
 
-    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1], epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for command in registry.commands():
@@ -312,18 +319,25 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from motionfleet.core.interrupts import sigterm_interrupts
+
+    with sigterm_interrupts():  # SIGTERM stops the job like Ctrl-C: the same cleanup below
+        return run_command(sys.argv[1:] if argv is None else list(argv))
+
+
+def run_command(argv: list[str]) -> int:
     from motionfleet.core.errors import exit_code_and_message
+    from motionfleet.core.interrupts import terminated
     from motionfleet.core.quiet import quiet_third_party
 
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
         with quiet_third_party(verbose=args.verbose):
             return args.handler(args, argv)
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted: committed shards are kept; run the same command again to resume",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\n{PROG}: {'terminated (SIGTERM)' if terminated() else 'interrupted'}: committed shards are kept; "
+              f"run the same command again to resume", file=sys.stderr)
+        return EXIT_TERMINATED if terminated() else EXIT_INTERRUPTED
     except Exception as err:  # noqa: BLE001 - every error a user can cause becomes one line
         code, message = exit_code_and_message(err)
         if code is None:

@@ -27,8 +27,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from motionfleet.core import reaper
+from motionfleet.core import interrupts, reaper
 from motionfleet.core.errors import ClusterUnreachable
+from motionfleet.core.quiet import native_stderr_silenced
 
 REACH_TIMEOUT_S = 10.0
 TEMP_PREFIX = "mf-ray-"
@@ -49,6 +50,7 @@ def connect(address: Optional[str]) -> None:
         _join(address)
     else:
         _start_embedded()
+    interrupts.reclaim()  # ray.init replaced the SIGTERM handler with its sys.exit(15)
 
 
 def disconnect() -> None:
@@ -74,6 +76,7 @@ def _join(address: str) -> None:
 
     if address != "auto" and "://" not in address:  # a plain GCS host:port (not ray:// or http://)
         check_reachable(address)
+        check_admitted(address)
     ray.init(address=address, logging_level="ERROR")
 
 
@@ -88,6 +91,23 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as err:
         raise ClusterUnreachable(f"cannot reach a Ray cluster at {address} ({err.strerror or err}): start it with "
+                                 f"`ray start --head` or fix --address") from None
+
+
+def check_admitted(address: str) -> None:
+    """Raise ``ClusterUnreachable`` at once when the GCS at ``address`` refuses this process's token
+    (``ray.init`` retries for 20 s, logging every refusal, then says only "Failed to connect")."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError, RpcError
+
+    try:
+        with native_stderr_silenced():  # Ray's C++ client logs the refusal before raising it
+            GcsClient(address=address)
+    except AuthenticationError:
+        raise ClusterUnreachable(f"the Ray cluster at {address} refused this process's auth token: export "
+                                 f"RAY_AUTH_MODE=token and the cluster's RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)") from None
+    except RpcError as err:  # the port answers but no GCS does (measured: after 40 s)
+        raise ClusterUnreachable(f"no Ray cluster answers at {address} ({str(err).strip().splitlines()[0]}): start it with "
                                  f"`ray start --head` or fix --address") from None
 
 

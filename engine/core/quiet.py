@@ -33,3 +33,17 @@ def quiet_third_party(verbose: bool = False):
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """File descriptor 2 goes to /dev/null within the block: C++ libraries (Ray's core) log there,
+    past Python's ``sys.stderr``. For short calls only: every thread's output to it is lost."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

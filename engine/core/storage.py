@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +93,17 @@ class Storage:
             return
         final = Path(self.path(rel))
         tmp = final.with_name(f".{final.name}.tmp-{new_token()}")
-        _write_durably(tmp, data)
-        os.replace(tmp, final)
+        with _removed_if_unfinished(tmp):
+            _write_durably(tmp, data)
+            os.replace(tmp, final)
         _fsync_dir(final.parent)
 
     def write_new(self, rel: str, data: bytes) -> None:
         """Put ``data`` under a name no reader trusts until a commit record names it (no rename needed);
         durable on a local disk before this returns."""
         if self.local:
-            _write_durably(Path(self.path(rel)), data)
+            with _removed_if_unfinished(Path(self.path(rel))):
+                _write_durably(Path(self.path(rel)), data)
             _fsync_dir(Path(self.path(rel)).parent)
         else:
             self.write(rel, data)
@@ -139,6 +142,17 @@ def inside(rel: str) -> str:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+@contextmanager
+def _removed_if_unfinished(path: Path):
+    """Remove ``path`` when the block does not finish (an error, Ctrl-C, SIGTERM), so that a stopped
+    job leaves no partial file for the next run's cleanup to find."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _write_durably(path: Path, data: bytes) -> None:
