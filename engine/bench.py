@@ -471,7 +471,7 @@ def comma_list(kind):
     return lambda text: tuple(kind(item) for item in text.split(",") if item)
 
 
-EXAMPLE = """examples:
+EXAMPLE = """example:
   motionfleet bench                                   # every family, backend and batch size at the defaults
   motionfleet bench --families dhvae --backends torch,onnxruntime --batch-sizes 1,8 --repeats 5
   motionfleet bench --compare A.json B.json           # B / A per case, and a bar plot"""

@@ -74,5 +74,5 @@ def test_help_shows_defaults_and_examples(capsys):
         main(["bench", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("(default: dhvae,scorehoi,socialmirror)", "(default: 1,8,64)", "(default: official)", "(default: 50)",
-                  "(default: fast)", "(default: 10)", "examples:", "motionfleet bench --compare A.json B.json"):
+                  "(default: fast)", "(default: 10)", "example:", "motionfleet bench --compare A.json B.json"):
         assert shown in text, shown

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -133,6 +134,20 @@ def test_every_command_help_shows_defaults_and_an_example(capsys):
         assert "example:" in text, command
         if command in ("generate", "reconstruct", "refine"):
             assert "--guidance-scale X" in text and "(default: auto)" in text and "--shard-timeout" in text
+
+
+def test_every_api_function_the_readme_calls_exists(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"\bmotionfleet\.(\w+)\(", readme))
+    assert {"generate", "refine", "reconstruct", "read_results", "evaluate", "leaderboard"} <= documented
+    for name in sorted(documented):
+        assert callable(getattr(motionfleet, name)), name
+        assert name in motionfleet.__all__, name
+    with pytest.raises(motionfleet.UsageError, match="--steps: 'x' is not an integer"):  # checked as the flag is
+        motionfleet.evaluate("dhvae", tmp_path / "eval", steps="x")
+    with pytest.raises(motionfleet.UsageError, match="--preset: unknown value 'official'"):
+        motionfleet.evaluate("scorehoi", tmp_path / "eval", preset="official")
+    assert not (tmp_path / "eval").exists()
 
 
 def test_the_api_takes_prompts_in_memory_and_outputs_read_as_arrays(tmp_path):
