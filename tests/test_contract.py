@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from killed_job import committed
 
@@ -92,6 +93,34 @@ def test_a_bad_job_invocation_is_one_line_and_exit_2(command, argv, message, tmp
 def test_a_bad_invocation_of_the_other_commands_is_one_line_and_exit_2(argv, message, capsys):
     assert cli.main(argv) == 2
     assert message in one_line_error(capsys)
+
+
+def write_empty_input(kind: str, folder: Path) -> Path:
+    if kind == "folder":
+        (folder / "videos").mkdir()
+        (folder / "videos" / "notes.txt").write_text("not a video")
+        return folder / "videos"
+    if kind == "parquet":
+        pq.write_table(pa.table({"sample_id": pa.array([], pa.string())}), folder / "estimates.parquet")
+        return folder / "estimates.parquet"
+    (folder / f"empty.{kind}").write_text("")
+    return folder / f"empty.{kind}"
+
+
+@pytest.mark.parametrize("command,flag,kind,message", [
+    ("reconstruct", "--videos", "folder", "names no video; put video files (.3gp, .avi"),
+    ("reconstruct", "--videos", "txt", "names no video; put video files"),
+    ("generate", "--prompts", "txt", "holds no prompt; give one prompt per line"),
+    ("generate", "--prompts", "jsonl", "holds no prompt"),
+    ("refine", "--estimates", "parquet", "holds no row; give one row of initial estimates per image"),
+])
+def test_an_input_that_names_nothing_is_a_usage_error(command, flag, kind, message, tmp_path, capsys):
+    empty = write_empty_input(kind, tmp_path)
+    assert cli.main([command, flag, str(empty), "--out", str(tmp_path / "out"), "--preset", "tiny" if command == "generate"
+                     else "small", "--workers", "0"]) == 2
+    line = one_line_error(capsys)
+    assert f"{flag} {empty}: {message}" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
