@@ -276,9 +276,15 @@ def run_verify(args, argv: list[str]) -> int:
     found = verify_folder(args.folder, repair=args.repair)
     for shard_id, problems in found["damaged"].items():
         print(f"damaged {shard_id}: {'; '.join(problems)}" + ("  (uncommitted)" if args.repair else ""))
+    repaired = len(found["damaged"]) if args.repair else 0
+    if repaired:
+        found = verify_folder(args.folder)  # what stays committed, checked again
     print(f"{found['shards']} committed shards, {found['rows']} rows, {found['rejected']} rejected; "
           f"{len(found['damaged'])} damaged; {len(found['uncommitted_files'])} files of uncommitted attempts")
-    if found["damaged"] and not args.repair:
+    if repaired:
+        print(f"{repaired} damaged shard{'s' if repaired > 1 else ''} uncommitted: rerun the job to compute "
+              f"{'them' if repaired > 1 else 'it'} again")
+    if found["damaged"]:
         print("rerun with --repair, then rerun the job to compute the damaged shards again")
     return EXIT_DATA if found["damaged"] else 0
 
