@@ -111,7 +111,8 @@ def export_parser(sub) -> None:
     p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        epilog="example:\n  motionfleet export --family dhvae --preset tiny --out graphs/")
-    add_option(p, Option("family", None, "which model", choices=tuple(registry.FAMILIES)))
+    p.add_argument("--family", required=True, metavar="{" + ",".join(registry.FAMILIES) + "}",
+                   help="which model (required)")  # the value is checked in run_export, one line like every value
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the .onnx files (required)")
     add_option(p, Option("checkpoint", None, "model folder or released checkpoint; none: dummy weights",
                          metavar="PATH"))
@@ -130,8 +131,6 @@ def run_export(args, argv: list[str]) -> int:
     from motionfleet.core.options import existing_path
     from motionfleet.export.onnx import export_family
 
-    if args.family is None:
-        raise UsageError("export: the following arguments are required: --family")
     family = registry.get(Option("family", None, "", choices=tuple(registry.FAMILIES)).parse(args.family))
     preset = Option("preset", family.default_preset, "", choices=family.presets).value(args.preset)
     checkpoint = Option("checkpoint", None, "", checks=(existing_path,)).value(args.checkpoint)
