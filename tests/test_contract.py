@@ -155,7 +155,8 @@ def test_version_and_python_dash_m(tmp_path):
 
 
 def test_every_command_help_shows_defaults_and_an_example(capsys):
-    for command in ("generate", "reconstruct", "refine", "export", "evaluate", "leaderboard", "verify"):
+    for command in ("generate", "reconstruct", "refine", "export", "evaluate", "leaderboard", "verify", "bench", "render",
+                    "report"):
         with pytest.raises(SystemExit) as done:
             cli.main([command, "--help"])
         assert done.value.code == 0
@@ -177,6 +178,40 @@ def test_every_api_function_the_readme_calls_exists(tmp_path):
     with pytest.raises(motionfleet.UsageError, match="--preset: unknown value 'official'"):
         motionfleet.evaluate("scorehoi", tmp_path / "eval", preset="official")
     assert not (tmp_path / "eval").exists()
+
+
+def help_text(capsys, *argv) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_each_default_and_what_is_required(capsys):
+    assert "--contact-distance X the default contact predictor marks human points this close to the object (m) " \
+           "(default: 0.1)" in help_text(capsys, "refine")
+    export = help_text(capsys, "export")
+    assert "[--family" not in export and "--family {dhvae,socialmirror,scorehoi} which model (required)" in export
+    assert "--samples N rendered samples in the gallery, the job's first ids (0: none) (default: 3)" in help_text(capsys, "report")
+    assert "--ids ID[,ID...]" in help_text(capsys, "render")
+
+
+def test_evaluate_help_lists_each_flag_under_the_protocols_that_take_it(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    group, flags = None, {}
+    for line in lines[lines.index("options:"):]:
+        if line.endswith(":") and not line.startswith(" "):
+            group = line[:-1]
+        elif line.startswith("  --"):
+            flags[line.split()[0]] = group
+    assert flags["--replications"] == flags["--preset"] == flags["--workers"] == "every protocol"
+    assert flags["--match-batch"] == flags["--evaluator-checkpoint"] == "dhvae only"
+    assert flags["--sampler-preset"] == flags["--contact-distance"] == "scorehoi only"
+    assert flags["--crop-size"] == "socialmirror only" and flags["--body-models"] == "scorehoi and socialmirror only"
+    text = " ".join(" ".join(lines).split())
+    assert "(default: dhvae 10, scorehoi 1, socialmirror 2)" in text  # --replications: each family's own
+    assert "(default: dhvae official, scorehoi released, socialmirror released)" in text
 
 
 def test_the_api_takes_prompts_in_memory_and_outputs_read_as_arrays(tmp_path):
