@@ -14,8 +14,8 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "generate", "reconstruct", "refine", "read_results", "run", "UsageError"]
-_API = {"generate", "reconstruct", "refine", "read_results", "run"}
+_API = {"generate", "reconstruct", "refine", "read_results", "run", "evaluate", "leaderboard"}
+__all__ = ["__version__", *sorted(_API), "UsageError"]
 
 
 def __getattr__(name: str):

@@ -11,6 +11,8 @@ Each job returns its report (the dict written to report.json), or None when ever
 ``out`` was already committed. Ctrl-C, or SIGTERM where the process has no SIGTERM handler of its
 own, stops a job cleanly (lease released, committed shards kept) and raises ``KeyboardInterrupt``
 (``Terminated`` for SIGTERM, from ``motionfleet.core.interrupts``); calling it again resumes.
+``evaluate`` runs a family's evaluation protocol and ``leaderboard`` several models through one
+protocol (README: evaluate, leaderboard).
 """
 
 from __future__ import annotations
@@ -58,3 +60,20 @@ def read_results(out: str | Path, rejected: bool = False) -> pa.Table:
     from motionfleet.core import sink
 
     return sink.read_results(out, sink.REJECTED_DIR if rejected else sink.RESULTS_DIR)
+
+
+def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, *, workers: int = 1,
+             address: Optional[str] = None, **settings) -> dict:
+    """Run (or resume) ``family``'s evaluation protocol into ``out``; returns metrics.json's body.
+    ``settings``: ``motionfleet evaluate``'s flags without dashes (``replications=20``)."""
+    from motionfleet.evaluation import api
+
+    return api.evaluate(family, out, dataset, workers, address, **settings)
+
+
+def leaderboard(config: str | Path, out: str | Path) -> dict:
+    """Run (or resume) every entry of a leaderboard TOML into ``out``; returns ``{"rows": [...],
+    "markdown": ...}`` (also written to OUT/leaderboard.parquet and .md)."""
+    from motionfleet.evaluation import leaderboard as board
+
+    return board.run(config, out)

@@ -56,13 +56,19 @@ class BenchSettings:
     backends: tuple[str, ...] = ("torch", "torch-compile", "onnxruntime")
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     preset: str = "official"  # dhvae preset of the dummy weights
+    scorehoi_preset: str = "released"  # scorehoi model size of the dummy weights
+    socialmirror_preset: str = "released"  # socialmirror model size of the dummy weights
     steps: int = 50
     frames: int = 120
     guidance: float = 3.5
     refine_preset: str = "fast"  # scorehoi sampler preset (paper: N 10, tau 50, step 2)
+    refine_rounds: int | None = None  # scorehoi refinement rounds N; None: the sampler preset's
     repeats: int = 10
     device: str = "cpu"
     precision: str = "fp32"
+
+    def model_preset(self, family: str) -> str:
+        return {"dhvae": self.preset, "scorehoi": self.scorehoi_preset, "socialmirror": self.socialmirror_preset}[family]
 
 
 # --- timing --------------------------------------------------------------------------------
@@ -222,16 +228,18 @@ def dhvae_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]
 def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
     from motionfleet.demo.scenes import demo_scenes
     from motionfleet.scorehoi import model as scorehoi
-    from motionfleet.scorehoi.runner import RefineItem, RefineSettings, ScoreHOIRefiner, model_spec
-    from motionfleet.scorehoi.source import EstimateRecord
+    from motionfleet.scorehoi.runner import ScoreHOIRefiner
+    from motionfleet.scorehoi.settings import RefineSettings, model_spec
+    from motionfleet.scorehoi.source import EstimateRecord, RefineItem
 
-    spec = model_spec("released")
+    spec = model_spec(settings.scorehoi_preset)
     refiners = {}
     for name in settings.backends:
-        run = RefineSettings.from_preset(settings.refine_preset, batch_size=max(settings.batch_sizes),
+        rounds = {} if settings.refine_rounds is None else {"rounds": settings.refine_rounds}
+        run = RefineSettings.from_preset(settings.refine_preset, **rounds, batch_size=max(settings.batch_sizes),
                                          device=settings.device, backend=name, precision=settings.precision)
         refiners[name] = ScoreHOIRefiner(spec, run)
-    records = demo_scenes(scorehoi.PRESETS["released"].condition_dim).records
+    records = demo_scenes(scorehoi.PRESETS[settings.scorehoi_preset].condition_dim).records
 
     def cases(batch: int) -> dict[str, Callable]:
         items = [RefineItem(EstimateRecord(f"{records[i % len(records)].sample_id}-{i}", records[i % len(records)].values),
@@ -249,7 +257,7 @@ def socialmirror_cases(settings: BenchSettings) -> Callable[[int], dict[str, Cal
     from motionfleet.socialmirror import model as socialmirror
     from motionfleet.socialmirror.runner import ReconstructSettings
 
-    config = socialmirror.PRESETS["released"]
+    config = socialmirror.PRESETS[settings.socialmirror_preset]
     model = socialmirror.build_model(config).to(settings.device).eval()
     steps = ReconstructSettings().steps
     runners = {name: backends.make_backend(name, model, settings.precision, settings.device, weights="dummy, seed 0")
@@ -299,7 +307,8 @@ def measure_family(family: str, settings: BenchSettings, common: dict, log: Call
         load_after = load_average()
         cost = dhvae_cost(eager, batch, settings.frames, device) if eager is not None else {}
         for backend, runs in seconds.items():
-            record = {"family": family, "case": case, "backend": backend, "batch": batch, "items": batch, "unit": unit,
+            record = {"family": family, "case": case, "preset": settings.model_preset(family), "backend": backend,
+                      "batch": batch, "items": batch, "unit": unit,
                       **spread(runs, batch), "load_before": load_before, "load_after": load_after,
                       "busy": busy(load_before) or busy(load_after), **common}
             if family == "dhvae":
@@ -462,21 +471,44 @@ def comma_list(kind):
     return lambda text: tuple(kind(item) for item in text.split(",") if item)
 
 
+EXAMPLE = """example:
+  motionfleet bench                                   # every family, backend and batch size at the defaults
+  motionfleet bench --families dhvae --backends torch,onnxruntime --batch-sizes 1,8 --repeats 5
+  motionfleet bench --compare A.json B.json           # B / A per case, and a bar plot"""
+
+
+def joined(values: tuple) -> str:
+    return ",".join(map(str, values))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from motionfleet.core import registry
     from motionfleet.core.backends import PRECISIONS
+    from motionfleet.scorehoi.settings import SAMPLER_PRESETS
 
     d = BenchSettings()
-    p.add_argument("--families", type=comma_list(str), default=d.families, help=f"of {', '.join(FAMILIES)}")
-    p.add_argument("--backends", type=comma_list(str), default=d.backends)
-    p.add_argument("--batch-sizes", type=comma_list(int), default=d.batch_sizes)
-    p.add_argument("--preset", default=d.preset, help="dhvae preset of the dummy weights")
-    p.add_argument("--steps", type=int, default=d.steps, help="dhvae DDIM steps")
-    p.add_argument("--num-frames", type=int, default=d.frames, help="dhvae frames decoded per sentence")
-    p.add_argument("--refine-preset", default=d.refine_preset, help="scorehoi sampler preset (fast, paper, public)")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="timed runs per case after one warm-up run")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=d.device)
-    p.add_argument("--precision", default=d.precision, choices=PRECISIONS)
-    p.add_argument("--out", help=f"folder for the timestamped JSON and PNG (default {default_out()})")
+    p.epilog = EXAMPLE
+    p.add_argument("--families", type=comma_list(str), default=d.families, metavar="LIST",
+                   help=f"comma-separated, of {', '.join(FAMILIES)} (default: {joined(d.families)})")
+    p.add_argument("--backends", type=comma_list(str), default=d.backends, metavar="LIST",
+                   help=f"comma-separated job backends (default: {joined(d.backends)})")
+    p.add_argument("--batch-sizes", type=comma_list(int), default=d.batch_sizes, metavar="LIST",
+                   help=f"comma-separated items per batch (default: {joined(d.batch_sizes)})")
+    for flag, family, default in (("--preset", "dhvae", d.preset), ("--scorehoi-preset", "scorehoi", d.scorehoi_preset),
+                                  ("--socialmirror-preset", "socialmirror", d.socialmirror_preset)):
+        p.add_argument(flag, default=default, choices=registry.get(family).presets,
+                       help=f"{family} model size of the dummy weights (default: {default})")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"dhvae DDIM steps (default: {d.steps})")
+    p.add_argument("--num-frames", type=int, default=d.frames, help=f"dhvae frames decoded per sentence (default: {d.frames})")
+    p.add_argument("--refine-preset", default=d.refine_preset, choices=tuple(SAMPLER_PRESETS),
+                   help=f"scorehoi sampler preset (default: {d.refine_preset})")
+    p.add_argument("--refine-rounds", type=int, default=d.refine_rounds, metavar="N",
+                   help="scorehoi refinement rounds, instead of the sampler preset's (default: the preset's)")
+    p.add_argument("--repeats", type=int, default=d.repeats,
+                   help=f"timed runs per case after one warm-up run, at least 3 (default: {d.repeats})")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=d.device, help=f"(default: {d.device})")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS, help=f"(default: {d.precision})")
+    p.add_argument("--out", metavar="DIR", help=f"folder for the timestamped JSON and PNG (default: {default_out()})")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two result files instead of measuring")
 
 
@@ -489,8 +521,8 @@ def check_arguments(args) -> None:
         raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
     if not args.batch_sizes or min(args.batch_sizes) < 1:
         raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
-    for flag, value in (("--steps", args.steps), ("--num-frames", args.num_frames)):
-        if value < 1:
+    for flag, value in (("--steps", args.steps), ("--num-frames", args.num_frames), ("--refine-rounds", args.refine_rounds)):
+        if value is not None and value < 1:
             raise UsageError(f"{flag} must be >= 1, got {value}")
     if args.repeats < 3:
         raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
@@ -507,7 +539,8 @@ def main(args) -> int:
         return 0
     check_arguments(args)
     settings = replace(BenchSettings(), families=args.families, backends=args.backends, batch_sizes=args.batch_sizes,
-                       preset=args.preset, steps=args.steps, frames=args.num_frames, refine_preset=args.refine_preset,
+                       preset=args.preset, scorehoi_preset=args.scorehoi_preset, socialmirror_preset=args.socialmirror_preset,
+                       steps=args.steps, frames=args.num_frames, refine_preset=args.refine_preset, refine_rounds=args.refine_rounds,
                        repeats=args.repeats, device=args.device, precision=args.precision)
     path, records = run_bench(settings, out, log=lambda line: print(line, file=sys.stderr, flush=True))
     print("\n".join(table(records)))

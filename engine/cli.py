@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from motionfleet.core.options import Option, UsageError, file_option, float_option, int_option
+from motionfleet.core.options import Option, UsageError, float_option, int_option
 
 EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143  # 128 + SIGINT / SIGTERM
 PROG = "motionfleet"
@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
 def add_option(parser, option: Option) -> None:
     """One flag from an Option: values stay text here and are parsed and checked with the rest."""
     default = "off" if option.switch else "none" if option.default is None else option.default
-    text = option.help if "default" in option.help else f"{option.help} (default: {default})"
+    text = option.help if "(default" in option.help else f"{option.help} (default: {default})"
     if option.switch:
         parser.add_argument(option.flag, dest=option.name, action="store_true", default=None, help=text)
         return
@@ -118,7 +118,8 @@ def export_parser(sub) -> None:
     p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        epilog="example:\n  motionfleet export --family dhvae --preset tiny --out graphs/")
-    add_option(p, Option("family", None, "which model", choices=tuple(registry.FAMILIES)))
+    p.add_argument("--family", required=True, metavar="{" + ",".join(registry.FAMILIES) + "}",
+                   help="which model (required)")  # the value is checked in run_export, one line like every value
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the .onnx files (required)")
     add_option(p, Option("checkpoint", None, "model folder or released checkpoint; none: dummy weights",
                          metavar="PATH"))
@@ -137,8 +138,6 @@ def run_export(args, argv: list[str]) -> int:
     from motionfleet.core.options import existing_path
     from motionfleet.export.onnx import export_family
 
-    if args.family is None:
-        raise UsageError("export: the following arguments are required: --family")
     family = registry.get(Option("family", None, "", choices=tuple(registry.FAMILIES)).parse(args.family))
     preset = Option("preset", family.default_preset, "", choices=family.presets).value(args.preset)
     checkpoint = Option("checkpoint", None, "", checks=(existing_path,)).value(args.checkpoint)
@@ -179,75 +178,64 @@ def delegated_parser(sub, command: str) -> None:
 # --- evaluate and leaderboard ---------------------------------------------------------------
 
 
-EVALUATE_FAMILIES = ("dhvae", "scorehoi", "socialmirror")
-
-
-def evaluate_options(name: str = "dhvae") -> tuple[Option, ...]:
-    """The protocol's job settings (model, sampler, engine), the run's, and the protocol's own."""
-    from motionfleet.core import jobs, registry
-
-    family = registry.get(name)
-    run = tuple(o for o in jobs.RUN_OPTIONS if o.name in ("workers", "address", "shard_size"))
-    if name != "dhvae":
-        job = tuple(o for o in jobs.engine_options(family) + family.options if o.name != "control")
-        replications = int_option("replications", 1 if name == "scorehoi" else 2,
-                                  "scorehoi: 1 (its sampler draws no noise); socialmirror: seeded reconstructions", low=1)
-        return job + (replications,) + run
-    generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
-    protocol = (
-        int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
-        int_option("match_batch", 96, "R-precision matching batch", low=1),
-        int_option("diversity_pairs", 300, "Diversity pairs", low=1),
-        int_option("mm_texts", 100, "MModality texts (0: no MModality)", low=0),
-        int_option("mm_repeats", 30, "MModality generations per text", low=1),
-        int_option("mm_pairs", 10, "MModality pairs per text", low=1),
-        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
-                    "weights"),
-        Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
-        file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
-    )
-    return generation + protocol + run
-
-
-DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
-                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
-                             "none: a synthetic or demo set")
-
-
 def evaluate_parser(sub) -> None:
+    from motionfleet.evaluation.api import DATASET_OPTION, RUNNERS
+
     p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate, then metrics over replications "
                        "-> OUT/metrics.json and metrics.parquet",
-                       description="a family's evaluation protocol: generate, then metrics over replications",
-                       epilog="example:\n  motionfleet evaluate --family dhvae --preset tiny --out runs/eval")
-    p.add_argument("--family", required=True, choices=EVALUATE_FAMILIES, help="which protocol (required); each family "
+                       description="a family's evaluation protocol: generate, then metrics over replications; "
+                       "each flag below is listed under the protocols that take it",
+                       epilog="example:\n  motionfleet evaluate --family dhvae --preset tiny --out runs/eval\n"
+                              "  motionfleet evaluate --family scorehoi --preset small --sampler-preset fast --out runs/eval-hoi")
+    p.add_argument("--family", required=True, choices=tuple(RUNNERS), help="which protocol (required); each family "
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
     add_option(p, DATASET_OPTION)
-    seen = set()
-    for family in EVALUATE_FAMILIES:
-        for option in evaluate_options(family):
-            if option.name not in seen:
-                seen.add(option.name)
-                add_option(p, option)
+    groups = {}
+    for option, families in protocol_flags(tuple(RUNNERS)):
+        title = "every protocol" if len(families) == len(RUNNERS) else " and ".join(families) + " only"
+        add_option(groups.get(title) or groups.setdefault(title, p.add_argument_group(title)), option)
     add_verbose(p)
     p.set_defaults(handler=run_evaluate)
 
 
+def protocol_flags(families: tuple[str, ...]) -> list[tuple[Option, tuple[str, ...]]]:
+    """Each protocol setting once, with the families that take it; where they differ, its help,
+    default and choices name each family's."""
+    from motionfleet.evaluation.api import protocol_options
+
+    per_name: dict[str, dict[str, Option]] = {}
+    for family in families:
+        for option in protocol_options(family):
+            per_name.setdefault(option.name, {})[family] = option
+    return [(merged_option(by_family), tuple(by_family)) for by_family in per_name.values()]
+
+
+def merged_option(by_family: dict[str, Option]) -> Option:
+    first, *_ = options = list(by_family.values())
+    if all(o.help == first.help and o.default == first.default and o.choices == first.choices for o in options):
+        return first
+    helps = {o.help for o in options}
+    text = first.help if len(helps) == 1 else "; ".join(f"{family}: {o.help}" for family, o in by_family.items())
+    defaults = {o.default for o in options}
+    if len(defaults) > 1:
+        text += " (default: " + ", ".join(f"{family} {'none' if o.default is None else o.default}"
+                                          for family, o in by_family.items()) + ")"
+    choices = None if first.choices is None else tuple(dict.fromkeys(c for o in options for c in o.choices))
+    return Option(first.name, first.default, text, first.type, choices, switch=first.switch, metavar=first.metavar)
+
+
 def run_evaluate(args, argv: list[str]) -> int:
-    from motionfleet.core.jobs import resolve_device
-    from motionfleet.evaluation.api import evaluate
+    from motionfleet.evaluation.api import RUNNERS, evaluate, protocol_options
     from motionfleet.evaluation.results import summary_lines
 
-    options = evaluate_options(args.family)
-    known = {o.name for o in options}
-    stray = [f"--{name.replace('_', '-')}" for family in EVALUATE_FAMILIES for name in (o.name for o in evaluate_options(family))
-             if name not in known and getattr(args, name, None) is not None]
+    known = {o.name for o in protocol_options(args.family)}
+    stray = [option.flag for option, _ in protocol_flags(tuple(RUNNERS))
+             if option.name not in known and getattr(args, option.name, None) is not None]
     if stray:
-        raise UsageError(f"{', '.join(sorted(set(stray)))}: not a setting of {args.family}'s protocol")
-    given = {o.name: o.value(getattr(args, o.name)) for o in options if getattr(args, o.name) is not None}
-    given["device"] = resolve_device(given.get("device", "auto"))
-    workers, address = given.pop("workers", 1), given.pop("address", None)
-    body = evaluate(args.family, args.out, args.dataset, workers, address, **given)
+        raise UsageError(f"{', '.join(sorted(stray))}: not a setting of {args.family}'s protocol")
+    given = {name: getattr(args, name) for name in known if getattr(args, name) is not None}
+    body = evaluate(args.family, args.out, args.dataset, **given)
     print("\n".join(summary_lines(body)))
     print(f"metrics: {args.out}/metrics.json and {args.out}/metrics.parquet")
     return 0
@@ -292,9 +280,15 @@ def run_verify(args, argv: list[str]) -> int:
     found = verify_folder(args.folder, repair=args.repair)
     for shard_id, problems in found["damaged"].items():
         print(f"damaged {shard_id}: {'; '.join(problems)}" + ("  (uncommitted)" if args.repair else ""))
+    repaired = len(found["damaged"]) if args.repair else 0
+    if repaired:
+        found = verify_folder(args.folder)  # what stays committed, checked again
     print(f"{found['shards']} committed shards, {found['rows']} rows, {found['rejected']} rejected; "
           f"{len(found['damaged'])} damaged; {len(found['uncommitted_files'])} files of uncommitted attempts")
-    if found["damaged"] and not args.repair:
+    if repaired:
+        print(f"{repaired} damaged shard{'s' if repaired > 1 else ''} uncommitted: rerun the job to compute "
+              f"{'them' if repaired > 1 else 'it'} again")
+    if found["damaged"]:
         print("rerun with --repair, then rerun the job to compute the damaged shards again")
     return EXIT_DATA if found["damaged"] else 0
 

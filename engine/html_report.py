@@ -14,6 +14,7 @@ import html
 import json
 from pathlib import Path
 from typing import Optional
+from urllib.parse import quote
 
 from motionfleet.core.options import UsageError
 
@@ -98,22 +99,18 @@ def rejected_rows(job: Path) -> list[dict]:
     return table.slice(0, MAX_REJECTED).to_pylist() if table.num_rows else []
 
 
-def gallery(job: Path, samples: int) -> list[Path]:
-    """Render the first ``samples`` ids of the job into ``job/report_assets``."""
+def gallery(job: Path, samples: int) -> dict[str, Path]:
+    """Render the first ``samples`` ids of the job into ``job/report_assets``: id -> video. Reads
+    the id column, then only those ids' rows."""
     from motionfleet import render
-    from motionfleet.api import read_results
 
     if samples <= 0 or not (job / "results").is_dir():
-        return []
-    rows = read_results(job).to_pylist()
-    if not rows:
-        return []
+        return {}
     try:  # a family render does not draw, or a scorehoi job on a licensed body render cannot load
-        family = render.job_family(rows)
-        ids = list(dict.fromkeys(render.row_id(r, family) for r in rows))[:samples]
-        return render.render_job(job, ids, job / ASSETS)
+        ids = render.first_ids(job, samples)
+        return render.render_job(job, ids, job / ASSETS) if ids else {}
     except UsageError:
-        return []
+        return {}
 
 
 def build_page(job: str | Path, samples: int = 3) -> Path:
@@ -138,8 +135,9 @@ def build_page(job: str | Path, samples: int = 3) -> Path:
     if board is not None:
         sections.append("<h2>Leaderboard</h2>" + board)
     sections.append("<h2>Samples</h2>" + ("".join(
-        f"<figure><video controls muted preload='metadata' src='{ASSETS}/{esc(v.name)}'></video>"
-        f"<figcaption>{esc(v.stem)}</figcaption></figure>" for v in videos) or "<p>no rendered samples</p>"))
+        f"<figure><video controls muted preload='metadata' src='{ASSETS}/{quote(v.name)}'></video>"
+        f"<figcaption>{esc(sample_id)}</figcaption></figure>" for sample_id, v in videos.items())
+        or "<p>no rendered samples</p>"))
     machine = {**report.get("machine", {}), **{k: v for k, v in report.get("versions", {}).items()}}
     sections.append("<h2>Machine and versions</h2>" + kv_table(machine))
     page = job / PAGE
@@ -149,8 +147,10 @@ def build_page(job: str | Path, samples: int = 3) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = "example:\n  motionfleet report runs/gen --samples 3    # writes runs/gen/report.html, open it from disk"
     p.add_argument("job", help="a job folder (the --out of generate, reconstruct, refine or evaluate)")
-    p.add_argument("--samples", type=int, default=3, help="rendered samples in the gallery (0: none)")
+    p.add_argument("--samples", type=int, default=3, metavar="N", help="rendered samples in the gallery, the job's "
+                   "first ids (0: none) (default: 3)")
 
 
 def main(args) -> int:

@@ -314,9 +314,28 @@ def render_scorehoi(row: dict, path: Path, job: Path, body_models: Optional[str]
 
 # --- the command ---------------------------------------------------------------------------
 
+# family -> (its id column, the result columns its drawing reads)
+DRAWN = {
+    "dhvae": ("sample_id", ("sample_id", "prompt", "motion")),
+    "scorehoi": ("sample_id", ("sample_id", "object", "variant", "guidance_scale", "pose_6d", "object_rotation_6d",
+                               "object_translation", "betas")),
+    "socialmirror": ("video_id", ("video_id", "frame_index", "person", "joints_3d")),
+}
+DIGEST_CHARS = 10  # of the raw id's sha256 in a file name: distinct ids never share a file
 
-def job_family(rows: list[dict]) -> str:
-    columns = set(rows[0]) if rows else set()
+
+def committed_files(job: Path) -> list[Path]:
+    """The job's committed result files, in shard order (uncommitted attempts left out)."""
+    from motionfleet.core.sink import RESULTS_DIR, committed_records
+    from motionfleet.core.storage import Storage
+
+    if not (job / RESULTS_DIR).is_dir():
+        raise UsageError(f"{job} is not a job folder (no results/); give the --out folder of a job")
+    records = committed_records(Storage(str(job)))
+    return [job / record["files"][RESULTS_DIR]["path"] for _, record in sorted(records.items())]
+
+
+def job_family(columns: list[str]) -> str:
     if "motion" in columns:
         return "dhvae"
     if "joints_3d" in columns:
@@ -326,57 +345,89 @@ def job_family(rows: list[dict]) -> str:
     raise UsageError("the job's results are not of a family render knows (dhvae, scorehoi, socialmirror)")
 
 
-def row_id(row: dict, family: str) -> str:
-    return row["video_id"] if family == "socialmirror" else row["sample_id"]
+def results_of(job: Path):
+    """(family, a pyarrow dataset of the committed results); nothing is read yet."""
+    import pyarrow.dataset as ds
 
-
-def render_job(job: str | Path, ids: list[str], out: str | Path, body_models: Optional[str] = None) -> list[Path]:
-    """One MP4 per selected id into ``out``; returns the files written."""
-    from motionfleet.api import read_results
-
-    job, out = Path(job), Path(out)
-    if not (job / "results").is_dir():
-        raise UsageError(f"{job} is not a job folder (no results/); give the --out folder of a job")
-    rows = read_results(job).to_pylist()
-    if not rows:
+    files = committed_files(job)
+    if not files:
         raise UsageError(f"{job} has no results to render")
-    family = job_family(rows)
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    return job_family(dataset.schema.names), dataset
+
+
+def first_ids(job: Path, count: int) -> list[str]:
+    """The first ``count`` distinct ids in shard order, reading the id column alone and stopping there."""
+    import pyarrow.parquet as pq
+
+    family, _ = results_of(job)
+    ids: dict[str, None] = {}
+    for path in committed_files(job):
+        for batch in pq.ParquetFile(path).iter_batches(columns=[DRAWN[family][0]]):
+            ids.update(dict.fromkeys(batch.column(0).to_pylist()))
+            if len(ids) >= count:
+                return list(ids)[:count]
+    return list(ids)
+
+
+def rows_by_id(job: Path, ids: list[str]) -> tuple[str, dict[str, list[dict]]]:
+    """(family, id -> its rows): only the rows of ``ids`` and only the columns drawing reads."""
+    import pyarrow.dataset as ds
+
+    family, dataset = results_of(job)
+    id_column, columns = DRAWN[family]
+    table = dataset.to_table(columns=[c for c in columns if c in dataset.schema.names],
+                             filter=ds.field(id_column).isin(ids))
     by_id: dict[str, list[dict]] = {}
-    for row in rows:
-        by_id.setdefault(row_id(row, family), []).append(row)
+    for row in table.to_pylist():
+        by_id.setdefault(row[id_column], []).append(row)
     missing = [i for i in ids if i not in by_id]
     if missing:
-        known = ", ".join(sorted(by_id)[:8])
-        raise UsageError(f"no rows with id {', '.join(missing)} in {job}; ids there include {known}")
+        known = sorted(set(dataset.to_table(columns=[id_column]).column(0).to_pylist()))[:8]
+        raise UsageError(f"no rows with id {', '.join(missing)} in {job}; ids there include {', '.join(known)}")
+    return family, by_id
+
+
+def video_name(family: str, sample_id: str) -> str:
+    """``family-<id as letters, digits, - and _>-<digest of the raw id>.mp4``: one file per id."""
+    import hashlib
+
+    readable = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in sample_id)[:60]
+    return f"{family}-{readable}-{hashlib.sha256(sample_id.encode('utf-8', 'surrogatepass')).hexdigest()[:DIGEST_CHARS]}.mp4"
+
+
+def render_job(job: str | Path, ids: list[str], out: str | Path, body_models: Optional[str] = None) -> dict[str, Path]:
+    """One MP4 per selected id into ``out``; returns id -> the file written."""
+    job, out = Path(job), Path(out)
+    family, by_id = rows_by_id(job, ids)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in ids:
-        path = out / f"{family}-{safe_name(i)}.mp4"
+    written = {}
+    for i in dict.fromkeys(ids):
+        path = out / video_name(family, i)
         if family == "dhvae":
             render_dhvae(by_id[i][0], path)
         elif family == "scorehoi":
             render_scorehoi(refined_row(by_id[i]), path, job, body_models)
         else:
             render_socialmirror(by_id[i], path, job)
-        written.append(path)
+        written[i] = path
     return written
 
 
-def safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("example:\n  motionfleet render runs/gen --ids 0,1,2 --out runs/gen-videos\n"
+                "  (files are named FAMILY-<id>-<digest of the id>.mp4; the command prints one line per id: ID -> FILE)")
     p.add_argument("job", help="a job folder (the --out of generate, reconstruct or refine)")
-    p.add_argument("--ids", required=True, type=lambda s: [i for i in s.split(",") if i],
-                   help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror)")
-    p.add_argument("--out", required=True, help="folder for the MP4 files")
-    p.add_argument("--body-models", default=None,
-                   help="scorehoi jobs run on the licensed SMPL-H: the folder the job was given (checked by sha256)")
+    p.add_argument("--ids", required=True, type=lambda s: [i for i in s.split(",") if i], metavar="ID[,ID...]",
+                   help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror) (required)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the MP4 files (required)")
+    p.add_argument("--body-models", default=None, metavar="DIR",
+                   help="scorehoi jobs run on the licensed SMPL-H: the folder the job was given (checked by sha256) "
+                        "(default: the synthetic stand-in the job used)")
 
 
 def main(args) -> int:
-    for path in render_job(args.job, args.ids, args.out, args.body_models):
-        print(path)
+    for sample_id, path in render_job(args.job, args.ids, args.out, args.body_models).items():
+        print(f"{sample_id} -> {path}")
     return 0
 

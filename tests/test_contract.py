@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from killed_job import committed
 
@@ -93,6 +95,34 @@ def test_a_bad_invocation_of_the_other_commands_is_one_line_and_exit_2(argv, mes
     assert message in one_line_error(capsys)
 
 
+def write_empty_input(kind: str, folder: Path) -> Path:
+    if kind == "folder":
+        (folder / "videos").mkdir()
+        (folder / "videos" / "notes.txt").write_text("not a video")
+        return folder / "videos"
+    if kind == "parquet":
+        pq.write_table(pa.table({"sample_id": pa.array([], pa.string())}), folder / "estimates.parquet")
+        return folder / "estimates.parquet"
+    (folder / f"empty.{kind}").write_text("")
+    return folder / f"empty.{kind}"
+
+
+@pytest.mark.parametrize("command,flag,kind,message", [
+    ("reconstruct", "--videos", "folder", "names no video; put video files (.3gp, .avi"),
+    ("reconstruct", "--videos", "txt", "names no video; put video files"),
+    ("generate", "--prompts", "txt", "holds no prompt; give one prompt per line"),
+    ("generate", "--prompts", "jsonl", "holds no prompt"),
+    ("refine", "--estimates", "parquet", "holds no row; give one row of initial estimates per image"),
+])
+def test_an_input_that_names_nothing_is_a_usage_error(command, flag, kind, message, tmp_path, capsys):
+    empty = write_empty_input(kind, tmp_path)
+    assert cli.main([command, flag, str(empty), "--out", str(tmp_path / "out"), "--preset", "tiny" if command == "generate"
+                     else "small", "--workers", "0"]) == 2
+    line = one_line_error(capsys)
+    assert f"{flag} {empty}: {message}" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert cli.main(["generate", "--out", str(tmp_path / "file"), *TINY]) == 2
@@ -125,7 +155,8 @@ def test_version_and_python_dash_m(tmp_path):
 
 
 def test_every_command_help_shows_defaults_and_an_example(capsys):
-    for command in ("generate", "reconstruct", "refine", "export", "evaluate", "leaderboard", "verify"):
+    for command in ("generate", "reconstruct", "refine", "export", "evaluate", "leaderboard", "verify", "bench", "render",
+                    "report"):
         with pytest.raises(SystemExit) as done:
             cli.main([command, "--help"])
         assert done.value.code == 0
@@ -133,6 +164,54 @@ def test_every_command_help_shows_defaults_and_an_example(capsys):
         assert "example:" in text, command
         if command in ("generate", "reconstruct", "refine"):
             assert "--guidance-scale X" in text and "(default: auto)" in text and "--shard-timeout" in text
+
+
+def test_every_api_function_the_readme_calls_exists(tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    documented = set(re.findall(r"\bmotionfleet\.(\w+)\(", readme))
+    assert {"generate", "refine", "reconstruct", "read_results", "evaluate", "leaderboard"} <= documented
+    for name in sorted(documented):
+        assert callable(getattr(motionfleet, name)), name
+        assert name in motionfleet.__all__, name
+    with pytest.raises(motionfleet.UsageError, match="--steps: 'x' is not an integer"):  # checked as the flag is
+        motionfleet.evaluate("dhvae", tmp_path / "eval", steps="x")
+    with pytest.raises(motionfleet.UsageError, match="--preset: unknown value 'official'"):
+        motionfleet.evaluate("scorehoi", tmp_path / "eval", preset="official")
+    assert not (tmp_path / "eval").exists()
+
+
+def help_text(capsys, *argv) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_shows_each_default_and_what_is_required(capsys):
+    assert "--contact-distance X the default contact predictor marks human points this close to the object (m) " \
+           "(default: 0.1)" in help_text(capsys, "refine")
+    export = help_text(capsys, "export")
+    assert "[--family" not in export and "--family {dhvae,socialmirror,scorehoi} which model (required)" in export
+    assert "--samples N rendered samples in the gallery, the job's first ids (0: none) (default: 3)" in help_text(capsys, "report")
+    assert "--ids ID[,ID...]" in help_text(capsys, "render")
+
+
+def test_evaluate_help_lists_each_flag_under_the_protocols_that_take_it(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    group, flags = None, {}
+    for line in lines[lines.index("options:"):]:
+        if line.endswith(":") and not line.startswith(" "):
+            group = line[:-1]
+        elif line.startswith("  --"):
+            flags[line.split()[0]] = group
+    assert flags["--replications"] == flags["--preset"] == flags["--workers"] == "every protocol"
+    assert flags["--match-batch"] == flags["--evaluator-checkpoint"] == "dhvae only"
+    assert flags["--sampler-preset"] == flags["--contact-distance"] == "scorehoi only"
+    assert flags["--crop-size"] == "socialmirror only" and flags["--body-models"] == "scorehoi and socialmirror only"
+    text = " ".join(" ".join(lines).split())
+    assert "(default: dhvae 10, scorehoi 1, socialmirror 2)" in text  # --replications: each family's own
+    assert "(default: dhvae official, scorehoi released, socialmirror released)" in text
 
 
 def test_the_api_takes_prompts_in_memory_and_outputs_read_as_arrays(tmp_path):

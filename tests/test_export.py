@@ -4,6 +4,8 @@ Relative error here is max |onnx - torch| / max |torch| over the whole output.
 """
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -82,6 +84,30 @@ def test_batch_is_dynamic_and_weights_are_inside(exported, graph):
     assert first.dim_param and not first.dim_value
     assert not list(path.parent.glob(path.name + ".data"))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def dims(value) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("graph", GRAPHS)
+def test_inputs_and_dynamic_dimensions_have_the_specs_names(exported, graph):
+    spec, path = exported[graph]
+    model = onnx.load(str(path), load_external_data=False)
+    assert [v.name for v in model.graph.input] == spec.input_names()
+    assert [dims(v) for v in model.graph.input] == [list(i.shape) for i in spec.inputs]  # batch / frames, not s43
+    named = {d for v in [*model.graph.input, *model.graph.output, *model.graph.value_info] for d in dims(v)
+             if isinstance(d, str)}
+    assert {"batch"} <= named and not [d for d in named if re.search(r"\bs\d+\b", d)], named
+    assert dims(model.graph.output[0])[0] == "batch"
+
+
+def test_the_readme_names_the_decoder_inputs_the_graph_has(exported):
+    spec, _ = exported["dhvae-decoder"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    export_section = readme[readme.index("- **export** writes"):readme.index("- **`--backend`**")]
+    decoder = export_section[export_section.index("its decoder"):]
+    assert all(f"`{name}`" in decoder.split(")")[0] for name in spec.input_names()), spec.input_names()
 
 
 def test_denoiser_graph_uses_fused_attention(exported):

@@ -226,8 +226,11 @@ def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, 
     assert "3 damaged" in capsys.readouterr().out
 
     assert generate(out)["shards"]["run"] == 2  # the resume notices the missing and truncated files by their sizes
-    assert cli.main(["verify", str(out), "--repair"]) == 1  # the bit flip is uncommitted ...
-    assert "1 damaged" in capsys.readouterr().out
+    flipped_rows = records[sorted(records)[2]]["files"]["results"]["rows"]
+    assert cli.main(["verify", str(out), "--repair"]) == 0  # the bit flip is uncommitted ...
+    printed = capsys.readouterr().out
+    assert f"2 committed shards, {len(reference) - flipped_rows} rows" in printed and "; 0 damaged;" in printed
+    assert "1 damaged shard uncommitted: rerun the job" in printed and "(uncommitted)" in printed
     assert generate(out)["shards"]["run"] == 1  # ... and computed again
     assert cli.main(["verify", str(out)]) == 0 and keyed(out) == reference
     assert "3 committed shards, 5 rows" in capsys.readouterr().out

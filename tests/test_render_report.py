@@ -2,9 +2,13 @@
 ``motionfleet report`` (a static page checked in a real headless Chromium: it loads without
 errors, its videos have non-zero size and duration, and its screenshot is not blank)."""
 
+import html
 import json
+import re
 import shutil
 import subprocess
+import tracemalloc
+from urllib.parse import unquote
 
 import av
 import numpy as np
@@ -13,7 +17,7 @@ import torch
 
 from motionfleet.cli import main
 from motionfleet.demo.body_models import write_synthetic_body_model
-from motionfleet.render import HOLD_FRAMES
+from motionfleet.render import HOLD_FRAMES, video_name
 
 FRAMES = 12
 PROMPTS = [{"id": "hug", "text": "two people hug", "num_frames": FRAMES},
@@ -41,10 +45,66 @@ def decoded(path):
 def test_render_writes_one_mp4_per_id_that_decodes_back(job, tmp_path):
     assert main(["render", str(job), "--ids", "hug,push", "--out", str(tmp_path)]) == 0
     for sample_id, frames in (("hug", FRAMES), ("push", 9)):
-        video = decoded(tmp_path / f"dhvae-{sample_id}.mp4")
+        video = decoded(tmp_path / video_name("dhvae", sample_id))
         assert len(video) == frames
         assert video[0].shape == (360, 480, 3)
         assert np.ptp(video[0]) > 0  # something was drawn
+
+
+LONG = "two people walk towards each other across a wide and empty room and then " * 2
+ODD_IDS = ["hug me", "hug_me", LONG + "shake hands", LONG + "wave"]  # one sanitised name, one 80-character prefix
+FILLER_FRAMES = 120
+
+
+@pytest.fixture(scope="module")
+def odd_ids_job(tmp_path_factory):
+    """Four short samples whose ids sanitise alike, then 20 long ones render never draws."""
+    folder = tmp_path_factory.mktemp("odd")
+    prompts = [{"id": i, "text": "two people hug", "num_frames": 6} for i in ODD_IDS]
+    prompts += [{"id": f"filler-{n}", "text": "one pushes the other", "num_frames": FILLER_FRAMES} for n in range(20)]
+    (folder / "prompts.jsonl").write_text("\n".join(json.dumps(p) for p in prompts) + "\n")
+    out = folder / "out"
+    assert main(["generate", "--out", str(out), "--prompts", str(folder / "prompts.jsonl"), "--preset", "tiny",
+                 "--steps", "1", "--workers", "0"]) == 0
+    return out
+
+
+def test_distinct_ids_get_distinct_files_and_the_page_labels_each_with_its_own(odd_ids_job, tmp_path, capsys):
+    assert main(["render", str(odd_ids_job), "--ids", ",".join(ODD_IDS), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and len(list(tmp_path.glob("*.mp4"))) == 4
+    for sample_id, line in zip(ODD_IDS, printed):
+        assert line == f"{sample_id} -> {tmp_path / video_name('dhvae', sample_id)}"
+    assert video_name("socialmirror", "clips/a.mp4").count(".mp4") == 1  # no .mp4.mp4
+
+    assert main(["report", str(odd_ids_job), "--samples", "4"]) == 0
+    page = (odd_ids_job / "report.html").read_text()
+    shown = re.findall(r"src='report_assets/([^']+)'></video><figcaption>([^<]+)</figcaption>", page)
+    assert [(unquote(src), html.unescape(caption)) for src, caption in shown] == [
+        (video_name("dhvae", i), i) for i in ODD_IDS]
+    assert all((odd_ids_job / "report_assets" / video_name("dhvae", i)).stat().st_size > 0 for i in ODD_IDS)
+
+
+def test_render_reads_only_the_rows_it_draws(odd_ids_job, tmp_path):
+    """Python memory while rendering one short sample stays far below the job's rows as Python
+    lists (what render held before: every row of the job)."""
+    from motionfleet.api import read_results
+    from motionfleet.render import render_job
+
+    render_job(odd_ids_job, ["hug me"], tmp_path / "warm")  # imports and font caches outside the measurement
+    tracemalloc.start()
+    try:
+        everything = read_results(odd_ids_job).to_pylist()
+        whole = tracemalloc.get_traced_memory()[0]
+        del everything
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        render_job(odd_ids_job, ["hug_me"], tmp_path)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert whole > 20 * 2 * FILLER_FRAMES * 262 * 8  # the filler rows alone
+    assert peak < whole / 4, (peak, whole)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +128,7 @@ def test_render_scorehoi_shows_the_estimate_then_the_refined_state(refine_job, t
     ids = ["box_carry_penetrating", "ball_hand_missed"]
     assert main(["render", str(refine_job), "--ids", ",".join(ids), "--out", str(tmp_path)]) == 0
     for sample_id in ids:
-        video = decoded(tmp_path / f"scorehoi-{sample_id}.mp4")
+        video = decoded(tmp_path / video_name("scorehoi", sample_id))
         assert len(video) == 2 * HOLD_FRAMES
         assert video[0].shape == (360, 480, 3)
         assert np.ptp(video[0]) > 0

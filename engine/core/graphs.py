@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,7 @@ def trace(spec: GraphSpec, opset: int):
     program = torch.onnx.export(exported, dynamo=True, opset_version=opset, input_names=spec.input_names(),
                                 output_names=[spec.output], verbose=False, optimize=spec.optimize)
     check_dynamic(spec, program.model)
+    name_dynamic_dims(spec, program.model)
     return program.model
 
 
@@ -187,6 +189,30 @@ def check_dynamic(spec: GraphSpec, model) -> None:
             if isinstance(dim, str) and isinstance(value.shape[axis], int):
                 raise RuntimeError(f"{spec.family} {spec.name}: input {graph_input.name} axis {axis} ({dim}) "
                                    f"was exported as the fixed size {value.shape[axis]}")
+
+
+def name_dynamic_dims(spec: GraphSpec, model) -> None:
+    """The exporter names a dynamic dimension after its tracing symbol (``s43``, ``2*s43``); name it
+    as the spec does (``batch``, ``2*batch``) wherever it appears in the graph, inputs and outputs
+    included."""
+    import onnx_ir as ir
+
+    names = {}
+    for graph_input, value in zip(spec.inputs, model.graph.inputs):
+        for axis, dim in enumerate(graph_input.shape):
+            if isinstance(dim, str):
+                names[str(value.shape[axis])] = dim
+    symbol = re.compile("|".join(rf"\b{re.escape(name)}\b" for name in names)) if names else None
+
+    def renamed(dim):
+        if symbol is None or not isinstance(dim, ir.SymbolicDim) or dim.value is None:
+            return dim
+        return symbol.sub(lambda match: names[match.group(0)], dim.value)  # "2*s6" -> "2*batch"
+
+    values = [*model.graph.inputs, *model.graph.outputs, *(v for node in model.graph.all_nodes() for v in node.outputs)]
+    for value in values:
+        if value.shape is not None:
+            value.shape = ir.Shape([renamed(d) for d in value.shape])
 
 
 def export_graph(spec: GraphSpec, out_dir: str | Path, weights: str, precision: str = "fp32",

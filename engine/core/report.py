@@ -72,12 +72,18 @@ def common_lines(report: dict) -> list[str]:
     memory = report["timing"].get("peak_rss_mb", 0.0)
     return [
         f"rows {rows['results']}  rejected {rows['rejected']}  shards {report['shards']['run']}/"
-        f"{report['shards']['total']}  workers {workers['ran']} (asked {workers['requested']})  "
-        f"wall {report['wall_s']:.1f} s  peak RSS {memory:.0f} MiB",
+        f"{report['shards']['total']}  {workers_text(workers)}  wall {report['wall_s']:.1f} s  peak RSS {memory:.0f} MiB",
         f"model {report['job'].get('model_name', report['family'])}  weights {report['job']['weights']}  "
         f"backend {s.get('backend')} {s.get('precision')} on {s.get('device')}",
         headline_line(report),
     ]
+
+
+def workers_text(workers: dict) -> str:
+    """``--workers 0`` runs the shards in this process, without Ray: no worker to count."""
+    if workers["requested"] == 0:
+        return "workers: in process (--workers 0)"
+    return f"workers {workers['ran']} of {workers['requested']}"
 
 
 def peak_memory(done: list) -> dict:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.digests import weights_digest
-from motionfleet.core.options import Option, existing_file, file_option, float_option, int_option
+from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.dhvae import graphs, motion_space, report
@@ -56,6 +56,9 @@ def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, worke
     read; the built-in set and a Python list are small and travel as items."""
     check_options(spec, settings)
     name, digest, count, shard_items = prompt_source(prompts, settings.repeats)
+    if count == 0:
+        raise UsageError(f"--prompts {name}: holds no prompt; give one prompt per line (.txt), one JSON object with "
+                         "'text' per line (.jsonl) or rows with a 'text' column (.parquet)")
     total = count * settings.repeats
     size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)
     job = {

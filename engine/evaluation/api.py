@@ -7,7 +7,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
-from motionfleet.core.options import UsageError
+from motionfleet.core.options import Option, UsageError, file_option, int_option
 
 
 def _pick(cls, options: dict, **renamed):
@@ -31,7 +31,20 @@ def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, worker
     if bad:
         known = ", ".join(sorted(OPTION_NAMES[family]()))
         raise UsageError(f"unknown {family} evaluation settings: {', '.join(bad)} (known: {known})")
-    return RUNNERS[family](out, dataset, workers, address, options)
+    values = checked_options(family, {**options, "workers": workers, "address": address})
+    workers, address = values.pop("workers", 1), values.pop("address", None)
+    return RUNNERS[family](out, dataset, workers, address, values)
+
+
+def checked_options(family: str, given: dict) -> dict:
+    """The set values of ``given`` parsed and checked as the command line's flags are (a bad one
+    raises UsageError naming its flag), the device resolved as ``--device`` resolves it."""
+    from motionfleet.core.jobs import resolve_device
+
+    options = {o.name: o for o in protocol_options(family)}
+    values = {name: options[name].parse(v) if name in options else v for name, v in given.items() if v is not None}
+    values["device"] = resolve_device(values.get("device", "auto"))
+    return values
 
 
 def _dhvae(out, dataset, workers, address, options: dict) -> dict:
@@ -85,3 +98,35 @@ def job_option_names(family: str) -> set[str]:
 RUNNERS = {"dhvae": _dhvae, "scorehoi": _scorehoi, "socialmirror": _socialmirror}
 OPTION_NAMES = {"dhvae": _dhvae_options, "scorehoi": lambda: (job_option_names("scorehoi") - {"control"}) | {"seed"},
                 "socialmirror": lambda: job_option_names("socialmirror")}
+
+
+DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
+                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
+                             "none: a synthetic or demo set")
+
+
+def protocol_options(name: str) -> tuple[Option, ...]:
+    """The protocol's job settings (model, sampler, engine), the run's, and the protocol's own."""
+    from motionfleet.core import jobs, registry
+
+    family = registry.get(name)
+    run = tuple(o for o in jobs.RUN_OPTIONS if o.name in ("workers", "address", "shard_size"))
+    if name != "dhvae":
+        job = tuple(o for o in jobs.engine_options(family) + family.options if o.name != "control")
+        replications = (int_option("replications", 1, "one: the sampler draws no noise", low=1) if name == "scorehoi"
+                        else int_option("replications", 2, "seeded reconstructions of the whole set", low=1))
+        return job + (replications,) + run
+    generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
+    protocol = (
+        int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
+        int_option("match_batch", 96, "R-precision matching batch", low=1),
+        int_option("diversity_pairs", 300, "Diversity pairs", low=1),
+        int_option("mm_texts", 100, "MModality texts (0: no MModality)", low=0),
+        int_option("mm_repeats", 30, "MModality generations per text", low=1),
+        int_option("mm_pairs", 10, "MModality pairs per text", low=1),
+        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
+                    "weights"),
+        Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
+        file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
+    )
+    return generation + protocol + run

@@ -133,9 +133,9 @@ def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
 
 def evaluation_options(family: str) -> tuple:
     """The options ``motionfleet evaluate --family FAMILY`` takes, with its --dataset."""
-    from motionfleet.cli import DATASET_OPTION, evaluate_options
+    from motionfleet.evaluation.api import DATASET_OPTION, protocol_options
 
-    return (*evaluate_options(family), DATASET_OPTION)
+    return (*protocol_options(family), DATASET_OPTION)
 
 
 def settings(path: Path, family: str, raw, where: str) -> dict:

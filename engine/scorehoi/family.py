@@ -62,6 +62,9 @@ def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, ou
     with checkpoint_errors(spec.checkpoint, "scorehoi"):
         probe_released_checkpoint(spec.checkpoint, PRESETS[spec.preset])
     name, digest, count, referenced, shard_items = estimate_source(estimates, spec, settings.control)
+    if count == 0:
+        raise UsageError(f"--estimates {name}: holds no row; give one row of initial estimates per image "
+                         "(README: refine), or --demo")
     total = count * (len(VARIANTS) if settings.control else 1)
     size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)
     job = {

@@ -21,6 +21,15 @@ def worker_seconds(done: list) -> float:
     return sum(last - first for first, last in spans.values())
 
 
+def hidden_share(decode_wait_s: float, decode_s: float):
+    """Share of decoding the models did not wait for, in [0, 1] (None without decoding). The wait
+    also holds the queue hand-over between the threads, so it can exceed the decoding it waited
+    for: then nothing was hidden (0), not a negative share."""
+    if decode_s <= 0:
+        return None
+    return min(1.0, max(0.0, 1 - decode_wait_s / decode_s))
+
+
 def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     """Frames per second end to end and per stage, summed over this run's shards.
 
@@ -52,7 +61,7 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
         "stages": stages, "slowest_stage": slowest,
         "end_to_end_vs_slowest": rate(worker_s) / stages[slowest]["fps"] if frames and seconds[slowest] else None,
         "decode_wait_s": decode_wait,
-        "decode_hidden": 1 - decode_wait / seconds["decode"] if seconds["decode"] > 0 and not elsewhere else None,
+        "decode_hidden": None if elsewhere else hidden_share(decode_wait, seconds["decode"]),
         "model_busy": sum(seconds[s] for s in MODEL_STAGES) / worker_s if worker_s > 0 else None,
         "clips_decoded_elsewhere": elsewhere,
         **peak_memory(done),

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from motionfleet.core.errors import MissingFile, RejectedInput
 from motionfleet.core.inputs import local_file, open_media, printable, text_lines
+from motionfleet.core.options import UsageError
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".3gp"}
@@ -129,6 +130,9 @@ def list_videos(path: str | os.PathLike) -> list[VideoItem]:
         entries, base = [(root, None)], root.parent
     else:
         raise ValueError(f"{root}: expected a folder, a .txt or .parquet manifest, or a video file")
+    if not entries:
+        raise UsageError(f"--videos {root}: names no video; put video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) "
+                         "in the folder or list their paths in a .txt or .parquet manifest, or use --demo")
     return _unique_items(entries, base)
 
 
