@@ -51,6 +51,6 @@ def refine(estimates: Inputs = None, *, out: str | Path, workers: int = 1, demo:
 
 def read_results(out: str | Path, rejected: bool = False) -> pa.Table:
     """Every committed shard's rows of a job folder (``rejected=True``: the rejected rows)."""
-    from motionfleet.core import sink
+    from motionfleet.core.jobfolder import sink
 
     return sink.read_results(out, sink.REJECTED_DIR if rejected else sink.RESULTS_DIR)

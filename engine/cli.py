@@ -72,7 +72,8 @@ def job_parser(sub, command: str) -> None:
 
 def run_job(args, argv: list[str]) -> int:
     from motionfleet import api
-    from motionfleet.core import failures, jobs
+    from motionfleet.core import jobs
+    from motionfleet.core.jobfolder import failures
 
     family = args.family
     settings = {o.name: getattr(args, o.name) for o in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS}
@@ -106,7 +107,7 @@ EXPORT_OPTIONS = (
 
 def export_parser(sub) -> None:
     from motionfleet.core import registry
-    from motionfleet.core.graphs import GRAPH_PRECISIONS
+    from motionfleet.core.runtime.graphs import GRAPH_PRECISIONS
 
     p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
@@ -126,8 +127,8 @@ def export_parser(sub) -> None:
 
 def run_export(args, argv: list[str]) -> int:
     from motionfleet.core import registry
-    from motionfleet.core.graphs import GRAPH_PRECISIONS
     from motionfleet.core.options import existing_path
+    from motionfleet.core.runtime.graphs import GRAPH_PRECISIONS
     from motionfleet.export.onnx import export_family
 
     if args.family is None:
@@ -277,7 +278,7 @@ def verify_parser(sub) -> None:
 
 
 def run_verify(args, argv: list[str]) -> int:
-    from motionfleet.core.sink import verify_folder
+    from motionfleet.core.jobfolder.sink import verify_folder
 
     found = verify_folder(args.folder, repair=args.repair)
     for shard_id, problems in found["damaged"].items():
@@ -309,8 +310,8 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from motionfleet.core.errors import exit_code_and_message
-    from motionfleet.core.quiet import quiet_third_party
+    from motionfleet.core.exit_codes import exit_code_and_message
+    from motionfleet.core.io.quiet import quiet_third_party
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return code
     finally:
-        from motionfleet.core.executors import shutdown
+        from motionfleet.core.execution import shutdown
 
         shutdown()
 

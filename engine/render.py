@@ -135,7 +135,7 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> int:
 
 def dhvae_people(row: dict) -> np.ndarray:
     """(2, T, 22, 3) joint positions of a dhvae row (features in the dataset's normalised space)."""
-    from motionfleet.core.sink import motion_array
+    from motionfleet.dhvae.runner import motion_array
 
     motion = motion_array(row)
     return motion[:, :MAX_FRAMES, :66].reshape(motion.shape[0], -1, 22, 3)
@@ -209,7 +209,7 @@ def recorded_job(job: Path) -> dict:
     """The job description its job.json keeps (model, body model, inputs)."""
     import json
 
-    from motionfleet.core.sink import JOB
+    from motionfleet.core.jobfolder.sink import JOB
 
     return json.loads((job / JOB).read_text())["job"]
 
@@ -232,7 +232,8 @@ def estimate_record(job: Path, sample_id: str):
     (refused when the file changed since the job ran). The ids are streamed: one row is read."""
     import pyarrow.parquet as pq
 
-    from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+    from motionfleet.core.io.digests import file_sha256
+    from motionfleet.core.io.parquet_rows import column_values, read_rows
     from motionfleet.demo.scenes import demo_scenes
     from motionfleet.scorehoi.model import PRESETS
     from motionfleet.scorehoi.source import record_from_row

@@ -20,8 +20,9 @@ import pyarrow.parquet as pq
 
 from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import check_id, decode_line, printable
-from motionfleet.core.parquet_rows import CHUNK, column_values, file_sha256, read_rows
+from motionfleet.core.io.digests import file_sha256
+from motionfleet.core.io.inputs import check_id, decode_line, printable
+from motionfleet.core.io.parquet_rows import CHUNK, column_values, read_rows
 from motionfleet.core.shards import RangeItems, rows_of
 
 

@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
-from motionfleet.core import digests
-from motionfleet.core.digests import listing_sha256
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import check_id, check_text, number_list, printable
-from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+from motionfleet.core.io import digests
+from motionfleet.core.io.digests import file_sha256, listing_sha256
+from motionfleet.core.io.inputs import check_id, check_text, number_list, printable
+from motionfleet.core.io.parquet_rows import column_values, read_rows
 from motionfleet.core.shards import RangeItems, rows_of
 from motionfleet.dhvae.source import as_duplicate, duplicate_rows
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state

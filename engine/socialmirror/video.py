@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from motionfleet.core.errors import MissingFile, RejectedInput
-from motionfleet.core.inputs import local_file, open_media, printable, text_lines
+from motionfleet.core.io.inputs import local_file, open_media, printable, text_lines
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".wmv", ".flv", ".3gp"}

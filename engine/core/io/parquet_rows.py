@@ -1,24 +1,15 @@
 """Reading a Parquet input without holding it: a row range from the row groups that hold it, one
-column streamed in batches, the file's digest in chunks. What a streamed plan (issue 14.2) and its
+column streamed in batches (the file's digest: ``digests.file_sha256``). What a streamed plan (issue 14.2) and its
 workers read instead of ``read_table().to_pylist()``."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
 
 CHUNK = 1 << 23  # bytes a streaming read takes at a time
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_rows(path: str | Path, lo: int, hi: int) -> list[dict]:

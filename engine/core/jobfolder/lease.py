@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 
-from motionfleet.core.storage import Storage, new_token
+from motionfleet.core.jobfolder.storage import Storage, new_token
 
 LOCK_DIR = "_lock"
 DEFAULT_TTL_S = 60.0
