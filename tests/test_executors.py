@@ -96,6 +96,20 @@ def test_a_full_or_read_only_disk_stops_the_job_with_one_line_and_nothing_corrup
         assert pq.read_table(tmp_path / "copy" / record["files"]["results"]["path"]).num_rows == 1
 
 
+NO_RAY_IN_PROCESS = ("import sys, runpy; sys.argv = [sys.argv[1], *sys.argv[2:]]; "
+                     "code = runpy.run_path(sys.argv[0], run_name='toy').get('main')(sys.argv[1:]); "
+                     "assert 'ray' not in sys.modules, 'a job with --workers 0 imported ray'; sys.exit(code)")
+
+
+def test_a_job_in_this_process_never_imports_ray(tmp_path):
+    """Only ``executor_for`` imports the Ray package, and only for workers > 0 (the import rules in
+    pyproject.toml check the static imports; this checks the one lazy import)."""
+    done = subprocess.run([sys.executable, "-c", NO_RAY_IN_PROCESS, TOY, "--out", str(tmp_path / "job"), "--items", "2"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=QUIET)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(tmp_path / "job", 2)
+
+
 def test_actors_spread_over_nodes_sized_by_what_each_node_has():
     nodes = [{"NodeID": "head", "Resources": {"CPU": 0.0}},
              {"NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0}},
