@@ -1,4 +1,4 @@
-"""A job with a toy worker whose faults the tests choose, run through the real executors.
+"""A job with a toy worker whose faults the tests choose, run through the real executors (``motionfleet.core.execution``).
 
 ``python tests/toy_job.py --out D --items N [--address A --workers W] [faults]`` plans N one-item
 shards (ids item-000..), runs them with ``jobs.run_shards`` and exits like the CLI: 0, 1 with a

@@ -332,7 +332,7 @@ MOTION_COLUMNS = ("motion", "motion_denormalized")
 
 
 def results_table(rows: list[dict]) -> pa.Table:
-    """The rows with the motions as (person, frame, 262) nested columns (``core.columns``);
+    """The rows with the motions as (person, frame, 262) nested columns (``core.io.columns``);
     ``motion_denormalized`` is all null unless the job writes both spaces."""
     motions = {name: motion_column([row.pop(name) for row in rows]) for name in MOTION_COLUMNS}
     schema = RESULTS_SCHEMA

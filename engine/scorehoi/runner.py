@@ -90,7 +90,7 @@ def check_image_size(container, path: str) -> None:
 def geometry_features(template: ObjectTemplate, dim: int) -> torch.Tensor:
     """The geometry condition: the 64 template points, then zeros where the public model reads a
     1024-dim PointNeXt feature (not public), cut or padded to ``dim``. The denoiser's output does
-    not depend on it (DESIGN, 'Known faults'); it only feeds the unfolded reference."""
+    not depend on it (``scorehoi.model``: attention over one key); it only feeds the unfolded reference."""
     points = torch.from_numpy(template.points).flatten()
     return torch.cat([points, torch.zeros(max(dim - len(points), 0))])[:dim]
 

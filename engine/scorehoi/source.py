@@ -149,7 +149,7 @@ def estimate_rows(source: EstimateFile, start: int, stop: int) -> RangeItems:
 
 def referenced_files_sha256(objects: Iterable, image_paths: Iterable) -> str:
     """One digest over the mesh files (whole) and images (sampled) the rows name, for the job's
-    fingerprint (``core.digests``): a mesh or an image swapped between a kill and the rerun
+    fingerprint (``core.io.digests``): a mesh or an image swapped between a kill and the rerun
     changes the job instead of mixing results."""
     meshes = sorted({v for v in objects if isinstance(v, str) and Path(v).suffix.lower() in MESH_SUFFIXES})
     images = sorted({v for v in image_paths if isinstance(v, str)})

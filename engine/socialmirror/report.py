@@ -34,7 +34,7 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     CPU stage ran as Ray tasks: shards then run at once and one waits for its clips while another
     uses the models), ``model_busy`` the share of the workers' time in the models, and
     ``clips_decoded_elsewhere`` the clips whose CPU stage ran as a Ray task on a CPU no model
-    worker holds (``core.prefetch.stream``).
+    worker holds (``core.io.prefetch.stream``).
     """
     t = total([d.timings for d in done])
     frames = t.counts.get("frames", 0)

@@ -9,7 +9,7 @@ Pipeline (worker, per shard)::
 
     CPU stage:      probe -> seek to the shard's first frame -> decode (PyAV, resampled to the
                     target fps) -> clips -> person crops                    (decode)
-                        | at most ``prefetch_clips`` clips ahead (``core.prefetch.stream``: a
+                        | at most ``prefetch_clips`` clips ahead (``core.io.prefetch.stream``: a
                         | thread of the worker, or a one-CPU Ray task anywhere on the cluster)
     model thread:   ResNet-50 + projection + regression head per clip      (backbone)
                     DDIM around the initial estimate, B clips per call      (diffusion)

@@ -129,7 +129,7 @@ def read_captions(corpus: str | Path, videos: list[VideoItem]) -> dict[str, str]
 
 def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
     """What identifies the corpus: per video its id, its sampled digest, its track file's digest
-    and its caption (``core.digests``: cached, on a thread pool, 128 KiB read a video)."""
+    and its caption (``core.io.digests``: cached, on a thread pool, 128 KiB read a video)."""
     video_digests = digests.many([v.path for v in videos], sampled=True)
     track_digests = iter(digests.many([v.track_path for v in videos if v.track_path]))
     return listing_sha256((v.video_id, video_digest, next(track_digests) if v.track_path else None,

@@ -15,7 +15,7 @@ decoder ``decode(z, num_frames) -> motion``. The sampler cannot tell which one i
 A backend runs what the module declares (``graph_spec()``, ``guided_pair``); it names no family.
 Graphs come from ``onnx_dir`` when given (checked against the module's weights), else they are
 exported once into a cache folder keyed by family, config, weights and precision
-(``core.cache``). A backend that cannot run here (no
+(``core.io.cache``). A backend that cannot run here (no
 CUDA, a missing package, a provider that fell back to the CPU, a precision the device lacks) is a
 ``BackendUnavailable`` error that says what to install or choose instead; nothing falls back
 silently.
