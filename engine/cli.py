@@ -203,6 +203,11 @@ def evaluate_options(name: str = "dhvae") -> tuple[Option, ...]:
     return generation + protocol + run
 
 
+DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
+                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
+                             "none: a synthetic or demo set")
+
+
 def evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate, then metrics over replications "
                        "-> OUT/metrics.json and metrics.parquet",
@@ -211,9 +216,7 @@ def evaluate_parser(sub) -> None:
     p.add_argument("--family", required=True, choices=EVALUATE_FAMILIES, help="which protocol (required); each family "
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
-    add_option(p, file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
-                              "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
-                              "none: a synthetic or demo set"))
+    add_option(p, DATASET_OPTION)
     seen = set()
     for family in EVALUATE_FAMILIES:
         for option in evaluate_options(family):

@@ -207,11 +207,10 @@ def refined_row(rows: list[dict]) -> dict:
 
 def recorded_job(job: Path) -> dict:
     """The job description its job.json keeps (model, body model, inputs)."""
-    import json
+    from motionfleet.core.jobfolder.sink import read_job
+    from motionfleet.core.jobfolder.storage import Storage
 
-    from motionfleet.core.jobfolder.sink import JOB
-
-    return json.loads((job / JOB).read_text())["job"]
+    return read_job(Storage(job))["job"]
 
 
 def scorehoi_job_body(job: Path, body_models: Optional[str]):

@@ -213,7 +213,7 @@ def test_a_weights_file_is_what_loads_and_what_provenance_names(tmp_path):
 
 @pytest.mark.parametrize("hyper, reason", [
     ({"vae": {"max_len": 60000}}, "does not match the dhvae layout"),  # a 1 KB file claiming 60k frames
-    ({"mld": {"nlayer": 10 ** 9}}, r"layers=.*in \[0, 65536\]"),
+    ({"mld": {"nlayer": 10 ** 9}}, r"layers=.*in \[0, 256\]"),
     ({"mld": {"nlayer": "9"}}, "not a valid int"),
     ({"mld": ["not", "a", "mapping"]}, "'mld' is not a mapping"),
 ])

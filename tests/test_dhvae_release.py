@@ -220,6 +220,49 @@ def test_checkpoint_carrying_the_frozen_clip_needs_no_weights_file(tmp_path, cli
     torch.testing.assert_close(carried.text_encoder.encode(PROMPTS), given.text_encoder.encode(PROMPTS))
 
 
+def trained_clip_tensors() -> dict:
+    """What a release Lightning checkpoint can carry of CLIP: ln_final and the positional embedding,
+    which textenc.py leaves trainable (it freezes the transformer, token embedding and ln_final),
+    here with values of their own so the test sees where each tensor came from."""
+    g = torch.Generator().manual_seed(7)
+    return {"positional_embedding": 0.05 * torch.randn(CONTEXT_LENGTH, WIDTH, generator=g),
+            "ln_final.weight": 1 + 0.1 * torch.randn(WIDTH, generator=g), "ln_final.bias": 0.1 * torch.randn(WIDTH, generator=g)}
+
+
+def test_a_checkpoint_carrying_part_of_clip_takes_the_rest_from_the_weights_file(tmp_path, clip_file):
+    """textenc.py builds the tower from clip.load (the OpenAI file), then the checkpoint's tensors
+    are loaded over it: the carried positional embedding and ln_final win, the rest is the file's."""
+    partial = write_chmld(tmp_path / "partial", hyper(), extra=frozen_clip_in_checkpoint(trained_clip_tensors()))
+    whole = write_chmld(tmp_path / "whole", hyper(),
+                        extra=frozen_clip_in_checkpoint({**openai_clip_state(), **trained_clip_tensors()}))
+    from_partial = DHVAEGenerator(ModelSpec(checkpoint=str(partial), text_encoder="clip",
+                                            text_encoder_weights=str(clip_file)), GenerateSettings(steps=2))
+    from_whole = DHVAEGenerator(ModelSpec(checkpoint=str(whole), text_encoder="clip"), GenerateSettings(steps=2))
+    from_file = DHVAEGenerator(ModelSpec(checkpoint=str(write_chmld(tmp_path / "none", hyper())), text_encoder="clip",
+                                         text_encoder_weights=str(clip_file)), GenerateSettings(steps=2))
+    features = from_partial.text_encoder.encode(PROMPTS)
+    torch.testing.assert_close(features, from_whole.text_encoder.encode(PROMPTS))
+    assert not torch.allclose(features, from_file.text_encoder.encode(PROMPTS))  # the carried tensors are used
+    tokens = tokenizer().tokenize(PROMPTS[0])[None]
+    expected = reference_tower({**openai_clip_state(), **trained_clip_tensors()}, tokens)
+    torch.testing.assert_close(from_partial.text_encoder.tower(tokens), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_checkpoint_carrying_part_of_clip_without_the_file_names_what_is_missing(tmp_path, capsys):
+    checkpoint = write_chmld(tmp_path, hyper(), extra=frozen_clip_in_checkpoint(trained_clip_tensors()))
+    assert main(["generate", "--checkpoint", str(checkpoint), "--text-encoder", "clip", "--out", str(tmp_path / "a"),
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--text-encoder-weights ViT-L-14-336px.pt" in err and "token_embedding, transformer.resblocks" in err
+
+
+def test_carried_clip_tensors_that_do_not_fit_the_weights_file_are_refused(tmp_path, clip_file):
+    wide = {"ln_final.weight": torch.ones(2 * WIDTH), "ln_final.bias": torch.zeros(2 * WIDTH)}
+    checkpoint = write_chmld(tmp_path, hyper(), extra=frozen_clip_in_checkpoint(wide))
+    with pytest.raises(RejectedInput, match=r"ln_final.weight \(128,\) does not fit the CLIP in .*of shape \(64,\)"):
+        build_release_text_encoder(load_model(str(checkpoint)).text_state, "intergen", clip_file, 0, "release.ckpt")
+
+
 def denoise(model, x, t, text):
     with torch.no_grad():
         return model.denoiser(x, torch.tensor([t]), text)

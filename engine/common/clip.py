@@ -191,12 +191,16 @@ class ClipTextTower(nn.Module):
         return states[torch.arange(len(tokens)), tokens.argmax(-1)] @ self.text_projection
 
 
-def tower_from_state_dict(state: dict[str, torch.Tensor], source: str) -> ClipTextTower:
-    """The text tower of an OpenAI-layout state dict (``visual.*`` and metadata ignored), float32."""
+def check_openai_keys(state: dict, source: str) -> None:
     required = ("token_embedding.weight", "positional_embedding", "ln_final.weight")
     missing = [key for key in required if key not in state]
     if missing:
         raise RejectedInput(f"{source} is not an OpenAI CLIP state dict: no {', '.join(missing)}")
+
+
+def tower_from_state_dict(state: dict[str, torch.Tensor], source: str) -> ClipTextTower:
+    """The text tower of an OpenAI-layout state dict (``visual.*`` and metadata ignored), float32."""
+    check_openai_keys(state, source)
     vocab_size, width = state["token_embedding.weight"].shape
     layers = len({key.split(".")[2] for key in state if key.startswith("transformer.resblocks.")})
     projection = state.get("text_projection")
@@ -211,9 +215,10 @@ def tower_from_state_dict(state: dict[str, torch.Tensor], source: str) -> ClipTe
     return tower.eval()
 
 
-def read_openai_clip(path: str | Path) -> ClipTextTower:
+def read_openai_clip(path: str | Path, overrides: Optional[dict] = None, overrides_source: str = "") -> ClipTextTower:
     """The tower from OpenAI's weights file: a ``torch.save``d state dict (read with
-    ``weights_only=True``). OpenAI's own TorchScript archive is code and is refused with the fix."""
+    ``weights_only=True``). OpenAI's own TorchScript archive is code and is refused with the fix.
+    ``overrides`` (OpenAI key names) replace the file's tensors, each of the file's shape."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise MissingFile(f"CLIP weights not found: {path}; provide OpenAI's ViT-L/14@336px weights "
@@ -224,7 +229,13 @@ def read_openai_clip(path: str | Path) -> ClipTextTower:
     state = read_state_dict(path)
     if not isinstance(state, dict):
         raise RejectedInput(f"{path} holds a {type(state).__name__}, not a CLIP state dict")
-    return tower_from_state_dict(state, str(path))
+    check_openai_keys(state, str(path))
+    for key, value in (overrides or {}).items():
+        if key not in state or tuple(state[key].shape) != tuple(value.shape):
+            found = "absent" if key not in state else f"of shape {tuple(state[key].shape)}"
+            raise RejectedInput(f"{overrides_source}: {key} {tuple(value.shape)} does not fit the CLIP in {path} "
+                                f"({found} there); give the CLIP weights this checkpoint was trained with")
+    return tower_from_state_dict({**state, **(overrides or {})}, str(path))
 
 
 class ClipTextEncoder:

@@ -32,29 +32,112 @@ def read_state_dict(path: str | Path, mmap: bool = False) -> dict:
 
     Returns whatever the file holds (a flat dict for safetensors; the pickled container, e.g.
     ``{'state_dict': ...}`` or ``{'model_state_dict': ...}``, for torch files). ``mmap`` maps a
-    zip-format torch file instead of reading it (cheap when only its metadata is wanted).
+    zip-format torch file instead of reading it (cheap when only its metadata is wanted). What the
+    file claims is checked before anything is allocated: a safetensors header against the file's
+    size, a torch archive for torch's own layout (stored entries, a ``data.pkl``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise MissingFile(f"{path} is a folder; give the checkpoint file itself")
     if not path.is_file():
         raise MissingFile(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
+        safetensors_layout(path)
         try:
             return load_file(path)
         except Exception as err:  # safetensors raises its own error types for truncated files
             raise ValueError(f"unreadable safetensors file {path}: {err}") from err
-    if is_torchscript_archive(path):
+    zipped = check_torch_file(path)
+    if zipped and is_torchscript_archive(path):
         raise UnsafeCheckpoint(f"{path} is a TorchScript archive (code, not a state dict) and was refused; "
                                f"save its state_dict() with torch.save and pass that file")
     try:
         with torch.serialization.safe_globals(numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpoint(
             f"{path} needs arbitrary code to unpickle and was refused "
             f"(torch.load weights_only=True): {err}"
         ) from err
-    except (RuntimeError, EOFError) as err:
+    except (RuntimeError, EOFError, KeyError, IndexError, ValueError, OverflowError) as err:
         raise ValueError(f"unreadable checkpoint {path}: {err}") from err
+
+
+PICKLE_PROTOCOL_2_OR_LATER = b"\x80"  # the PROTO opcode every torch.save pickle (and protocol >= 2) starts with
+
+
+def check_torch_file(path: Path) -> bool:
+    """Whether ``path`` is a zip-format torch file (else a pickle, torch's legacy format); anything
+    else raises ValueError before ``torch.load`` reads it. torch inflates a compressed entry in
+    full, so an archive may only hold stored (uncompressed) entries, as ``torch.save`` writes them."""
+    import zipfile
+
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise ValueError(f"unreadable checkpoint {path}: the file is empty")
+    if not zipfile.is_zipfile(path):
+        if head.startswith(b"PK"):
+            raise ValueError(f"unreadable checkpoint {path}: a damaged or truncated zip archive")
+        if not head.startswith(PICKLE_PROTOCOL_2_OR_LATER):
+            raise ValueError(f"unreadable checkpoint {path}: neither a torch.save file (zip or pickle) nor "
+                             f"safetensors")
+        return False
+    with zipfile.ZipFile(path) as archive:
+        entries = archive.infolist()
+    if not any(entry.filename.endswith("/data.pkl") for entry in entries):
+        raise ValueError(f"unreadable checkpoint {path}: a zip archive without a torch.save data.pkl")
+    compressed = [entry.filename for entry in entries if entry.compress_type != zipfile.ZIP_STORED]
+    if compressed:
+        raise ValueError(f"unreadable checkpoint {path}: compressed entries ({compressed[0]}, ...), which "
+                         f"torch.save never writes and torch.load would inflate in full")
+    return True
+
+
+MAX_SAFETENSORS_HEADER = 100 << 20  # safetensors' own limit on the JSON header
+SAFETENSORS_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1, "I16": 2, "U16": 2,
+                           "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+
+
+def safetensors_layout(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape from a safetensors header, read without its tensors. The header is an 8-byte
+    little-endian length then JSON; the length, each dtype, shape and data span are checked against
+    the file's size, so a header cannot claim more than the file holds (ValueError otherwise)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        prefix = file.read(8)
+        length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+        if not 0 < length <= min(size - 8, MAX_SAFETENSORS_HEADER):
+            raise ValueError(f"unreadable safetensors file {path}: its header claims {max(length, 0)} bytes and the "
+                             f"file has {size}; not a safetensors file, or a truncated one")
+        raw = file.read(length)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"unreadable safetensors file {path}: its header is not JSON ({err})") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"unreadable safetensors file {path}: its header is not a JSON object")
+    data_bytes = size - 8 - length
+    return {key: tensor_span(entry, data_bytes, f"unreadable safetensors file {path}: tensor {key[:80]!r}")
+            for key, entry in header.items() if key != "__metadata__"}
+
+
+def tensor_span(entry, data_bytes: int, source: str) -> tuple[int, ...]:
+    """The shape of one safetensors header entry whose dtype x shape fills its ``data_offsets``
+    inside the file's ``data_bytes``."""
+    if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPE_BYTES:
+        raise ValueError(f"{source}: not a tensor entry of a known whole-byte dtype")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
+            and isinstance(offsets, list) and len(offsets) == 2 and all(type(n) is int for n in offsets)):
+        raise ValueError(f"{source}: shape and data_offsets must be lists of non-negative integers")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_bytes:
+        raise ValueError(f"{source}: data_offsets {offsets} lie outside the file's {data_bytes} data bytes")
+    if math.prod(shape) * SAFETENSORS_DTYPE_BYTES[entry["dtype"]] != end - begin:
+        raise ValueError(f"{source}: shape {shape[:8]} of {entry['dtype']} does not fill its {end - begin} bytes")
+    return tuple(shape)
 
 
 def numpy_scalar_globals() -> list:
@@ -95,12 +178,51 @@ def load_model_folder(path: str | Path) -> tuple[dict, dict]:
     """(state_dict, config) from a folder written by :func:`save_model`, or from one weights file
     of such a folder (``folder/other.safetensors``: that file, never ``model.safetensors``, with
     the ``config.json`` beside it), so the weights loaded are the file whose hash is recorded."""
+    weights, config = model_folder_files(path)
+    return read_state_dict(weights), read_config(config)
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """A model folder or one ``.safetensors`` file of one (else a released checkpoint file)."""
+    return Path(path).is_dir() or Path(path).suffix == ".safetensors"
+
+
+def model_folder_files(path: str | Path) -> tuple[Path, Path]:
+    """(weights file, config.json) of a model folder or of one weights file in it; both must exist."""
     path = Path(path)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     for file in (weights, weights.parent / CONFIG_FILE):
         if not file.is_file():
             raise MissingFile(f"{file} is missing; a model folder holds {WEIGHTS_FILE} and {CONFIG_FILE}")
-    return read_state_dict(weights), json.loads((weights.parent / CONFIG_FILE).read_text())
+    return weights, weights.parent / CONFIG_FILE
+
+
+MAX_CONFIG_BYTES = 1 << 20  # ours are under 1 KB
+
+
+def read_config(path: Path) -> dict:
+    """A model folder's ``config.json``: a JSON object of at most MAX_CONFIG_BYTES, else ValueError."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path} has {path.stat().st_size} bytes; a model config is a small JSON object")
+    try:
+        config = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ValueError(f"{path} is not JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the model's settings object")
+    return config
+
+
+def probe_checkpoint(path: str | Path, check_config: Callable[[dict], object] = lambda config: config) -> None:
+    """Read what a checkpoint claims without loading its tensors, so a file that is not one is
+    refused before a job folder is written: a model folder's safetensors header and ``config.json``
+    (given to ``check_config``), a torch file memory-mapped (a legacy pickle file is read)."""
+    if is_model_folder(path):
+        weights, config = model_folder_files(path)
+        safetensors_layout(weights)
+        check_config(read_config(config))
+    else:
+        read_state_dict(path, mmap=True)
 
 
 def weights_description(checkpoint: str | Path | None, dummy_seed: int) -> str:
@@ -120,29 +242,33 @@ def seeded(seed: int):
         yield
 
 
-MAX_CONFIG_INT = 1 << 16  # no width, depth or length of these models comes near it
+MAX_CONFIG_INT = 1 << 16  # no width or length of these models comes near it
+# Depth is built module by module even on the meta device: 4096 dhvae layers took 24 s to lay out;
+# the released models have at most 12.
+MAX_CONFIG_LAYERS = 256
 
 
 def checked_config(config_class: type, values: dict, source: str):
     """``config_class(**values)`` with each value of the type of the field's default and integers
-    in [0, MAX_CONFIG_INT], or ValueError naming the field: a checkpoint's header is untrusted."""
+    in [0, MAX_CONFIG_INT] (depths, the fields named ``*layers``, in [0, MAX_CONFIG_LAYERS]), or
+    ValueError naming the field: a checkpoint's header is untrusted."""
     known = {f.name: f.default for f in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"{source}: unknown model settings {unknown}")
     for name, value in values.items():
-        default = known[name]
+        default, high = known[name], MAX_CONFIG_LAYERS if name.endswith("layers") else MAX_CONFIG_INT
         if isinstance(default, bool):
             ok = isinstance(value, bool)
         elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_CONFIG_INT
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:
             ok = isinstance(value, type(default))
         if not ok:
             raise ValueError(f"{source}: model setting {name}={str(value)[:50]!r} is not a valid "
-                             f"{type(default).__name__}" + (f" in [0, {MAX_CONFIG_INT}]" if type(default) is int else ""))
+                             f"{type(default).__name__}" + (f" in [0, {high}]" if type(default) is int else ""))
     return config_class(**values)
 
 

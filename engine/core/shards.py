@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 # Default shards a job is cut into (before the largest-shard cap): enough for 32 workers on a small
 # job, and a count that depends on the inputs only, so shard ids never depend on the workers.
@@ -67,6 +67,15 @@ class RangeItems:
 
     def __getitem__(self, index):  # a worker splitting its shard (out of memory) reads it first
         return tuple(self)[index]
+
+
+class PlannedBytes(NamedTuple):  # a tuple, beside RangeItems: a shard pickles it without field or module names
+    """What a shard's descriptor may read of ``path``: the blocks [first, stop) of each run (of
+    ``planned_bytes.BLOCK`` bytes), and one digest over their block digests (``planned_bytes``)."""
+
+    path: str
+    runs: tuple[tuple[int, int], ...]
+    digest: bytes
 
 
 def rows_of(start: int, stop: int, count: int) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from motionfleet.common.weights import build_checked, checked_config, read_state_dict, weights_description
+from motionfleet.common.weights import build_checked, checked_config, is_model_folder, read_state_dict, weights_description
 from motionfleet.core.errors import MissingFile, RejectedInput
 from motionfleet.dhvae.model import DHVAE, PRESETS, DHVAEConfig, build_dummy, map_release_keys
 from motionfleet.dhvae.text import release_text_state
@@ -104,15 +104,30 @@ def read_vae_hparams(path: str | Path) -> dict:
     if not path.is_file():
         raise MissingFile(f"VAE hparams not found: {path}; give ckpt/<vae name>/lightning_logs/<version>/hparams.yaml")
     if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        hyper = yaml.safe_load(path.read_text())
+        hyper = read_yaml(path)
     else:
         checkpoint = read_state_dict(path)
         hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hyper, dict) or not isinstance(hyper.get("vae"), dict):
         raise RejectedInput(f"{path} has no 'vae' section; expected the DHVAE VAE's hparams.yaml")
     return hyper["vae"]
+
+
+MAX_HPARAMS_BYTES = 1 << 20  # the release's hparams.yaml files are a few KB
+
+
+def read_yaml(path: Path):
+    """``yaml.safe_load`` of a small file (no tags that build Python objects), or ValueError naming it."""
+    import yaml
+
+    if path.stat().st_size > MAX_HPARAMS_BYTES:
+        raise ValueError(f"{path} has {path.stat().st_size} bytes; a VAE hparams.yaml is a few KB")
+    try:
+        return yaml.safe_load(path.read_bytes())
+    except (yaml.YAMLError, RecursionError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a plain YAML mapping ({first}); give the VAE's hparams.yaml as "
+                         f"Lightning wrote it") from err
 
 
 def find_vae_hparams(checkpoint: Path, vae_name: Optional[str]) -> Optional[Path]:
@@ -237,10 +252,17 @@ def load_model(checkpoint: Optional[str], preset: str = "official", seed: int = 
     if checkpoint is None:
         return Loaded(build_dummy(PRESETS[preset], seed), weights_description(None, seed))
     path = Path(checkpoint)
-    if not (path.is_dir() or path.suffix == ".safetensors"):
+    if not is_model_folder(path):
         return load_release(path, vae_hparams)
     state, saved = load_model_folder(path)
-    config = checked_config(DHVAEConfig, saved["model"], str(path))
+    config = folder_config(saved, str(path))
     model = build_checked(lambda: DHVAE(config), state, str(path), "dhvae")
     model.load_state_dict(state, strict=True)
     return Loaded(model.eval(), weights_description(path, seed), source=str(path))
+
+
+def folder_config(saved: dict, source: str) -> DHVAEConfig:
+    """The model's settings from our folder's ``config.json`` (``{"model": {...}}``), type-checked."""
+    if not isinstance(saved.get("model"), dict):
+        raise ValueError(f"{source}: config.json has no 'model' settings object")
+    return checked_config(DHVAEConfig, saved["model"], source)

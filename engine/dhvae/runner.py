@@ -16,6 +16,7 @@ import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
+from motionfleet.core.execution.batcher import key_of
 from motionfleet.core.io import progress, provenance, rejections
 from motionfleet.core.io.columns import people_frames_column, people_frames_type
 from motionfleet.core.io.inputs import check_text, non_finite_rows
@@ -66,21 +67,26 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
     a missing CLIP weights file or null feature, a motion space without statistics."""
     from pathlib import Path
 
-    from motionfleet.dhvae.release import ReleaseSettings, check_release
-    from motionfleet.dhvae.text import clip_state_from_release
+    from motionfleet.common.weights import is_model_folder, probe_checkpoint
+    from motionfleet.dhvae.release import ReleaseSettings, check_release, folder_config
+    from motionfleet.dhvae.text import clip_state_from_release, missing_tower_parts
 
     release, config, text_state = ReleaseSettings(), dhvae.PRESETS[spec.preset], {}
     path = None if spec.checkpoint is None else Path(spec.checkpoint)
-    if path is not None and not (path.is_dir() or path.suffix == ".safetensors"):
-        release, config, text_state = check_release(path, spec.vae_hparams)
+    if path is not None and is_model_folder(path):
+        with checkpoint_errors(path, "dhvae"):
+            probe_checkpoint(path, lambda saved: folder_config(saved, str(path)))
+    elif path is not None:
+        with checkpoint_errors(path, "dhvae"):
+            release, config, text_state = check_release(path, spec.vae_hparams)
     if spec.text_encoder == "clip" and path is not None and release.text_mode == "intergen" and not any(
             key.startswith("clipTrans.") for key in text_state):
         raise ValueError(f"{path} has no text_encoder.clipTrans (the release's trained text head); --text-encoder "
                          f"clip needs the release's CHMLD checkpoint")
-    if spec.text_encoder == "clip" and not clip_state_from_release(text_state, release.text_mode):
-        if spec.text_encoder_weights is None:
-            raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
-                              "ViT-L-14-336px.pt (the checkpoint does not carry them)")
+    missing = missing_tower_parts(clip_state_from_release(text_state, release.text_mode), release.text_mode)
+    if spec.text_encoder == "clip" and missing and spec.text_encoder_weights is None:
+        raise UsageError("--text-encoder clip needs OpenAI's CLIP ViT-L/14@336px weights: --text-encoder-weights "
+                         f"ViT-L-14-336px.pt (the checkpoint does not carry CLIP's {', '.join(missing)})")
     if spec.text_encoder == "precomputed" and path is not None and spec.null_text_feature is None:
         raise UsageError(NULL_FEATURE_NEEDED)
     if spec.text_encoder != "precomputed" and spec.null_text_feature is not None:
@@ -173,6 +179,17 @@ class DHVAEGenerator:
             text = check_text(record.text, "prompt") if isinstance(record.text, str) else ""
             return text, num_frames, self.text_encoder.feature_from_value(record.text_features)
         return validate_prompt(check_text(record.text, "prompt"), self.text_encoder), num_frames, None
+
+    # -- batching across shards (core.batcher) ----------------------------------------------
+    @property
+    def batch_items(self) -> int:
+        return self.settings.batch_size
+
+    @staticmethod
+    def item_key(item: PromptItem) -> tuple[str, int]:
+        return item.record.sample_id, item.repeat
+
+    row_keys = staticmethod(key_of("sample_id", "repeat"))  # results and rejected rows alike
 
     # -- generation --------------------------------------------------------------------------
     @torch.inference_mode()

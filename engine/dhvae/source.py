@@ -13,17 +13,17 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.io.digests import file_sha256
 from motionfleet.core.io.inputs import check_id, decode_line, printable
-from motionfleet.core.io.parquet_rows import CHUNK, column_values, read_rows
-from motionfleet.core.shards import RangeItems, rows_of
+from motionfleet.core.io.parquet_rows import CHUNK, RowGroupBytes, column_values, read_rows, row_group_bytes
+from motionfleet.core.io.planned_bytes import CheckedFile, FileDigests, FileScan, scan_file
+from motionfleet.core.shards import PlannedBytes, RangeItems, rows_of
 
 
 @dataclass(frozen=True)
@@ -159,49 +159,63 @@ def as_duplicate(record, row: int, sample_id: str):
 # ----------------------------------------------------------------------------- streamed files
 #
 # A job over a prompt file never holds its rows on the driver: planning streams the bytes once
-# (digest, line offsets, and for jsonl / Parquet the ids, to settle duplicates before any work),
-# and each shard carries a descriptor (file, row range, byte range) its worker reads and validates.
+# (digest, block digests, line offsets, and for jsonl / Parquet the ids, to settle duplicates
+# before any work), and each shard carries a descriptor (file, row range, the planned digests of
+# the bytes it reads) its worker reads through ``planned_bytes.CheckedFile`` and validates.
 
 @dataclass(frozen=True)
 class PromptFile:
-    """What planning knows of a prompt file: its kind, row count, digest, the byte offset where each
-    text row starts (``starts[count]``: one past the last row's end, as if it ended in ``\n``) and
-    the rows whose id repeats an earlier row's (row -> its id: rejected as duplicates)."""
+    """What planning knows of a prompt file: its kind, row count, digests (whole and per block), the
+    byte offset where each text row starts (``starts[count]``: one past the last row's end, as if it
+    ended in ``\n``) or where a Parquet file keeps its row groups, and the rows whose id repeats an
+    earlier row's (row -> its id: rejected as duplicates)."""
 
     path: str
     kind: str  # "text", "jsonl" or "parquet"
     count: int
-    digest: str
+    scan: FileDigests
     starts: Optional[np.ndarray]
     duplicates: dict
+    groups: Optional[RowGroupBytes] = None  # Parquet only
 
     @property
     def name(self) -> str:
         return self.path
 
+    @property
+    def digest(self) -> str:
+        return self.scan.sha256
+
     def range_source(self, lo: int, hi: int) -> "RowRange":
         """The descriptor of rows [lo, hi): small, picklable, what a shard ships."""
         span = (int(self.starts[lo]), int(self.starts[hi]) - 1) if self.starts is not None and hi > lo else None
+        planned = self.scan.planned(*(self.groups.of_rows(lo, hi) if self.groups else [span] if span else []))
         dups = {row: dup for row, dup in self.duplicates.items() if lo <= row < hi}
-        return RowRange(self.path, self.kind, lo, hi, span, dups)
+        return RowRange(self.kind, lo, hi, span, dups, planned)
 
 
-@dataclass(frozen=True)
-class RowRange:
-    """Rows [lo, hi) of a prompt file; ``span``: their bytes [start, end) in a text file."""
+class RowRange(NamedTuple):  # a tuple: every shard ships one, so it pickles without field names
+    """Rows [lo, hi) of a prompt file; ``span``: their bytes [start, end) in a text file; ``planned``:
+    the digests of the bytes they are read from (``InputChanged`` if the file differs there now)."""
 
-    path: str
     kind: str
     lo: int
     hi: int
     span: Optional[tuple[int, int]]
     duplicates: dict
+    planned: PlannedBytes
+
+    @property
+    def path(self) -> str:
+        return self.planned.path
 
     def records(self) -> list[PromptRecord]:
         if self.hi <= self.lo:
             return []
         if self.kind == "parquet":
-            records = [_record_from_mapping(row, values) for row, values in enumerate(read_rows(self.path, self.lo, self.hi), self.lo)]
+            with CheckedFile(self.planned) as file:
+                rows = read_rows(file, self.lo, self.hi)
+            records = [_record_from_mapping(row, values) for row, values in enumerate(rows, self.lo)]
         else:
             read = _records_from_text if self.kind == "text" else _records_from_jsonl
             records = list(read(self._lines(), self.lo))
@@ -209,10 +223,8 @@ class RowRange:
                 for row, r in enumerate(records, self.lo)]
 
     def _lines(self) -> list[bytes]:
-        start, end = self.span
-        with open(self.path, "rb") as file:
-            file.seek(start)
-            data = file.read(end - start)
+        with CheckedFile(self.planned) as file:
+            data = file.read_span(*self.span)
         return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
 
 
@@ -227,27 +239,28 @@ def scan_prompt_file(path: str | Path) -> PromptFile:
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
     if path.suffix == ".parquet":
-        file = pq.ParquetFile(path)
+        scan, file = scan_file(path), pq.ParquetFile(path)
         ids = _parquet_ids(file)
-        return PromptFile(str(path), "parquet", file.metadata.num_rows, file_sha256(path), None, duplicate_rows(ids))
+        return PromptFile(str(path), "parquet", file.metadata.num_rows, scan, None, duplicate_rows(ids),
+                          row_group_bytes(file, scan.size))
     if path.suffix not in (".txt", ".jsonl", ".json"):
         raise ValueError(f"unsupported prompt file {path}: use .txt, .jsonl or .parquet")
-    digest, starts = _line_starts(path, f"prompt file {path}")
+    scan, starts = _line_starts(path, f"prompt file {path}")
     if path.suffix == ".txt":  # a text file's ids are its line numbers: never repeated
-        return PromptFile(str(path), "text", len(starts) - 1, digest, starts, {})
-    source = PromptFile(str(path), "jsonl", len(starts) - 1, digest, starts, {})
+        return PromptFile(str(path), "text", len(starts) - 1, scan, starts, {})
+    source = PromptFile(str(path), "jsonl", len(starts) - 1, scan, starts, {})
     return replace(source, duplicates=duplicate_rows(_jsonl_ids(source)))
 
 
-def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
-    """(sha256 of the bytes, start offset of each line + one past the last), lines as ``text_lines``
+def _line_starts(path: Path, what: str) -> tuple[FileDigests, np.ndarray]:
+    """(digests of the bytes, start offset of each line + one past the last), lines as ``text_lines``
     splits them; a file with NUL bytes is refused (ValueError)."""
-    digest, newlines, size = hashlib.sha256(), [], 0
+    scan, newlines, size = FileScan(str(path)), [], 0
     with open(path, "rb") as file:
         while chunk := file.read(CHUNK):
             if b"\x00" in chunk:
                 raise ValueError(f"{what} is binary (it holds NUL bytes), not UTF-8 text")
-            digest.update(chunk)
+            scan.update(chunk)
             newlines.append(np.flatnonzero(np.frombuffer(chunk, np.uint8) == 10) + size)
             size += len(chunk)
             last = chunk[-1:]
@@ -256,7 +269,7 @@ def _line_starts(path: Path, what: str) -> tuple[str, np.ndarray]:
         ends = np.append(ends, size)  # the last line has no newline
     if size == 1 and last == b"\n":
         ends = ends[:0]  # a lone newline is an empty file (``text_lines``)
-    return digest.hexdigest(), np.concatenate([[0], ends + 1]).astype(np.int64)
+    return scan.finish(), np.concatenate([[0], ends + 1]).astype(np.int64)
 
 
 def _parquet_ids(file: pq.ParquetFile):

@@ -64,16 +64,31 @@ def clip_state_from_release(text_state: dict, mode: str) -> dict:
     return out
 
 
+# What the text tower needs from CLIP: 'intergen' keeps these four of ``clip.load``'s model
+# (textenc.py), 'easy' the whole model, whose pooled embedding also needs text_projection.
+TOWER_PARTS = ("token_embedding.", "positional_embedding", "transformer.resblocks.", "ln_final.")
+
+
+def missing_tower_parts(carried: dict, mode: str) -> list[str]:
+    """The parts of CLIP's text tower the checkpoint does not carry (empty: it carries the tower)."""
+    parts = TOWER_PARTS + (("text_projection",) if mode == "easy" else ())
+    return [part.rstrip(".") for part in parts if not any(key.startswith(part) for key in carried)]
+
+
 def build_tower(text_state: dict, mode: str, weights_path: Optional[str], source: str) -> ClipTextTower:
-    """CLIP from the checkpoint when it carries it (the release loads those tensors over
-    ``clip.load``'s), else from the OpenAI weights file the user gives."""
+    """CLIP's text tower as the release builds it: ``clip.load``'s weights (the OpenAI file the user
+    gives), then the checkpoint's ``text_encoder.*`` tensors loaded over them, so each tensor the
+    checkpoint carries (the trained positional embedding, ln_final, ...) comes from it and the rest
+    from the file. A checkpoint carrying the whole tower needs no file."""
     carried = clip_state_from_release(text_state, mode)
-    if carried:
+    missing = missing_tower_parts(carried, mode)
+    if not missing:
         return tower_from_state_dict(carried, f"{source} (text_encoder.*)")
     if weights_path is None:
         raise MissingFile("the dhvae clip text encoder needs OpenAI's CLIP ViT-L/14@336px weights: "
-                          "--text-encoder-weights ViT-L-14-336px.pt (a torch.save'd state dict)")
-    return read_openai_clip(weights_path)
+                          "--text-encoder-weights ViT-L-14-336px.pt (a torch.save'd state dict); the checkpoint "
+                          f"does not carry CLIP's {', '.join(missing)}")
+    return read_openai_clip(weights_path, overrides=carried, overrides_source=f"{source} (text_encoder.*)")
 
 
 def build_head(text_state: dict, width: int, dummy_seed: int, source: str) -> TextHead:

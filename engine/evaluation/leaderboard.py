@@ -41,6 +41,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from motionfleet.common.weights import weights_description
+from motionfleet.core.options import Option, UsageError, int_option
 from motionfleet.evaluation import api
 from motionfleet.evaluation.statistics import mean_and_interval
 
@@ -67,42 +68,106 @@ class Config:
     address: Optional[str] = None
 
 
+TOP_LEVEL = ("protocol", "dataset", "workers", "address", "protocol_settings", "entry")
+ENTRY_KEYS = ("name", "family", "checkpoint", "seeds", "settings")
+OWN_SETTINGS = ("workers", "address", "checkpoint", "seed")  # set by the config's own keys, not by [settings]
+SEED = int_option("seed", 0, "one evaluation per seed", low=0)
+DATASET_IS_FOLDER = {"interhuman": True, "hoi": False, "pair-reconstruction": True}
+
+
 def read_config(path: str | Path) -> Config:
+    """The config, every value checked as the command line checks its flag (type, range, that a
+    path exists and is a file or folder as it should be); ValueError naming the first bad one."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"leaderboard config not found: {path}")
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
+    unknown(raw, TOP_LEVEL, f"{path}:")
     protocol = raw.get("protocol")
     if protocol not in PROTOCOL_FAMILY:
         raise ValueError(f"{path}: protocol must be one of {', '.join(PROTOCOL_FAMILY)}, got {protocol!r}")
-    entries = tuple(_entry(path, protocol, i, e) for i, e in enumerate(raw.get("entry", [])))
+    family = PROTOCOL_FAMILY[protocol]
+    entries_raw = raw.get("entry", [])
+    if not isinstance(entries_raw, list) or not all(isinstance(e, dict) for e in entries_raw):
+        raise ValueError(f"{path}: entries are [[entry]] tables")
+    entries = tuple(_entry(path, protocol, i, e) for i, e in enumerate(entries_raw))
     if not entries:
         raise ValueError(f"{path} has no [[entry]]")
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: entry names must be unique, got {names}")
-    return Config(protocol, entries, dict(raw.get("protocol_settings", {})), raw.get("dataset"),
-                  int(raw.get("workers", 1)), raw.get("address"))
+    options = {o.name: o for o in evaluation_options(family)}
+    dataset = checked_value(options["dataset"], raw.get("dataset"), f"{path}: dataset")
+    if dataset is not None and Path(dataset).is_dir() != DATASET_IS_FOLDER[protocol]:
+        raise ValueError(f"{path}: dataset {dataset} is not a {'folder' if DATASET_IS_FOLDER[protocol] else 'file'}; "
+                         f"see README: evaluate for protocol {protocol}'s dataset")
+    return Config(protocol, entries, settings(path, family, raw.get("protocol_settings", {}), "[protocol_settings]"),
+                  dataset, checked_value(options["workers"], raw.get("workers"), f"{path}: workers"),
+                  checked_value(options["address"], raw.get("address"), f"{path}: address"))
 
 
 def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
     name, family = raw.get("name"), raw.get("family", PROTOCOL_FAMILY[protocol])
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"{path}: entry {i} needs a name of letters, digits, '.', '_' or '-', got {name!r}")
+    unknown(raw, ENTRY_KEYS, f"{path}: entry {name!r}:")
     if family != PROTOCOL_FAMILY[protocol]:
         raise ValueError(f"{path}: entry {name!r} is family {family!r}; protocol {protocol} evaluates "
                          f"{PROTOCOL_FAMILY[protocol]}")
+    options = {o.name: o for o in evaluation_options(family)}
     seeds = raw.get("seeds", [0])
-    if not seeds or not all(isinstance(s, int) for s in seeds):
+    if not isinstance(seeds, list) or not seeds:
         raise ValueError(f"{path}: entry {name!r} seeds must be a list of integers")
-    settings = dict(raw.get("settings", {}))
-    bad = api.unknown_options(family, {**settings, "checkpoint": None, "seed": 0})
-    if bad:
-        raise ValueError(f"{path}: entry {name!r} has unknown settings {', '.join(bad)}")
-    return Entry(name, family, raw.get("checkpoint"), tuple(seeds), settings)
+    seeds = [checked_value(SEED, seed, f"{path}: entry {name!r} seed") for seed in seeds]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(f"{path}: entry {name!r} lists seed {repeated[0]} twice; each seed is one evaluation, "
+                         f"list it once")
+    checkpoint = checked_value(options["checkpoint"], raw.get("checkpoint"), f"{path}: entry {name!r} checkpoint")
+    return Entry(name, family, checkpoint, tuple(seeds),
+                 settings(path, family, raw.get("settings", {}), f"entry {name!r} [entry.settings]"))
+
+
+def evaluation_options(family: str) -> tuple:
+    """The options ``motionfleet evaluate --family FAMILY`` takes, with its --dataset."""
+    from motionfleet.cli import DATASET_OPTION, evaluate_options
+
+    return (*evaluate_options(family), DATASET_OPTION)
+
+
+def settings(path: Path, family: str, raw, where: str) -> dict:
+    """A settings table, each value checked as its flag; the keys the config sets itself are refused."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: {where} is not a table")
+    options = {o.name: o for o in evaluation_options(family) if o.name not in (*OWN_SETTINGS, "dataset")}
+    unknown(raw, options, f"{path}: {where}:")
+    return {key: checked_value(options[key], value, f"{path}: {where} {key}") for key, value in raw.items()}
+
+
+def unknown(table: dict, known, where: str) -> None:
+    extra = sorted(set(table) - set(known))
+    if extra:
+        raise ValueError(f"{where} unknown setting {extra[0]!r}; known: {', '.join(known)}")
+
+
+TOML_KINDS = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+
+
+def checked_value(option: Option, value, where: str):
+    """``value`` of the TOML type the option takes (no string for a number, no boolean for an
+    integer), then checked as the option's flag is (range, choices, that a path exists)."""
+    if value is None:
+        return option.default
+    kind = bool if option.switch else option.type if option.type in (int, float) else str
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
+        raise ValueError(f"{where} = {value!r} is not {TOML_KINDS[kind]}")
+    try:
+        return option.parse(value)
+    except UsageError as err:
+        raise ValueError(f"{where} = {value!r}: {str(err).split(': ', 1)[-1]}") from err
 
 
 def run(config_path: str | Path, out_dir: str | Path) -> dict:

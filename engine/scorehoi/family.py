@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
+from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.digests import weights_digest
 from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
 from motionfleet.scorehoi import graphs, report
-from motionfleet.scorehoi.model import PRESETS, load_model
+from motionfleet.scorehoi.model import PRESETS, load_model, probe_released_checkpoint
 from motionfleet.scorehoi.runner import ScoreHOIRefiner
 from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineSettings, model_spec
 from motionfleet.scorehoi.source import VARIANTS, estimate_rows, referenced_files_sha256, refine_items, scan_estimates
@@ -58,6 +59,8 @@ def build(v: dict):
 def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, out_dir: Path) -> Plan:
     """``estimates`` None: the demo scenes (in memory, travelling as items); a file is streamed, its
     shards are descriptors (``shards.RangeItems``) their workers read."""
+    with checkpoint_errors(spec.checkpoint, "scorehoi"):
+        probe_released_checkpoint(spec.checkpoint, PRESETS[spec.preset])
     name, digest, count, referenced, shard_items = estimate_source(estimates, spec, settings.control)
     total = count * (len(VARIANTS) if settings.control else 1)
     size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)

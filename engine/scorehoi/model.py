@@ -331,15 +331,28 @@ def load_released_checkpoint(path, config: ScoreHOIConfig = PRESETS["released"])
     Built on the meta device and filled by assignment, so the released 362M parameters are
     allocated once.
     """
-    checkpoint = read_state_dict(path)
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected ScoreHOI's diffusion.pth.tar")
-    state_dict = checkpoint[CHECKPOINT_KEY]
-    check_layout(state_dict, expected_layout(config), str(path), "ScoreHOI IPFC_Obj")
+    state_dict = released_state_dict(path, config)
     with torch.device("meta"):
         model = ScoreHOIDenoiser(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
     return model.eval(), config
+
+
+def released_state_dict(path, config: ScoreHOIConfig, mmap: bool = False) -> dict:
+    """The ``model_state_dict`` of ScoreHOI's checkpoint, its keys and shapes checked against ``config``."""
+    checkpoint = read_state_dict(path, mmap=mmap)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+        raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected ScoreHOI's diffusion.pth.tar")
+    state_dict = checkpoint[CHECKPOINT_KEY]
+    check_layout(state_dict, expected_layout(config), str(path), "ScoreHOI IPFC_Obj")
+    return state_dict
+
+
+def probe_released_checkpoint(path, config: ScoreHOIConfig) -> None:
+    """The checks of :func:`load_released_checkpoint` on the memory-mapped file, nothing built:
+    the driver's, so that a wrong file is one line before a job folder is written."""
+    if path is not None:
+        released_state_dict(path, config, mmap=True)
 
 
 def example_inputs(config: ScoreHOIConfig, batch_size: int, device="cpu", dtype=torch.float32, seed: int = 0):

@@ -29,6 +29,7 @@ from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.resnet import build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
+from motionfleet.core.execution.batcher import key_of
 from motionfleet.core.io import progress, provenance, rejections
 from motionfleet.core.io.inputs import non_finite_rows, open_media, printable
 from motionfleet.core.runtime import backends
@@ -162,6 +163,23 @@ class ScoreHOIRefiner:
             self._image_encoder = build_resnet50(self.spec.image_encoder_weights, seed=self.spec.dummy_seed)
         with torch.inference_mode():
             return self._image_encoder.features(normalise(image[None]))[0]
+
+    # -- batching across shards (core.batcher) ----------------------------------------------
+    @property
+    def batch_items(self) -> int:
+        return self.settings.batch_size
+
+    @staticmethod
+    def item_key(item: RefineItem) -> tuple[str, int]:
+        return item.record.sample_id, VARIANTS.index(item.variant)
+
+    @staticmethod
+    def row_keys(table: pa.Table) -> list[tuple[str, int]]:
+        """(sample_id, variant index): a results row names its variant, a rejected row its index."""
+        if "variant" in table.column_names:
+            return [(i, VARIANTS.index(v)) for i, v in zip(table.column("sample_id").to_pylist(),
+                                                            table.column("variant").to_pylist())]
+        return key_of("sample_id", "repeat")(table)
 
     # -- running -----------------------------------------------------------------------------
     def run(self, items: tuple[RefineItem, ...]) -> tuple[pa.Table, pa.Table, Timings]:

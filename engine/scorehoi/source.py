@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import pyarrow.parquet as pq
 import torch
@@ -24,10 +24,11 @@ import torch
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.io import digests
-from motionfleet.core.io.digests import file_sha256, listing_sha256
+from motionfleet.core.io.digests import listing_sha256
 from motionfleet.core.io.inputs import check_id, check_text, number_list, printable
-from motionfleet.core.io.parquet_rows import column_values, read_rows
-from motionfleet.core.shards import RangeItems, rows_of
+from motionfleet.core.io.parquet_rows import RowGroupBytes, column_values, read_rows, row_group_bytes
+from motionfleet.core.io.planned_bytes import CheckedFile, FileDigests, scan_file
+from motionfleet.core.shards import PlannedBytes, RangeItems, rows_of
 from motionfleet.dhvae.source import as_duplicate, duplicate_rows
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
 from motionfleet.scorehoi.objects import MESH_SUFFIXES
@@ -96,28 +97,39 @@ def record_from_row(index: int, row: dict) -> EstimateRecord:
 
 @dataclass(frozen=True)
 class EstimateFile:
-    """What planning knows of an estimates file (streamed: no row is kept): its rows, digest, the
-    digest of the files its rows name, and the rows whose id repeats an earlier row's."""
+    """What planning knows of an estimates file (streamed: no row is kept): its rows, digests (whole
+    and per block), where it keeps its row groups, the digest of the files its rows name, and the
+    rows whose id repeats an earlier row's."""
 
     path: str
     count: int
-    digest: str
+    scan: FileDigests
+    groups: RowGroupBytes
     referenced_files_sha256: str
     duplicates: dict
 
+    @property
+    def digest(self) -> str:
+        return self.scan.sha256
 
-@dataclass(frozen=True)
-class EstimateRange:
-    """Rows [lo, hi) of an estimates file (and which of them repeat an earlier row's id)."""
 
-    path: str
+class EstimateRange(NamedTuple):  # a tuple: every shard ships one, so it pickles without field names
+    """Rows [lo, hi) of an estimates file (and which of them repeat an earlier row's id), read from
+    the ``planned`` bytes (``InputChanged`` if the file differs there now)."""
+
     lo: int
     hi: int
     duplicates: dict
+    planned: PlannedBytes
+
+    @property
+    def path(self) -> str:
+        return self.planned.path
 
     def records(self) -> list[EstimateRecord]:
-        records = [record_from_row(row, values) for row, values in enumerate(read_rows(self.path, self.lo, self.hi),
-                                                                             self.lo)]
+        with CheckedFile(self.planned) as file:
+            rows = read_rows(file, self.lo, self.hi)
+        records = [record_from_row(row, values) for row, values in enumerate(rows, self.lo)]
         return [as_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
                 for row, r in enumerate(records, self.lo)]
 
@@ -133,9 +145,9 @@ def scan_estimates(path: str | Path) -> EstimateFile:
         raise FileNotFoundError(f"estimates file not found: {path}")
     if path.suffix != ".parquet":
         raise ValueError(f"unsupported estimates file {path}: use .parquet (README, 'refine (scorehoi)')")
-    file = pq.ParquetFile(path)
+    scan, file = scan_file(path), pq.ParquetFile(path)
     ids = (record_from_row(row, {"id": value}).sample_id for row, value in enumerate(column_values(file, "id")))
-    return EstimateFile(str(path), file.metadata.num_rows, file_sha256(path),
+    return EstimateFile(str(path), file.metadata.num_rows, scan, row_group_bytes(file, scan.size),
                         referenced_files_sha256(column_values(file, "object"), column_values(file, "image_path")),
                         duplicate_rows(ids))
 
@@ -143,7 +155,8 @@ def scan_estimates(path: str | Path) -> EstimateFile:
 def estimate_rows(source: EstimateFile, start: int, stop: int) -> RangeItems:
     """The descriptor of job items [start, stop) over ``source``."""
     lo, hi = rows_of(start, stop, source.count)
-    rows = EstimateRange(source.path, lo, hi, {row: dup for row, dup in source.duplicates.items() if lo <= row < hi})
+    rows = EstimateRange(lo, hi, {row: dup for row, dup in source.duplicates.items() if lo <= row < hi},
+                         source.scan.planned(*source.groups.of_rows(lo, hi)))
     return RangeItems(rows, start, stop, source.count, refine_item)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.jobfolder.storage import is_uri
 from motionfleet.core.options import (
@@ -20,7 +21,7 @@ from motionfleet.core.options import (
 from motionfleet.core.registry import Family, Plan
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror import graphs, report
-from motionfleet.socialmirror.model import PRESETS, load_model
+from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
 from motionfleet.socialmirror.source import plan_job
@@ -78,6 +79,8 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
     """Shards of at most ``shard_size`` clips of one video (default 64, whatever the workers: shard
     ids never depend on them). Not ``shard_size_for`` the corpus: a video that fails to decode
     part-way is rejected by each of its shards, so small default shards would reject it many times."""
+    with checkpoint_errors(spec.checkpoint, "socialmirror"):
+        probe_model(spec.checkpoint)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
     shards, job = plan_job(corpus, spec, settings)

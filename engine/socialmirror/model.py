@@ -339,15 +339,35 @@ def load_released_checkpoint(path, config: SocialMirrorConfig = PRESETS["release
     ControlNet starts as a copy of the loaded blocks with zero linear layers, so the model's
     output equals CloseInt's until ControlNet weights are trained.
     """
-    checkpoint = read_state_dict(path)
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected CloseInt's checkpoint_non_phys.pkl")
-    state_dict = denoiser_keys(checkpoint[CHECKPOINT_KEY])
-    check_layout(state_dict, expected_layout(config), str(path), "CloseInt denoiser")
+    state_dict = released_state_dict(path, config)
     with torch.device("meta"):
         net = CloseIntDenoiser(config)
     net.load_state_dict(state_dict, strict=True, assign=True)
     return SocialMirrorDenoiser(config, net).eval(), config
+
+
+def released_state_dict(path, config: SocialMirrorConfig, mmap: bool = False) -> dict:
+    """The denoiser keys of CloseInt's ``['model']``, their names and shapes checked against ``config``."""
+    checkpoint = read_state_dict(path, mmap=mmap)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
+        raise RejectedInput(f"{path} has no '{CHECKPOINT_KEY}' entry; expected CloseInt's checkpoint_non_phys.pkl")
+    state_dict = denoiser_keys(checkpoint[CHECKPOINT_KEY])
+    check_layout(state_dict, expected_layout(config), str(path), "CloseInt denoiser")
+    return state_dict
+
+
+def probe_model(checkpoint: str | None) -> None:
+    """The checks of :func:`load_model` without loading the tensors (a folder's header and config,
+    a released file memory-mapped): the driver's, so that a wrong file is one line before a job
+    folder is written."""
+    from motionfleet.common.weights import checked_config, is_model_folder, probe_checkpoint
+
+    if checkpoint is None:
+        return
+    if is_model_folder(checkpoint):
+        probe_checkpoint(checkpoint, lambda saved: checked_config(SocialMirrorConfig, saved, checkpoint))
+    else:
+        released_state_dict(checkpoint, PRESETS["released"], mmap=True)
 
 
 def example_inputs(config: SocialMirrorConfig, batch_size: int, dtype=torch.float32, seed: int = 0):
@@ -365,13 +385,11 @@ def example_inputs(config: SocialMirrorConfig, batch_size: int, dtype=torch.floa
 def load_model(checkpoint: str | None = None, preset: str = "released", seed: int = 0):
     """(model, weights description) from dummy weights of ``preset``, our model folder
     (``model.safetensors`` + ``config.json``) or CloseInt's released checkpoint."""
-    from pathlib import Path
-
-    from motionfleet.common.weights import build_checked, checked_config, load_model_folder, weights_description
+    from motionfleet.common.weights import build_checked, checked_config, is_model_folder, load_model_folder, weights_description
 
     if checkpoint is None:
         model = build_model(PRESETS[preset], seed)
-    elif Path(checkpoint).is_dir():
+    elif is_model_folder(checkpoint):
         state, saved = load_model_folder(checkpoint)
         config = checked_config(SocialMirrorConfig, saved, checkpoint)
         model = build_checked(lambda: SocialMirrorDenoiser(config), state, checkpoint, "socialmirror")

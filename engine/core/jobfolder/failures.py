@@ -34,10 +34,20 @@ def clear(out_dir: str | Path, shard_id: str) -> None:
 
 
 def read_all(out_dir: str | Path) -> list[ShardFailure]:
-    """The failures recorded in a job folder (a path or URI), by shard id."""
+    """The failures recorded in a job folder (a path or URI), by shard id; ``DamagedFile`` for a
+    record that is not {"shard_id": str, "error": str, "attempts": int}."""
     storage = Storage(out_dir)
     names = sorted(n for n in storage.listing(FAILED_DIR) if n.endswith(".json"))
-    return [ShardFailure(**json.loads(storage.read(f"{FAILED_DIR}/{n}"))) for n in names]
+    return [_read(storage, f"{FAILED_DIR}/{n}") for n in names]
+
+
+def _read(storage: Storage, rel: str) -> ShardFailure:
+    fix = "remove it (a rerun retries every shard that is not committed)"
+    value = storage.read_json(rel, fix)
+    kinds = {"shard_id": str, "error": str, "attempts": int}
+    if not isinstance(value, dict) or set(value) != set(kinds) or not all(isinstance(value[k], t) for k, t in kinds.items()):
+        raise storage.damaged(rel, "not a failure record motionfleet wrote", fix)
+    return ShardFailure(**value)
 
 
 def summary_line(out_dir: str | Path, failed: list[ShardFailure]) -> str:

@@ -11,6 +11,11 @@ A lease is live until its expiry (renewed every ``ttl / 3`` by a heartbeat threa
 of a process on this host that no longer exists is dead at once, so a crashed job never leaves the
 folder stuck for longer than ``ttl`` (and not at all on the same machine). Hosts' clocks must agree
 to well within ``ttl``.
+
+Every ``_lock/*.json`` is read as untrusted: a lease is a JSON object with ``owner`` and ``host``
+(strings), ``pid`` (an integer) and ``expires`` (a number, epoch seconds). Anything else (a hand-
+edited ``{}``, an expiry written as a string, bytes that are not JSON) is neither trusted nor
+removed: acquiring or renewing the lease stops with ``DamagedFile``, one line naming the file.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ import socket
 import threading
 import time
 
-from motionfleet.core.jobfolder.storage import Storage, new_token
+from motionfleet.core.jobfolder.storage import DamagedFile, Storage, new_token
 
 LOCK_DIR = "_lock"
 DEFAULT_TTL_S = 60.0
+# What each field of a lease must be: (types, as said in an error).
+LEASE_FIELDS = {"owner": (str, "a string"), "host": (str, "a string"), "pid": (int, "an integer"),
+                "expires": ((int, float), "a number")}
+MAX_EPOCH_S = 1e11  # year 5138: beyond it (or NaN) an expiry is not a time ``time.localtime`` can show
 
 
 class FolderRefused(RuntimeError):
@@ -49,6 +58,21 @@ def _alive_here(lease: dict) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def lease_problem(lease) -> str | None:
+    """Why ``lease`` (parsed JSON) is not a lease this engine wrote, or None."""
+    if not isinstance(lease, dict):
+        return f"a JSON {type(lease).__name__}, not a lease object"
+    for key, (kinds, said) in LEASE_FIELDS.items():
+        value = lease.get(key)
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return f"its {key!r} is {value!r:.60}, not {said}"
+    if not 0 <= lease["expires"] < MAX_EPOCH_S:
+        return f"its 'expires' is {lease['expires']!r}, not a time"
+    if not 0 < lease["pid"] < 2**31:  # 0 or -1 would make the liveness check ask about a process group
+        return f"its 'pid' is {lease['pid']}, not a process id"
+    return None
 
 
 def is_live(lease: dict, now: float) -> bool:
@@ -106,10 +130,18 @@ class Lease:
         for name in self.storage.listing(LOCK_DIR):
             if name.endswith(".json"):
                 try:
-                    leases[name] = json.loads(self.storage.read(f"{LOCK_DIR}/{name}"))
-                except (FileNotFoundError, ValueError):
-                    continue  # released meanwhile, or being written: a PUT is whole, a local rename too
+                    leases[name] = self._read(f"{LOCK_DIR}/{name}")
+                except FileNotFoundError:
+                    continue  # released meanwhile (a PUT is whole, a local rename too: never half written)
         return leases
+
+    def _read(self, rel: str) -> dict:
+        fix = "remove it if no motionfleet job is using this folder, then rerun"
+        lease = self.storage.read_json(rel, fix)
+        problem = lease_problem(lease)
+        if problem is not None:
+            raise self.storage.damaged(rel, f"not a motionfleet lease ({problem})", fix)
+        return lease
 
     def _other_live(self) -> dict | None:
         now = time.time()
@@ -133,5 +165,5 @@ class Lease:
         while not self._stop.wait(self.ttl_s / 3):
             try:
                 self._renew()
-            except OSError:
-                pass  # storage hiccup: the next beat (or a commit's assert_held) tries again
+            except (OSError, DamagedFile):
+                pass  # storage hiccup or a damaged lease: the next beat (or a commit's assert_held) tries again

@@ -18,6 +18,16 @@ files of uncommitted attempts (only names this engine gives). Two attempts at a 
 same bytes and the first commit wins, so a retried or speculative attempt is harmless. A resume
 compares every committed file's size with a listing and recomputes a shard whose files are missing
 or truncated; ``verify_folder`` also reads every byte against the recorded sha256.
+
+Every file of the folder is read as untrusted data. ``job.json`` must be an object with a string
+``fingerprint`` and a ``job`` object, else the job stops with one ``DamagedFile`` line naming it. A
+commit record must be the object ``commit`` writes: ``shard_id`` a shard id (``[A-Za-z0-9_-]+``),
+``attempt`` 16 hex digits, its own name ``<shard_id>.<attempt>.json``, ``files`` exactly
+``results`` and ``rejected``, each with ``path`` exactly ``<table>/<shard_id>.<attempt>.parquet``,
+``size`` and ``rows`` non-negative integers, ``sha256`` 64 hex digits, and ``summary``, ``run``,
+``started``, ``committed`` of their types. Any other record (its cached copy included) is damaged:
+the paths it names are never read or removed, its shard counts as uncommitted (a rerun computes it
+again), ``verify`` reports it and ``verify --repair`` removes the record itself.
 """
 
 from __future__ import annotations
@@ -38,10 +48,10 @@ import pyarrow.parquet as pq
 from motionfleet.core.jobfolder.failures import FAILED_DIR
 from motionfleet.core.jobfolder.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
 from motionfleet.core.jobfolder.report import REPORT
-from motionfleet.core.jobfolder.storage import TEMPORARY, Storage, new_token
+from motionfleet.core.jobfolder.storage import TEMPORARY, DamagedFile, Storage, new_token
 
 __all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderNotShared", "FolderRefused",
-           "write_shard", "check_visible", "read_results", "verify_folder"]
+           "DamagedFile", "read_job", "write_shard", "check_visible", "read_results", "verify_folder"]
 
 JOB = "job.json"
 RESULTS_DIR = "results"
@@ -53,6 +63,9 @@ TABLES = (RESULTS_DIR, REJECTED_DIR)
 ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos"}
 CACHE_FILE = re.compile(r"^_records-[0-9a-f]{16}\.parquet$")
 ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16})\.parquet$")
+SHARD_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+ATTEMPT = re.compile(r"^[0-9a-f]{16}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 class JobMismatch(FolderRefused):
     """The output folder holds shards of a different job."""
@@ -141,7 +154,7 @@ class JobFolder:
     def _refuse_other_job(self, fingerprint: str) -> None:
         entries = self.storage.listing()
         if JOB in entries:
-            theirs = json.loads(self.storage.read(JOB))["fingerprint"]
+            theirs = read_job(self.storage)["fingerprint"]
             if theirs != fingerprint:
                 raise JobMismatch(
                     f"{self.location} holds results of another job (fingerprint {theirs[:12]}, this job "
@@ -275,19 +288,38 @@ def record_name(record: dict) -> str:
 
 
 def committed_records(storage: Storage) -> dict[str, dict]:
-    """shard id -> commit record, for every record ``commits/`` lists: from a cache where it holds the
-    name (marked ``cached``), else read (an object store answers many small GETs at once)."""
+    """shard id -> commit record of every valid record ``commits/`` lists; a damaged one is named on
+    stderr and left out (its shard is computed again)."""
+    records, damaged = read_commits(storage)
+    for name, problem in damaged.items():
+        print(f"motionfleet: {storage.shown(name)}: {problem}; ignoring it (motionfleet verify --repair removes it)",
+              file=sys.stderr)
+    return records
+
+
+def read_commits(storage: Storage) -> tuple[dict[str, dict], dict[str, str]]:
+    """(shard id -> commit record, ``commits/<name>`` -> why it is not one) for every record
+    ``commits/`` lists: from a cache where it holds the name (marked ``cached``), else read (an
+    object store answers many small GETs at once)."""
     listed = storage.listing(COMMITS_DIR)
     cached = _read_caches(storage, [n for n in listed if CACHE_FILE.match(n)])
     names = [n for n in listed if n.endswith(".json") and not TEMPORARY.match(n)]
     missing = [n for n in names if n not in cached]
     with ThreadPoolExecutor(1 if storage.local else 32) as pool:
-        read = dict(zip(missing, pool.map(lambda name: _read_record(storage, f"{COMMITS_DIR}/{name}"), missing)))
-    records = [{**json.loads(cached[n]), "cached": True} if n in cached else read[n] for n in names]
+        read = dict(zip(missing, pool.map(lambda name: _read_record(storage, name), missing)))
+    records, damaged = [], {}
+    for name in names:
+        record, problem = _parsed_record(name, cached[name]) if name in cached else read[name]
+        if record is None and problem is None:
+            continue  # removed between the listing and the read: not committed
+        if problem is None:
+            records.append({**record, "cached": True} if name in cached else record)
+        else:
+            damaged[f"{COMMITS_DIR}/{name}"] = f"not a commit record motionfleet wrote ({problem})"
     by_shard = {}
-    for record in sorted(filter(None, records), key=lambda r: r["committed"]):
+    for record in sorted(records, key=lambda r: r["committed"]):
         by_shard[record["shard_id"]] = record  # a record left behind by a failed removal loses to a later one
-    return by_shard
+    return by_shard, damaged
 
 
 def _read_caches(storage: Storage, names: list[str]) -> dict[str, str]:
@@ -296,18 +328,71 @@ def _read_caches(storage: Storage, names: list[str]) -> dict[str, str]:
         try:
             with storage.open_input(f"{COMMITS_DIR}/{name}") as handle:
                 table = pq.read_table(handle)
-        except (OSError, pa.ArrowException):  # a damaged cache only costs reading the records themselves
+            cached.update(zip(table.column("name").to_pylist(), table.column("record").to_pylist()))
+        except (OSError, pa.ArrowException, KeyError):  # a damaged cache only costs reading the records themselves
             continue
-        cached.update(zip(table.column("name").to_pylist(), table.column("record").to_pylist()))
     return cached
 
 
-def _read_record(storage: Storage, name: str) -> Optional[dict]:
+def _read_record(storage: Storage, name: str) -> tuple[Optional[dict], Optional[str]]:
     try:
-        return json.loads(storage.read(name))
-    except ValueError:  # damaged by hand: its shard is not committed and will be computed again
-        print(f"motionfleet: {storage.location}/{name} is not a readable commit record; ignoring it", file=sys.stderr)
-        return None
+        return _parsed_record(name, storage.read(f"{COMMITS_DIR}/{name}"))
+    except FileNotFoundError:
+        return None, None
+
+
+def _parsed_record(name: str, data) -> tuple[Optional[dict], Optional[str]]:
+    """(the record, None), or (None, why ``commits/<name>`` holding ``data`` is not a commit record)."""
+    try:
+        record = json.loads(data)
+    except (ValueError, TypeError, RecursionError) as err:
+        return None, f"not readable JSON: {str(err).splitlines()[0][:120] if str(err) else type(err).__name__}"
+    problem = record_problem(name, record)
+    return (None, problem) if problem else (record, None)
+
+
+def record_problem(name: str, record) -> Optional[str]:
+    """Why ``record``, listed as ``commits/<name>``, is not a record ``JobFolder.commit`` writes, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    shard_id, attempt = record.get("shard_id"), record.get("attempt")
+    if not isinstance(shard_id, str) or not SHARD_ID.match(shard_id):
+        return f"shard_id {shard_id!r:.80} is not a shard id"
+    if not isinstance(attempt, str) or not ATTEMPT.match(attempt):
+        return f"attempt {attempt!r:.80} is not 16 hex digits"
+    if name != f"{shard_id}.{attempt}.json":
+        return f"its name is not {shard_id}.{attempt}.json"
+    files = record.get("files")
+    if not isinstance(files, dict) or sorted(files) != sorted(TABLES):
+        return f"files must name exactly {' and '.join(TABLES)}"
+    problem = next(filter(None, (_file_record_problem(t, files[t], f"{t}/{shard_id}.{attempt}.parquet") for t in TABLES)), None)
+    if problem:
+        return problem
+    kinds = {"summary": dict, "run": str, "started": (int, float), "committed": (int, float)}
+    wrong = [key for key, kind in kinds.items() if isinstance(record.get(key), bool) or not isinstance(record.get(key), kind)]
+    return f"{', '.join(wrong)} missing or of the wrong type" if wrong else None
+
+
+def _file_record_problem(table_dir: str, f, path: str) -> Optional[str]:
+    if not isinstance(f, dict):
+        return f"files.{table_dir} is not an object"
+    if f.get("path") != path:
+        return f"files.{table_dir}.path {f.get('path')!r:.120} is not {path}"
+    counts = [f.get(key) for key in ("size", "rows")]
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in counts):
+        return f"files.{table_dir} size / rows are not non-negative integers"
+    if not isinstance(f.get("sha256"), str) or not SHA256.match(f["sha256"]):
+        return f"files.{table_dir}.sha256 is not 64 hex digits"
+    return None
+
+
+def read_job(storage: Storage) -> dict:
+    """``job.json``: {"fingerprint": str, "job": {...}}, or ``DamagedFile`` naming it."""
+    fix = "restore it, or use a new --out (the folder's results belong to the job it described)"
+    job = storage.read_json(JOB, fix)
+    if not isinstance(job, dict) or not isinstance(job.get("fingerprint"), str) or not isinstance(job.get("job"), dict):
+        raise storage.damaged(JOB, 'not the job description motionfleet writes ({"fingerprint": ..., "job": {...}})', fix)
+    return job
 
 
 def read_results(location, subdir: str = RESULTS_DIR) -> pa.Table:
@@ -321,19 +406,24 @@ def read_results(location, subdir: str = RESULTS_DIR) -> pa.Table:
 
 
 def verify_folder(location: str, repair: bool = False) -> dict:
-    """Read every committed file fully: present, its recorded size, sha256 and rows, readable Parquet.
-    ``repair`` removes the commit records of damaged shards, so the next run computes them again."""
+    """Read every committed file fully: present, its recorded size, sha256 and rows, readable Parquet;
+    a record that is not one ``commit`` writes is damaged too (the paths it names are not read).
+    ``repair`` removes the damaged records, so the next run computes their shards again."""
     storage = Storage(location)
     if storage.size(JOB) is None:
         raise UnrelatedFolder(f"{location} is not a motionfleet job folder (no {JOB})")
-    records = committed_records(storage)
-    damaged = {}
+    read_job(storage)
+    records, damaged_records = read_commits(storage)
+    damaged = {name: [problem] for name, problem in damaged_records.items()}
     for shard_id, record in sorted(records.items()):
         problems = [p for f in record["files"].values() if (p := _file_problem(storage, f))]
         if problems:
             damaged[shard_id] = problems
             if repair:
                 storage.delete(record_name(record))
+    if repair:
+        for name in damaged_records:
+            storage.delete(name)
     named = {f["path"] for r in records.values() for f in r["files"].values()}
     uncommitted = [f"{d}/{n}" for d in TABLES for n in storage.listing(d) if f"{d}/{n}" not in named]
     return {"shards": len(records), "damaged": damaged, "uncommitted_files": uncommitted,

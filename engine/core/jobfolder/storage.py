@@ -5,19 +5,37 @@ S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_REGION``, ...). Object st
 and no append, but a PUT of a whole object is atomic, so ``write`` is one PUT there; on a local
 disk (NFS included) it writes a temporary name, fsyncs it, renames it into place and fsyncs the
 directory, so a power loss never leaves a renamed file that is empty.
+
+Every relative path is checked before it is joined to the root (``path``): no empty, ``.`` or
+``..`` component and no leading ``/``, so a name read from a file of the folder (a commit record,
+a lease) can never reach outside it. ``read_json`` turns a file that is not UTF-8 JSON into one
+``DamagedFile`` line naming it; the caller checks the value's shape.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
+from motionfleet.core.errors import DataError
+
 # The temporaries this engine names (``.<name>.tmp-<16 hex>``); nothing else is ever removed as one.
 TEMPORARY = re.compile(r"^\.[A-Za-z0-9_.-]+\.tmp-[0-9a-f]{16}$")
+
+
+class DamagedFile(DataError):
+    """A file of the job folder that this engine did not write as it is (hand-edited, foreign,
+    truncated): the message names it and what to do."""
+
+
+class OutsideFolder(DataError):
+    """A relative path that would leave the folder (``..``, an absolute path): never followed."""
 
 
 def new_token() -> str:
@@ -47,7 +65,21 @@ class Storage:
         return Storage, (self.location,)
 
     def path(self, rel: str) -> str:
-        return f"{self.root}/{rel}" if rel else self.root
+        return f"{self.root}/{inside(rel)}" if rel else self.root
+
+    def shown(self, rel: str) -> str:
+        """``rel`` as a user finds it: the folder's location, then the relative path."""
+        return f"{self.location.rstrip('/')}/{rel}"
+
+    def damaged(self, rel: str, problem: str, fix: str) -> DamagedFile:
+        return DamagedFile(f"{self.shown(rel)}: {problem}; {fix}")
+
+    def read_json(self, rel: str, fix: str) -> Any:
+        """The JSON value in ``rel``; ``DamagedFile`` (naming it, then ``fix``) if it is not UTF-8 JSON."""
+        try:
+            return json.loads(self.read(rel))
+        except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise self.damaged(rel, f"not readable JSON ({_first_line(err)})", fix) from None
 
     def makedirs(self, rel: str) -> None:
         self.fs.create_dir(self.path(rel), recursive=True)
@@ -95,6 +127,18 @@ class Storage:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
             pass
+
+
+def inside(rel: str) -> str:
+    """``rel`` if it names something inside the folder, else ``OutsideFolder``."""
+    parts = rel.split("/")
+    if rel.startswith("/") or any(part in ("", ".", "..") for part in parts) or "\\" in rel or "\0" in rel:
+        raise OutsideFolder(f"{rel!r} is not a path inside the job folder; refusing to follow it")
+    return rel
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _write_durably(path: Path, data: bytes) -> None:
