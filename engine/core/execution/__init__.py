@@ -1,7 +1,8 @@
 """Execution: where and how a job's shards run.
 
 * worker side (``worker``): the shard record ``ShardDone``, ``process_shard`` (run a shard, write
-  its files), the out-of-memory split, the memory probes, ``WarmWorker``;
+  its files), the out-of-memory split, the memory probes, ``WarmWorker``; ``batcher`` (model
+  batches cut across a worker's open shards);
 * driver side: the ``Executor`` interface (``executor``), the ``RunContext`` of a run (``context``),
   the fault policy (``policy``), the ledger that commits through the job folder and the progress
   bar (``ledger``), planning work (``planning``);
