@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from motionfleet import bench
-from motionfleet.core import backends
+from motionfleet.core.runtime import backends
 from motionfleet.sampling.cfg import cfg_denoiser
 
 SETTINGS = bench.BenchSettings(families=("dhvae",), batch_sizes=(1, 8, 64, 256), repeats=3)

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.test_socialmirror import CLIP_LEN, SETTINGS, write_corpus
-from motionfleet.core.executors import RayStream
-from motionfleet.core.prefetch import stream
+from motionfleet.core.execution.ray.stream import RayStream
+from motionfleet.core.io.prefetch import stream
 from motionfleet.socialmirror.runner import decoded_clips
 from motionfleet.socialmirror.source import plan_shards
 from motionfleet.socialmirror.video import list_videos
@@ -115,8 +115,8 @@ def test_ray_data_flat_map_on_the_same_spans(benchmark, spans, local_ray):
 
 JOB = ["--preset", "released", "--crop-size", "32", "--steps", "5", "--batch-size", "4"]
 # The placement before the decode stage: one shard at a time per actor, decoded in its own thread.
-DECODE_IN_THE_WORKER = ("import sys; from motionfleet.core import executors; "
-                        "executors.shards_at_once = lambda *args: 1; from motionfleet.cli import main; "
+DECODE_IN_THE_WORKER = ("import sys; from motionfleet.core.execution.ray import scheduler; "
+                        "scheduler.shards_at_once = lambda *args: 1; from motionfleet.cli import main; "
                         "sys.exit(main(sys.argv[1:]))")
 
 

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from benchmarks.conftest import record
-from motionfleet.core import digests
+from motionfleet.core.io import digests
 
 FILES, SIZE = 500, 1 << 20
 

@@ -1,7 +1,7 @@
 """The InterHuman protocol's cost per sentence: the engine's way against the public way, one run.
 
 - generation, public way: one sentence per call (InterGen's evaluation loop generates the test
-  set at batch 1; DESIGN, "Known faults");
+  set at batch 1);
 - generation, engine way: the generate job's batches (``--batch-size``, 64 by default);
 - evaluator: InterCLIP (released size, dummy weights) embedding each generated motion and its
   text, in the embed job's batches, padded to the split's longest motion.

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 import pytest
 
-from motionfleet.core.sink import COMMITS_DIR, JobFolder, record_name, write_shard
-from motionfleet.core.storage import Storage
+from motionfleet.core.jobfolder.sink import COMMITS_DIR, JobFolder, record_name, write_shard
+from motionfleet.core.jobfolder.storage import Storage
 
 JOB, FINGERPRINT = {"job": "bench"}, "b" * 64
 MANY = 100_000

@@ -19,9 +19,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from motionfleet.core import executors, jobs
+from motionfleet.core import jobs
+from motionfleet.core.execution import RunContext, WarmWorker, shutdown
+from motionfleet.core.io.rejections import rejected_schema
 from motionfleet.core.shards import Shard
-from motionfleet.core.sink import REJECTED_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scaling_cpu.json"
@@ -53,7 +54,7 @@ class MatmulWorker:
         for _ in range(self.matmuls * len(items)):
             a = a @ a
         rows = [{"sample_id": item, "repeat": 0, "value": float(a[0, 0])} for item in items]
-        return pa.Table.from_pylist(rows, schema=SCHEMA), REJECTED_SCHEMA.empty_table(), Timings(len(items))
+        return pa.Table.from_pylist(rows, schema=SCHEMA), rejected_schema("sample_id").empty_table(), Timings(len(items))
 
 
 def plan(items: int, per_shard: int) -> list[Shard]:
@@ -67,8 +68,8 @@ def run_job(out: Path, items: int, per_shard: int, matmuls: int, workers: int, a
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import benchmarks/
     job = {"job": "scaling", "items": items, "per_shard": per_shard, "matmuls": matmuls}
     start, cpu = time.perf_counter(), time.process_time()
-    done, failed, _, _ = jobs.run_shards(out, job, plan(items, per_shard), executors.WarmWorker(MatmulWorker, matmuls),
-                                         workers, address, "cpu")
+    context = RunContext(str(out), job, workers=workers, address=address, device="cpu")
+    done, failed, _, _ = jobs.run_shards(context, plan(items, per_shard), WarmWorker(MatmulWorker, matmuls))
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu  # cpu: the driver's own (this process)
     assert not failed and len(done) == len(plan(items, per_shard))
     return {"items": items, "shards": len(done), "workers": workers, "wall_s": wall,
@@ -86,7 +87,7 @@ def save(name: str, entry: dict) -> None:
 @pytest.fixture
 def embedded():
     yield
-    executors.shutdown()
+    shutdown()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -114,7 +115,7 @@ def test_throughput_on_two_loopback_nodes(benchmark, tmp_path):
         entry = benchmark.pedantic(run_job, args=(tmp_path / "job", 24, 2, MATMULS_PER_ITEM, 2, cluster.address), rounds=1)
         save("two_nodes_workers_2", entry)
     finally:
-        executors.shutdown()
+        shutdown()
         cluster.close()
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)

@@ -32,8 +32,8 @@ from benchmarks.conftest import record
 from motionfleet.bench import count_flops
 from motionfleet.common.bodies import load_body_model
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_axis_angle, rotation_6d_to_matrix
-from motionfleet.core import provenance
-from motionfleet.core.stopwatch import StageClock
+from motionfleet.core.io import provenance
+from motionfleet.core.runtime.stopwatch import StageClock
 from motionfleet.demo.body_models import write_synthetic_body_model
 from motionfleet.demo.scenes import demo_scenes
 from motionfleet.sampling.schedules import alphas_cumprod

@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.conftest import record
 from motionfleet.bench import count_flops
-from motionfleet.core.executors import WarmWorker
+from motionfleet.core.execution import WarmWorker
 from motionfleet.demo.videos import write_demo_tracks, write_demo_video
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.runner import BACKBONE_CHUNK, Reconstructor, prepare_clip

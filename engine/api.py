@@ -10,7 +10,7 @@ Keywords are the command line's flags without dashes (``guidance_scale=`` for
 Each job returns its report (the dict written to report.json), or None when every shard of
 ``out`` was already committed. Ctrl-C, or SIGTERM where the process has no SIGTERM handler of its
 own, stops a job cleanly (lease released, committed shards kept) and raises ``KeyboardInterrupt``
-(``Terminated`` for SIGTERM, from ``motionfleet.core.interrupts``); calling it again resumes.
+(``Terminated`` for SIGTERM, from ``motionfleet.core.io.interrupts``); calling it again resumes.
 ``evaluate`` runs a family's evaluation protocol and ``leaderboard`` several models through one
 protocol (README: evaluate, leaderboard).
 """
@@ -28,7 +28,7 @@ Inputs = Union[str, Path, Sequence[Any], None]
 def run(command: str, inputs: Inputs = None, *, out: str | Path, **settings) -> Optional[dict]:
     """Run (or resume) the job of any registered family (``command`` or family name)."""
     from motionfleet.core import jobs
-    from motionfleet.core.interrupts import sigterm_interrupts
+    from motionfleet.core.io.interrupts import sigterm_interrupts
 
     with sigterm_interrupts():  # SIGTERM raises KeyboardInterrupt (Terminated): the lease is released
         return jobs.run(command, inputs, out=out, **settings)
@@ -57,7 +57,7 @@ def refine(estimates: Inputs = None, *, out: str | Path, workers: int = 1, demo:
 
 def read_results(out: str | Path, rejected: bool = False) -> pa.Table:
     """Every committed shard's rows of a job folder (``rejected=True``: the rejected rows)."""
-    from motionfleet.core import sink
+    from motionfleet.core.jobfolder import sink
 
     return sink.read_results(out, sink.REJECTED_DIR if rejected else sink.RESULTS_DIR)
 

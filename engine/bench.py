@@ -38,9 +38,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from motionfleet.core import provenance
-from motionfleet.core.seeding import SampleNoise
-from motionfleet.core.stopwatch import synchronize
+from motionfleet.core.io import provenance
+from motionfleet.core.runtime.seeding import SampleNoise
+from motionfleet.core.runtime.stopwatch import synchronize
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.sampling import ddim
@@ -253,7 +253,7 @@ def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callabl
 
 
 def socialmirror_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
-    from motionfleet.core import backends
+    from motionfleet.core.runtime import backends
     from motionfleet.socialmirror import model as socialmirror
     from motionfleet.socialmirror.runner import ReconstructSettings
 
@@ -462,7 +462,7 @@ def plot_compare(labels: list[str], ratios: list[float], path: Path, title: str)
 
 def default_out() -> Path:
     """Outside the source tree: results never overwrite the committed benchmarks/results/."""
-    from motionfleet.core.cache import cache_dir
+    from motionfleet.core.io.cache import cache_dir
 
     return cache_dir("bench")
 
@@ -483,7 +483,7 @@ def joined(values: tuple) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from motionfleet.core import registry
-    from motionfleet.core.backends import PRECISIONS
+    from motionfleet.core.runtime.backends import PRECISIONS
     from motionfleet.scorehoi.settings import SAMPLER_PRESETS
 
     d = BenchSettings()
@@ -513,8 +513,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args) -> None:
-    from motionfleet.core.backends import check_backend
     from motionfleet.core.options import UsageError
+    from motionfleet.core.runtime.backends import check_backend
 
     unknown = [f for f in args.families if f not in FAMILIES]
     if unknown:

@@ -79,7 +79,8 @@ def job_parser(sub, command: str) -> None:
 
 def run_job(args, argv: list[str]) -> int:
     from motionfleet import api
-    from motionfleet.core import failures, jobs
+    from motionfleet.core import jobs
+    from motionfleet.core.jobfolder import failures
 
     family = args.family
     settings = {o.name: getattr(args, o.name) for o in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS}
@@ -113,7 +114,7 @@ EXPORT_OPTIONS = (
 
 def export_parser(sub) -> None:
     from motionfleet.core import registry
-    from motionfleet.core.graphs import GRAPH_PRECISIONS
+    from motionfleet.core.runtime.graphs import GRAPH_PRECISIONS
 
     p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
                        description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
@@ -134,8 +135,8 @@ def export_parser(sub) -> None:
 
 def run_export(args, argv: list[str]) -> int:
     from motionfleet.core import registry
-    from motionfleet.core.graphs import GRAPH_PRECISIONS
     from motionfleet.core.options import existing_path
+    from motionfleet.core.runtime.graphs import GRAPH_PRECISIONS
     from motionfleet.export.onnx import export_family
 
     family = registry.get(Option("family", None, "", choices=tuple(registry.FAMILIES)).parse(args.family))
@@ -275,7 +276,7 @@ def verify_parser(sub) -> None:
 
 
 def run_verify(args, argv: list[str]) -> int:
-    from motionfleet.core.sink import verify_folder
+    from motionfleet.core.jobfolder.sink import verify_folder
 
     found = verify_folder(args.folder, repair=args.repair)
     for shard_id, problems in found["damaged"].items():
@@ -313,16 +314,16 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from motionfleet.core.interrupts import sigterm_interrupts
+    from motionfleet.core.io.interrupts import sigterm_interrupts
 
     with sigterm_interrupts():  # SIGTERM stops the job like Ctrl-C: the same cleanup below
         return run_command(sys.argv[1:] if argv is None else list(argv))
 
 
 def run_command(argv: list[str]) -> int:
-    from motionfleet.core.errors import exit_code_and_message
-    from motionfleet.core.interrupts import terminated
-    from motionfleet.core.quiet import quiet_third_party
+    from motionfleet.core.exit_codes import exit_code_and_message
+    from motionfleet.core.io.interrupts import terminated
+    from motionfleet.core.io.quiet import quiet_third_party
 
     try:
         args = build_parser().parse_args(argv)
@@ -339,7 +340,7 @@ def run_command(argv: list[str]) -> int:
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return code
     finally:
-        from motionfleet.core.executors import shutdown
+        from motionfleet.core.execution import shutdown
 
         shutdown()
 

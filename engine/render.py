@@ -135,7 +135,7 @@ def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int = FPS) -> int:
 
 def dhvae_people(row: dict) -> np.ndarray:
     """(2, T, 22, 3) joint positions of a dhvae row (features in the dataset's normalised space)."""
-    from motionfleet.core.sink import motion_array
+    from motionfleet.dhvae.runner import motion_array
 
     motion = motion_array(row)
     return motion[:, :MAX_FRAMES, :66].reshape(motion.shape[0], -1, 22, 3)
@@ -207,8 +207,8 @@ def refined_row(rows: list[dict]) -> dict:
 
 def recorded_job(job: Path) -> dict:
     """The job description its job.json keeps (model, body model, inputs)."""
-    from motionfleet.core.sink import read_job
-    from motionfleet.core.storage import Storage
+    from motionfleet.core.jobfolder.sink import read_job
+    from motionfleet.core.jobfolder.storage import Storage
 
     return read_job(Storage(job))["job"]
 
@@ -231,7 +231,8 @@ def estimate_record(job: Path, sample_id: str):
     (refused when the file changed since the job ran). The ids are streamed: one row is read."""
     import pyarrow.parquet as pq
 
-    from motionfleet.core.parquet_rows import column_values, file_sha256, read_rows
+    from motionfleet.core.io.digests import file_sha256
+    from motionfleet.core.io.parquet_rows import column_values, read_rows
     from motionfleet.demo.scenes import demo_scenes
     from motionfleet.scorehoi.model import PRESETS
     from motionfleet.scorehoi.source import record_from_row
@@ -326,8 +327,8 @@ DIGEST_CHARS = 10  # of the raw id's sha256 in a file name: distinct ids never s
 
 def committed_files(job: Path) -> list[Path]:
     """The job's committed result files, in shard order (uncommitted attempts left out)."""
-    from motionfleet.core.sink import RESULTS_DIR, committed_records
-    from motionfleet.core.storage import Storage
+    from motionfleet.core.jobfolder.sink import RESULTS_DIR, committed_records
+    from motionfleet.core.jobfolder.storage import Storage
 
     if not (job / RESULTS_DIR).is_dir():
         raise UsageError(f"{job} is not a job folder (no results/); give the --out folder of a job")

@@ -3,7 +3,7 @@ dhvae's decoder and, if asked, its whole DDIM loop), batch dynamic.
 
 The model comes from the family's one loader (``Family.load_model``, as the jobs and ``bench``
 load it) and the graphs from the family (``Family.graphs``); the tracing, the checks and the
-metadata are the engine's (``motionfleet.core.graphs``). This package imports the engine; the
+metadata are the engine's (``motionfleet.core.runtime.graphs``). This package imports the engine; the
 engine never imports it.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from motionfleet.core import registry
-from motionfleet.core.graphs import OPSET, export_graph
+from motionfleet.core.runtime.graphs import OPSET, export_graph
 
 
 def export_family(family: str, out_dir: str | Path, checkpoint: Optional[str] = None,

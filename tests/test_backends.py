@@ -15,9 +15,11 @@ import pytest
 import torch
 
 import motionfleet
-from motionfleet.core import backends, registry
-from motionfleet.core import graphs as onnx_export
-from motionfleet.core.sink import motion_array, read_results
+from motionfleet.core import registry
+from motionfleet.core.jobfolder.sink import read_results
+from motionfleet.core.runtime import backends
+from motionfleet.core.runtime import graphs as onnx_export
+from motionfleet.dhvae.runner import motion_array
 from motionfleet.scorehoi import model as scorehoi
 
 GPU_BACKENDS = ["torch", "torch-compile", "torch-cudagraphs", "onnxruntime", "onnxruntime-tensorrt", "tensorrt"]

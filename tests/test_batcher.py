@@ -5,10 +5,10 @@ import random
 import pyarrow as pa
 import pytest
 
-from motionfleet.core.batcher import ShardBatcher, batches_across_shards, key_of
-from motionfleet.core.rejections import rejected_row, rejected_table
+from motionfleet.core.execution.batcher import ShardBatcher, batches_across_shards, key_of
+from motionfleet.core.io.rejections import rejected_row, rejected_table
+from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
-from motionfleet.core.stopwatch import Timings
 
 RESULTS = pa.schema([("sample_id", pa.string()), ("repeat", pa.int32()), ("value", pa.float64())])
 

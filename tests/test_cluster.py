@@ -18,8 +18,8 @@ import pytest
 from loopback_cluster import LoopbackCluster
 from test_executors import TOY, assert_exactly_once
 
-from motionfleet.core import cluster as embedded
-from motionfleet.core.sink import read_results
+from motionfleet.core.execution.ray import cluster as embedded
+from motionfleet.core.jobfolder.sink import read_results
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,8 @@ def test_a_lagging_last_shard_also_runs_on_an_idle_worker_and_the_first_commit_w
 
 PLAN_ON_CLUSTER = """
 import sys
-from motionfleet.core import cluster
+from motionfleet.core.execution.planning import map_ordered, planning
+from motionfleet.core.execution.ray import scheduler
 from motionfleet.socialmirror import source
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror.settings import ReconstructSettings
@@ -128,11 +129,11 @@ videos = list_videos(write_demo_corpus(sys.argv[2]))
 settings = ReconstructSettings(clips_per_shard=1)
 plan = lambda: [(s.shard_id, len(s.items)) for s in source.plan_shards(videos, {}, 16, settings)]
 here = plan()
-cluster.PLAN_CHUNK = 1  # one task a video, so that the three probes are spread
-with cluster.planning(2, sys.argv[1]):
+scheduler.PLAN_CHUNK = 1  # one task a video, so that the three probes are spread
+with planning(2, sys.argv[1]):
     assert plan() == here, "the plan depends on where it was probed"
     import ray
-    nodes = set(cluster.map_ordered(node, list(range(8))))
+    nodes = set(map_ordered(node, list(range(8))))
     workers = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("CPU", 0) > 0}
 print(len(here), "shards;", len(nodes & workers), "worker nodes probed;", len(nodes - workers), "others")
 """
@@ -159,7 +160,7 @@ def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path, given):
 
 EMBEDDED_DRIVER = """
 import os, sys, time
-from motionfleet.core import cluster
+from motionfleet.core.execution.ray import cluster
 cluster.connect(None)
 import ray
 print(ray.get_runtime_context().gcs_address, flush=True)
@@ -193,13 +194,13 @@ def test_the_embedded_cluster_refuses_other_clients_and_dies_with_its_driver(tmp
 
 
 def _descendants(pid: int) -> list[int]:
-    from motionfleet.core.reaper import descendants
+    from motionfleet.core.execution.ray.reaper import descendants
 
     return descendants(pid)
 
 
 def _alive(pid: int) -> bool:
-    from motionfleet.core.reaper import start_ticks
+    from motionfleet.core.execution.ray.reaper import start_ticks
 
     return start_ticks(pid) is not None
 

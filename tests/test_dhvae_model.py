@@ -197,7 +197,7 @@ def test_a_weights_file_is_what_loads_and_what_provenance_names(tmp_path):
     and records its hash; a file that is not a checkpoint is refused."""
     from safetensors.torch import save_file
 
-    from motionfleet.core.digests import file_sha256
+    from motionfleet.core.io.digests import file_sha256
 
     tiny = dhvae.PRESETS["tiny"]
     dhvae.save(dhvae.build_dummy(tiny, seed=0), str(tmp_path))

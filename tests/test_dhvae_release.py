@@ -14,7 +14,7 @@ from test_dhvae_model import release_layout
 from motionfleet.cli import main
 from motionfleet.common.clip import CONTEXT_LENGTH, read_openai_clip, tokenizer
 from motionfleet.core.errors import MissingFile, RejectedInput, UnsafeCheckpoint
-from motionfleet.core.sink import read_results
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.release import load_model
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec

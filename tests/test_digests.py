@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from motionfleet.core import digests
+from motionfleet.core.io import digests
 
 
 @pytest.fixture(autouse=True)

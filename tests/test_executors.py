@@ -12,8 +12,12 @@ import pytest
 import toy_job
 from killed_job import committed, result_mtimes
 
-from motionfleet.core import executors, failures, jobs
-from motionfleet.core.sink import read_results
+from motionfleet.core import jobs
+from motionfleet.core.errors import NoWorkers
+from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker
+from motionfleet.core.execution.ray.placement import placements, shards_at_once, spare_cpus
+from motionfleet.core.jobfolder import failures
+from motionfleet.core.jobfolder.sink import read_results
 
 TOY = str(Path(__file__).with_name("toy_job.py"))
 QUIET = {**os.environ, "MOTIONFLEET_PROGRESS": "0"}
@@ -29,10 +33,10 @@ def assert_exactly_once(out, items: int) -> None:
     assert sorted(ids) == [f"item-{i:03d}" for i in range(items)]
 
 
-def run_toy(out, worker, items, per_shard=1, policy=executors.FaultPolicy()):
+def run_toy(out, worker, items, per_shard=1, policy=FaultPolicy()):
     job = {"job": "toy", "items": items, "per_shard": per_shard}
-    return jobs.run_shards(out, job, toy_job.plan(items, per_shard), executors.WarmWorker(toy_job._Build, worker), 0,
-                           None, "cpu", policy=policy)
+    context = RunContext(str(out), job, workers=0, device="cpu", policy=policy)
+    return jobs.run_shards(context, toy_job.plan(items, per_shard), WarmWorker(toy_job._Build, worker))
 
 
 def test_a_failing_shard_is_recorded_the_rest_commits_and_a_rerun_retries_only_it(tmp_path):
@@ -92,37 +96,51 @@ def test_a_full_or_read_only_disk_stops_the_job_with_one_line_and_nothing_corrup
         assert pq.read_table(tmp_path / "copy" / record["files"]["results"]["path"]).num_rows == 1
 
 
+NO_RAY_IN_PROCESS = ("import sys, runpy; sys.argv = [sys.argv[1], *sys.argv[2:]]; "
+                     "code = runpy.run_path(sys.argv[0], run_name='toy').get('main')(sys.argv[1:]); "
+                     "assert 'ray' not in sys.modules, 'a job with --workers 0 imported ray'; sys.exit(code)")
+
+
+def test_a_job_in_this_process_never_imports_ray(tmp_path):
+    """Only ``executor_for`` imports the Ray package, and only for workers > 0 (the import rules in
+    pyproject.toml check the static imports; this checks the one lazy import)."""
+    done = subprocess.run([sys.executable, "-c", NO_RAY_IN_PROCESS, TOY, "--out", str(tmp_path / "job"), "--items", "2"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=QUIET)
+    assert done.returncode == 0, done.stderr
+    assert_exactly_once(tmp_path / "job", 2)
+
+
 def test_actors_spread_over_nodes_sized_by_what_each_node_has():
     nodes = [{"NodeID": "head", "Resources": {"CPU": 0.0}},
              {"NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0}},
              {"NodeID": "b", "Resources": {"CPU": 4.0}}]
-    cpu = executors.placements(nodes, 3, "cpu")
+    cpu = placements(nodes, 3, "cpu")
     assert sorted((p.node_id, p.cpus, p.threads) for p in cpu) == [("a", 4.0, 4), ("a", 4.0, 4), ("b", 4.0, 4)]
-    gpu = executors.placements(nodes, 2, "cuda")
+    gpu = placements(nodes, 2, "cuda")
     assert [(p.node_id, p.gpus, p.cpus, p.threads) for p in gpu] == [("a", 1.0, 2.0, 2)] * 2
-    with pytest.raises(executors.NoWorkers):
-        executors.placements(nodes[2:], 1, "cuda")
+    with pytest.raises(NoWorkers):
+        placements(nodes[2:], 1, "cuda")
 
 
 def test_shards_run_at_once_when_the_models_leave_cpus_for_decoding():
     nodes = [{"NodeID": "a", "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"NodeID": "b", "Resources": {"CPU": 5.0}}]
-    gpu = executors.placements(nodes, 2, "cuda")  # 4 CPUs each: 8 of a's and all of b's are spare
-    assert executors.spare_cpus(nodes, gpu) == 13.0
-    assert executors.shards_at_once(gpu, 13.0, concurrent=True) == 1 + 7
-    assert executors.shards_at_once(gpu, 13.0, concurrent=False) == 1  # a runner that takes one shard at a time
+    gpu = placements(nodes, 2, "cuda")  # 4 CPUs each: 8 of a's and all of b's are spare
+    assert spare_cpus(nodes, gpu) == 13.0
+    assert shards_at_once(gpu, 13.0, concurrent=True) == 1 + 7
+    assert shards_at_once(gpu, 13.0, concurrent=False) == 1  # a runner that takes one shard at a time
     cpu_nodes = [{"NodeID": "a", "Resources": {"CPU": 8.0}}, nodes[1]]
-    cpu = executors.placements(cpu_nodes, 2, "cpu")  # an actor on each node holds all of it: decoding stays in the actor
-    assert executors.spare_cpus(cpu_nodes, cpu) == 0.0 and executors.shards_at_once(cpu, 0.0, concurrent=True) == 1
-    assert executors.spare_cpus(nodes, executors.placements(nodes, 2, "cpu")) == 5.0  # both on a: b decodes
-    assert executors.shards_at_once(executors.placements(nodes[:1], 1, "cpu"), 5.0, True) == 6
+    cpu = placements(cpu_nodes, 2, "cpu")  # an actor on each node holds all of it: decoding stays in the actor
+    assert spare_cpus(cpu_nodes, cpu) == 0.0 and shards_at_once(cpu, 0.0, concurrent=True) == 1
+    assert spare_cpus(nodes, placements(nodes, 2, "cpu")) == 5.0  # both on a: b decodes
+    assert shards_at_once(placements(nodes[:1], 1, "cpu"), 5.0, True) == 6
 
 
 def test_the_shard_timeout_comes_from_measured_shard_times_unless_set():
-    policy = executors.FaultPolicy(timeout_factor=5.0, timeout_floor_s=60.0, first_timeout_s=900.0)
+    policy = FaultPolicy(timeout_factor=5.0, timeout_floor_s=60.0, first_timeout_s=900.0)
     assert policy.timeout_s([]) == 900.0
     assert policy.timeout_s([1.0, 2.0]) == 60.0
     assert policy.timeout_s([3.0, 40.0]) == 200.0
-    assert executors.FaultPolicy(shard_timeout_s=7.0).timeout_s([3.0, 40.0]) == 7.0
+    assert FaultPolicy(shard_timeout_s=7.0).timeout_s([3.0, 40.0]) == 7.0
 
 
 RAY_STREAM = """
@@ -132,7 +150,7 @@ from functools import partial
 import ray
 
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.executors import RayStream
+from motionfleet.core.execution.ray.stream import RayStream
 
 def items(n, fail_at=None):
     for i in range(n):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from motionfleet.cli import main
-from motionfleet.core import graphs as onnx_export
 from motionfleet.core import registry
-from motionfleet.core.provenance import engine_version
+from motionfleet.core.io.provenance import engine_version
+from motionfleet.core.runtime import graphs as onnx_export
 
 FP32_BOUND = 1e-4
 # fp16 weights and arithmetic inside, fp32 at the edges: measured 3.5e-3 on the tiny dhvae denoiser.
@@ -71,7 +71,7 @@ def test_graph_metadata(exported, graph):
     assert meta["graph"] == spec.name
     assert json.loads(meta["config"]) == spec.config
     assert meta["weights"] == "dummy, seed 0"
-    assert meta["weights_sha256"] == onnx_export.weights_digest(spec.module)
+    assert meta["weights_sha256"] == onnx_export.state_dict_sha256(spec.module)
     assert meta["engine_version"] == engine_version()
     assert meta["precision"] == "fp32"
 

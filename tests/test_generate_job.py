@@ -13,7 +13,8 @@ import torch
 from killed_job import kill_after_commits, result_mtimes
 
 import motionfleet
-from motionfleet.core.sink import JobMismatch, motion_array, read_results
+from motionfleet.core.jobfolder.sink import JobMismatch, read_results
+from motionfleet.dhvae.runner import motion_array
 from motionfleet.dhvae.source import load_prompts
 
 PROMPTS = [

@@ -13,10 +13,10 @@ from killed_job import committed
 
 import motionfleet
 from motionfleet import cli
-from motionfleet.core import executors
-from motionfleet.core.lease import FolderInUse, Lease, LeaseLost
-from motionfleet.core.sink import JobFolder, JobMismatch, UnrelatedFolder, check_visible, read_results, write_shard
-from motionfleet.core.storage import Storage
+from motionfleet.core.execution import in_process
+from motionfleet.core.jobfolder.lease import FolderInUse, Lease, LeaseLost
+from motionfleet.core.jobfolder.sink import JobFolder, JobMismatch, UnrelatedFolder, check_visible, read_results, write_shard
+from motionfleet.core.jobfolder.storage import Storage
 
 JOB = {"job": "test", "seed": 0}
 PROMPTS = ["two people hug", "they shake hands", "one pushes the other", "a slow waltz", "a high five"]
@@ -187,20 +187,20 @@ def test_concurrent_jobs_into_one_folder_with_the_first_held_at_a_barrier(tmp_pa
     """Job A stops inside its first shard; meanwhile a different job and an identical one are refused at
     once and touch nothing; A then completes with every row exactly once."""
     inside, release = threading.Event(), threading.Event()
-    real = executors.process_shard
+    real = in_process.process_shard
 
     def held(*args):
         inside.set()
         release.wait(60)
         return real(*args)
 
-    monkeypatch.setattr(executors, "process_shard", held)
+    monkeypatch.setattr(in_process, "process_shard", held)
     out, errors = tmp_path / "job", []
     first = threading.Thread(target=lambda: errors.append(generate(out) is None))
     first.start()
     assert inside.wait(120)
     before = listing(out)
-    monkeypatch.setattr(executors, "process_shard", real)
+    monkeypatch.setattr(in_process, "process_shard", real)
     with pytest.raises(JobMismatch):
         generate(out, seed=1)
     with pytest.raises(FolderInUse):
@@ -238,7 +238,7 @@ def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, 
 
 def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path, prompts, monkeypatch):
     out = tmp_path / "job"
-    real, calls = executors.process_shard, []
+    real, calls = in_process.process_shard, []
 
     def crash_on_the_second(*args):
         calls.append(1)
@@ -246,10 +246,10 @@ def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path
             raise KeyboardInterrupt  # the driver dies after one commit
         return real(*args)
 
-    monkeypatch.setattr(executors, "process_shard", crash_on_the_second)
+    monkeypatch.setattr(in_process, "process_shard", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         generate(out)
-    monkeypatch.setattr(executors, "process_shard", real)
+    monkeypatch.setattr(in_process, "process_shard", real)
     report = generate(out)
     assert report["shards"]["run"] == 2 and report["shards"]["total"] == 3
     assert report["timing"]["sentences"] == len(PROMPTS)  # all of them, not only the last run's
@@ -277,7 +277,7 @@ def test_a_job_whose_worker_cannot_see_the_folder_fails_at_once_with_one_line(tm
 def test_a_kill_inside_a_commit_leaves_nothing_a_rerun_does_not_clean(tmp_path, prompts, monkeypatch):
     """The driver dies between writing the second commit record's temporary file and its rename
     (the moment that used to leave ``.manifest.json.tmp-PID`` forever)."""
-    from motionfleet.core import storage
+    from motionfleet.core.jobfolder import storage
 
     real_replace, renames = os.replace, []
 

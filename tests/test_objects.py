@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from motionfleet.core.digests import file_sha256
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.io.digests import file_sha256
 from motionfleet.scorehoi import objects
 
 BOX_HALF_EXTENTS = np.array([0.15, 0.1, 0.05])

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from motionfleet.core.inputs import text_lines
+from motionfleet.core.io.inputs import text_lines
 from motionfleet.core.shards import RangeItems, shard_size_for
 from motionfleet.dhvae.family import plan
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec

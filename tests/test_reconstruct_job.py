@@ -19,7 +19,7 @@ from killed_job import committed, kill_after_commits, result_mtimes
 
 import motionfleet
 from motionfleet.core import jobs, registry
-from motionfleet.core.sink import JobMismatch, read_results
+from motionfleet.core.jobfolder.sink import JobMismatch, read_results
 from motionfleet.demo.videos import (
     DEMO_VIDEOS,
     write_audio_only,
@@ -340,7 +340,7 @@ def test_demo_through_the_console_command_with_a_ray_worker(tmp_path):
 def test_a_shard_split_after_running_out_of_memory_writes_each_frame_once(tmp_path):
     """``run_split_on_oom`` halves a shard's clips down to single clips: the pieces write exactly the
     rows of the whole shard (each piece decodes only its own clips; the last keeps the shard's end)."""
-    from motionfleet.core.executors import run_split_on_oom
+    from motionfleet.core.execution.worker import run_split_on_oom
     from motionfleet.socialmirror.runner import Reconstructor
     from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
     from motionfleet.socialmirror.source import plan_shards

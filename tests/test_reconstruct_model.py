@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from motionfleet.common.bodies import load_body_model
-from motionfleet.core.prefetch import Prefetch
+from motionfleet.core.io.prefetch import Prefetch
 from motionfleet.demo.body_models import write_synthetic_body_model
 from motionfleet.sampling import ddim
 from motionfleet.sampling.initial_ddim import closeint_config, sample_around

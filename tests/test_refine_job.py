@@ -25,7 +25,7 @@ from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.rotations import axis_angle_to_matrix
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.sink import JobMismatch, read_results
+from motionfleet.core.jobfolder.sink import JobMismatch, read_results
 from motionfleet.demo.body_models import write_synthetic_body_model
 from motionfleet.demo.scenes import demo_scenes
 from motionfleet.scorehoi.hoi import (

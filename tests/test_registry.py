@@ -20,10 +20,10 @@ import pyarrow as pa
 
 from motionfleet.core.options import existing_file, file_option, int_option
 from motionfleet.core.registry import Family, Plan, Summary
-from motionfleet.core.rejections import rejected_row, rejected_table
-from motionfleet.core.report import common_lines, peak_memory
+from motionfleet.core.io.rejections import rejected_row, rejected_table
+from motionfleet.core.jobfolder.report import common_lines, peak_memory
 from motionfleet.core.shards import plan_shards, shard_size_for
-from motionfleet.core.stopwatch import Timings, total
+from motionfleet.core.runtime.stopwatch import Timings, total
 
 SCHEMA = pa.schema([("number_id", pa.string()), ("value", pa.int64()), ("multiple", pa.int64())])
 

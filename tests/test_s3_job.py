@@ -9,9 +9,9 @@ import pytest
 from killed_job import kill_after_commits
 from moto import server as moto_server
 
-from motionfleet.core.lease import FolderInUse
-from motionfleet.core.sink import JobFolder, read_results, verify_folder
-from motionfleet.core.storage import Storage
+from motionfleet.core.jobfolder.lease import FolderInUse
+from motionfleet.core.jobfolder.sink import JobFolder, read_results, verify_folder
+from motionfleet.core.jobfolder.storage import Storage
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ import pytest
 from killed_job import committed
 
 import motionfleet
-from motionfleet.core.reaper import descendants, start_ticks
-from motionfleet.core.storage import TEMPORARY
+from motionfleet.core.execution.ray.reaper import descendants, start_ticks
+from motionfleet.core.jobfolder.storage import TEMPORARY
 
 ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
 PROMPTS = 24
@@ -28,7 +28,7 @@ STOPPED = "motionfleet: terminated (SIGTERM): committed shards are kept; run the
 STOP_INSIDE_A_WRITE = """
 import os, signal, sys, time
 from motionfleet import cli
-from motionfleet.core import storage
+from motionfleet.core.jobfolder import storage
 
 folder, seen, write = sys.argv.pop(1), [], storage._write_durably
 def write_then_stop(path, data):
@@ -121,7 +121,7 @@ def test_sigterm_on_ray_stops_the_embedded_cluster_and_the_rerun_gives_each_prom
 
 
 def test_sigterm_raises_terminated_once_and_the_handler_before_comes_back(monkeypatch):
-    from motionfleet.core import interrupts
+    from motionfleet.core.io import interrupts
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     with interrupts.sigterm_interrupts():
@@ -139,7 +139,8 @@ def test_sigterm_raises_terminated_once_and_the_handler_before_comes_back(monkey
 
 
 def test_the_python_api_runs_a_job_with_sigterm_turned_into_terminated(monkeypatch, tmp_path):
-    from motionfleet.core import interrupts, jobs
+    from motionfleet.core import jobs
+    from motionfleet.core.io import interrupts
 
     seen = []
     monkeypatch.setattr(jobs, "run", lambda *args, **kwargs: seen.append(signal.getsignal(signal.SIGTERM)))

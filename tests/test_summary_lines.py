@@ -2,7 +2,7 @@
 
 import pytest
 
-from motionfleet.core.report import common_lines
+from motionfleet.core.jobfolder.report import common_lines
 from motionfleet.socialmirror.report import hidden_share
 
 

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from motionfleet import cli
-from motionfleet.core import executors, failures
-from motionfleet.core.planned_bytes import BLOCK, InputChanged
-from motionfleet.core.sink import DamagedFile, JobFolder, read_results, verify_folder, write_shard
-from motionfleet.core.storage import OutsideFolder, Storage
+from motionfleet.core.execution import in_process
+from motionfleet.core.io.planned_bytes import BLOCK, InputChanged
+from motionfleet.core.jobfolder import failures
+from motionfleet.core.jobfolder.sink import DamagedFile, JobFolder, read_results, verify_folder, write_shard
+from motionfleet.core.jobfolder.storage import OutsideFolder, Storage
 from motionfleet.dhvae.source import prompt_rows, scan_prompt_file
 from motionfleet.scorehoi.source import estimate_rows, scan_estimates
 
@@ -204,14 +205,14 @@ def test_a_prompt_file_rewritten_mid_job_fails_the_shards_after_it_with_the_reas
     prompts, out = tmp_path / "prompts.txt", tmp_path / "job"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     size = prompts.stat().st_size
-    real = executors.process_shard
+    real = in_process.process_shard
 
     def rewrite_after_the_first(*args):
         done = real(*args)
         prompts.write_text("\n".join(reversed(PROMPTS)) + "\n")  # same length, rows reordered
         return done
 
-    monkeypatch.setattr(executors, "process_shard", rewrite_after_the_first)
+    monkeypatch.setattr(in_process, "process_shard", rewrite_after_the_first)
     code = cli.main(["generate", "--prompts", str(prompts), "--out", str(out), "--preset", "tiny", "--steps", "2",
                      "--num-frames", "6", "--shard-size", "2", "--workers", "0"])
     assert prompts.stat().st_size == size

@@ -1,4 +1,4 @@
-"""A job with a toy worker whose faults the tests choose, run through the real executors.
+"""A job with a toy worker whose faults the tests choose, run through the real executors (``motionfleet.core.execution``).
 
 ``python tests/toy_job.py --out D --items N [--address A --workers W] [faults]`` plans N one-item
 shards (ids item-000..), runs them with ``jobs.run_shards`` and exits like the CLI: 0, 1 with a
@@ -18,10 +18,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from motionfleet.core import executors, failures, jobs
+from motionfleet.core import jobs
+from motionfleet.core.execution import FaultPolicy, OutputUnwritable, RunContext, WarmWorker, shutdown
+from motionfleet.core.io.rejections import rejected_schema
+from motionfleet.core.jobfolder import failures
+from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
-from motionfleet.core.sink import REJECTED_SCHEMA
-from motionfleet.core.stopwatch import Timings
 
 RESULT_SCHEMA = pa.schema([("sample_id", pa.string()), ("repeat", pa.int32()), ("value", pa.float64())])
 
@@ -52,7 +54,7 @@ class ToyWorker:
                 Path(self.markers, "slow-finished").touch()
         time.sleep(self.delay_s * len(items))
         rows = [{"sample_id": item, "repeat": 0, "value": float(sum(map(ord, item)))} for item in items]
-        return (pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), REJECTED_SCHEMA.empty_table(),
+        return (pa.Table.from_pylist(rows, schema=RESULT_SCHEMA), rejected_schema("sample_id").empty_table(),
                 Timings({}, {"samples": len(items)}, [len(items)]))
 
 
@@ -94,16 +96,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--shard-timeout", type=float)
     args = p.parse_args(argv)
     worker = ToyWorker(args.delay, tuple(args.fail), args.oom_above, args.slow_once, args.out, args.pids)
-    policy = executors.FaultPolicy(shard_timeout_s=args.shard_timeout)
     job = {"job": "toy", "items": args.items, "per_shard": args.per_shard}
     try:
-        done, failed, _, _ = jobs.run_shards(args.out, job, plan(args.items, args.per_shard), executors.WarmWorker(_Build, worker),
-                                          args.workers, args.address, "cpu", policy=policy)
-    except executors.OutputUnwritable as err:
+        context = RunContext(args.out, job, workers=args.workers, address=args.address, device="cpu",
+                             policy=FaultPolicy(shard_timeout_s=args.shard_timeout))
+        done, failed, _, _ = jobs.run_shards(context, plan(args.items, args.per_shard), WarmWorker(_Build, worker))
+    except OutputUnwritable as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 1
     finally:
-        executors.shutdown()
+        shutdown()
     print(f"done {len(done)} failed {len(failed)} nodes {len({d.node for d in done if d.node})}")
     if failed:
         print(f"motionfleet: error: {failures.summary_line(args.out, failed)}", file=sys.stderr)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from motionfleet.common.bodies import BodyModel
-from motionfleet.core.row_invariant import NARROW
+from motionfleet.core.runtime.row_invariant import NARROW
 
 
 def tree_levels(parents: list[int]) -> list[list[int]]:

@@ -26,8 +26,8 @@ import torch
 
 from motionfleet.common.clip import ClipTextEncoder, read_openai_clip
 from motionfleet.common.weights import read_state_dict
-from motionfleet.core.batching import ROW_QUANTUM
 from motionfleet.core.errors import MissingFile, RejectedInput
+from motionfleet.core.runtime.batching import ROW_QUANTUM
 
 CONDITION_DIM = 768
 MINILM_DIM = 384
@@ -126,7 +126,7 @@ class MiniLMEncoder:
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Tokens are padded (and masked) to a multiple of ROW_QUANTUM so that the encoder's
-        GEMMs give the same bits with any thread count (see motionfleet.core.batching)."""
+        GEMMs give the same bits with any thread count (see motionfleet.core.runtime.batching)."""
         if not texts:
             return torch.empty(0, self.dim)
         tokens = self._model.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,

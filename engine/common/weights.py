@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import MissingFile, RejectedInput, UnsafeCheckpoint
+from motionfleet.core.io.digests import content_sha256
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -1,4 +1,5 @@
-"""Errors: the ones the engine turns into rejected rows, and how the command line reports the rest."""
+"""Errors a user can cause: the ones the engine turns into rejected rows, and the ones that stop a job
+(``exit_codes`` maps them to the command line's exit codes). This module imports nothing of the engine."""
 
 from contextlib import contextmanager
 
@@ -26,6 +27,10 @@ class ClusterUnreachable(ConnectionError):
     """``--address`` names no Ray cluster this machine can reach."""
 
 
+class NoWorkers(RuntimeError):
+    """No worker could be placed on the Ray cluster (no node offers the resource, or none stayed alive)."""
+
+
 class DataError(RuntimeError):
     """A data or checkpoint file that cannot be used; the message names the file and the fix (exit 1)."""
 
@@ -45,52 +50,3 @@ def checkpoint_errors(path, family: str):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{path}: not a usable {family} checkpoint ({first}); give a model folder written by "
                         f"motionfleet (model.safetensors + config.json) or the family's released checkpoint") from err
-
-
-def exit_code_and_message(err: BaseException) -> tuple[int | None, str]:
-    """(exit code, one-line message) for an error a user can cause: 2 for a bad invocation, 1 for
-    a data or checkpoint problem; (None, "") for anything else (a bug: its traceback is wanted)."""
-    err = _unwrap_ray(err)
-    usage = _usage_errors()
-    message = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    if isinstance(err, usage):
-        return 2, message
-    if isinstance(err, _data_errors()):
-        return 1, message
-    return None, ""
-
-
-def _usage_errors() -> tuple[type, ...]:
-    from motionfleet.core.backends import BackendUnavailable
-    from motionfleet.core.options import UsageError
-    from motionfleet.core.sink import FolderRefused
-
-    return UsageError, BackendUnavailable, FolderRefused, ClusterUnreachable
-
-
-def _data_errors() -> tuple[type, ...]:
-    import json
-
-    import pyarrow as pa
-
-    from motionfleet.core.executors import NoWorkers
-    from motionfleet.evaluation.results import IncompleteEvaluation
-
-    return (DataError, MissingFile, UnsafeCheckpoint, RejectedInput, OSError, json.JSONDecodeError,
-            pa.ArrowException, ValueError, NoWorkers, IncompleteEvaluation)
-
-
-def _unwrap_ray(err: BaseException) -> BaseException:
-    """The error a Ray worker raised, without Ray's wrapper (and its remote traceback)."""
-    import sys
-
-    if "ray" not in sys.modules:
-        return err
-    from ray import exceptions
-
-    if isinstance(err, exceptions.RayTaskError) and err.cause is not None:
-        return _unwrap_ray(err.cause)
-    if isinstance(err, exceptions.RayActorError):
-        cause = getattr(err, "error_msg", "") or str(err)
-        return DataError(f"a Ray worker died: {cause.strip().splitlines()[0]}")
-    return err

@@ -13,18 +13,21 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from motionfleet.core import cluster, executors, registry
+from motionfleet.core import registry
+from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, executor_for, shard_done_from_summary
+from motionfleet.core.execution.planning import planning
+from motionfleet.core.execution.policy import output_errors
+from motionfleet.core.jobfolder.report import build_report, utc_now, write_report
+from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
 from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option
-from motionfleet.core.report import build_report, utc_now, write_report
 from motionfleet.core.shards import Shard
-from motionfleet.core.sink import JobFolder, whole_job_wall_s
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def engine_options(family: registry.Family) -> tuple[Option, ...]:
     """The settings every job command has (the family may change their defaults)."""
-    from motionfleet.core.backends import BACKENDS, PRECISIONS
+    from motionfleet.core.runtime.backends import BACKENDS, PRECISIONS
 
     options = (
         Option("checkpoint", None, "model folder (model.safetensors + config.json) or a released checkpoint; "
@@ -96,7 +99,7 @@ def run(command: str, inputs: Any = None, *, out: str | Path, demo: bool = False
     if isinstance(inputs, (str, Path)):
         inputs = family.inputs.parse(str(inputs))
     values["device"] = resolve_device(values["device"])
-    from motionfleet.core.backends import check_backend
+    from motionfleet.core.runtime.backends import check_backend
 
     check_backend(values["backend"], values["precision"], values["device"])
     check_out(out)
@@ -114,13 +117,12 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     where the workers run (default: ``config.device``)."""
     family = registry.get(family) if isinstance(family, str) else family
     started_at = utc_now()
-    with cluster.planning(workers, address):  # planning work (probing videos) runs where the job will
+    with planning(workers, address):  # planning work (probing videos) runs where the job will
         plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
-    policy = executors.FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout)
-    make_worker = executors.WarmWorker(family.runner, spec, config)
-    ran, failed, done, wall = run_shards(out, {"job": family.command, "family": family.name, **plan.job},
-                                         plan.shards, make_worker, workers, address, device or config.device,
-                                         family.unit, policy)
+    context = RunContext(str(out), {"job": family.command, "family": family.name, **plan.job}, workers=workers,
+                         address=address, device=device or config.device, unit=family.unit,
+                         policy=FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout))
+    ran, failed, done, wall = run_shards(context, plan.shards, WarmWorker(family.runner, spec, config))
     if not ran and not failed:
         return None
     settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
@@ -133,31 +135,21 @@ def check_out(out: str | Path) -> None:
         raise UsageError(f"--out {out} is a file; give a folder (it is created if missing)")
 
 
-def run_shards(out_dir: str | Path, job: dict, shards: list[Shard], make_worker: Callable,
-               workers: int, address: Optional[str], device: str, unit: str = "item",
-               policy: Optional[executors.FaultPolicy] = None) -> tuple[list, list, list, float]:
-    """Run the shards not yet committed in ``out_dir`` (a path or URI); returns (this run's finished
-    shards, the shards that failed after their retries: recorded in ``out_dir/failed``, retried by a
-    rerun, every committed shard of the job, the job's wall seconds over all its runs).
+def run_shards(context: RunContext, shards: list[Shard], make_worker: Callable) -> tuple[list, list, list, float]:
+    """Run the shards not yet committed in ``context.out_dir`` (a path or URI); returns (this run's
+    finished shards, the shards that failed after their retries: recorded in ``out_dir/failed``,
+    retried by a rerun, every committed shard of the job, the job's wall seconds over all its runs).
 
     ``make_worker`` must be picklable (it is shipped to Ray actors, which build their own model).
-    ``workers == 0`` runs in this process without Ray. ``unit`` names a work item on the progress bar.
+    ``context.workers == 0`` runs in this process without Ray.
     """
-    out_dir = str(out_dir)
-    metadata = {"motionfleet.job": json.dumps(job, sort_keys=True, default=str)}
-    progress = executors.Progress(job["job"], unit)
-    policy = policy or executors.FaultPolicy()
-    with executors.output_errors(out_dir):
-        folder = JobFolder(out_dir).open(job, job_fingerprint(job))
-    out_dir = folder.location  # absolute: workers may run in another working folder
+    with output_errors(context.out_dir):
+        folder = JobFolder(context.out_dir).open(context.job, job_fingerprint(context.job))
+    context = dataclasses.replace(context, out_dir=folder.location)  # absolute: workers may run in another folder
     with folder:
-        if workers == 0:
-            outcome = executors.run_in_process(make_worker, shards, folder, out_dir, metadata, progress, policy)
-        else:
-            outcome = executors.run_on_ray(make_worker, shards, folder, out_dir, metadata, progress, workers, address,
-                                           device, policy)
+        outcome = executor_for(context.workers)(context).run(make_worker, shards, folder)
         folder.clean_up()
         folder.compact()
         summaries = folder.summaries()
-    done = [executors.shard_done_from_summary(s) for s in summaries]
+    done = [shard_done_from_summary(s) for s in summaries]
     return outcome.done, outcome.failed, done, whole_job_wall_s(summaries)

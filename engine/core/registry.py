@@ -3,7 +3,7 @@
 A family is one package (``motionfleet.<name>``) with its models, its source (inputs -> work
 items, bad inputs kept as records the runner rejects), its runner (items -> result rows), its
 result schema, its metrics and one ``Family`` object, registered below by one line. The engine
-core (jobs, shards, executors, sink, report, backends) knows families only through this object;
+core (jobs, shards, execution, the job folder, the runtime) knows families only through this object;
 the command line and the Python API are built from it.
 """
 

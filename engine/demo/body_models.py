@@ -14,7 +14,7 @@ from scipy.spatial import ConvexHull
 from smplx.vertex_ids import vertex_ids as SMPLX_VERTEX_IDS
 
 from motionfleet.common.bodies import NUM_BETAS, _check_kind_and_gender, model_file_name
-from motionfleet.core.cache import cache_dir
+from motionfleet.core.io.cache import cache_dir
 
 # --------------------------------------------------------------------------------------------
 # Synthetic stand-in models

@@ -68,7 +68,7 @@ def scene_record(name: str, feature_dim: int) -> EstimateRecord:
 
 def demo_scenes(feature_dim: int) -> EstimateSet:
     """The scenes as estimates; image features are zeros (the denoiser's output does not depend
-    on them: DESIGN, 'Known faults')."""
+    on them: ``motionfleet.scorehoi.model``'s docstring says why)."""
     records = tuple(scene_record(name, feature_dim) for name in SCENES)
     digest = hashlib.sha256(json.dumps([r.values for r in records]).encode()).hexdigest()
     return EstimateSet(records, "demo", digest)

@@ -32,12 +32,14 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from motionfleet.core import executors, provenance
+from motionfleet.core.execution import RunContext, WarmWorker
+from motionfleet.core.io import provenance
+from motionfleet.core.io.rejections import rejected_schema
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.core.options import UsageError
-from motionfleet.core.seeding import sample_seed
+from motionfleet.core.runtime.seeding import sample_seed
+from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
-from motionfleet.core.sink import REJECTED_SCHEMA, read_results
-from motionfleet.core.stopwatch import Timings
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import evaluator_tokens
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
@@ -216,7 +218,7 @@ class InterHumanEmbedder:
             rows.append(row)
             timings.seconds["embed"] += time.perf_counter() - start
             timings.counts["samples"] += len(motion)
-        return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=REJECTED_SCHEMA), timings
+        return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=rejected_schema("sample_id")), timings
 
 
 def _index_results(path: str) -> tuple[pa.Table, dict]:
@@ -332,10 +334,10 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     job = {"job": "embed", "protocol": PROTOCOL, "evaluator": asdict(evaluator), "dataset": split.digest,
            "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
-    worker = executors.WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
+    worker = WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
     started = time.perf_counter()
-    done, failed, _, _ = jobs.run_shards(out / "embed", job, shard_batches(batches, protocol.embed_batches_per_shard),
-                                      worker, workers, address, settings.device, unit="batch")
+    context = RunContext(str(out / "embed"), job, workers=workers, address=address, device=settings.device, unit="batch")
+    done, failed, _, _ = jobs.run_shards(context, shard_batches(batches, protocol.embed_batches_per_shard), worker)
     embed_s = time.perf_counter() - started
     check_complete(out / "embed", len(batches), failed)
     if not done and not any(ran) and (out / METRICS_JSON).is_file():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from motionfleet.core.graphs import (
+from motionfleet.core.runtime.graphs import (
     GraphInput,
     GraphSpec,
     denoiser_call_inputs,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded, weights_description
-from motionfleet.core.batching import pad_rows
+from motionfleet.core.runtime.batching import pad_rows
 
 FEATURES_PER_PERSON = 262
 FOOT_CONTACTS = 4

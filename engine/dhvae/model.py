@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from motionfleet.common.weights import seeded
-from motionfleet.core.batching import pad_rows
+from motionfleet.core.runtime.batching import pad_rows
 
 MOTION_DIM = 262
 NUM_TOKENS = 3  # z_a, z_b, z_g

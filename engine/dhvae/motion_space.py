@@ -16,8 +16,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import MissingFile
+from motionfleet.core.io.digests import content_sha256
 from motionfleet.core.options import UsageError
 
 SPACES = ("normalized", "denormalized", "both")

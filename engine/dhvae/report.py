@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from motionfleet.core.jobfolder.report import common_lines, peak_memory
 from motionfleet.core.registry import Summary
-from motionfleet.core.report import common_lines, peak_memory
-from motionfleet.core.stopwatch import total
+from motionfleet.core.runtime.stopwatch import total
 
 
 def summarise(done: list, wall_s: float, out_dir=None) -> Summary:

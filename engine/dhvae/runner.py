@@ -10,19 +10,21 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import torch
 
 from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
-from motionfleet.core import backends, progress, provenance, rejections
-from motionfleet.core.batcher import key_of
-from motionfleet.core.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
-from motionfleet.core.columns import people_frames_column, people_frames_type
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
-from motionfleet.core.inputs import check_text, non_finite_rows
+from motionfleet.core.execution.batcher import key_of
+from motionfleet.core.io import progress, provenance, rejections
+from motionfleet.core.io.columns import people_frames_column, people_frames_type
+from motionfleet.core.io.inputs import check_text, non_finite_rows
 from motionfleet.core.options import UsageError
-from motionfleet.core.seeding import SampleNoise, sample_seed
-from motionfleet.core.stopwatch import Timings, synchronize
+from motionfleet.core.runtime import backends
+from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
+from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
+from motionfleet.core.runtime.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae import motion_space
 from motionfleet.dhvae.release import load_model
@@ -94,7 +96,7 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
 
 def release_input_digests(spec: ModelSpec) -> dict:
     """Content digests of the files besides the checkpoint that decide the output bytes."""
-    from motionfleet.core.digests import weights_digest
+    from motionfleet.core.io.digests import weights_digest
 
     stats = None if spec.motion_stats is None else motion_space.stats_digest(spec.motion_stats)
     return {"vae_hparams_sha256": weights_digest(spec.vae_hparams), "motion_stats_sha256": stats,
@@ -347,7 +349,7 @@ MOTION_COLUMNS = ("motion", "motion_denormalized")
 
 
 def results_table(rows: list[dict]) -> pa.Table:
-    """The rows with the motions as (person, frame, 262) nested columns (``core.columns``);
+    """The rows with the motions as (person, frame, 262) nested columns (``core.io.columns``);
     ``motion_denormalized`` is all null unless the job writes both spaces."""
     motions = {name: motion_column([row.pop(name) for row in rows]) for name in MOTION_COLUMNS}
     schema = RESULTS_SCHEMA
@@ -364,3 +366,8 @@ def motion_column(values: list) -> pa.Array:
     if values and all(v is None for v in values):
         return pa.nulls(len(values), people_frames_type(2, dhvae.MOTION_DIM))
     return people_frames_column(values, 2, dhvae.MOTION_DIM)
+
+
+def motion_array(row: dict) -> np.ndarray:
+    """(2, num_frames, 262) float32 motion of one result row (as a dict from ``to_pylist``)."""
+    return np.asarray(row["motion"], np.float32)

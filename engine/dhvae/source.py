@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 
 from motionfleet.common.text import builtin_prompts
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import check_id, decode_line, printable
-from motionfleet.core.parquet_rows import CHUNK, RowGroupBytes, column_values, read_rows, row_group_bytes
-from motionfleet.core.planned_bytes import CheckedFile, FileDigests, FileScan, scan_file
+from motionfleet.core.io.inputs import check_id, decode_line, printable
+from motionfleet.core.io.parquet_rows import CHUNK, RowGroupBytes, column_values, read_rows, row_group_bytes
+from motionfleet.core.io.planned_bytes import CheckedFile, FileDigests, FileScan, scan_file
 from motionfleet.core.shards import PlannedBytes, RangeItems, rows_of
 
 

@@ -15,14 +15,16 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from motionfleet.core.errors import DataError
 from motionfleet.evaluation.statistics import mean_and_interval
 
 METRICS_JSON = "metrics.json"
 METRICS_PARQUET = "metrics.parquet"
 
 
-class IncompleteEvaluation(RuntimeError):
-    """Planned work is missing (failed shards, rejected inputs): metrics over the rest would be biased."""
+class IncompleteEvaluation(DataError):
+    """Planned work is missing (failed shards, rejected inputs): metrics over the rest would be biased
+    (a ``DataError``: the command line reports it in one line, exit 1)."""
 
 
 def summarise(values: dict[str, dict[str, list[float]]]) -> dict:

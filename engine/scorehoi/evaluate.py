@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from motionfleet.core import provenance
+from motionfleet.core.io import provenance
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.core.options import UsageError
-from motionfleet.core.sink import read_results
 
 PROTOCOL = "hoi"
 MAIN_METRIC = "chamfer_human_cm"

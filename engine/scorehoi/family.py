@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
-from motionfleet.core.digests import weights_digest
 from motionfleet.core.errors import checkpoint_errors
+from motionfleet.core.io.digests import weights_digest
 from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
 from motionfleet.core.registry import Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import torch
 
-from motionfleet.core.graphs import (
+from motionfleet.core.runtime.graphs import (
     GraphInput,
     GraphSpec,
     denoiser_call_inputs,

@@ -28,7 +28,7 @@ import trimesh
 
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.rotations import rotation_6d_to_matrix
-from motionfleet.core.stopwatch import StageClock
+from motionfleet.core.runtime.stopwatch import StageClock
 from motionfleet.kernels.guidance import guidance_loss_and_grad
 from motionfleet.scorehoi.model import STATE_DIM
 from motionfleet.scorehoi.objects import ObjectTemplate

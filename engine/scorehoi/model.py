@@ -12,7 +12,7 @@ released ``diffusion.pth.tar`` (``['model_state_dict']``) loads with strict key 
 Its attention runs on sequences of length one: the softmax over a single key is exactly 1, so
 each ``AttentionCondEmb`` returns ``x + out_proj(W_v value_proj(x) + b_v)`` whatever the query.
 The query is the only place the image and geometry features enter, so the output does not depend
-on them at all (DESIGN, "Known faults"). :func:`fold_scorehoi` replaces those paths by the single
+on them at all. :func:`fold_scorehoi` replaces those paths by the single
 equivalent affine map; the unfolded model stays the reference.
 """
 

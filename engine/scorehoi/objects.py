@@ -22,10 +22,10 @@ import numpy as np
 import trimesh
 
 from motionfleet.common.bodies import farthest_point_indices
-from motionfleet.core.cache import cache_dir
-from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import local_file, printable
+from motionfleet.core.io.cache import cache_dir
+from motionfleet.core.io.digests import content_sha256
+from motionfleet.core.io.inputs import local_file, printable
 
 NUM_TEMPLATE_POINTS = 64
 DEFAULT_RESOLUTION = 32

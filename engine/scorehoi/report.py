@@ -9,10 +9,10 @@ from typing import Optional
 
 import pyarrow as pa
 
+from motionfleet.core.jobfolder.report import common_lines, peak_memory
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.core.registry import Summary
-from motionfleet.core.report import common_lines, peak_memory
-from motionfleet.core.sink import read_results
-from motionfleet.core.stopwatch import total
+from motionfleet.core.runtime.stopwatch import total
 from motionfleet.scorehoi.runner import QUALITY_NAMES
 from motionfleet.scorehoi.source import VARIANTS
 

@@ -28,13 +28,14 @@ from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.resnet import build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
-from motionfleet.core import backends, progress, provenance, rejections
-from motionfleet.core.batcher import key_of
-from motionfleet.core.batching import ROW_QUANTUM
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
-from motionfleet.core.inputs import non_finite_rows, open_media, printable
-from motionfleet.core.row_invariant import rowwise_narrow_linears
-from motionfleet.core.stopwatch import StageClock, Timings, synchronize
+from motionfleet.core.execution.batcher import key_of
+from motionfleet.core.io import progress, provenance, rejections
+from motionfleet.core.io.inputs import non_finite_rows, open_media, printable
+from motionfleet.core.runtime import backends
+from motionfleet.core.runtime.batching import ROW_QUANTUM
+from motionfleet.core.runtime.row_invariant import rowwise_narrow_linears
+from motionfleet.core.runtime.stopwatch import StageClock, Timings, synchronize
 from motionfleet.sampling.ddim import plan_strided
 from motionfleet.sampling.ddim_invert import plan_inversion
 from motionfleet.sampling.schedules import NoiseSchedule
@@ -90,7 +91,7 @@ def check_image_size(container, path: str) -> None:
 def geometry_features(template: ObjectTemplate, dim: int) -> torch.Tensor:
     """The geometry condition: the 64 template points, then zeros where the public model reads a
     1024-dim PointNeXt feature (not public), cut or padded to ``dim``. The denoiser's output does
-    not depend on it (DESIGN, 'Known faults'); it only feeds the unfolded reference."""
+    not depend on it (``scorehoi.model``: attention over one key); it only feeds the unfolded reference."""
     points = torch.from_numpy(template.points).flatten()
     return torch.cat([points, torch.zeros(max(dim - len(points), 0))])[:dim]
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Optional
 
 from motionfleet.common.bodies import find_model_file
-from motionfleet.core.digests import content_sha256
+from motionfleet.core.io.digests import content_sha256
 from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.scorehoi.hoi import GuidanceWeights
 

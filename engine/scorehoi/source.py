@@ -22,12 +22,12 @@ import pyarrow.parquet as pq
 import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotation_6d
-from motionfleet.core import digests
-from motionfleet.core.digests import listing_sha256
 from motionfleet.core.errors import RejectedInput
-from motionfleet.core.inputs import check_id, check_text, number_list, printable
-from motionfleet.core.parquet_rows import RowGroupBytes, column_values, read_rows, row_group_bytes
-from motionfleet.core.planned_bytes import CheckedFile, FileDigests, scan_file
+from motionfleet.core.io import digests
+from motionfleet.core.io.digests import listing_sha256
+from motionfleet.core.io.inputs import check_id, check_text, number_list, printable
+from motionfleet.core.io.parquet_rows import RowGroupBytes, column_values, read_rows, row_group_bytes
+from motionfleet.core.io.planned_bytes import CheckedFile, FileDigests, scan_file
 from motionfleet.core.shards import PlannedBytes, RangeItems, rows_of
 from motionfleet.dhvae.source import as_duplicate, duplicate_rows
 from motionfleet.scorehoi.hoi import NUM_JOINTS, HOIState, pack_state
@@ -162,7 +162,7 @@ def estimate_rows(source: EstimateFile, start: int, stop: int) -> RangeItems:
 
 def referenced_files_sha256(objects: Iterable, image_paths: Iterable) -> str:
     """One digest over the mesh files (whole) and images (sampled) the rows name, for the job's
-    fingerprint (``core.digests``): a mesh or an image swapped between a kill and the rerun
+    fingerprint (``core.io.digests``): a mesh or an image swapped between a kill and the rerun
     changes the job instead of mixing results."""
     meshes = sorted({v for v in objects if isinstance(v, str) and Path(v).suffix.lower() in MESH_SUFFIXES})
     images = sorted({v for v in image_paths if isinstance(v, str)})

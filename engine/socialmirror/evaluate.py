@@ -38,11 +38,11 @@ import pyarrow.parquet as pq
 import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix
-from motionfleet.core import provenance
 from motionfleet.core.errors import MissingFile
+from motionfleet.core.io import provenance
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.core.options import UsageError
-from motionfleet.core.seeding import sample_seed
-from motionfleet.core.sink import read_results
+from motionfleet.core.runtime.seeding import sample_seed
 from motionfleet.socialmirror import metrics
 
 PROTOCOL = "pair-reconstruction"

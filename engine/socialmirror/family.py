@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from motionfleet.core.cache import cache_dir
 from motionfleet.core.errors import checkpoint_errors
+from motionfleet.core.io.cache import cache_dir
+from motionfleet.core.jobfolder.storage import is_uri
 from motionfleet.core.options import (
     Option,
     existing_file,
@@ -18,7 +19,6 @@ from motionfleet.core.options import (
     positive,
 )
 from motionfleet.core.registry import Family, Plan
-from motionfleet.core.storage import is_uri
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror import graphs, report
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from motionfleet.core.errors import MissingFile, RejectedInput
-from motionfleet.core.inputs import non_finite_rows
+from motionfleet.core.io.inputs import non_finite_rows
 from motionfleet.socialmirror.model import MOTION_DIM
 
 KEY_COLUMNS = ("video_id", "frame_index", "person")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from motionfleet.core.graphs import GraphInput, GraphSpec, denoiser_call_inputs, graph_for, same_shape_as_first
+from motionfleet.core.runtime.graphs import GraphInput, GraphSpec, denoiser_call_inputs, graph_for, same_shape_as_first
 from motionfleet.socialmirror import model as socialmirror
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from motionfleet.core.jobfolder.report import common_lines, peak_memory
 from motionfleet.core.registry import Summary
-from motionfleet.core.report import common_lines, peak_memory
-from motionfleet.core.stopwatch import total
+from motionfleet.core.runtime.stopwatch import total
 
 STAGES = ("decode", "backbone", "diffusion", "body", "rows", "write")
 MODEL_STAGES = ("backbone", "diffusion", "body", "rows")
@@ -43,7 +43,7 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     CPU stage ran as Ray tasks: shards then run at once and one waits for its clips while another
     uses the models), ``model_busy`` the share of the workers' time in the models, and
     ``clips_decoded_elsewhere`` the clips whose CPU stage ran as a Ray task on a CPU no model
-    worker holds (``core.prefetch.stream``).
+    worker holds (``core.io.prefetch.stream``).
     """
     t = total([d.timings for d in done])
     frames = t.counts.get("frames", 0)

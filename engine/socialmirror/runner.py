@@ -9,7 +9,7 @@ Pipeline (worker, per shard)::
 
     CPU stage:      probe -> seek to the shard's first frame -> decode (PyAV, resampled to the
                     target fps) -> clips -> person crops                    (decode)
-                        | at most ``prefetch_clips`` clips ahead (``core.prefetch.stream``: a
+                        | at most ``prefetch_clips`` clips ahead (``core.io.prefetch.stream``: a
                         | thread of the worker, or a one-CPU Ray task anywhere on the cluster)
     model thread:   ResNet-50 + projection + regression head per clip      (backbone)
                     DDIM around the initial estimate, B clips per call      (diffusion)
@@ -51,13 +51,14 @@ from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
-from motionfleet.core import backends, prefetch, progress, provenance, rejections
-from motionfleet.core.batching import fixed_thread_pool, pad_rows
-from motionfleet.core.digests import content_sha256
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
-from motionfleet.core.inputs import non_finite_rows
-from motionfleet.core.seeding import SampleNoise, sample_seed
-from motionfleet.core.stopwatch import StageClock, Timings, synchronize
+from motionfleet.core.io import prefetch, progress, provenance, rejections
+from motionfleet.core.io.digests import content_sha256
+from motionfleet.core.io.inputs import non_finite_rows
+from motionfleet.core.runtime import backends
+from motionfleet.core.runtime.batching import fixed_thread_pool, pad_rows
+from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
+from motionfleet.core.runtime.stopwatch import StageClock, Timings, synchronize
 from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.sampling import ddim
 from motionfleet.sampling.initial_ddim import closeint_config, sample_around

@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 from motionfleet.common.bodies import find_model_file
 from motionfleet.common.text import CONDITION_DIM
 from motionfleet.common.weights import weights_description
-from motionfleet.core import cluster, digests
-from motionfleet.core.digests import content_sha256, listing_sha256, weights_digest
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.execution.planning import map_ordered
+from motionfleet.core.io import digests
+from motionfleet.core.io.digests import content_sha256, listing_sha256, weights_digest
 from motionfleet.core.shards import Shard
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
@@ -58,7 +59,7 @@ class ClipSlot:
 
 def slots_span(slots: tuple[ClipSlot, ...]) -> ClipSpan:
     """The clips a run of consecutive slots covers: the shard's whole span, or the part of it a
-    split batch kept (``executors.run_split_on_oom`` halves a shard that ran out of memory)."""
+    split batch kept (``execution.worker.run_split_on_oom`` halves a shard that ran out of memory)."""
     span = slots[0].span
     end = span.end_clip if slots[-1].last else slots[-1].clip_index + 1
     return replace(span, first_clip=slots[0].clip_index, end_clip=end)
@@ -107,7 +108,7 @@ def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int
         raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
     shards = []
     # Probing opens every video: in parallel, on the cluster's CPUs when the job runs on Ray.
-    totals = cluster.map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
+    totals = map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
     for number, (video, total) in enumerate(zip(videos, totals)):
         for span, count in video_spans(video, captions.get(video.video_id), total, settings):
             slots = tuple(ClipSlot(span, span.first_clip + k, k == count - 1) for k in range(count))
@@ -128,7 +129,7 @@ def read_captions(corpus: str | Path, videos: list[VideoItem]) -> dict[str, str]
 
 def corpus_digest(videos: list[VideoItem], captions: dict[str, str]) -> str:
     """What identifies the corpus: per video its id, its sampled digest, its track file's digest
-    and its caption (``core.digests``: cached, on a thread pool, 128 KiB read a video)."""
+    and its caption (``core.io.digests``: cached, on a thread pool, 128 KiB read a video)."""
     video_digests = digests.many([v.path for v in videos], sampled=True)
     track_digests = iter(digests.many([v.track_path for v in videos if v.track_path]))
     return listing_sha256((v.video_id, video_digest, next(track_digests) if v.track_path else None,

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 
 from motionfleet.core.errors import MissingFile, RejectedInput
-from motionfleet.core.inputs import local_file, open_media, printable, text_lines
+from motionfleet.core.io.inputs import local_file, open_media, printable, text_lines
 from motionfleet.core.options import UsageError
 
 VIDEO_EXTENSIONS = frozenset(

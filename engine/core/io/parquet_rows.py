@@ -1,10 +1,9 @@
 """Reading a Parquet input without holding it: a row range from the row groups that hold it, one
-column streamed in batches, the file's digest in chunks. What a streamed plan (issue 14.2) and its
-workers read instead of ``read_table().to_pylist()``."""
+column streamed in batches (the file's digest: ``digests.file_sha256``). What a streamed plan
+(issue 14.2) and its workers read instead of ``read_table().to_pylist()``."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -13,14 +12,6 @@ import pyarrow.parquet as pq
 
 CHUNK = 1 << 23  # bytes a streaming read takes at a time
 FOOTER_READ = 1 << 16  # bytes of a file's end pyarrow reads first to find the footer (its default)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_rows(source: str | Path | BinaryIO, lo: int, hi: int) -> list[dict]:

@@ -42,17 +42,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionfleet.core.failures import FAILED_DIR
-from motionfleet.core.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
-from motionfleet.core.report import REPORT
-from motionfleet.core.storage import TEMPORARY, DamagedFile, Storage, new_token
+from motionfleet.core.jobfolder.failures import FAILED_DIR
+from motionfleet.core.jobfolder.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
+from motionfleet.core.jobfolder.report import REPORT
+from motionfleet.core.jobfolder.storage import TEMPORARY, DamagedFile, Storage, new_token
 
 __all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderNotShared", "FolderRefused",
-           "DamagedFile", "read_job", "write_shard", "check_visible", "read_results", "verify_folder", "motion_array", "REJECTED_SCHEMA"]
+           "DamagedFile", "read_job", "write_shard", "check_visible", "read_results", "verify_folder"]
 
 JOB = "job.json"
 RESULTS_DIR = "results"
@@ -67,11 +66,6 @@ ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16}
 SHARD_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 ATTEMPT = re.compile(r"^[0-9a-f]{16}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-REJECTED_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("repeat", pa.int32()), ("input", pa.string()), ("reason", pa.string()),
-])
-
 
 class JobMismatch(FolderRefused):
     """The output folder holds shards of a different job."""
@@ -452,7 +446,3 @@ def _file_problem(storage: Storage, f: dict) -> Optional[str]:
         return f"{f['path']}: unreadable Parquet ({err})"
     return None if rows == f["rows"] else f"{f['path']}: {rows} rows, committed {f['rows']}"
 
-
-def motion_array(row: dict) -> np.ndarray:
-    """(2, num_frames, 262) float32 motion of one result row (as a dict from ``to_pylist``)."""
-    return np.asarray(row["motion"], np.float32)

@@ -25,8 +25,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from motionfleet.core import provenance
-from motionfleet.core.storage import Storage
+from motionfleet.core.io import provenance
+from motionfleet.core.jobfolder.storage import Storage
 
 REPORT = "report.json"
 SCHEMA_VERSION = 1

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 
 from motionfleet.core.errors import DataError
-from motionfleet.core.parquet_rows import CHUNK
+from motionfleet.core.io.parquet_rows import CHUNK
 from motionfleet.core.shards import PlannedBytes
 
 BLOCK = 1 << 16  # bytes one digest covers; CHUNK is a multiple, so planning's chunks split into whole blocks

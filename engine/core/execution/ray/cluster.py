@@ -16,20 +16,21 @@ folder): nothing here changes them. Without it the job starts an embedded single
 
 from __future__ import annotations
 
-import contextvars
 import os
 import secrets
 import shutil
 import socket
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
-from motionfleet.core import interrupts, reaper
+import ray
+from ray._raylet import AuthenticationTokenLoader, Config
+
 from motionfleet.core.errors import ClusterUnreachable
-from motionfleet.core.quiet import native_stderr_silenced
+from motionfleet.core.execution.ray import reaper
+from motionfleet.core.io import interrupts
+from motionfleet.core.io.quiet import native_stderr_silenced
 
 REACH_TIMEOUT_S = 10.0
 TEMP_PREFIX = "mf-ray-"
@@ -41,8 +42,6 @@ _embedded: dict = {}  # while an embedded cluster runs: its temp folder and the 
 def connect(address: Optional[str]) -> None:
     """Join ``address``; without one, the cluster a ``ray job submit`` runs us on (``RAY_ADDRESS``),
     else start the embedded cluster."""
-    import ray
-
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -54,12 +53,6 @@ def connect(address: Optional[str]) -> None:
 
 
 def disconnect() -> None:
-    import sys
-
-    if "ray" not in sys.modules:
-        return
-    import ray
-
     if ray.is_initialized():
         ray.shutdown()
     if _embedded:
@@ -72,8 +65,6 @@ def disconnect() -> None:
 
 
 def _join(address: str) -> None:
-    import ray
-
     if address != "auto" and "://" not in address:  # a plain GCS host:port (not ray:// or http://)
         check_reachable(address)
         check_admitted(address)
@@ -112,8 +103,6 @@ def check_admitted(address: str) -> None:
 
 
 def _start_embedded() -> None:
-    import ray
-
     remove_stale_temp_dirs()
     temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     _embedded.update(temp_dir=temp_dir, environ=_private_auth())
@@ -123,8 +112,6 @@ def _start_embedded() -> None:
 
 def _private_auth() -> dict:
     """Token auth with a fresh token for the embedded cluster; returns the variables it replaced."""
-    from ray._raylet import AuthenticationTokenLoader, Config
-
     before = {name: os.environ.get(name) for name in _AUTH_VARS}
     os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
@@ -134,8 +121,6 @@ def _private_auth() -> dict:
 
 
 def _restore_auth(before: dict) -> None:
-    from ray._raylet import AuthenticationTokenLoader, Config
-
     for name, value in before.items():
         if value is None:
             os.environ.pop(name, None)
@@ -166,36 +151,9 @@ def _running(pid: int) -> bool:
     return True
 
 
-# ----------------------------------------------------------------------------- planning work
-
-_planning: contextvars.ContextVar = contextvars.ContextVar("planning", default=(0, None))
-PLAN_CHUNK = 64  # items a planning task takes (a Ray task costs ~ms; a video probe ~10 ms)
-LOCAL_THREADS = 8  # probes are mostly I/O and FFmpeg, which release the GIL
-
-
-@contextmanager
-def planning(workers: int, address: Optional[str]):
-    """Within this block, ``map_ordered`` runs on the job's cluster (``workers`` > 0) or here."""
-    token = _planning.set((workers, address))
-    try:
-        yield
-    finally:
-        _planning.reset(token)
-
-
-def map_ordered(fn: Callable, items: Sequence) -> list:
-    """``[fn(item) for item in items]``, computed in parallel: as Ray tasks of ``PLAN_CHUNK`` items
-    over the cluster's CPUs when the job runs on Ray (see ``planning``) and there is more than one
-    chunk, else on a few threads here. ``fn`` must be picklable (a module-level function or a
-    ``functools.partial`` of one); results come back in input order, so a plan built from them does
-    not depend on where they ran."""
-    workers, address = _planning.get()
-    chunks = [list(items[i : i + PLAN_CHUNK]) for i in range(0, len(items), PLAN_CHUNK)]
-    if workers == 0 or len(chunks) < 2:
-        with ThreadPoolExecutor(LOCAL_THREADS) as pool:
-            return list(pool.map(fn, items))
-    import ray
-
+def run_chunks(fn: Callable, chunks: list[list], address: Optional[str]) -> list:
+    """``[fn(item) for chunk in chunks for item in chunk]`` as one Ray task per chunk over the
+    cluster's CPUs (planning work), in input order."""
     connect(address)
     task = ray.remote(num_cpus=1, max_retries=3, scheduling_strategy="SPREAD")(_map_chunk)
     return [result for chunk in ray.get([task.remote(fn, chunk) for chunk in chunks]) for result in chunk]

@@ -3,7 +3,7 @@
 Ray ties its GCS and raylet to the driver (PR_SET_PDEATHSIG), but the raylet's agents
 (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) notice a dead raylet only after trying to
 report to the dead GCS: measured 20-40 s on a loaded 2-core machine, minutes under more load.
-``python -m motionfleet.core.reaper DRIVER_PID PID:START_TICKS ...`` runs in its own session,
+``python -I reaper.py DRIVER_PID PID:START_TICKS ...`` (this file alone: it needs nothing of the engine) runs in its own session,
 polls the driver, and SIGKILLs the listed processes once it is gone (the start time guards
 against a reused pid). The driver stops it on a clean shutdown.
 """
@@ -55,7 +55,7 @@ def watch(driver: int) -> subprocess.Popen | None:
     if not sys.platform.startswith("linux"):
         return None
     marks = [f"{pid}:{start_ticks(pid)}" for pid in descendants(driver) if start_ticks(pid) is not None]
-    return subprocess.Popen([sys.executable, "-m", "motionfleet.core.reaper", str(driver), *marks],
+    return subprocess.Popen([sys.executable, "-I", __file__, str(driver), *marks],
                             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

@@ -16,7 +16,7 @@ changes, so the job folder refuses the rerun instead of ending with rows of both
   keep mtimes (``cp -p``, ``rsync -a``) keep the digest; a plain copy of a corpus changes it and
   a resume is refused (a false alarm, never a mix).
 
-Both are cached in ``$MOTIONFLEET_CACHE/digests.sqlite`` by (path, size, mtime, ctime, inode), so
+Both are cached in ``digests.sqlite`` under the cache root (``cache``) by (path, size, mtime, ctime, inode), so
 a resume stats each file and reads none that did not change; ctime is part of the key because no
 user tool sets it back. The cache is a speed-up only: if it cannot be opened, digests are computed.
 """
@@ -32,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+from motionfleet.core.io.cache import cache_dir
+
 SAMPLE_BYTES = 64 * 1024
 MISSING = "missing"  # a listed file that is not there (the worker rejects it; a later copy changes the job)
 NOT_A_FILE = "not a regular file"  # never opened: a FIFO would block
@@ -40,7 +42,7 @@ _THREADS = min(32, 4 * (os.cpu_count() or 1))
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("MOTIONFLEET_CACHE", Path.home() / ".cache" / "motionfleet")) / "digests.sqlite"
+    return cache_dir("digests.sqlite")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -15,7 +15,7 @@ decoder ``decode(z, num_frames) -> motion``. The sampler cannot tell which one i
 A backend runs what the module declares (``graph_spec()``, ``guided_pair``); it names no family.
 Graphs come from ``onnx_dir`` when given (checked against the module's weights), else they are
 exported once into a cache folder keyed by family, config, weights and precision
-(``core.cache``). A backend that cannot run here (no
+(``core.io.cache``). A backend that cannot run here (no
 CUDA, a missing package, a provider that fell back to the CPU, a precision the device lacks) is a
 ``BackendUnavailable`` error that says what to install or choose instead; nothing falls back
 silently.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from motionfleet.core import graphs
-from motionfleet.core.batching import pad_rows
-from motionfleet.core.cache import cache_dir
+from motionfleet.core.io.cache import cache_dir
+from motionfleet.core.runtime import graphs
+from motionfleet.core.runtime.batching import pad_rows
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -272,7 +272,7 @@ class CUDAGraphRunner:
 def graph_path(spec: graphs.GraphSpec, precision: str, onnx_dir: Optional[str | Path],
                weights: Optional[str]) -> Path:
     """The exported graph for ``spec``: from ``onnx_dir`` (checked), else exported into the cache."""
-    digest = graphs.weights_digest(spec.module)
+    digest = graphs.state_dict_sha256(spec.module)
     if onnx_dir is not None:
         path = Path(onnx_dir, spec.filename(precision))
         if not path.is_file():
@@ -378,7 +378,7 @@ class TensorRTBackend:
     version), run with ``execute_async_v3`` on torch's current stream."""
 
     def __init__(self, spec: graphs.GraphSpec, path: Path, precision: str, device: torch.device):
-        from motionfleet.core import tensorrt as trt_export
+        from motionfleet.core.runtime import tensorrt as trt_export
 
         self.spec = spec
         engine = trt_export.build_engine(path, spec, precision, cache_dir("tensorrt"))

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from motionfleet.core.provenance import engine_version
+from motionfleet.core.io.provenance import engine_version
 
 OPSET = 23
 MAX_BATCH = 8192
@@ -124,7 +124,7 @@ def dynamic_shapes(spec: GraphSpec) -> dict:
             for graph_input in spec.inputs}
 
 
-def weights_digest(module: nn.Module) -> str:
+def state_dict_sha256(module: nn.Module) -> str:
     """sha256 over the module's state dict (names, dtypes, shapes and bytes, in key order)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -231,7 +231,7 @@ def export_graph(spec: GraphSpec, out_dir: str | Path, weights: str, precision: 
     model = trace(spec, opset)
     if precision == "fp16":
         model = to_fp16(model)
-    model.metadata_props.update(graph_metadata(spec, weights, weights_digest(spec.module), precision, opset))
+    model.metadata_props.update(graph_metadata(spec, weights, state_dict_sha256(spec.module), precision, opset))
     name = spec.filename(precision)
     external = parameter_bytes(spec.module) > EXTERNAL_DATA_BYTES
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as scratch:

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from motionfleet.core.storage import Storage
+from motionfleet.core.jobfolder.storage import Storage
 
 FAILED_DIR = "failed"
 

@@ -6,7 +6,7 @@ asks for ``stream(produce, depth)``; the executor decides where ``produce()`` ru
 * by default in a background thread of the worker's process (``Prefetch``: PyAV and torch
   release the GIL while they work);
 * on a Ray job whose model actors leave CPUs free (a GPU node, or nodes without a model actor),
-  as a Ray task of one CPU anywhere on the cluster (``executors``), so the stage scales with the
+  as a Ray task of one CPU anywhere on the cluster (``execution.ray.stream``), so the stage scales with the
   cluster's CPUs rather than with the model workers.
 
 Either way the producer runs on one torch thread, memory holds at most ``depth`` finished items

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from motionfleet.core.backends import INSTALL_TENSORRT, BackendUnavailable
-from motionfleet.core.graphs import GraphSpec
+from motionfleet.core.runtime.backends import INSTALL_TENSORRT, BackendUnavailable
+from motionfleet.core.runtime.graphs import GraphSpec
 
 # (min, opt, max) rows of each optimisation profile.
 PROFILE_BATCHES = ((1, 8, 16), (16, 128, 1024))

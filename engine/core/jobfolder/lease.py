@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 
-from motionfleet.core.storage import DamagedFile, Storage, new_token
+from motionfleet.core.jobfolder.storage import DamagedFile, Storage, new_token
 
 LOCK_DIR = "_lock"
 DEFAULT_TTL_S = 60.0

@@ -24,9 +24,9 @@ from typing import Any, Callable, Hashable, Optional
 
 import pyarrow as pa
 
-from motionfleet.core import progress
+from motionfleet.core.io import progress
+from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
-from motionfleet.core.stopwatch import Timings
 
 
 def batches_across_shards(worker: Any) -> bool:
