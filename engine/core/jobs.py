@@ -121,6 +121,7 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
         plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
     context = RunContext(str(out), {"job": family.command, "family": family.name, **plan.job}, workers=workers,
                          address=address, device=device or config.device, unit=family.unit,
+                         batch_items=getattr(config, "batch_size", 1),
                          policy=FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout))
     ran, failed, done, wall = run_shards(context, plan.shards, WarmWorker(family.runner, spec, config))
     if not ran and not failed:

@@ -19,6 +19,8 @@ done and run alone from then on; a shard that raises alone fails (the driver ret
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Optional
 
@@ -163,6 +165,47 @@ class ShardBatcher:
             order = sorted(range(table.num_rows), key=lambda row, keys=self.worker.row_keys(table): s.position[keys[row]])
             out.append(table.take(pa.array(order, pa.int64())))
         return out[0], out[1]
+
+
+class SharedBatcher:
+    """One ``ShardBatcher`` fed by concurrent calls, one per shard (a Ray actor's threads): each
+    call opens its shard and waits for it; a waiting call that finds no batch running runs the
+    next one, full, or short once no shard has arrived for ``LINGER_S`` (the driver keeps enough
+    shards in flight to fill a batch, so a short batch means the job is ending)."""
+
+    LINGER_S = 0.05
+
+    def __init__(self, batcher: ShardBatcher):
+        self.batcher = batcher
+        self.changed = threading.Condition()
+        self.running = False
+        self.outcomes: dict[str, ShardRun] = {}
+        self.last_open = 0.0
+
+    def run(self, shard: Shard) -> ShardRun:
+        with self.changed:
+            self.batcher.open(shard)
+            self.last_open = time.monotonic()
+            self.changed.notify_all()
+            while shard.shard_id not in self.outcomes:
+                linger = self.LINGER_S - (time.monotonic() - self.last_open)
+                if self.running or (not self.batcher.full() and linger > 0):
+                    self.changed.wait(None if self.running else linger)
+                else:
+                    self._run_batch()
+            return self.outcomes.pop(shard.shard_id)
+
+    def _run_batch(self) -> None:
+        """Called holding the lock; runs the batch without it."""
+        self.running = True
+        self.changed.release()
+        try:
+            runs = self.batcher.run_batch()
+        finally:
+            self.changed.acquire()
+            self.running = False
+            self.changed.notify_all()
+        self.outcomes.update((run.shard.shard_id, run) for run in runs)
 
 
 def share(timings: Timings, start: int, end: int, whole: int) -> Timings:

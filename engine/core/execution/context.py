@@ -19,6 +19,7 @@ class RunContext:
     address: Optional[str] = None  # the Ray cluster to join (None: the embedded one, or RAY_ADDRESS)
     device: str = "cpu"  # where the workers run their models
     unit: str = "item"  # what a work item is called on the progress bar
+    batch_items: int = 1  # items per model batch: a worker that batches across shards is sent enough shards to fill one
     policy: FaultPolicy = field(default_factory=FaultPolicy)
 
     @property

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import torch
 
+from motionfleet.core.execution.batcher import ShardRun, batches_across_shards
 from motionfleet.core.execution.policy import output_errors
 from motionfleet.core.jobfolder.sink import write_shard
 from motionfleet.core.runtime.stopwatch import Timings
@@ -71,6 +72,7 @@ class WarmWorker:
     def __init__(self, cls: type, *args):
         self.cls, self.args = cls, args
         self.concurrent_shards = getattr(cls, "concurrent_shards", False)  # run() may be called from several threads
+        self.batches_across_shards = batches_across_shards(cls)  # its batches may take items of several shards
 
     def __call__(self):
         worker = self.cls(*self.args)
@@ -98,15 +100,32 @@ def run_split_on_oom(worker, items: tuple):
             pa.concat_tables([first[1], second[1]]).combine_chunks(), first[2])
 
 
+@dataclass(frozen=True)
+class Started:
+    """When a worker took a shard: epoch seconds (comparable between the shards of a worker, also
+    across threads) and its ``perf_counter``."""
+
+    epoch: float
+    clock: float
+
+    @classmethod
+    def now(cls) -> "Started":
+        return cls(time.time(), time.perf_counter())
+
+
 def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str], node: str = "") -> ShardDone:
-    started_at = time.time()  # epoch: comparable between the shards of a worker, also across threads
-    start = time.perf_counter()
+    started = Started.now()
     results, rejected, timings = run_split_on_oom(generator, shard.items)
+    return write_run(ShardRun(shard, results, rejected, timings), started, out_dir, metadata, node)
+
+
+def write_run(run: ShardRun, started: Started, out_dir: str, metadata: dict[str, str], node: str = "") -> ShardDone:
+    """Write a finished shard's files; its record."""
     written = time.perf_counter()
     with output_errors(out_dir):
-        files = write_shard(out_dir, shard.shard_id, results, rejected, metadata)
+        files = write_shard(out_dir, run.shard.shard_id, run.results, run.rejected, metadata)
     end = time.perf_counter()
-    return ShardDone(shard_id=shard.shard_id, results=results.num_rows, rejected=rejected.num_rows, timings=timings,
-                     peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(), write_s=end - written,
-                     elapsed_s=end - start, node=node, files=files, worker=f"{socket.gethostname()}:{os.getpid()}",
-                     started_at=started_at)
+    return ShardDone(shard_id=run.shard.shard_id, results=run.results.num_rows, rejected=run.rejected.num_rows,
+                     timings=run.timings, peak_rss_mb=peak_rss_mb(), peak_device_mb=peak_device_mb(),
+                     write_s=end - written, elapsed_s=end - started.clock, node=node, files=files,
+                     worker=f"{socket.gethostname()}:{os.getpid()}", started_at=started.epoch)

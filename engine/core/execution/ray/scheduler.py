@@ -35,6 +35,7 @@ from motionfleet.core.shards import Shard
 IN_FLIGHT_PER_WORKER = 2  # one running, one queued behind it so the worker never waits on the driver
 PING_RETRY_S = 1.0  # how soon to ask a restarting actor again
 POLL_S = 0.5  # how often the driver looks at timeouts and lagging shards while it waits
+MAX_SHARDS_AT_ONCE = 64  # threads of one model actor, each waiting on its shard's items
 PLAN_CHUNK = 64  # items a planning task takes (a Ray task costs ~ms; a video probe ~10 ms)
 
 
@@ -51,11 +52,17 @@ class RayExecutor(Executor):
                 try:
                     nodes = alive_nodes()
                     places = placements(nodes, min(self.context.workers, len(pending)), self.context.device)
-                    scheduler.start(places, shards_at_once(places, spare_cpus(nodes, places),
-                                                           getattr(make_worker, "concurrent_shards", False)))
+                    scheduler.start(places, self._shards_at_once(make_worker, places, nodes, pending))
                     return scheduler.run(pending)
                 finally:
                     scheduler.stop()
+
+    def _shards_at_once(self, make_worker, places: list[Placement], nodes: list[dict], pending: list[Shard]) -> int:
+        """Shards each actor holds at once: enough to fill a model batch for a worker that batches
+        across shards (its calls share one batcher), else ``placement.shards_at_once``."""
+        if getattr(make_worker, "batches_across_shards", False):
+            return batch_fill(self.context.batch_items, pending)
+        return shards_at_once(places, spare_cpus(nodes, places), getattr(make_worker, "concurrent_shards", False))
 
     @classmethod
     def map_ordered(cls, fn: Callable, items: Sequence, address: Optional[str]) -> list:
@@ -69,6 +76,13 @@ class RayExecutor(Executor):
     @classmethod
     def shutdown(cls) -> None:
         cluster.disconnect()
+
+
+def batch_fill(batch_items: int, pending: list[Shard]) -> int:
+    """Shards that hold a model batch's items when each holds as few as the smallest pending one,
+    at most ``MAX_SHARDS_AT_ONCE`` (each is a thread of the actor)."""
+    smallest = max(1, min(len(s.items) for s in pending))
+    return max(1, min(MAX_SHARDS_AT_ONCE, -(-batch_items // smallest)))
 
 
 @contextmanager
