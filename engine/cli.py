@@ -163,6 +163,8 @@ DELEGATED = {
                                    "--compare A.json B.json"),
     "render": ("motionfleet.render", "selected result rows of a job -> short MP4 videos"),
     "report": ("motionfleet.html_report", "one static HTML page for a job folder (no server, no network)"),
+    "convert": ("motionfleet.convert", "a job's results -> .npz (AMASS layout or joint positions), .bvh or .glb "
+                                       "files, one per sample (and person)"),
 }
 
 

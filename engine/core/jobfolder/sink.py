@@ -40,7 +40,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -51,7 +51,7 @@ from motionfleet.core.jobfolder.report import REPORT
 from motionfleet.core.jobfolder.storage import TEMPORARY, DamagedFile, Storage, new_token
 
 __all__ = ["JobFolder", "JobMismatch", "FolderInUse", "LeaseLost", "UnrelatedFolder", "FolderNotShared", "FolderRefused",
-           "DamagedFile", "read_job", "write_shard", "check_visible", "read_results", "verify_folder"]
+           "DamagedFile", "read_job", "write_shard", "check_visible", "read_results", "iter_results", "verify_folder"]
 
 JOB = "job.json"
 RESULTS_DIR = "results"
@@ -403,6 +403,16 @@ def read_results(location, subdir: str = RESULTS_DIR) -> pa.Table:
         with storage.open_input(record["files"][subdir]["path"]) as handle:
             tables.append(pq.read_table(handle))
     return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def iter_results(location, columns: Optional[list[str]] = None, batch_rows: int = 256,
+                 subdir: str = RESULTS_DIR) -> Iterator[pa.RecordBatch]:
+    """The committed rows of one table in shard order, ``batch_rows`` at most at a time (one Parquet
+    file open at once), for readers of a job too large to hold: ``read_results`` as a stream."""
+    storage = Storage(str(location))
+    for _, record in sorted(committed_records(storage).items()):
+        with storage.open_input(record["files"][subdir]["path"]) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns)
 
 
 def verify_folder(location: str, repair: bool = False) -> dict:
