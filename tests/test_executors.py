@@ -66,6 +66,42 @@ def test_an_out_of_memory_shard_is_split_and_writes_the_same_bytes(tmp_path):
     assert read_results(tmp_path / "split").equals(read_results(tmp_path / "whole"))
 
 
+def test_batches_span_shards_and_a_worker_dying_between_two_batches_of_a_shard_commits_it_once(tmp_path):
+    """Shards of 3 in batches of 2: shard 0's items sit in batches 1 and 2, shard 1's in 2 and 3.
+    The process exits as batch 3 starts: shard 0 is committed, shard 1 (one item done) is not;
+    the rerun redoes shard 1 alone and leaves shard 0 as it was."""
+    out = tmp_path / "job"
+    args = ("--out", str(out), "--items", "6", "--per-shard", "3", "--batch-items", "2")
+    first = toy(tmp_path, *args, "--exit-at-batch", "3")
+    assert first.returncode == 9
+    assert sorted(committed(out)) == ["shard-00000"]
+    assert pq.read_table(out / committed(out)["shard-00000"]["files"]["results"]["path"]).num_rows == 3
+    before = result_mtimes(out, committed(out))
+    rerun = toy(tmp_path, *args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "done 1 failed 0" in rerun.stdout
+    assert before == result_mtimes(out, {"shard-00000": committed(out)["shard-00000"]})
+    assert_exactly_once(out, 6)
+    assert read_results(out).equals(read_results(_one_shard_per_batch(tmp_path, 6, 3)))
+
+
+def _one_shard_per_batch(tmp_path, items: int, per_shard: int):
+    out = tmp_path / "alone"
+    result = toy(tmp_path, "--out", str(out), "--items", str(items), "--per-shard", str(per_shard))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_a_model_actor_fills_its_batches_from_several_shards(tmp_path):
+    out = tmp_path / "ray"
+    result = toy(tmp_path, "--out", str(out), "--items", "12", "--per-shard", "1", "--batch-items", "4", "--workers", "1",
+                 timeout=600)
+    assert result.returncode == 0, result.stderr
+    batches = sorted(b for record in committed(out).values() for b in record["summary"]["timings"]["batches"])
+    assert sum(batches) == 12 and max(batches) > 1  # one-item shards, batched together on the actor
+    assert read_results(out).equals(read_results(_one_shard_per_batch(tmp_path, 12, 1)))
+
+
 def _unshare_mount_works() -> bool:
     if shutil.which("unshare") is None:
         return False

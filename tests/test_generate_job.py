@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from killed_job import kill_after_commits, result_mtimes
+from killed_job import committed, kill_after_commits, result_mtimes
 
 import motionfleet
 from motionfleet.core.jobfolder.sink import JobMismatch, read_results
@@ -58,6 +58,16 @@ def test_same_bytes_whatever_the_batch_size_and_shard_count(tmp_path, prompts, e
         assert len(motions) == len(PROMPTS) * 2
         reference = reference or motions
         assert motions == reference
+
+
+def test_model_batches_are_full_whatever_the_shard_size(tmp_path, prompts):
+    """Shards of one item, batches of 8: the 14 samples run as 8 + 6 (issue 19: a batch never
+    spanned shards, so this job ran 14 batches of 1), with the bytes of one shard per batch."""
+    run(tmp_path / "small", prompts, batch_size=8, shard_size=1)
+    sizes = sorted(b["size"] for r in committed(tmp_path / "small").values() for b in r["summary"]["timings"]["batches"])
+    assert sizes == [6, 8]
+    run(tmp_path / "whole", prompts, batch_size=1, shard_size=256)
+    assert motions_by_key(tmp_path / "small") == motions_by_key(tmp_path / "whole")
 
 
 def test_same_bytes_with_two_ray_workers(tmp_path, prompts):

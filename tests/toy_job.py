@@ -58,6 +58,30 @@ class ToyWorker:
                 Timings({}, {"samples": len(items)}, [len(items)]))
 
 
+@dataclass
+class BatchingToyWorker(ToyWorker):
+    """A toy whose batches take items of several shards (``execution.batcher``); with
+    ``exit_at_batch`` its process exits when that batch starts, once (a marker in ``markers``)."""
+
+    batch_items: int = 2
+    exit_at_batch: int = 0
+    calls: int = 0
+
+    @staticmethod
+    def item_key(item: str) -> tuple[str, int]:
+        return item, 0
+
+    @staticmethod
+    def row_keys(table: pa.Table) -> list[tuple[str, int]]:
+        return list(zip(table.column("sample_id").to_pylist(), table.column("repeat").to_pylist()))
+
+    def run(self, items: tuple) -> tuple[pa.Table, pa.Table, Timings]:
+        self.calls += 1
+        if self.calls == self.exit_at_batch and not _first_touch(Path(self.markers, "exited")):
+            os._exit(9)  # as a killed worker: no cleanup, no exception
+        return super().run(items)
+
+
 def _actor_id() -> str:
     try:
         import ray
@@ -94,13 +118,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--slow-once", default="")
     p.add_argument("--pids", default="")
     p.add_argument("--shard-timeout", type=float)
+    p.add_argument("--batch-items", type=int, default=0, help="batch across shards, this many items a batch")
+    p.add_argument("--exit-at-batch", type=int, default=0)
     args = p.parse_args(argv)
-    worker = ToyWorker(args.delay, tuple(args.fail), args.oom_above, args.slow_once, args.out, args.pids)
+    fields = (args.delay, tuple(args.fail), args.oom_above, args.slow_once, args.out, args.pids)
+    make_worker = (WarmWorker(BatchingToyWorker, *fields, args.batch_items, args.exit_at_batch) if args.batch_items
+                   else WarmWorker(_Build, ToyWorker(*fields)))
     job = {"job": "toy", "items": args.items, "per_shard": args.per_shard}
     try:
         context = RunContext(args.out, job, workers=args.workers, address=args.address, device="cpu",
-                             policy=FaultPolicy(shard_timeout_s=args.shard_timeout))
-        done, failed, _, _ = jobs.run_shards(context, plan(args.items, args.per_shard), WarmWorker(_Build, worker))
+                             batch_items=max(1, args.batch_items), policy=FaultPolicy(shard_timeout_s=args.shard_timeout))
+        done, failed, _, _ = jobs.run_shards(context, plan(args.items, args.per_shard), make_worker)
     except OutputUnwritable as err:
         print(f"motionfleet: error: {err}", file=sys.stderr)
         return 1
