@@ -34,21 +34,21 @@ def run(command: str, inputs: Inputs = None, *, out: str | Path, **settings) -> 
         return jobs.run(command, inputs, out=out, **settings)
 
 
-def generate(prompts: Inputs = None, *, out: str | Path, workers: int = 1, **settings) -> Optional[dict]:
+def generate(prompts: Inputs = None, *, out: str | Path, workers: int | str = "auto", **settings) -> Optional[dict]:
     """Text -> two-person motion (dhvae). ``prompts``: a .txt / .jsonl / .parquet path, a list of
     strings or of dicts with the jsonl fields (``text``, ``id``, ``num_frames``), or None for the
     built-in set."""
     return run("generate", prompts, out=out, workers=workers, **settings)
 
 
-def reconstruct(videos: Inputs = None, *, out: str | Path, workers: int = 1, demo: bool = False,
+def reconstruct(videos: Inputs = None, *, out: str | Path, workers: int | str = "auto", demo: bool = False,
                 **settings) -> Optional[dict]:
     """Video corpus -> two-person SMPL motion (socialmirror). ``videos``: a folder, a .txt or
     .parquet manifest, or one video file; ``demo=True``: built-in synthetic videos."""
     return run("reconstruct", videos, out=out, workers=workers, demo=demo, **settings)
 
 
-def refine(estimates: Inputs = None, *, out: str | Path, workers: int = 1, demo: bool = False,
+def refine(estimates: Inputs = None, *, out: str | Path, workers: int | str = "auto", demo: bool = False,
            **settings) -> Optional[dict]:
     """Initial human-object estimates -> score-guided refinement (scorehoi). ``estimates``: a
     Parquet file; ``demo=True``: built-in synthetic scenes."""
@@ -62,7 +62,7 @@ def read_results(out: str | Path, rejected: bool = False) -> pa.Table:
     return sink.read_results(out, sink.REJECTED_DIR if rejected else sink.RESULTS_DIR)
 
 
-def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, *, workers: int = 1,
+def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, *, workers: int | str = "auto",
              address: Optional[str] = None, **settings) -> dict:
     """Run (or resume) ``family``'s evaluation protocol into ``out``; returns metrics.json's body.
     ``settings``: ``motionfleet evaluate``'s flags without dashes (``replications=20``)."""

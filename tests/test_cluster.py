@@ -146,6 +146,14 @@ def test_videos_are_probed_on_the_cluster_and_the_plan_does_not_change(loopback,
     assert "shards; 2 worker nodes probed; 0 others" in result.stdout
 
 
+def test_workers_auto_on_a_cluster_is_one_actor_per_node_with_cpus(loopback):
+    code = "import sys; from motionfleet.core.execution import worker_layout; print(worker_layout('auto', sys.argv[1], 'cpu'))"
+    result = subprocess.run([sys.executable, "-c", code, loopback.address], env=loopback.env, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(2, 'one per node of the cluster (2)" in result.stdout  # the head node offers no CPU
+
+
 @pytest.mark.parametrize("given", ["flag", "RAY_ADDRESS"])  # RAY_ADDRESS: what `ray job submit` sets
 def test_an_unreachable_address_fails_in_seconds_with_one_line(tmp_path, given):
     flag = ["--address", "127.0.0.2:9"] if given == "flag" else []

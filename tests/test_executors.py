@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
 import toy_job
 from killed_job import committed, result_mtimes
 
 from motionfleet.core import jobs
 from motionfleet.core.errors import NoWorkers
-from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker
+from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, worker_layout
 from motionfleet.core.execution.ray.placement import placements, shards_at_once, spare_cpus
 from motionfleet.core.jobfolder import failures
 from motionfleet.core.jobfolder.sink import read_results
@@ -100,6 +101,15 @@ def test_a_model_actor_fills_its_batches_from_several_shards(tmp_path):
     batches = sorted(b for record in committed(out).values() for b in record["summary"]["timings"]["batches"])
     assert sum(batches) == 12 and max(batches) > 1  # one-item shards, batched together on the actor
     assert read_results(out).equals(read_results(_one_shard_per_batch(tmp_path, 12, 1)))
+
+
+def test_workers_auto_on_one_machine_runs_in_process_unless_it_has_several_gpus(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert worker_layout("auto", None, "cpu") == (0, "a CPU machine: one worker holding every core")
+    assert worker_layout(3, None, "cpu") == (3, "as asked")
+    for gpus, workers in ((1, 0), (4, 4)):
+        monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
+        assert worker_layout("auto", None, "cuda")[0] == workers
 
 
 def _unshare_mount_works() -> bool:

@@ -70,6 +70,14 @@ def test_model_batches_are_full_whatever_the_shard_size(tmp_path, prompts):
     assert motions_by_key(tmp_path / "small") == motions_by_key(tmp_path / "whole")
 
 
+def test_workers_auto_is_the_default_and_the_report_says_what_it_chose(tmp_path, prompts, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    report = motionfleet.generate(prompts, out=tmp_path / "auto", preset="tiny", steps=2, num_frames=15)
+    assert report["workers"]["requested"] == "auto" and report["settings"]["workers"] == "auto"
+    assert report["workers"]["resolved"] == 0 and report["workers"]["layout"] == "a CPU machine: one worker holding every core"
+    assert report["workers"]["ran"] == 1 and report["workers"]["nodes"] == 0  # this process, no Ray node
+
+
 def test_same_bytes_with_two_ray_workers(tmp_path, prompts):
     run(tmp_path / "local", prompts, batch_size=4, workers=0)
     report = run(tmp_path / "ray", prompts, batch_size=2, workers=2, shard_size=3)

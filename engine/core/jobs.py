@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from motionfleet.core import registry
-from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, executor_for, shard_done_from_summary
+from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, executor_for, shard_done_from_summary, worker_layout
 from motionfleet.core.execution.planning import planning
 from motionfleet.core.execution.policy import output_errors
 from motionfleet.core.jobfolder.report import build_report, utc_now, write_report
 from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
-from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option
+from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option, workers_option
 from motionfleet.core.shards import Shard
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,7 +45,9 @@ def engine_options(family: registry.Family) -> tuple[Option, ...]:
 
 
 RUN_OPTIONS = (
-    int_option("workers", 1, "Ray actors, one model each; 0: run in this process without Ray", low=0),
+    workers_option("workers", "Ray actors, one model each; 0: run in this process without Ray; auto: one per GPU, "
+                   "or one per node of a cluster given with --address, and in this process on a machine without "
+                   "--address and with at most one GPU (the report says what it chose)"),
     int_option("shard_size", None, "work items per shard, the unit of commit and retry (default: the items / "
                "32 rounded up, at most the family's size; never depends on --workers)", low=1),
     Option("address", None, "join the Ray cluster at this address instead of starting one", metavar="HOST:PORT"),
@@ -109,7 +111,7 @@ def run(command: str, inputs: Any = None, *, out: str | Path, demo: bool = False
 
 
 def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any, *, out: str | Path,
-              workers: int = 1, shard_size: Optional[int] = None, address: Optional[str] = None,
+              workers: int | str = "auto", shard_size: Optional[int] = None, address: Optional[str] = None,
               shard_timeout: Optional[float] = None, shard_attempts: int = 3, device: Optional[str] = None,
               settings: Optional[dict] = None, command_line: Optional[list[str]] = None) -> Optional[dict]:
     """The job of a family's already built ``spec`` and settings (``config``): what ``run`` does
@@ -117,6 +119,7 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     where the workers run (default: ``config.device``)."""
     family = registry.get(family) if isinstance(family, str) else family
     started_at = utc_now()
+    requested, (workers, layout) = workers, worker_layout(workers, address, device or config.device)
     with planning(workers, address):  # planning work (probing videos) runs where the job will
         plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
     context = RunContext(str(out), {"job": family.command, "family": family.name, **plan.job}, workers=workers,
@@ -127,7 +130,8 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     if not ran and not failed:
         return None
     settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
-    report = build_report(family, plan, settings, ran, failed, done, wall, started_at, workers, command_line, out)
+    report = build_report(family, plan, {**settings, "workers": requested}, ran, failed, done, wall, started_at,
+                          {"requested": requested, "resolved": workers, "layout": layout}, command_line, out)
     return write_report(out, report)
 
 

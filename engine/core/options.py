@@ -71,7 +71,7 @@ class Option:
 
 
 def _kind(kind: Callable) -> str:
-    return {int: "an integer", float: "a number"}.get(kind, f"a valid {getattr(kind, '__name__', 'value')}")
+    return {int: "an integer", float: "a number", workers_count: "auto or a whole number"}.get(kind, f"a valid {getattr(kind, '__name__', 'value')}")
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -106,6 +106,18 @@ def int_option(name: str, default: Optional[int], help: str, low: Optional[int] 
     checks = tuple(c for c in (at_least(low) if low is not None else None,
                                at_most(high) if high is not None else None) if c)
     return Option(name, default, help, int, checks=checks, metavar="N")
+
+
+def workers_count(value: str) -> int | str:
+    """``--workers``'s text: ``auto`` or a whole number."""
+    return "auto" if value == "auto" else int(value)
+
+
+def workers_option(name: str, help: str) -> Option:
+    """A count of workers, or ``auto`` (the default): ``execution.layout`` decides from the machine."""
+    check = lambda v: (None if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+                       else f"must be auto or a whole number >= 0, got {v!r}")
+    return Option(name, "auto", help, workers_count, checks=(check,), metavar="N|auto")
 
 
 def float_option(name: str, default: Optional[float], help: str, low: Optional[float] = None,

@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from motionfleet.core.execution import RunContext, WarmWorker
+from motionfleet.core.execution import RunContext, WarmWorker, worker_layout
 from motionfleet.core.io import provenance
 from motionfleet.core.io.rejections import rejected_schema
 from motionfleet.core.jobfolder.sink import read_results
@@ -306,13 +306,14 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = EvaluatorSpec(),
              protocol: InterHumanProtocol = InterHumanProtocol(), dataset: Optional[str] = None,
-             shard_size: int = 256, workers: int = 1, address: Optional[str] = None) -> dict:
+             shard_size: int = 256, workers: int | str = "auto", address: Optional[str] = None) -> dict:
     """Run (or resume) the InterHuman protocol for one dhvae model; returns metrics.json's body.
     ``spec``/``settings``: the generate job's ``ModelSpec`` and ``GenerateSettings`` (its seed
     seeds every choice above). Without ``dataset``, a synthetic set is written to OUT/dataset."""
     from motionfleet.core import jobs
     from motionfleet.evaluation.results import METRICS_JSON, read_metrics, write_metrics
 
+    workers, _ = worker_layout(workers, address, settings.device)  # the generate and embed jobs share it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     root = dataset or str(write_synthetic(out / "dataset"))

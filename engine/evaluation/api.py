@@ -20,7 +20,7 @@ def unknown_options(family: str, options: dict) -> list[str]:
     return sorted(set(options) - OPTION_NAMES[family]())
 
 
-def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, workers: int = 1,
+def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, workers: int | str = "auto",
              address: Optional[str] = None, **options) -> dict:
     """Run (or resume) ``family``'s evaluation protocol into ``out``; returns metrics.json's body.
     ``options``: the model's (checkpoint, preset, steps, ..., seed, batch_size, device) and the
@@ -32,7 +32,7 @@ def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, worker
         known = ", ".join(sorted(OPTION_NAMES[family]()))
         raise UsageError(f"unknown {family} evaluation settings: {', '.join(bad)} (known: {known})")
     values = checked_options(family, {**options, "workers": workers, "address": address})
-    workers, address = values.pop("workers", 1), values.pop("address", None)
+    workers, address = values.pop("workers", "auto"), values.pop("address", None)
     return RUNNERS[family](out, dataset, workers, address, values)
 
 

@@ -64,7 +64,7 @@ class Config:
     entries: tuple[Entry, ...]
     protocol_settings: dict
     dataset: Optional[str] = None
-    workers: int = 1
+    workers: int | str = "auto"
     address: Optional[str] = None
 
 

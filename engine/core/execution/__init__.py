@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Optional
 
 from motionfleet.core.execution.context import RunContext
 from motionfleet.core.execution.executor import Executor
@@ -23,7 +25,7 @@ from motionfleet.core.execution.policy import FaultPolicy, OutputUnwritable
 from motionfleet.core.execution.worker import ShardDone, WarmWorker, shard_done_from_summary
 
 __all__ = ["Executor", "FaultPolicy", "InProcessExecutor", "OutputUnwritable", "RunContext", "RunOutcome", "ShardDone",
-           "WarmWorker", "executor_for", "shard_done_from_summary", "shutdown"]
+           "WarmWorker", "executor_for", "shard_done_from_summary", "shutdown", "worker_layout"]
 
 
 def executor_for(workers: int) -> type[Executor]:
@@ -33,6 +35,25 @@ def executor_for(workers: int) -> type[Executor]:
     from motionfleet.core.execution.ray.scheduler import RayExecutor  # the one import of Ray's package
 
     return RayExecutor
+
+
+def worker_layout(requested: int | str, address: Optional[str], device: str) -> tuple[int, str]:
+    """(workers, why) for ``--workers``: a number as given; ``auto``: one per GPU, or one per node
+    of a cluster (``address`` or ``RAY_ADDRESS``), read from the resources Ray reports; on one
+    machine with at most one GPU, in this process: one worker holding every core, without Ray's
+    start (on a 2-core CPU, one Ray actor ran a sentence in 1.37 s against 1.00 s in process)."""
+    if requested != "auto":
+        return int(requested), "as asked"
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        return executor_for(1).auto_workers(address, device)
+    if device == "cuda":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if gpus > 1:
+            return gpus, f"one per GPU ({gpus})"
+        return 0, "one GPU"
+    return 0, "a CPU machine: one worker holding every core"
 
 
 def shutdown() -> None:

@@ -9,7 +9,8 @@ Top-level keys (``schema_version`` 1):
     versions                              motionfleet, python, torch, numpy, pyarrow, ray, ...
     job                                   what decides the output bytes (model, weights, settings, inputs)
     settings                              every setting of the run, batch size and device included
-    workers                               requested, ran (distinct processes that ran shards), nodes
+    workers                               requested (a number or auto), resolved, layout (why), ran (distinct
+                                          processes that ran shards), nodes
     shards                                run and failed (this run; failed ones are in failed/),
                                           committed (all runs), total
     rows                                  results, rejected (every committed shard)
@@ -37,16 +38,17 @@ def utc_now() -> str:
 
 
 def build_report(family, plan, settings: dict, ran: list, failed: list, done: list, wall_s: float,
-                 started_at: str, workers: int, command_line, out_dir: str | Path) -> dict:
+                 started_at: str, workers: dict, command_line, out_dir: str | Path) -> dict:
     """``ran``/``failed``: this run's shards; ``done``: every committed shard of the job, whose
-    timings (over ``wall_s``, the job's seconds over all its runs) the family summarises."""
+    timings (over ``wall_s``, the job's seconds over all its runs) the family summarises; ``workers``:
+    requested (a number or "auto"), resolved and the layout's reason."""
     summary = family.summarise(done, wall_s, out_dir)
     return {
         "schema_version": SCHEMA_VERSION, "command": family.command, "family": family.name,
         "command_line": command_line, "started_at": started_at, "finished_at": utc_now(), "wall_s": wall_s,
         "host": provenance.host(), "versions": provenance.software_versions(),
         "job": plan.job, "settings": settings,
-        "workers": {"requested": workers, "ran": len({d.worker for d in ran}),
+        "workers": {**workers, "ran": len({d.worker for d in ran}),
                     "nodes": len({d.node for d in ran if d.node})},
         "shards": {"run": len(ran), "failed": len(failed), "committed": len(done), "total": len(plan.shards)},
         "rows": {"results": sum(d.results for d in done), "rejected": sum(d.rejected for d in done)},
@@ -81,9 +83,11 @@ def common_lines(report: dict) -> list[str]:
 
 def workers_text(workers: dict) -> str:
     """``--workers 0`` runs the shards in this process, without Ray: no worker to count."""
-    if workers["requested"] == 0:
-        return "workers: in process (--workers 0)"
-    return f"workers {workers['ran']} of {workers['requested']}"
+    resolved = workers.get("resolved", workers["requested"])  # reports before --workers auto lack it
+    if resolved == 0:
+        chosen = "" if workers.get("layout", "as asked") == "as asked" else f": {workers['layout']}"
+        return f"workers: in process (--workers {workers['requested']}{chosen})"
+    return f"workers {workers['ran']} of {resolved}"
 
 
 def peak_memory(done: list) -> dict:

@@ -74,6 +74,20 @@ class RayExecutor(Executor):
             return cluster.run_chunks(fn, chunks, address)
 
     @classmethod
+    def auto_workers(cls, address: Optional[str], device: str) -> tuple[int, str]:
+        """One actor per GPU of the cluster for CUDA jobs, else one per node holding its CPUs."""
+        with plain_errors():
+            cluster.connect(address)
+            nodes = alive_nodes()
+        gpus = int(sum(n.get("Resources", {}).get("GPU", 0) for n in nodes))
+        if device == "cuda" and gpus:
+            return gpus, f"one per GPU of the cluster ({gpus} on {len(nodes)} nodes)"
+        with_cpus = sum(1 for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0)
+        if not with_cpus:
+            raise NoWorkers(f"no node of the Ray cluster offers a CPU (nodes: {len(nodes)})")
+        return with_cpus, f"one per node of the cluster ({with_cpus}), each holding the node's CPUs"
+
+    @classmethod
     def shutdown(cls) -> None:
         cluster.disconnect()
 
