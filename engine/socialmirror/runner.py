@@ -82,6 +82,7 @@ from motionfleet.socialmirror.source import ClipSlot, ClipSpan, slots_span
 from motionfleet.socialmirror.video import (
     Clip,
     DecodeStats,
+    check_index,
     crop_people,
     iter_clips,
     iter_frames,
@@ -130,8 +131,9 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
     RejectedInput for a bad video. A generator function of picklable arguments: the job runs it
     where ``prefetch.stream`` places the CPU stage (a thread here, or a Ray task elsewhere)."""
     start = time.perf_counter()
-    probe_video(span.path)
-    tracks = read_tracks(span.track_path) if span.track_path else None
+    info = probe_video(span.path)
+    check_index(span.path)
+    tracks = read_tracks(span.track_path, (info.width, info.height)) if span.track_path else None
     stats = DecodeStats()
     frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats,
                          start_frame=span.first_clip * settings.stride)

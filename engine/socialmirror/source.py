@@ -27,7 +27,7 @@ from motionfleet.core.io.digests import content_sha256, listing_sha256, weights_
 from motionfleet.core.shards import Shard
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
-from motionfleet.socialmirror.video import VideoItem, list_videos, probe_video
+from motionfleet.socialmirror.video import VideoItem, check_index, list_videos, probe_video
 
 # The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
 # it bounds how many frames the plan believes a small file that claims a long duration.
@@ -73,10 +73,12 @@ def clips_for_frames(frames: int, clip_len: int, stride: int) -> int:
 def planned_clips(path: Path, clip_len: int, settings: ReconstructSettings) -> Optional[int]:
     """Clips the container's stated duration promises at the target fps, but no more than its bytes
     can hold (``MIN_BYTES_PER_FRAME``: a 752-byte file that claims 23 h is not 155,251 clips);
-    None if it cannot say. The last shard takes every clip from its first on, so an estimate
+    None if it cannot say or the video is rejected (``check_index`` finds faults of the whole file,
+    so that its one shard rejects it once). The last shard takes every clip from its first on, so an estimate
     that is too small only makes that shard longer."""
     try:
         info = probe_video(path)
+        check_index(path)
     except RejectedInput:
         return None
     if info.duration_s is None:

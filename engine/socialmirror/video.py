@@ -5,8 +5,9 @@ length of a video or the size of the corpus::
 
     for item in list_videos(corpus):
         try:
-            probe_video(item.path)
-            tracks = read_tracks(item.track_path) if item.track_path else None
+            info = probe_video(item.path)
+            check_index(item.path)
+            tracks = read_tracks(item.track_path, (info.width, info.height)) if item.track_path else None
             stats = DecodeStats()
             frames = iter_frames(item.path, target_fps=30, max_size=640, stats=stats)
             for clip in iter_clips(frames, clip_len=16, stride=16, tracks=tracks):
@@ -21,6 +22,7 @@ Rejection reasons read ``"<code>: <detail>"`` with code one of ``missing_file``,
 ``not_a_video`` (unreadable or corrupt container), ``no_video_stream`` (audio-only),
 ``no_frame_rate``, ``too_large`` (frame size or pixel rate over the limits), ``too_long``,
 ``no_frames`` (nothing decodable, e.g. a file truncated inside its first frame),
+``truncated`` (the file ends before the frame data its index lists),
 ``timestamp_gap`` (a frame held longer than ``MAX_FRAME_GAP_S``),
 ``decode_error`` (the stream broke after some frames) and ``bad_tracks``.
 
@@ -321,6 +323,46 @@ def _describe(err: Exception) -> str:
     return printable(getattr(err, "strerror", None) or str(err))
 
 
+def check_index(path: str | os.PathLike) -> None:
+    """Reject a video whose container index (MP4 and MOV list every frame's bytes and time) shows
+    a fault that decoding meets only part-way: frame data past the end of the file (a cut copy,
+    ``truncated``) or frames more than ``MAX_FRAME_GAP_S`` apart (``timestamp_gap``). Found before
+    any shard decodes, the fault rejects the video once, not each shard from the fault on while
+    the shards before it write rows. A container without a complete index (Matroska, MPEG-TS)
+    passes: decoding still finds its faults. Call after ``probe_video``."""
+    with _open_container(path) as container:
+        stream = _video_stream(container)
+        entries = stream.index_entries
+        _check_indexed_bytes(entries[-_INDEX_TAIL:], os.stat(path).st_size)
+        if stream.frames and len(entries) == stream.frames and stream.time_base:
+            _check_indexed_times(entries, stream)
+
+
+# Index entries run in decode order; the frame whose data ends last is among the last few (B-frame
+# reordering moves a frame by at most x264's 16 reference frames).
+_INDEX_TAIL = 64
+
+
+def _check_indexed_bytes(tail: list, file_size: int) -> None:
+    end = max((entry.pos + entry.size for entry in tail if entry.pos >= 0), default=0)
+    if end > file_size:
+        raise RejectedInput(f"truncated: the file ends at byte {file_size} but its index places frame data up to "
+                            f"byte {end} ({100 * file_size / end:.0f} % present)")
+
+
+def _check_indexed_times(entries, stream: av.VideoStream) -> None:
+    """Gaps between the indexed frames' decode times and from the last one to the stream's end (the
+    index holds decode times, which start before 0 by the B-frame delay: the duration counts from the first)."""
+    times = np.array([entry.timestamp for entry in entries], dtype=np.float64)
+    if stream.duration and len(times):
+        times = np.append(times, times.min() + stream.duration)
+    gaps = np.diff(np.sort(times)) * float(stream.time_base)
+    if len(gaps) and gaps.max() > MAX_FRAME_GAP_S:
+        at = int(gaps.argmax())
+        raise RejectedInput(f"timestamp_gap: the index holds a {gaps[at]:.0f} s jump after frame {at} "
+                            f"(limit {MAX_FRAME_GAP_S:g} s between frames)")
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -604,7 +646,11 @@ class Tracks:
         return out
 
 
-def read_tracks(path: str | os.PathLike) -> Tracks:
+# Rows are read as float64: past 2**53 two frame numbers can read as one.
+MAX_TRACK_FRAME = 2**53
+
+
+def read_tracks(path: str | os.PathLike, frame_size: tuple[int, int] | None = None) -> Tracks:
     """Read a track file; a missing or malformed one raises ``RejectedInput``.
 
     Format: CSV with header ``frame,person,x0,y0,x1,y1`` (any column order, extra columns
@@ -613,6 +659,10 @@ def read_tracks(path: str | os.PathLike) -> Tracks:
     ``x0, y0, x1, y1`` are the box's left, top, right, bottom edges in source-video pixels,
     ``x1 > x0`` and ``y1 > y0``. Frames may be skipped (boxes are interpolated) but each person
     needs at least one row and at most one per frame.
+
+    With ``frame_size`` (the source video's ``(width, height)``) each box must overlap the frame
+    and overhang it by at most one frame width / height on each side: a box off the frame means
+    tracks of another video or another resolution, and a box of 1e30 pixels crops nothing.
     """
     file = _local_file(path, "track file")
     try:
@@ -621,23 +671,32 @@ def read_tracks(path: str | os.PathLike) -> Tracks:
             missing = set(TRACK_COLUMNS) - set(reader.fieldnames or ())
             if missing:
                 raise RejectedInput(f"bad_tracks: {file.name} lacks columns {sorted(missing)}")
-            rows = [_track_row(row, line) for line, row in enumerate(reader, start=2)]
+            rows = [_track_row(row, line, frame_size) for line, row in enumerate(reader, start=2)]
     except (UnicodeDecodeError, csv.Error) as err:
         raise RejectedInput(f"bad_tracks: {file.name} is not a CSV file ({err})") from err
     return _tracks_from_rows(np.array(rows, dtype=np.float64).reshape(-1, 6), file.name)
 
 
-def _track_row(row: dict[str, str], line: int) -> tuple[float, ...]:
+def _track_row(row: dict[str, str], line: int, frame_size: tuple[int, int] | None) -> tuple[float, ...]:
     try:
         frame, person = int(row["frame"]), int(row["person"])
         x0, y0, x1, y1 = (float(row[key]) for key in ("x0", "y0", "x1", "y1"))
     except (TypeError, ValueError) as err:
         raise RejectedInput(f"bad_tracks: line {line}: {err}") from err
-    if frame < 0 or person not in (0, 1):
-        raise RejectedInput(f"bad_tracks: line {line}: frame must be >= 0 and person 0 or 1")
+    if not 0 <= frame <= MAX_TRACK_FRAME or person not in (0, 1):
+        raise RejectedInput(f"bad_tracks: line {line}: frame must be in 0..{MAX_TRACK_FRAME} and person 0 or 1")
     if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
         raise RejectedInput(f"bad_tracks: line {line}: box needs finite x1 > x0 and y1 > y0")
+    if frame_size is not None and not _on_frame((x0, y0, x1, y1), *frame_size):
+        raise RejectedInput(f"bad_tracks: line {line}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is off the "
+                            f"{frame_size[0]}x{frame_size[1]} frame (boxes are in source-video pixels)")
     return frame, person, x0, y0, x1, y1
+
+
+def _on_frame(box: tuple[float, float, float, float], width: int, height: int) -> bool:
+    """The box overlaps ``[0, width] x [0, height]`` and lies within one frame size of it."""
+    x0, y0, x1, y1 = box
+    return -width <= x0 < width and 0 < x1 <= 2 * width and -height <= y0 < height and 0 < y1 <= 2 * height
 
 
 def _tracks_from_rows(rows: np.ndarray, name: str) -> Tracks:
