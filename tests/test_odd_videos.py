@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import motionfleet
-from motionfleet.core.sink import read_results
+from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.demo.videos import demo_boxes, demo_image, write_demo_tracks, write_demo_video, write_truncated_video
 from motionfleet.socialmirror.settings import ReconstructSettings
 from motionfleet.socialmirror.source import plan_shards
