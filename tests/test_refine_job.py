@@ -444,8 +444,8 @@ sys.exit(code)
 
 def test_sixteen_rows_sharing_a_large_mesh_refine_in_bounded_driver_memory(tmp_path, body_dir):
     """Issue 23: the SDF grid of a shared 5,120-face sphere took the driver (in process, --workers 0)
-    to 4.1 GB (trimesh measured every face in a box around each grid point, all at once; 327,680
-    faces passed 13 GB). Now about 0.8 GB; the bound is generous."""
+    to 3.6 GiB (trimesh measured every face in a box around each grid point, all at once; 327,680
+    faces passed 13 GB). Now 0.74 GiB; the bound is generous."""
     trimesh.creation.icosphere(subdivisions=4, radius=0.12).export(tmp_path / "sphere.obj")
     rows = [{**scene_rows()[0], "image_path": None, "id": f"row{i}", "object": "sphere.obj"} for i in range(16)]
     estimates = write_parquet(tmp_path / "estimates.parquet", rows)
