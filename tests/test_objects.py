@@ -104,3 +104,43 @@ def test_get_object_finds_builtins_and_mesh_files_and_rejects_unknown_names(box_
     assert objects.get_object(str(box_mesh_file), cache_dir=tmp_path, resolution=8).name == "crate"
     with pytest.raises(RejectedInput, match="unknown object 'sofa'"):
         objects.get_object("sofa")
+
+
+TWO_BOXES = trimesh.util.concatenate([
+    trimesh.creation.box(extents=(0.3, 0.2, 0.1)),
+    trimesh.creation.box(extents=(0.1, 0.4, 0.1), transform=trimesh.transformations.translation_matrix((0.3, 0, 0)))])
+
+
+@pytest.mark.parametrize("mesh", [trimesh.creation.annulus(0.05, 0.15, 0.1), trimesh.creation.icosphere(2, 0.12), TWO_BOXES],
+                         ids=["annulus", "sphere", "two_boxes"])
+def test_mesh_sdf_is_the_distance_to_the_nearest_face_signed_by_containment(mesh, monkeypatch):
+    """Against every face measured (no candidate pruning) and a ray-cast inside test, on a grid whose
+    points fall on faces, edges and corners, measured a few pairs at a time (the chunking path)."""
+    monkeypatch.setattr(objects, "_SDF_PAIRS_AT_ONCE", 50)
+    grid_min, grid_max = objects._padded_bounds(mesh.bounds)
+    points = objects.grid_points(grid_min, grid_max, 12).reshape(-1, 3).astype(np.float64)
+    ours = objects.mesh_signed_distance(mesh, points)
+    every_face = [np.linalg.norm(p - trimesh.triangles.closest_point(mesh.triangles, np.tile(p, (len(mesh.faces), 1))),
+                                 axis=1).min() for p in points]
+    np.testing.assert_allclose(np.abs(ours), every_face, rtol=0, atol=1e-12)
+    clear = np.abs(ours) > 1e-6  # off the surface, where a ray test is unambiguous
+    np.testing.assert_array_equal(ours[clear] < 0, mesh.contains(points[clear]))
+
+
+def write_box_with(tmp_path, name: str, coordinate: float):
+    """A box mesh file whose first vertex's x is ``coordinate``."""
+    box = trimesh.creation.box(extents=2 * BOX_HALF_EXTENTS)
+    vertices = box.vertices.copy()
+    vertices[0, 0] = coordinate
+    trimesh.Trimesh(vertices, box.faces, process=False).export(tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("coordinate, reason", [(float("nan"), "NaN or infinite vertices"),
+                                                (1e39, "NaN or infinite vertices"),
+                                                (1e30, "1e\\+30 m from its origin"), (150.0, "meshes are in metres")])
+def test_mesh_vertices_must_be_finite_and_in_metres(tmp_path, coordinate, reason):
+    """Issue 23: trimesh's processing dropped a NaN vertex and its faces (a box with a hole was
+    refined), and a 1e30 (or millimetre) vertex gave an SDF grid spanning it."""
+    with pytest.raises(RejectedInput, match=reason):
+        objects.load_object_mesh(write_box_with(tmp_path, "bad.obj", coordinate), tmp_path / "cache")

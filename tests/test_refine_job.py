@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import trimesh
 from killed_job import kill_after_commits, result_mtimes
 
 import motionfleet
@@ -355,3 +356,105 @@ def test_demo_guidance_beats_the_estimate_and_the_unguided_control(tmp_path, mon
         assert q["guided"] < 0.8 * q["before"] and q["guided"] < 0.8 * q["control"], (metric, q)
     assert report["timing"]["variants"]["guided"]["images"] == 8
     assert "images/s" in capsys.readouterr().out
+
+
+class FilesOpened:
+    """Every path the job reads a mesh, an image or a digest from (planning and the in-process worker)."""
+
+    def __init__(self, monkeypatch):
+        from motionfleet.core.io import digests
+        from motionfleet.scorehoi import objects, runner
+
+        self.paths = []
+        for module, name in ((objects, "_read_mesh"), (runner, "open_media"), (digests, "many")):
+            monkeypatch.setattr(module, name, self.spy(getattr(module, name)))
+
+    def spy(self, function):
+        def recorded(paths, *args, **kwargs):
+            self.paths += [os.path.realpath(p) for p in (paths if isinstance(paths, list) else [paths])]
+            return function(paths, *args, **kwargs)
+        return recorded
+
+
+def test_rows_naming_files_outside_their_folder_or_bad_meshes_and_poses_are_rejected(tmp_path, spec, monkeypatch):
+    """Issue 23: an image at /dev/zero, an .obj linked to /etc/passwd (it was parsed and digested),
+    absolute and ../ names of a good mesh outside the estimates file's folder (they were refined),
+    meshes with NaN (refined, the vertex dropped) or 1e30 vertices (refined), a translation of 1e30
+    and poses that are scaled or reflected matrices: each rejected with its reason, nothing outside
+    the folder opened, and relative names read from the folder whatever the working directory."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    (data / "objects").mkdir(parents=True)
+    outside.mkdir()
+    trimesh.creation.box(extents=(0.3, 0.2, 0.1)).export(outside / "crate.obj")
+    trimesh.creation.box(extents=(0.3, 0.2, 0.1)).export(data / "objects" / "crate.obj")
+    (data / "objects" / "passwd.obj").symlink_to("/etc/passwd")
+    (data / "objects" / "linked.obj").symlink_to(outside / "crate.obj")
+    (data / "zero.png").symlink_to("/dev/zero")
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 30, 3), dtype=np.uint8)).save(outside / "crop.png")
+    for name, value in (("nan.obj", float("nan")), ("huge.obj", 1e30)):
+        box = trimesh.creation.box(extents=(0.3, 0.2, 0.1))
+        box.vertices[0, 0] = value
+        trimesh.Trimesh(box.vertices, box.faces, process=False).export(data / "objects" / name)
+    good = {**scene_rows()[0], "image_path": None}
+    no_features = {"image_features": None}
+    scaled, reflected = np.tile(2 * np.eye(3), (52, 1, 1)), np.tile(np.diag([1.0, 1.0, -1.0]), (52, 1, 1))
+    rows = [
+        {**good, "id": "ok"},
+        {**good, "id": "crate", "object": "objects/crate.obj"},
+        {**good, "id": "dev_zero", **no_features, "image_path": "/dev/zero"},
+        {**good, "id": "linked_dev_zero", **no_features, "image_path": "zero.png"},
+        {**good, "id": "outside_image", **no_features, "image_path": "../outside/crop.png"},
+        {**good, "id": "linked_passwd", "object": "objects/passwd.obj"},
+        {**good, "id": "linked_outside", "object": "objects/linked.obj"},
+        {**good, "id": "absolute", "object": str(outside / "crate.obj")},
+        {**good, "id": "dotdot", "object": "../outside/crate.obj"},
+        {**good, "id": "nan_mesh", "object": "objects/nan.obj"},
+        {**good, "id": "huge_mesh", "object": "objects/huge.obj"},
+        {**good, "id": "huge_translation", "object_translation": [1e30, 0.0, 0.0]},
+        {**good, "id": "scaled_pose", "pose": scaled.ravel().tolist()},
+        {**good, "id": "reflected_pose", "pose": reflected.ravel().tolist()},
+    ]
+    estimates = write_parquet(data / "estimates.parquet", rows)
+    monkeypatch.chdir(tmp_path)  # relative names are the estimates file's, not the working directory's
+    opened = FilesOpened(monkeypatch)
+    run(tmp_path / "out", spec, estimates, control=False)
+    assert sorted(r["sample_id"] for r in read_results(tmp_path / "out").to_pylist()) == ["crate", "ok"]
+    reasons = {r["sample_id"]: r["reason"] for r in read_results(tmp_path / "out", "rejected").to_pylist()}
+    leaves = "leads outside " + os.path.realpath(data)
+    expected = {"dev_zero": leaves, "linked_dev_zero": leaves, "outside_image": leaves, "linked_passwd": leaves,
+                "linked_outside": leaves, "absolute": leaves, "dotdot": leaves,
+                "nan_mesh": "nan.obj has NaN or infinite vertices", "huge_mesh": "huge.obj has a vertex 1e+30 m",
+                "huge_translation": "object_translation out of range", "scaled_pose": "pose has matrices that are not rotations",
+                "reflected_pose": "pose has matrices that are not rotations"}
+    assert {key: text in reasons.get(key, "") for key, text in expected.items()} == dict.fromkeys(expected, True), reasons
+    never = {os.path.realpath(p) for p in (outside / "crate.obj", outside / "crop.png", "/etc/passwd", "/dev/zero")}
+    assert os.path.realpath(data / "objects" / "crate.obj") in opened.paths and not never & set(opened.paths)
+
+
+PEAK_RSS_SCRIPT = """import resource, sys
+from motionfleet import cli
+code = cli.main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))  # KiB on Linux
+sys.exit(code)
+"""
+
+
+def test_sixteen_rows_sharing_a_large_mesh_refine_in_bounded_driver_memory(tmp_path, body_dir):
+    """Issue 23: the SDF grid of a shared 5,120-face sphere took the driver (in process, --workers 0)
+    to 3.6 GiB (trimesh measured every face in a box around each grid point, all at once; 327,680
+    faces passed 13 GB). Now 0.74 GiB; the bound is generous."""
+    trimesh.creation.icosphere(subdivisions=4, radius=0.12).export(tmp_path / "sphere.obj")
+    rows = [{**scene_rows()[0], "image_path": None, "id": f"row{i}", "object": "sphere.obj"} for i in range(16)]
+    estimates = write_parquet(tmp_path / "estimates.parquet", rows)
+    peak = tmp_path / "peak_kib"
+    cmd = [sys.executable, "-c", PEAK_RSS_SCRIPT, str(peak), "refine", "--out", str(tmp_path / "out"), "--estimates",
+           estimates, "--preset", "small", "--body-models", body_dir, "--rounds", "2", "--tau", "10", "--ddim-stride", "5",
+           "--batch-size", "16", "--workers", "0"]
+    env = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1", MOTIONFLEET_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(read_results(tmp_path / "out")) == 16
+    assert int(peak.read_text()) < 2.5 * 2**20, f"driver peak RSS {int(peak.read_text()) / 2**20:.2f} GiB"

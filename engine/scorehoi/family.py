@@ -85,7 +85,7 @@ def estimate_source(estimates, spec, control: bool) -> tuple[str, str, int, str,
     if estimates is None:
         demo = demo_scenes(PRESETS[spec.preset].condition_dim)
         items = refine_items(demo.records, control)
-        referenced = referenced_files_sha256([r.get("object") for r in demo.records],
+        referenced = referenced_files_sha256(None, [r.get("object") for r in demo.records],
                                              [r.get("image_path") for r in demo.records])
         return demo.name, demo.digest, len(demo.records), referenced, lambda a, b: tuple(items[a:b])
     source = scan_estimates(estimates)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import av
@@ -67,7 +68,7 @@ MAX_IMAGE_PIXELS = 8192 * 8192  # a crop's source image; 200 MB as RGB
 BODY_POINTS_SEED = 0
 
 
-def read_image(path: str, size: int = IMAGE_SIZE) -> torch.Tensor:
+def read_image(path: str | Path, size: int = IMAGE_SIZE) -> torch.Tensor:
     """(size, size, 3) uint8 RGB, or RejectedInput for a missing or undecodable file (a local
     regular file only: never a URL, protocol or FIFO)."""
     try:
@@ -131,22 +132,30 @@ class ScoreHOIRefiner:
         self.predictor = DistanceContactPredictor(settings.contact_distance, settings.floor_distance)
         self.body_description = spec.body_description()
         self._objects: dict[str, tuple[ObjectTemplate, np.ndarray]] = {}  # by the rows' object names
+        self._bad_objects: dict[str, str] = {}  # name -> why it is refused
         self._image_encoder = None
 
     # -- validation --------------------------------------------------------------------------
     def check(self, record: EstimateRecord) -> Estimate:
         """The record as tensors with its object loaded and image read, or RejectedInput."""
         estimate = validate(record, self.config.condition_dim)
-        self.template(estimate.object)
+        self.template(estimate.object, estimate.object_file)
         if estimate.image_path is not None:
             image = read_image(estimate.image_path)
             if self.uses_conditions:
                 estimate.image_features = self.encode_image(image)
         return estimate
 
-    def template(self, name: str) -> ObjectTemplate:
+    def template(self, name: str, file: Optional[Path] = None) -> ObjectTemplate:
+        """The object a row names (``file``: its mesh), loaded once per name, as is a refusal."""
+        if name in self._bad_objects:
+            raise RejectedInput(self._bad_objects[name])
         if name not in self._objects:
-            template = get_object(name)
+            try:
+                template = get_object(file or name)
+            except RejectedInput as err:
+                self._bad_objects[name] = err.reason
+                raise
             self._objects[name] = (template, surface_samples(template))
         return self._objects[name][0]
 

@@ -14,6 +14,7 @@ one and never stop the job.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Optional
@@ -25,7 +26,7 @@ from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_rotatio
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.io import digests
 from motionfleet.core.io.digests import listing_sha256
-from motionfleet.core.io.inputs import check_id, check_text, number_list, printable
+from motionfleet.core.io.inputs import check_id, check_text, file_inside, number_list, printable
 from motionfleet.core.io.parquet_rows import RowGroupBytes, column_values, read_rows, row_group_bytes
 from motionfleet.core.io.planned_bytes import CheckedFile, FileDigests, scan_file
 from motionfleet.core.shards import PlannedBytes, RangeItems, rows_of
@@ -38,6 +39,7 @@ GROUND_TRUTH = ("gt_pose", "gt_betas", "gt_object_rotation", "gt_object_translat
 MAX_ABS_BETA = 5.0
 MAX_TRANSLATION_M = 5.0
 MAX_ABS_ROTATION_VALUE = 1e4  # 6D / axis-angle / matrix entries; far beyond this, float32 norms overflow
+REFUSED = "refused"  # a referenced name that leads outside the estimates file's folder: never read
 _MIN_6D_NORM = 1e-3
 _ORTHONORMAL_TOLERANCE = 1e-3
 
@@ -47,6 +49,7 @@ class EstimateRecord:
     sample_id: str
     values: tuple[tuple[str, Any], ...]  # (column, raw value) pairs of FIELDS and GROUND_TRUTH
     error: Optional[str] = None
+    folder: Optional[str] = None  # the estimates file's folder: its mesh and image paths stay inside it
 
     def get(self, key: str):
         return dict(self.values).get(key)
@@ -78,21 +81,23 @@ def refine_items(records: tuple[EstimateRecord, ...], control: bool) -> list[Ref
 @dataclass
 class Estimate:
     sample_id: str
-    object: str
+    object: str  # as the row names it
+    object_file: Optional[Path]  # its mesh file inside the estimates file's folder; None: a built-in
     x: torch.Tensor  # (331,) the state of models.scorehoi
     image_features: Optional[torch.Tensor]
-    image_path: Optional[str]
+    image_path: Optional[Path]  # inside the estimates file's folder
     ground_truth: Optional[torch.Tensor]  # (331,) or None
 
 
-def record_from_row(index: int, row: dict) -> EstimateRecord:
+def record_from_row(index: int, row: dict, folder: Optional[str] = None) -> EstimateRecord:
+    """Row ``index`` of an estimates file in ``folder`` (None: rows of no file, which name no file)."""
     values = tuple((key, row.get(key)) for key in FIELDS + GROUND_TRUTH if row.get(key) is not None)
     if row.get("id") is None:
-        return EstimateRecord(str(index), values)
+        return EstimateRecord(str(index), values, folder=folder)
     try:
-        return EstimateRecord(check_id(row["id"]), values)
+        return EstimateRecord(check_id(row["id"]), values, folder=folder)
     except RejectedInput as err:
-        return EstimateRecord(printable(str(row["id"])), values, error=err.reason)
+        return EstimateRecord(printable(str(row["id"])), values, error=err.reason, folder=folder)
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ class EstimateRange(NamedTuple):  # a tuple: every shard ships one, so it pickle
     def records(self) -> list[EstimateRecord]:
         with CheckedFile(self.planned) as file:
             rows = read_rows(file, self.lo, self.hi)
-        records = [record_from_row(row, values) for row, values in enumerate(rows, self.lo)]
+        folder = os.path.dirname(self.path) or "."
+        records = [record_from_row(row, values, folder) for row, values in enumerate(rows, self.lo)]
         return [as_duplicate(r, row, self.duplicates[row]) if row in self.duplicates else r
                 for row, r in enumerate(records, self.lo)]
 
@@ -147,8 +153,9 @@ def scan_estimates(path: str | Path) -> EstimateFile:
         raise ValueError(f"unsupported estimates file {path}: use .parquet (README, 'refine (scorehoi)')")
     scan, file = scan_file(path), pq.ParquetFile(path)
     ids = (record_from_row(row, {"id": value}).sample_id for row, value in enumerate(column_values(file, "id")))
-    return EstimateFile(str(path), file.metadata.num_rows, scan, row_group_bytes(file, scan.size),
-                        referenced_files_sha256(column_values(file, "object"), column_values(file, "image_path")),
+    referenced = referenced_files_sha256(str(path.parent), column_values(file, "object"),
+                                         column_values(file, "image_path"))
+    return EstimateFile(str(path), file.metadata.num_rows, scan, row_group_bytes(file, scan.size), referenced,
                         duplicate_rows(ids))
 
 
@@ -160,13 +167,30 @@ def estimate_rows(source: EstimateFile, start: int, stop: int) -> RangeItems:
     return RangeItems(rows, start, stop, source.count, refine_item)
 
 
-def referenced_files_sha256(objects: Iterable, image_paths: Iterable) -> str:
+def referenced_files_sha256(folder: Optional[str], objects: Iterable, image_paths: Iterable) -> str:
     """One digest over the mesh files (whole) and images (sampled) the rows name, for the job's
     fingerprint (``core.io.digests``): a mesh or an image swapped between a kill and the rerun
-    changes the job instead of mixing results."""
+    changes the job instead of mixing results. A name that leads outside ``folder`` is not read
+    (its row is rejected), nor is each shared file read more than once."""
     meshes = sorted({v for v in objects if isinstance(v, str) and Path(v).suffix.lower() in MESH_SUFFIXES})
     images = sorted({v for v in image_paths if isinstance(v, str)})
-    return listing_sha256([*zip(meshes, digests.many(meshes)), *zip(images, digests.many(images, sampled=True))])
+    mesh_files, image_files = inside_or_none(folder, meshes), inside_or_none(folder, images)
+    return listing_sha256([*zip(meshes, file_digests(mesh_files)), *zip(images, file_digests(image_files, sampled=True))])
+
+
+def inside_or_none(folder: Optional[str], names: list[str]) -> list[Optional[Path]]:
+    def resolved(name: str) -> Optional[Path]:
+        try:
+            return file_inside(folder, name, "file")
+        except (RejectedInput, ValueError):
+            return None
+    return [resolved(name) if folder is not None else None for name in names]
+
+
+def file_digests(files: list[Optional[Path]], sampled: bool = False) -> list[str]:
+    """``digests.many`` of the files, ``REFUSED`` where there is none."""
+    found = iter(digests.many([f for f in files if f is not None], sampled=sampled))
+    return [next(found) if f is not None else REFUSED for f in files]
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,13 +257,25 @@ def state_from(record: EstimateRecord, prefix: str = "") -> torch.Tensor:
     return pack_state(state)[0].float()
 
 
-def image_condition(record: EstimateRecord, feature_dim: int) -> tuple[Optional[torch.Tensor], Optional[str]]:
+def image_condition(record: EstimateRecord, feature_dim: int) -> tuple[Optional[torch.Tensor], Optional[Path]]:
     features, path = record.get("image_features"), record.get("image_path")
     if features is not None:
         return finite_vector(features, "image_features", (feature_dim,)).float(), None
     if path is not None:
-        return None, check_text(path, "image_path")
+        return None, named_file(record, check_text(path, "image_path"), "image_path")
     raise RejectedInput("needs image_features or image_path")
+
+
+def named_file(record: EstimateRecord, name: str, what: str) -> Path:
+    """The file a row names, inside its estimates file's folder (``inputs.file_inside``)."""
+    if record.folder is None:
+        raise RejectedInput(f"{what} {printable(name)!r}: only rows of an estimates file name files")
+    return file_inside(record.folder, name, what)
+
+
+def object_file(record: EstimateRecord, name: str) -> Optional[Path]:
+    """The mesh file of a mesh name; None for a built-in or an unknown name (``objects.get_object`` names it)."""
+    return named_file(record, name, "object mesh") if Path(name).suffix.lower() in MESH_SUFFIXES else None
 
 
 def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
@@ -253,6 +289,7 @@ def validate(record: EstimateRecord, feature_dim: int) -> Estimate:
     has_truth = [record.get(key) is not None for key in GROUND_TRUTH]
     if any(has_truth) and not all(has_truth):
         raise RejectedInput(f"ground truth needs all of {GROUND_TRUTH}")
+    mesh = object_file(record, name)
     features, path = image_condition(record, feature_dim)
-    return Estimate(record.sample_id, name, state_from(record), features, path,
+    return Estimate(record.sample_id, name, mesh, state_from(record), features, path,
                     state_from(record, "gt_") if all(has_truth) else None)

@@ -30,11 +30,7 @@ _NOT_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 def local_file(path: str | os.PathLike, what: str) -> Path:
     """The absolute path of a local regular file, or RejectedInput: no URL or protocol, nothing
     that is not a regular file (directory, FIFO, socket, device)."""
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text:
-        raise RejectedInput(f"{what} must be a file path, got {type(path).__name__}")
-    if _SCHEME.match(text) and not Path(text).exists():
-        raise RejectedInput(f"{what} {printable(text)!r} is a URL or protocol; inputs are local files")
+    text = file_path_text(path, what)
     try:
         mode = os.stat(text).st_mode
     except (FileNotFoundError, NotADirectoryError):
@@ -44,6 +40,29 @@ def local_file(path: str | os.PathLike, what: str) -> Path:
     if not stat.S_ISREG(mode):
         raise RejectedInput(f"{what} {printable(text)} is not a regular file")
     return Path(os.path.abspath(text))
+
+
+def file_path_text(path: str | os.PathLike, what: str) -> str:
+    """``path`` as text, or RejectedInput for an empty one, a URL or a protocol."""
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise RejectedInput(f"{what} must be a file path, got {type(path).__name__}")
+    if _SCHEME.match(text) and not Path(text).exists():
+        raise RejectedInput(f"{what} {printable(text)!r} is a URL or protocol; inputs are local files")
+    return text
+
+
+def file_inside(folder: str | os.PathLike, path: str | os.PathLike, what: str) -> Path:
+    """``local_file`` of ``path`` taken relative to ``folder``, whose real path (``..`` and every
+    symlink followed) lies inside ``folder``'s: a path read from a file never leads out of that
+    file's folder (``/etc/passwd``, ``../x.obj``, a link to a system file)."""
+    text = file_path_text(path, what)
+    base = os.path.realpath(folder)
+    target = os.path.realpath(os.path.join(base, text))
+    if os.path.commonpath([base, target]) != base:
+        raise RejectedInput(f"{what} {printable(text)!r} leads outside {printable(base)}, the folder of the file that "
+                            f"names it; give a path inside that folder")
+    return local_file(target, what)
 
 
 def open_media(path: str | os.PathLike, what: str, **options: Any):
