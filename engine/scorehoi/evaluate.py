@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from motionfleet.core import provenance
 from motionfleet.core.options import UsageError
 from motionfleet.core.sink import read_results
 
@@ -81,10 +80,10 @@ def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None,
     info = {
         "protocol": PROTOCOL, "family": "scorehoi", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
         "replications": 1, "protocol_settings": {}, "seed": None,
+        "protocol_upstream": None,  # not pinned: this family has no protocol preset (evaluation/protocols.py) yet
         "dataset": {"root": dataset or "demo scenes", "motions": len(rows), "sha256": _digest(dataset)},
         "model": {"settings": settings, "weights": rows[0]["weights"], "body_model": rows[0]["body_model"]},
         "evaluator": {"weights": "none (geometric metrics)"},
-        "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
         "timing_s": {"refine": time.perf_counter() - started},
     }
     return write_metrics(out, values, info)
