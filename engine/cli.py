@@ -193,17 +193,29 @@ def evaluate_options(name: str = "dhvae") -> tuple[Option, ...]:
         replications = int_option("replications", 1 if name == "scorehoi" else 2,
                                   "scorehoi: 1 (its sampler draws no noise); socialmirror: seeded reconstructions", low=1)
         return job + (replications,) + run
+    from motionfleet.evaluation import protocols
+
     generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
+    default = protocols.DEFAULT[name]
+    preset = protocols.load(name, default)
+
+    def size(option: str, text: str, low: int) -> Option:  # a flag that overrides the --protocol preset's value
+        return int_option(option, None, f"{text} (default: the --protocol preset's; {default}: {preset.settings[option]})",
+                          low=low)
+
     protocol = (
-        int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
-        int_option("match_batch", 96, "R-precision matching batch", low=1),
-        int_option("diversity_pairs", 300, "Diversity pairs", low=1),
-        int_option("mm_texts", 100, "MModality texts (0: no MModality)", low=0),
-        int_option("mm_repeats", 30, "MModality generations per text", low=1),
-        int_option("mm_pairs", 10, "MModality pairs per text", low=1),
+        Option("protocol", default, f"published protocol whose settings are the defaults below ({name}/protocols/"
+               "<name>.toml: each with the public file and line it follows)", choices=protocols.names(name)),
+        size("replications", "replications", 1),
+        size("match_batch", "R-precision matching batch", 1),
+        size("diversity_pairs", "Diversity pairs", 1),
+        size("mm_texts", "MModality texts (0: no MModality)", 0),
+        size("mm_repeats", "MModality generations per text", 1),
+        size("mm_pairs", "MModality pairs per text", 1),
         file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
                     "weights"),
-        Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
+        Option("evaluator_preset", None, f"InterCLIP size for dummy weights (default: the --protocol preset's; "
+               f"{default}: {preset.evaluator['preset']})", choices=("official", "tiny")),
         file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
     )
     return generation + protocol + run

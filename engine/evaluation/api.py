@@ -37,14 +37,16 @@ def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, worker
 def _dhvae(out, dataset, workers, address, options: dict) -> dict:
     from motionfleet.dhvae import evaluate as ev
     from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+    from motionfleet.evaluation import protocols
 
+    preset = protocols.load("dhvae", options.get("protocol") or ev.PROTOCOL)
     spec = _pick(ModelSpec, options)
     settings = _pick(GenerateSettings, options)
     evaluator = _pick(ev.EvaluatorSpec, options, checkpoint="evaluator_checkpoint", preset="evaluator_preset",
                       dummy_seed="evaluator_dummy_seed", vocab="evaluator_vocab")
-    protocol = _pick(ev.InterHumanProtocol, options)
+    given = {f.name: options[f.name] for f in fields(ev.InterHumanProtocol) if options.get(f.name) is not None}
     shard_size = options.get("shard_size") or 256
-    return ev.evaluate(out, spec, settings, evaluator, protocol, dataset, shard_size, workers, address)
+    return ev.evaluate(out, spec, settings, evaluator, preset, given, dataset, shard_size, workers, address)
 
 
 def _field_names(*classes) -> set[str]:
@@ -56,7 +58,7 @@ def _dhvae_options() -> set[str]:
     from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
     own = _field_names(ModelSpec, GenerateSettings, ev.InterHumanProtocol) - {"family"}
-    return own | {"evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
+    return own | {"protocol", "evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
 
 
 def _scorehoi(out, dataset, workers, address, options: dict) -> dict:
