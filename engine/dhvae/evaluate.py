@@ -1,6 +1,12 @@
 """InterHuman protocol for dhvae: generate the test split, embed with InterCLIP, compute FID,
 R-precision, MM Dist, Diversity and MModality over replications.
 
+The published sizes (20 replications, matching batches of 96, ...) are data:
+``protocols/interhuman.toml``, each with the public file and line it follows; flags override them.
+The built-in synthetic set (no ``--dataset``) cannot fill them: every size the flags leave is
+scaled to ``BUILTIN_SIZES`` (and dummy evaluator weights to the tiny InterCLIP), and metrics.json
+says which (``protocol_scaled``).
+
 What is fixed before any work, from (seed, dataset) alone:
 - replication r's description of each test motion: (seed, id, r) picks one of its annotations;
 - its generated sample: generate-job id ``<id>/r<r>``, noise seeded by (seed, that id, 0);
@@ -43,6 +49,8 @@ from motionfleet.core.shards import Shard
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import evaluator_tokens
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
+from motionfleet.evaluation import protocols
+from motionfleet.evaluation.protocols import ProtocolPreset
 from motionfleet.evaluation.results import IncompleteEvaluation
 from motionfleet.evaluation.statistics import (
     Moments,
@@ -53,7 +61,7 @@ from motionfleet.evaluation.statistics import (
     pair_indices,
 )
 
-PROTOCOL = "interhuman"
+PROTOCOL = protocols.DEFAULT["dhvae"]
 MAIN_METRIC = "fid"
 LOWER_IS_BETTER = {"fid": True, "r_precision_top1": False, "r_precision_top2": False, "r_precision_top3": False,
                    "mm_dist": True, "diversity": None, "multimodality": None}
@@ -61,19 +69,58 @@ LOWER_IS_BETTER = {"fid": True, "r_precision_top1": False, "r_precision_top2": F
 
 @dataclass(frozen=True)
 class InterHumanProtocol:
-    replications: int = 10  # DHVAE's config; InterGen's evaluation uses 20
-    match_batch: int = 96
-    diversity_pairs: int = 300
-    mm_texts: int = 100
-    mm_repeats: int = 30
-    mm_pairs: int = 10
+    """The protocol's sizes; the published ones are ``protocols/interhuman.toml``'s ``[settings]``."""
+
+    replications: int
+    match_batch: int
+    diversity_pairs: int
+    mm_texts: int
+    mm_repeats: int
+    mm_pairs: int
     embed_batches_per_shard: int = 8
+
+
+SIZES = ("replications", "match_batch", "diversity_pairs", "mm_texts", "mm_repeats", "mm_pairs")
+# The built-in set's sizes: its 16 motions fill 2 matching batches of 8 (16 motions for Diversity);
+# 2 replications still give an interval; 2 MModality texts x 3 generations. 44 generated samples
+# and the tiny InterCLIP (with dummy weights the released size's numbers mean no more), so that
+# `evaluate --family dhvae --out DIR` takes tens of seconds on two CPU cores.
+BUILTIN_MOTIONS = 16
+BUILTIN_SIZES = {"replications": 2, "match_batch": 8, "diversity_pairs": 16, "mm_texts": 2, "mm_repeats": 3, "mm_pairs": 2}
+BUILTIN_EVALUATOR = "tiny"
+BUILTIN_WHY = (f"the built-in synthetic set has {BUILTIN_MOTIONS} motions and tests the pipeline (its numbers mean "
+               f"nothing): the published sizes need a real test split (--dataset) and would generate thousands of samples")
+
+
+def protocol_sizes(preset: ProtocolPreset, given: dict, builtin: bool) -> tuple[InterHumanProtocol, dict]:
+    """The preset's sizes under the flags ``given``; for the built-in set, each size the flags
+    leave is scaled to ``BUILTIN_SIZES``. Returns (the protocol, {size: {"preset", "used"}} scaled)."""
+    sizes = {name: given.get(name, preset.settings[name]) for name in SIZES}
+    scaled = {}
+    if builtin:
+        for name, small in BUILTIN_SIZES.items():
+            if name not in given and sizes[name] > small:
+                scaled[name] = {"preset": sizes[name], "used": small}
+                sizes[name] = small
+    extra = {k: v for k, v in given.items() if k not in SIZES}
+    return InterHumanProtocol(**sizes, **extra), scaled
+
+
+def evaluator_spec(spec: EvaluatorSpec, preset: ProtocolPreset, builtin: bool) -> tuple[EvaluatorSpec, dict]:
+    """The evaluator's size: the one given, else the protocol preset's; the built-in set's dummy
+    weights (no checkpoint) are the tiny InterCLIP's. Returns (the spec, what was scaled)."""
+    if spec.preset is not None:
+        return spec, {}
+    published = preset.evaluator["preset"]
+    if builtin and spec.checkpoint is None and published != BUILTIN_EVALUATOR:
+        return replace(spec, preset=BUILTIN_EVALUATOR), {"evaluator_preset": {"preset": published, "used": BUILTIN_EVALUATOR}}
+    return replace(spec, preset=published), {}
 
 
 @dataclass(frozen=True)
 class EvaluatorSpec:
     checkpoint: Optional[str] = None  # the released interclip.ckpt; None: seeded dummy weights
-    preset: str = "official"
+    preset: Optional[str] = None  # InterCLIP's size for dummy weights; None: the protocol preset's
     dummy_seed: int = 0
     vocab: Optional[str] = None  # CLIP's bpe_simple_vocab_16e6.txt.gz
 
@@ -159,12 +206,13 @@ class InterHumanEmbedder:
     """Holds InterCLIP, the tokenizer, the test split and the generated motions' index; turns a
     shard of planned batches into one row per batch."""
 
-    def __init__(self, spec: EvaluatorSpec, dataset: str, generate_dirs: dict[str, str], batch_size: int, device: str):
+    def __init__(self, spec: EvaluatorSpec, dataset: str, split_files: dict, generate_dirs: dict[str, str], batch_size: int,
+                 device: str):
         self.device = torch.device(device)
         model, self.weights = interclip.load(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model = model.to(self.device)
         self.tokens = evaluator_tokens(spec.vocab)
-        self.split = read_split(dataset)
+        self.split = read_split(dataset, split_files["test"], split_files["ignore"])
         self.frames = max(m.frames for m in self.split.motions)
         mean, std = self.split.normalization()
         self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
@@ -305,19 +353,28 @@ def _write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = EvaluatorSpec(),
-             protocol: InterHumanProtocol = InterHumanProtocol(), dataset: Optional[str] = None,
+             preset: Optional[ProtocolPreset] = None, given: Optional[dict] = None, dataset: Optional[str] = None,
              shard_size: int = 256, workers: int | str = "auto", address: Optional[str] = None) -> dict:
     """Run (or resume) the InterHuman protocol for one dhvae model; returns metrics.json's body.
     ``spec``/``settings``: the generate job's ``ModelSpec`` and ``GenerateSettings`` (its seed
-    seeds every choice above). Without ``dataset``, a synthetic set is written to OUT/dataset."""
+    seeds every choice above); ``preset``: the protocol (default ``protocols/interhuman.toml``),
+    whose sizes the ``given`` ones override. Without ``dataset``, a synthetic set is written to
+    OUT/dataset and the sizes not given are scaled to it."""
     from motionfleet.core import jobs
     from motionfleet.evaluation.results import METRICS_JSON, read_metrics, write_metrics
 
     workers, _ = worker_layout(workers, address, settings.device)  # the generate and embed jobs share it
+    preset = preset or protocols.load("dhvae", PROTOCOL)
+    if preset.evaluator["layout"] != "interclip":
+        raise UsageError(f"protocol {preset.name}: evaluator layout {preset.evaluator['layout']!r} is not implemented "
+                         f"(known: interclip)")
+    protocol, scaled = protocol_sizes(preset, given or {}, builtin=dataset is None)
+    evaluator, scaled_evaluator = evaluator_spec(evaluator, preset, builtin=dataset is None)
+    scaled.update(scaled_evaluator)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = dataset or str(write_synthetic(out / "dataset"))
-    split = read_split(root)
+    root = dataset or str(write_synthetic(out / "dataset", count=BUILTIN_MOTIONS))
+    split = read_split(root, preset.split["test"], preset.split["ignore"])
     check_protocol(split, protocol)
     seed = settings.seed
     main, mm = prompt_rows(split, protocol, seed)
@@ -332,10 +389,11 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
         generate_dirs["generate-mm"] = str(out / "generate-mm")
     generate_s = time.perf_counter() - started
     batches = plan_batches(split, protocol, seed)
-    job = {"job": "embed", "protocol": PROTOCOL, "evaluator": asdict(evaluator), "dataset": split.digest,
+    job = {"job": "embed", "protocol": preset.name, "evaluator": asdict(evaluator), "dataset": split.digest,
            "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
-    worker = WarmWorker(InterHumanEmbedder, evaluator, root, generate_dirs, settings.batch_size, settings.device)
+    worker = WarmWorker(InterHumanEmbedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
+                        settings.device)
     started = time.perf_counter()
     context = RunContext(str(out / "embed"), job, workers=workers, address=address, device=settings.device, unit="batch")
     done, failed, _, _ = jobs.run_shards(context, shard_batches(batches, protocol.embed_batches_per_shard), worker)
@@ -344,13 +402,14 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     if not done and not any(ran) and (out / METRICS_JSON).is_file():
         return read_metrics(out)  # everything was committed by an earlier run: its metrics stand
     info = {
-        "protocol": PROTOCOL, "family": "dhvae", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
+        "protocol": preset.name, "family": "dhvae", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
         "replications": protocol.replications, "protocol_settings": asdict(protocol), "seed": seed,
+        "protocol_preset": preset.record(), "protocol_upstream": preset.upstream,
+        "protocol_scaled": {"settings": scaled, "why": BUILTIN_WHY} if scaled else None,
         "dataset": {"root": str(root), "motions": len(split.motions), "sha256": split.digest,
                     "left_out": [list(x) for x in split.left_out]},
         "model": {"spec": asdict(spec), "settings": asdict(settings)},
         "evaluator": {**asdict(evaluator), "weights": _evaluator_weights(out / "embed")},
-        "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
         "timing_s": {"generate": generate_s, "embed": embed_s},
     }
     return write_metrics(out, metric_values(out / "embed", protocol, seed), info)

@@ -71,13 +71,15 @@ def _lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def read_split(root: str | Path, split: str = "test") -> InterHumanSplit:
+def read_split(root: str | Path, test_file: str = "split/test.txt", ignore_file: str = "split/ignore_list.txt") -> InterHumanSplit:
+    """The motions ``test_file`` names less those ``ignore_file`` names (both relative to ``root``:
+    the protocol preset's ``[split]``)."""
     root = Path(root)
-    split_file = root / "split" / f"{split}.txt"
+    split_file = root / test_file
     if not split_file.is_file():
         raise MissingFile(f"{split_file} is missing: --dataset must be an InterHuman-layout folder (README: evaluate)")
-    ignore_file = root / "split" / "ignore_list.txt"
-    ignored = set(_lines(ignore_file)) if ignore_file.is_file() else set()
+    ignore_path = root / ignore_file
+    ignored = set(_lines(ignore_path)) if ignore_path.is_file() else set()
     motions, left_out, digest = [], [], hashlib.sha256()
     for name in sorted(set(_lines(split_file)) - ignored):
         entry, reason = _read_entry(root, name)

@@ -50,14 +50,16 @@ def checked_options(family: str, given: dict) -> dict:
 def _dhvae(out, dataset, workers, address, options: dict) -> dict:
     from motionfleet.dhvae import evaluate as ev
     from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
+    from motionfleet.evaluation import protocols
 
+    preset = protocols.load("dhvae", options.get("protocol") or ev.PROTOCOL)
     spec = _pick(ModelSpec, options)
     settings = _pick(GenerateSettings, options)
     evaluator = _pick(ev.EvaluatorSpec, options, checkpoint="evaluator_checkpoint", preset="evaluator_preset",
                       dummy_seed="evaluator_dummy_seed", vocab="evaluator_vocab")
-    protocol = _pick(ev.InterHumanProtocol, options)
+    given = {f.name: options[f.name] for f in fields(ev.InterHumanProtocol) if options.get(f.name) is not None}
     shard_size = options.get("shard_size") or 256
-    return ev.evaluate(out, spec, settings, evaluator, protocol, dataset, shard_size, workers, address)
+    return ev.evaluate(out, spec, settings, evaluator, preset, given, dataset, shard_size, workers, address)
 
 
 def _field_names(*classes) -> set[str]:
@@ -69,7 +71,7 @@ def _dhvae_options() -> set[str]:
     from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
 
     own = _field_names(ModelSpec, GenerateSettings, ev.InterHumanProtocol) - {"family"}
-    return own | {"evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
+    return own | {"protocol", "evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed", "evaluator_vocab", "shard_size"}
 
 
 def _scorehoi(out, dataset, workers, address, options: dict) -> dict:
@@ -116,17 +118,29 @@ def protocol_options(name: str) -> tuple[Option, ...]:
         replications = (int_option("replications", 1, "one: the sampler draws no noise", low=1) if name == "scorehoi"
                         else int_option("replications", 2, "seeded reconstructions of the whole set", low=1))
         return job + (replications,) + run
+    from motionfleet.evaluation import protocols
+
     generation = tuple(o for o in jobs.engine_options(family) + family.options if o.name not in ("repeats", "num_frames"))
+    default = protocols.DEFAULT[name]
+    preset = protocols.load(name, default)
+
+    def size(option: str, text: str, low: int) -> Option:  # a flag that overrides the --protocol preset's value
+        return int_option(option, None, f"{text} (default: the --protocol preset's; {default}: {preset.settings[option]})",
+                          low=low)
+
     protocol = (
-        int_option("replications", 10, "10 (DHVAE's config) or 20 (InterGen's)", low=1),
-        int_option("match_batch", 96, "R-precision matching batch", low=1),
-        int_option("diversity_pairs", 300, "Diversity pairs", low=1),
-        int_option("mm_texts", 100, "MModality texts (0: no MModality)", low=0),
-        int_option("mm_repeats", 30, "MModality generations per text", low=1),
-        int_option("mm_pairs", 10, "MModality pairs per text", low=1),
+        Option("protocol", default, f"published protocol whose settings are the defaults below ({name}/protocols/"
+               "<name>.toml: each with the public file and line it follows)", choices=protocols.names(name)),
+        size("replications", "replications", 1),
+        size("match_batch", "R-precision matching batch", 1),
+        size("diversity_pairs", "Diversity pairs", 1),
+        size("mm_texts", "MModality texts (0: no MModality)", 0),
+        size("mm_repeats", "MModality generations per text", 1),
+        size("mm_pairs", "MModality pairs per text", 1),
         file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
                     "weights"),
-        Option("evaluator_preset", "official", "InterCLIP size for dummy weights", choices=("official", "tiny")),
+        Option("evaluator_preset", None, f"InterCLIP size for dummy weights (default: the --protocol preset's; "
+               f"{default}: {preset.evaluator['preset']})", choices=("official", "tiny")),
         file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
     )
     return generation + protocol + run

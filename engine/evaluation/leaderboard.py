@@ -70,7 +70,7 @@ class Config:
 
 TOP_LEVEL = ("protocol", "dataset", "workers", "address", "protocol_settings", "entry")
 ENTRY_KEYS = ("name", "family", "checkpoint", "seeds", "settings")
-OWN_SETTINGS = ("workers", "address", "checkpoint", "seed")  # set by the config's own keys, not by [settings]
+OWN_SETTINGS = ("workers", "address", "checkpoint", "seed", "protocol")  # set by the config's own keys, not by [settings]
 SEED = int_option("seed", 0, "one evaluation per seed", low=0)
 DATASET_IS_FOLDER = {"interhuman": True, "hoi": False, "pair-reconstruction": True}
 

@@ -1,7 +1,8 @@
 """What an evaluation writes: ``metrics.json`` and ``metrics.parquet`` in its folder.
 
 metrics.json: ``{"protocol", "family", "main_metric", "lower_is_better": {metric: bool},
-"metrics": {source: {metric: {"mean", "interval", "values"}}}, ...provenance}``; ``source`` is
+"metrics": {source: {metric: {"mean", "interval", "values"}}}, "engine_version", "host", "versions",
+"accelerator", "numerics" (``core.io.provenance.record``), ...}``; ``source`` is
 ``generated`` (the model's output) or ``real`` (the dataset's own samples through the same
 metrics, where a protocol defines it). ``interval`` is 1.96 sigma / sqrt(n) over the n
 replications' ``values``. metrics.parquet holds one row per (source, metric, replication).
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from motionfleet.core.errors import DataError
+from motionfleet.core.io import provenance
 from motionfleet.evaluation.statistics import mean_and_interval
 
 METRICS_JSON = "metrics.json"
@@ -36,7 +38,7 @@ def summarise(values: dict[str, dict[str, list[float]]]) -> dict:
 def write_metrics(out_dir: str | Path, values: dict[str, dict[str, list[float]]], info: dict) -> dict:
     """Write both files (each to a temporary name, then renamed); returns the JSON body."""
     out = Path(out_dir)
-    body = {**info, "metrics": summarise(values)}
+    body = {**info, "engine_version": provenance.engine_version(), **provenance.record(), "metrics": summarise(values)}
     rows = [{"source": source, "metric": name, "replication": r, "value": float(v)}
             for source, metrics in values.items() for name, vs in metrics.items() for r, v in enumerate(vs)]
     table = pa.Table.from_pylist(rows, schema=pa.schema([("source", pa.string()), ("metric", pa.string()),

@@ -39,7 +39,6 @@ import torch
 
 from motionfleet.common.rotations import axis_angle_to_matrix
 from motionfleet.core.errors import MissingFile
-from motionfleet.core.io import provenance
 from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.core.options import UsageError
 from motionfleet.core.runtime.seeding import sample_seed
@@ -163,10 +162,10 @@ def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None,
     info = {
         "protocol": PROTOCOL, "family": "socialmirror", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
         "replications": replications, "protocol_settings": {"replications": replications}, "seed": seed,
+        "protocol_upstream": None,  # not pinned: this family has no protocol preset (evaluation/protocols.py) yet
         "dataset": {"root": str(root), "motions": frames, "sha256": _digest(root / GROUND_TRUTH)},
         "model": {"settings": settings},
         "evaluator": {"weights": f"none (geometric metrics; body model {bodies.description})"},
-        "versions": provenance.software_versions(), "engine_version": provenance.engine_version(),
         "timing_s": {"reconstruct_and_score": time.perf_counter() - started},
     }
     return write_metrics(out, {"generated": values}, info)

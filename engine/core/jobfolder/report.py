@@ -6,7 +6,9 @@ Top-level keys (``schema_version`` 1):
     command_line                          the argv of the CLI run (None from the Python API)
     started_at, finished_at               ISO 8601 UTC; wall_s their difference as perf_counter saw it
     host                                  hostname, platform, cpu_model, cpus, gpu (None without CUDA)
-    versions                              motionfleet, python, torch, numpy, pyarrow, ray, ...
+    versions                              motionfleet, motionfleet_revision, python, torch, numpy, pyarrow, ray, ...
+    accelerator                           gpu, cuda, cudnn, driver (each None without CUDA)
+    numerics                              deterministic_algorithms, cuda_matmul_allow_tf32, cudnn_allow_tf32, ...
     job                                   what decides the output bytes (model, weights, settings, inputs)
     settings                              every setting of the run, batch size and device included
     workers                               requested (a number or auto), resolved, layout (why), ran (distinct
@@ -46,7 +48,7 @@ def build_report(family, plan, settings: dict, ran: list, failed: list, done: li
     return {
         "schema_version": SCHEMA_VERSION, "command": family.command, "family": family.name,
         "command_line": command_line, "started_at": started_at, "finished_at": utc_now(), "wall_s": wall_s,
-        "host": provenance.host(), "versions": provenance.software_versions(),
+        **provenance.record(),
         "job": plan.job, "settings": settings,
         "workers": {**workers, "ran": len({d.worker for d in ran}),
                     "nodes": len({d.node for d in ran if d.node})},
