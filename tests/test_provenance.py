@@ -58,7 +58,7 @@ def test_engine_revision_prefers_the_recorded_commit_then_the_checkout_then_unkn
 
 def test_source_folders_follow_a_local_install(monkeypatch, tmp_path):
     folders = provenance.source_folders({"url": f"file://{tmp_path}", "dir_info": {"editable": True}})
-    assert folders[-1] == tmp_path and (folders[0] / "core" / "provenance.py").is_file()
+    assert folders[-1] == tmp_path and (folders[0] / "core" / "io" / "provenance.py").is_file()
 
 
 def test_accelerator_is_null_on_cpu_and_named_on_cuda():

@@ -115,8 +115,11 @@ def workers_count(value: str) -> int | str:
 
 def workers_option(name: str, help: str) -> Option:
     """A count of workers, or ``auto`` (the default): ``execution.layout`` decides from the machine."""
-    check = lambda v: (None if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-                       else f"must be auto or a whole number >= 0, got {v!r}")
+    def check(v) -> Optional[str]:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return None
+        return f"must be >= 0, got {v}" if isinstance(v, int) and not isinstance(v, bool) else f"must be auto or a whole number, got {v!r}"
+
     return Option(name, "auto", help, workers_count, checks=(check,), metavar="N|auto")
 
 

@@ -41,7 +41,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from motionfleet.common.weights import weights_description
-from motionfleet.core.options import Option, UsageError, int_option
+from motionfleet.core.options import Option, UsageError, int_option, workers_count
 from motionfleet.evaluation import api
 from motionfleet.evaluation.statistics import mean_and_interval
 
@@ -162,6 +162,10 @@ def checked_value(option: Option, value, where: str):
     if value is None:
         return option.default
     kind = bool if option.switch else option.type if option.type in (int, float) else str
+    if option.type is workers_count:  # a whole number, or the string "auto"
+        if isinstance(value, str) and value != "auto":
+            raise ValueError(f"{where} = {value!r} is not an integer (or \"auto\")")
+        kind = str if value == "auto" else int
     if isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float else kind):
         raise ValueError(f"{where} = {value!r} is not {TOML_KINDS[kind]}")
     try:
