@@ -161,7 +161,7 @@ def reset_peak_memory(device: torch.device) -> None:
 
 
 def first_batch(fn: Callable, device: torch.device) -> dict:
-    """The case's first, untimed-in-the-spread batch: its seconds and the peak memory it reached
+    """The case's first batch (kept out of the spread): its seconds and the peak memory it reached
     (device memory None on the CPU)."""
     reset_peak_memory(device)
     seconds = timed(fn, device)
