@@ -15,7 +15,14 @@ file as is) with p50 / p90 / p99 and the interquartile range over ``repeats`` ru
 per batch, and the load average before and after; a load above ``LOAD_WARNING`` x CPUs is
 flagged. For dhvae the GEMM floor (the run's matrix products replayed as bare fp32 matmuls: what
 no backend can beat without changing the math or the precision) and achieved GFLOP/s are recorded.
-``compare`` sets two result files side by side.
+
+Each record also says what a fresh job process would wait for (``cold_start_s``: the process's
+start-up to the bench, this case's model and backend construction and its first batch), of which
+``build_s`` is the backend's own build (ONNX export, ONNX Runtime session, TensorRT engine in
+``make_backend``; Inductor compile, CUDA graph capture in the first batch), and the peak host
+(VmHWM) and device memory of the first batch. ``--profile DIR`` writes a ``torch.profiler`` Chrome
+trace of a few batches per case. ``compare`` sets two result files side by side; ``gate`` fails
+a run whose medians are slower than a baseline's by more than a given percentage.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +46,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
+from motionfleet.core.execution.worker import peak_device_mb, peak_rss_mb
 from motionfleet.core.io import provenance
 from motionfleet.core.runtime.seeding import SampleNoise
 from motionfleet.core.runtime.stopwatch import synchronize
@@ -48,6 +57,7 @@ from motionfleet.sampling import ddim
 MATMUL_SIZE = 2048
 FAMILIES = ("dhvae", "scorehoi", "socialmirror")
 LOAD_WARNING = 0.5  # load average per CPU above which timings are flagged as taken on a busy machine
+PROFILED_BATCHES = 3  # batches per case in a --profile trace, after the warm-up and timed runs
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,13 @@ def timed(fn: Callable, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def round_robin(cases: dict[str, Callable], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds of each case, ``repeats`` times, interleaved; one untimed call of each first."""
-    for fn in cases.values():
-        fn()
+def round_robin(cases: dict[str, Callable], repeats: int, device: torch.device,
+                warm_up: bool = True) -> dict[str, list[float]]:
+    """Seconds of each case, ``repeats`` times, interleaved; one untimed call of each first
+    unless the caller ran it (``warm_up=False``)."""
+    if warm_up:
+        for fn in cases.values():
+            fn()
     synchronize(device)
     seconds = {name: [] for name in cases}
     for _ in range(repeats):
@@ -118,6 +131,117 @@ def load_average() -> list[float]:
 
 def busy(load: list[float]) -> bool:
     return load[0] > LOAD_WARNING * (os.cpu_count() or 1)
+
+
+# --- cold start, builds and memory --------------------------------------------------------
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started: /proc/self/stat's starttime against /proc/uptime
+    (both counted from boot, in clock ticks of 10 ms); None where there is no /proc."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except OSError:
+        return None
+    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the command name may hold spaces
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the host and device high-water marks afresh, so the next reading is one case's peak.
+    Host: writing 5 to /proc/self/clear_refs resets VmHWM to the current resident set (Linux 4.0+);
+    where it cannot, VmHWM stays the process's peak so far, an upper bound."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def first_batch(fn: Callable, device: torch.device) -> dict:
+    """The case's first batch (kept out of the spread): its seconds and the peak memory it reached
+    (device memory None on the CPU)."""
+    reset_peak_memory(device)
+    seconds = timed(fn, device)
+    return {"first_batch_s": seconds, "peak_host_mb": peak_rss_mb(),
+            "peak_device_mb": peak_device_mb() if device.type == "cuda" else None}
+
+
+class SetupClock:
+    """Seconds each backend's runner took to construct, and of them the seconds in
+    ``backends.make_backend`` (where the graph backends export ONNX and build their session or
+    engine), timed by wrapping that function while the runner is built."""
+
+    def __init__(self):
+        self.setup_s: dict[str, float] = {}
+        self.make_backend_s: dict[str, float] = {}
+
+    def build(self, backend: str, make: Callable):
+        self.make_backend_s.setdefault(backend, 0.0)
+        start = time.perf_counter()
+        with self._timing_make_backend(backend):
+            runner = make()
+        self.setup_s[backend] = time.perf_counter() - start
+        return runner
+
+    @contextmanager
+    def _timing_make_backend(self, backend: str):
+        from motionfleet.core.runtime import backends
+
+        make_backend = backends.make_backend
+
+        def timed_make_backend(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return make_backend(*args, **kwargs)
+            finally:
+                self.make_backend_s[backend] += time.perf_counter() - start
+
+        backends.make_backend = timed_make_backend
+        try:
+            yield
+        finally:
+            backends.make_backend = make_backend
+
+
+def build_s(backend: str, make_backend_s: float, first_batch_s: float, p50_s: float) -> float | None:
+    """What the backend spends building what it runs: its construction in make_backend plus its
+    first batch's time over a steady one (Inductor's compile, CUDA graph capture, ONNX Runtime
+    TensorRT's lazy engine). None for eager torch, which builds nothing."""
+    if backend == "torch":
+        return None
+    return make_backend_s + max(0.0, first_batch_s - p50_s)
+
+
+def cold_start_s(startup_s: float | None, shared_setup_s: float, setup_s: float, first_batch_s: float) -> float | None:
+    """Process start to the end of the first batch, for a process that runs only this case."""
+    return None if startup_s is None else startup_s + shared_setup_s + setup_s + first_batch_s
+
+
+# --- profiling -----------------------------------------------------------------------------
+
+
+def profile_case(fn: Callable, device: torch.device, path: Path, label: str, batches: int = PROFILED_BATCHES) -> Path:
+    """A torch.profiler trace of ``batches`` calls of an already warm case, as a Chrome trace
+    (chrome://tracing, Perfetto); on CUDA each call is also an NVTX range for Nsight Systems."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for i in range(batches):
+            if cuda:
+                torch.cuda.nvtx.range_push(f"{label} batch {i}")
+            with record_function(f"{label} batch {i}"):
+                fn()
+            synchronize(device)
+            if cuda:
+                torch.cuda.nvtx.range_pop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(path))
+    return path
 
 
 # --- FLOPs and the GEMM floor --------------------------------------------------------------
@@ -217,15 +341,15 @@ def dhvae_cost(eager: DHVAEGenerator, batch: int, frames: int, device: torch.dev
     return {"gflop_per_batch": count_flops(run) / 1e9, "gemm_floor_ms": gemm_floor_s(run, device, repeats=3) * 1e3}
 
 
-def dhvae_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
-    generators = {name: make_generator(name, settings) for name in settings.backends}
+def dhvae_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
+    generators = {name: clock.build(name, lambda: make_generator(name, settings)) for name in settings.backends}
     return lambda batch: {name: generate_batch(g, batch, settings.frames) for name, g in generators.items()}
 
 
 # --- scorehoi ------------------------------------------------------------------------------
 
 
-def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
+def scorehoi_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
     from motionfleet.demo.scenes import demo_scenes
     from motionfleet.scorehoi import model as scorehoi
     from motionfleet.scorehoi.runner import ScoreHOIRefiner
@@ -238,7 +362,7 @@ def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callabl
         rounds = {} if settings.refine_rounds is None else {"rounds": settings.refine_rounds}
         run = RefineSettings.from_preset(settings.refine_preset, **rounds, batch_size=max(settings.batch_sizes),
                                          device=settings.device, backend=name, precision=settings.precision)
-        refiners[name] = ScoreHOIRefiner(spec, run)
+        refiners[name] = clock.build(name, lambda: ScoreHOIRefiner(spec, run))
     records = demo_scenes(scorehoi.PRESETS[settings.scorehoi_preset].condition_dim).records
 
     def cases(batch: int) -> dict[str, Callable]:
@@ -252,7 +376,7 @@ def scorehoi_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callabl
 # --- socialmirror --------------------------------------------------------------------------
 
 
-def socialmirror_cases(settings: BenchSettings) -> Callable[[int], dict[str, Callable]]:
+def socialmirror_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
     from motionfleet.core.runtime import backends
     from motionfleet.socialmirror import model as socialmirror
     from motionfleet.socialmirror.runner import ReconstructSettings
@@ -260,7 +384,8 @@ def socialmirror_cases(settings: BenchSettings) -> Callable[[int], dict[str, Cal
     config = socialmirror.PRESETS[settings.socialmirror_preset]
     model = socialmirror.build_model(config).to(settings.device).eval()
     steps = ReconstructSettings().steps
-    runners = {name: backends.make_backend(name, model, settings.precision, settings.device, weights="dummy, seed 0")
+    runners = {name: clock.build(name, lambda: backends.make_backend(name, model, settings.precision, settings.device,
+                                                                     weights="dummy, seed 0"))
                for name in settings.backends}
 
     def cases(batch: int) -> dict[str, Callable]:
@@ -295,15 +420,21 @@ def context(settings: BenchSettings) -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def measure_family(family: str, settings: BenchSettings, common: dict, log: Callable[[str], None]) -> list[dict]:
+def measure_family(family: str, settings: BenchSettings, common: dict, log: Callable[[str], None],
+                   profile_dir: Path | None = None) -> list[dict]:
     case, unit, make_cases = CASES[family]
     device = torch.device(settings.device)
-    cases_at = make_cases(settings)
+    clock = SetupClock()
+    start = time.perf_counter()
+    cases_at = make_cases(settings, clock)
+    shared_setup_s = time.perf_counter() - start - sum(clock.setup_s.values())  # what every backend's case needs
     eager = make_generator("torch", settings) if family == "dhvae" else None
     records = []
     for batch in settings.batch_sizes:
+        cases = cases_at(batch)
         load_before = load_average()
-        seconds = round_robin(cases_at(batch), settings.repeats, device)
+        cold = {backend: first_batch(fn, device) for backend, fn in cases.items()}
+        seconds = round_robin(cases, settings.repeats, device, warm_up=False)
         load_after = load_average()
         cost = dhvae_cost(eager, batch, settings.frames, device) if eager is not None else {}
         for backend, runs in seconds.items():
@@ -311,18 +442,35 @@ def measure_family(family: str, settings: BenchSettings, common: dict, log: Call
                       "batch": batch, "items": batch, "unit": unit,
                       **spread(runs, batch), "load_before": load_before, "load_after": load_after,
                       "busy": busy(load_before) or busy(load_after), **common}
+            record.update(startup(common["startup_s"], shared_setup_s, clock, backend, cold[backend], record["p50_ms"]))
             if family == "dhvae":
                 record.update(steps=settings.steps, frames=settings.frames, guidance=settings.guidance, **cost,
                               per_item_gemm_floor_ms=cost["gemm_floor_ms"] / batch,
                               gflops=cost["gflop_per_batch"] / (record["p50_ms"] / 1e3))
+            if profile_dir is not None:
+                name = f"{family}-{case}-{record['preset']}-{backend}-b{batch}"
+                record["profile"] = str(profile_case(cases[backend], device, profile_dir / f"{name}.json", name))
             records.append(record)
             log(f"{family}/{case} {backend} batch {batch}: p50 {record['per_item_p50_ms']:.2f} ms/{unit[:-1]} "
-                f"(IQR {record['per_item_iqr_ms']:.2f}), load {load_before[0]}")
+                f"(IQR {record['per_item_iqr_ms']:.2f}), cold start {fixed(record['cold_start_s'], 2)} s, "
+                f"load {load_before[0]}")
     return records
 
 
-def run_bench(settings: BenchSettings, out_dir: str | Path, log: Callable[[str], None] = print) -> tuple[Path, list[dict]]:
-    """Measure every family, write ``bench-<date>.json`` (flat records) and ``.png`` into ``out_dir``."""
+def startup(startup_s: float | None, shared_setup_s: float, clock: SetupClock, backend: str, cold: dict,
+            p50_ms: float) -> dict:
+    """A case's cold start, setup and build seconds and first batch's peak memory."""
+    setup_s = shared_setup_s + clock.setup_s[backend]
+    return {"cold_start_s": cold_start_s(startup_s, shared_setup_s, clock.setup_s[backend], cold["first_batch_s"]),
+            "setup_s": setup_s, "build_s": build_s(backend, clock.make_backend_s[backend], cold["first_batch_s"], p50_ms / 1e3),
+            **cold}
+
+
+def run_bench(settings: BenchSettings, out_dir: str | Path, log: Callable[[str], None] = print,
+              profile_dir: str | Path | None = None) -> tuple[Path, list[dict]]:
+    """Measure every family, write ``bench-<date>.json`` (flat records) and ``.png`` into ``out_dir``
+    (and with ``profile_dir`` one Chrome trace per case there)."""
+    startup_s = process_age_s()  # interpreter start and imports, before any case is built
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     common = context(settings)
@@ -331,9 +479,10 @@ def run_bench(settings: BenchSettings, out_dir: str | Path, log: Callable[[str],
             f"timings will be slow and spread; compare only numbers taken in one run")
     common["matmul_fp32_gflops"] = matmul_gflops(torch.device(settings.device))
     common["settings"] = json.dumps(asdict(settings))
+    common["startup_s"] = startup_s
     records = []
     for family in settings.families:
-        records += measure_family(family, settings, common, log)
+        records += measure_family(family, settings, common, log, None if profile_dir is None else Path(profile_dir))
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"bench-{settings.device}-{stamp}.json"
     path.write_text(json.dumps(records, indent=1))
@@ -397,33 +546,62 @@ def plot(records: list[dict], path: Path) -> None:
 
 def table(records: list[dict]) -> list[str]:
     lines = [f"{'case':<24} {'backend':<14} {'batch':>5} {'p50/item ms':>12} {'IQR':>8} {'p90':>9} {'p99':>9} "
-             f"{'items/s':>9} {'load':>6}"]
+             f"{'items/s':>9} {'cold s':>7} {'build s':>7} {'host MB':>8} {'dev MB':>7} {'load':>6}"]
     for r in records:
         lines.append(f"{r['family'] + '/' + r['case']:<24} {r['backend']:<14} {r['batch']:>5} {r['per_item_p50_ms']:>12.2f} "
                      f"{r['per_item_iqr_ms']:>8.2f} {r['per_item_p90_ms']:>9.2f} {r['per_item_p99_ms']:>9.2f} "
-                     f"{r['items_per_s']:>9.2f} {r['load_before'][0]:>6.2f}" + ("  (busy)" if r["busy"] else ""))
+                     f"{r['items_per_s']:>9.2f} {fixed(r.get('cold_start_s'), 2):>7} {fixed(r.get('build_s'), 2):>7} "
+                     f"{fixed(r.get('peak_host_mb'), 0):>8} {fixed(r.get('peak_device_mb'), 0):>7} "
+                     f"{r['load_before'][0]:>6.2f}" + ("  (busy)" if r["busy"] else ""))
     return lines
+
+
+def fixed(value: float | None, digits: int) -> str:
+    """A number with ``digits`` decimals, or - where the case has none (no build, no CUDA)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+CASE_FIELDS = ("family", "case", "preset", "backend", "batch", "device", "precision")
+CASE_SETTINGS = {"dhvae": ("steps", "frames", "guidance"), "scorehoi": ("refine_preset", "refine_rounds")}  # from "settings"
+
+
+def case_key(record: dict) -> tuple:
+    """What makes two records the same case: family, case, model preset, backend, batch, device,
+    precision and the family's loop settings (not the machine: ``gate`` names a different one)."""
+    settings = json.loads(record["settings"])
+    return tuple(record[f] for f in CASE_FIELDS) + tuple(settings.get(f) for f in CASE_SETTINGS.get(record["family"], ()))
+
+
+def case_label(record: dict) -> str:
+    return f"{record['family']}/{record['case']} {record['preset']} {record['backend']} batch {record['batch']}"
 
 
 def read_records(path: str | Path) -> list[dict]:
     from motionfleet.core.options import UsageError
 
+    usage = "give a JSON file written by motionfleet bench"
     if not Path(path).is_file():
-        raise UsageError(f"--compare: {path} is not a file; give two JSON files written by motionfleet bench")
-    records = json.loads(Path(path).read_text())
-    if not isinstance(records, list) or not all(isinstance(r, dict) and "per_item_p50_ms" in r for r in records):
-        raise ValueError(f"{path} is not a motionfleet bench result (a list of records with per_item_p50_ms)")
+        raise UsageError(f"--compare: {path} is not a file; {usage}")
+    try:
+        records = json.loads(Path(path).read_text())
+        if not isinstance(records, list) or not records:
+            raise ValueError("not a list of records")
+        for record in records:
+            case_key(record)
+            if not record["p50_ms"] > 0 or not record["per_item_p50_ms"] > 0:
+                raise ValueError("a median that is not a positive number")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--compare: {path} is not a motionfleet bench result ({err!s:.80}); {usage}") from err
     return records
 
 
 def compare(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> tuple[list[str], Path]:
     """Per case present in both: p50 per item in A and B and the change; a bar plot of B / A."""
-    key = lambda r: (r["family"], r["case"], r["backend"], r["batch"])
-    a = {key(r): r for r in read_records(path_a)}
-    b = {key(r): r for r in read_records(path_b)}
+    a = {case_key(r): r for r in read_records(path_a)}
+    b = {case_key(r): r for r in read_records(path_b)}
     common = [k for k in a if k in b]
     if not common:
-        raise ValueError(f"{path_a} and {path_b} share no (family, case, backend, batch)")
+        raise ValueError(f"{path_a} and {path_b} share no case ({', '.join(CASE_FIELDS)} and loop settings)")
     lines = [f"A = {path_a} ({a[common[0]]['date']}), B = {path_b} ({b[common[0]]['date']})",
              f"{'case':<24} {'backend':<14} {'batch':>5} {'A p50 ms':>10} {'B p50 ms':>10} {'B/A':>6}  change"]
     ratios = []
@@ -432,12 +610,36 @@ def compare(path_a: str | Path, path_b: str | Path, out_dir: str | Path) -> tupl
         ratio = rb / ra
         ratios.append(ratio)
         change = f"{1 / ratio:.2f}x faster" if ratio < 1 else f"{ratio:.2f}x slower"
-        lines.append(f"{k[0] + '/' + k[1]:<24} {k[2]:<14} {k[3]:>5} {ra:>10.2f} {rb:>10.2f} {ratio:>6.2f}  {change}")
+        r = b[k]
+        lines.append(f"{r['family'] + '/' + r['case']:<24} {r['backend']:<14} {r['batch']:>5} {ra:>10.2f} {rb:>10.2f} "
+                     f"{ratio:>6.2f}  {change}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"compare-{Path(path_a).stem}-vs-{Path(path_b).stem}.png"
-    plot_compare([f"{k[0]}/{k[1]} {k[2]} b{k[3]}" for k in common], ratios, png, lines[0])
+    plot_compare([case_label(b[k]) for k in common], ratios, png, lines[0])
     return lines, png
+
+
+def gate(baseline: list[dict], now: list[dict], fail_over_pct: float | None) -> tuple[list[str], bool]:
+    """One line per case of ``now``: the baseline's median batch time, now's and the change; a case
+    slower than the baseline by more than ``fail_over_pct`` percent fails (None: none fails), a
+    case the baseline lacks is new. Returns the lines and whether any case failed."""
+    before = {case_key(r): r for r in baseline}
+    machines = {r.get("device_name") for r in baseline} ^ {r.get("device_name") for r in now}
+    lines = [f"warning: the baseline was measured on another machine ({', '.join(sorted(map(str, machines)))}): "
+             f"compare runs of one machine"] if machines else []
+    failed = False
+    for record in now:
+        old = before.get(case_key(record))
+        if old is None:
+            lines.append(f"{case_label(record)}: new (not in the baseline), now {record['p50_ms']:.2f} ms")
+            continue
+        change = 100 * (record["p50_ms"] / old["p50_ms"] - 1)
+        slower = fail_over_pct is not None and change > fail_over_pct
+        failed |= slower
+        lines.append(f"{case_label(record)}: baseline {old['p50_ms']:.2f} ms, now {record['p50_ms']:.2f} ms, "
+                     f"{change:+.1f}%" + (f"  FAIL (more than {fail_over_pct:g}% slower)" if slower else ""))
+    return lines, failed
 
 
 def plot_compare(labels: list[str], ratios: list[float], path: Path, title: str) -> None:
@@ -474,7 +676,9 @@ def comma_list(kind):
 EXAMPLE = """example:
   motionfleet bench                                   # every family, backend and batch size at the defaults
   motionfleet bench --families dhvae --backends torch,onnxruntime --batch-sizes 1,8 --repeats 5
-  motionfleet bench --compare A.json B.json           # B / A per case, and a bar plot"""
+  motionfleet bench --compare A.json B.json           # B / A per case, and a bar plot
+  motionfleet bench --families dhvae --compare BASELINE.json --fail-over 10   # measure; exit 1 if a case is >10% slower
+  motionfleet bench --families dhvae --batch-sizes 8 --profile traces/        # a Chrome trace per case"""
 
 
 def joined(values: tuple) -> str:
@@ -509,12 +713,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device, help=f"(default: {d.device})")
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS, help=f"(default: {d.precision})")
     p.add_argument("--out", metavar="DIR", help=f"folder for the timestamped JSON and PNG (default: {default_out()})")
-    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="compare two result files instead of measuring")
+    p.add_argument("--compare", nargs="+", metavar="FILE",
+                   help="A.json B.json: compare two result files instead of measuring; BASELINE.json: measure, then "
+                        "print each case's median against the baseline's")
+    p.add_argument("--fail-over", type=float, metavar="PCT",
+                   help="with --compare: exit 1 when a case's median batch time is more than PCT percent over the "
+                        "baseline's (a case the baseline lacks is reported as new)")
+    p.add_argument("--profile", metavar="DIR",
+                   help=f"write a torch.profiler Chrome trace of {PROFILED_BATCHES} batches per case into DIR "
+                        f"(after the timed runs; NVTX ranges on CUDA)")
+
+
+def check_gate_arguments(args) -> None:
+    from motionfleet.core.options import UsageError
+
+    if args.compare is not None and len(args.compare) > 2:
+        raise UsageError(f"--compare takes BASELINE.json or A.json B.json, got {len(args.compare)} files")
+    if args.fail_over is not None and args.compare is None:
+        raise UsageError("--fail-over needs --compare BASELINE.json (the run to compare this one against)")
+    if args.fail_over is not None and not args.fail_over >= 0:
+        raise UsageError(f"--fail-over must be a percentage >= 0, got {args.fail_over:g}")
 
 
 def check_arguments(args) -> None:
     from motionfleet.core.options import UsageError
     from motionfleet.core.runtime.backends import check_backend
+
+    if args.profile is not None and Path(args.profile).exists() and not Path(args.profile).is_dir():
+        raise UsageError(f"--profile: {args.profile} is a file; give a folder for the traces")
 
     unknown = [f for f in args.families if f not in FAMILIES]
     if unknown:
@@ -532,20 +758,36 @@ def check_arguments(args) -> None:
 
 def main(args) -> int:
     out = Path(args.out) if args.out else default_out()
-    if args.compare:
+    check_gate_arguments(args)
+    if args.compare is not None and len(args.compare) == 2:
         lines, png = compare(*args.compare, out)
         print("\n".join(lines))
         print(f"plot: {png}")
-        return 0
+        return gated(read_records(args.compare[0]), read_records(args.compare[1]), args.fail_over)
+    baseline = read_records(args.compare[0]) if args.compare else None  # a bad baseline stops before measuring
     check_arguments(args)
     settings = replace(BenchSettings(), families=args.families, backends=args.backends, batch_sizes=args.batch_sizes,
                        preset=args.preset, scorehoi_preset=args.scorehoi_preset, socialmirror_preset=args.socialmirror_preset,
                        steps=args.steps, frames=args.num_frames, refine_preset=args.refine_preset, refine_rounds=args.refine_rounds,
                        repeats=args.repeats, device=args.device, precision=args.precision)
-    path, records = run_bench(settings, out, log=lambda line: print(line, file=sys.stderr, flush=True))
+    path, records = run_bench(settings, out, log=lambda line: print(line, file=sys.stderr, flush=True),
+                              profile_dir=args.profile)
     print("\n".join(table(records)))
     print(f"written: {path} and {path.with_suffix('.png')}")
-    return 0
+    if args.profile is not None:
+        print(f"traces: {args.profile} (chrome://tracing or https://ui.perfetto.dev)")
+    return 0 if baseline is None else gated(baseline, records, args.fail_over)
+
+
+def gated(baseline: list[dict], now: list[dict], fail_over_pct: float | None) -> int:
+    """Print the gate's lines; 1 if a case is slower than the baseline by more than the percentage."""
+    lines, failed = gate(baseline, now, fail_over_pct)
+    print("\n".join(lines))
+    if fail_over_pct is not None:
+        print(f"gate: {'FAILED' if failed else 'passed'} (a case fails more than {fail_over_pct:g}% over the baseline's median)")
+    return 1 if failed else 0
+
+
 # --- hoisting ------------------------------------------------------------------------------
 
 
