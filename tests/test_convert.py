@@ -34,12 +34,7 @@ PROMPTS = [{"id": "hug/1 ü", "text": "two people hug", "num_frames": 12},
 VIDEO_FRAMES, VIDEO_FPS = 20, 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def write_stats(folder: Path, seed: int) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 import motionfleet
 from motionfleet.core.jobfolder.sink import read_results
@@ -27,13 +26,7 @@ SIZE = (160, 120)
 VECTORS = ("pose_axis_angle", "pose_6d", "betas", "translation", "joints_3d")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ----------------------------------------------------------------------------- odd videos

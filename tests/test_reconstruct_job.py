@@ -39,14 +39,7 @@ VECTORS = ("pose_axis_angle", "pose_6d", "betas", "translation", "joints_3d")
 ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads stall each other at every
-    barrier. The bytes do not depend on it (checked below with two threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def reconstruct(out, corpus, **changes):

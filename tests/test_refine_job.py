@@ -45,14 +45,7 @@ SMALL_CONDITION_DIM = 32
 TINY = dict(preset="small", rounds=2, tau=10, ddim_stride=5, guidance_scale=1.0, batch_size=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The small denoiser's ops are tiny: on a busy 2-core machine two OpenMP threads mostly wait
-    for each other (50x slower). Results are the same bits with 1 or 2 threads (``batching``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
