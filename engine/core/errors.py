@@ -31,6 +31,11 @@ class NoWorkers(RuntimeError):
     """No worker could be placed on the Ray cluster (no node offers the resource, or none stayed alive)."""
 
 
+class OutputUnwritable(OSError):
+    """The job folder cannot take more files (disk full, read-only, no permission, an object store
+    that stopped answering or refuses the credentials): no retry helps, the job stops (exit 1)."""
+
+
 class DataError(RuntimeError):
     """A data or checkpoint file that cannot be used; the message names the file and the fix (exit 1)."""
 

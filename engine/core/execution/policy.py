@@ -7,6 +7,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional
 
+from motionfleet.core.errors import OutputUnwritable
+
 
 @dataclass(frozen=True)
 class FaultPolicy:
@@ -27,10 +29,6 @@ class FaultPolicy:
         if not measured:
             return self.first_timeout_s
         return max(self.timeout_floor_s, self.timeout_factor * max(measured))
-
-
-class OutputUnwritable(OSError):
-    """The job folder cannot take more files (disk full, read-only, no permission): no retry helps."""
 
 
 _UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}

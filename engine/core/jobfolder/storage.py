@@ -10,6 +10,13 @@ Every relative path is checked before it is joined to the root (``path``): no em
 ``..`` component and no leading ``/``, so a name read from a file of the folder (a commit record,
 a lease) can never reach outside it. ``read_json`` turns a file that is not UTF-8 JSON into one
 ``DamagedFile`` line naming it; the caller checks the value's shape.
+
+An S3 store that stops answering must fail the job, not hang it: each request gives up after
+``MOTIONFLEET_S3_TIMEOUT`` seconds without a byte (connect or transfer; 10 by default) and is tried
+``MOTIONFLEET_S3_ATTEMPTS`` times (3), so one operation fails within about attempts x timeout (30 s
+by default; the AWS SDK's own defaults retry for about 100 s). A stalled store, refused credentials
+or a missing bucket become ``StoreUnavailable``: one line naming the store and the fix, and the job
+stops (committed shards are kept; a rerun resumes).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from motionfleet.core.errors import DataError
+from motionfleet.core.errors import DataError, OutputUnwritable
+from motionfleet.core.options import UsageError
 
 # The temporaries this engine names (``.<name>.tmp-<16 hex>``); nothing else is ever removed as one.
 TEMPORARY = re.compile(r"^\.[A-Za-z0-9_.-]+\.tmp-[0-9a-f]{16}$")
@@ -37,6 +45,26 @@ class DamagedFile(DataError):
 
 class OutsideFolder(DataError):
     """A relative path that would leave the folder (``..``, an absolute path): never followed."""
+
+
+class StoreUnavailable(OutputUnwritable):
+    """The object store of the job folder stopped answering, refuses the credentials, or has no such bucket."""
+
+
+S3_TIMEOUT_ENV, S3_TIMEOUT_DEFAULT_S = "MOTIONFLEET_S3_TIMEOUT", 10.0
+S3_ATTEMPTS_ENV, S3_ATTEMPTS_DEFAULT = "MOTIONFLEET_S3_ATTEMPTS", 3
+# Markers of the AWS SDK's messages (as pyarrow passes them on) -> what is wrong and what to do.
+STORE_PROBLEMS = (
+    (("NETWORK_CONNECTION", "curlCode: 28", "Timeout was reached"),
+     "did not answer within {bound}", "check that the endpoint is up and reachable (AWS_ENDPOINT_URL), then rerun "
+     "(committed shards are kept)"),
+    (("ACCESS_DENIED", "INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "AccessDenied", "InvalidAccessKeyId",
+      "SignatureDoesNotMatch", "EXPIRED_TOKEN", "ExpiredToken"),
+     "refused the credentials", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to a key that may "
+     "read and write {bucket}, then rerun"),
+    (("NO_SUCH_BUCKET", "NoSuchBucket", "not found. To create buckets"),
+     "has no bucket {bucket}", "create the bucket, or fix --out"),
+)
 
 
 def new_token() -> str:
@@ -55,7 +83,7 @@ class Storage:
         location = str(location)
         if is_uri(location):
             self.location = location
-            self.fs, self.root = pafs.FileSystem.from_uri(location)
+            self.fs, self.root = bounded_filesystem(location)
         else:  # absolute, so that a worker whose working folder differs finds the same folder
             self.location = str(Path(location).absolute())
             self.fs, self.root = pafs.LocalFileSystem(), self.location
@@ -83,12 +111,13 @@ class Storage:
             raise self.damaged(rel, f"not readable JSON ({_first_line(err)})", fix) from None
 
     def makedirs(self, rel: str) -> None:
-        self.fs.create_dir(self.path(rel), recursive=True)
+        with self.answering():
+            self.fs.create_dir(self.path(rel), recursive=True)
 
     def write(self, rel: str, data: bytes) -> None:
         """Put ``data`` at ``rel`` whole: readers see the old content or the new, never a part."""
         if not self.local:
-            with self.fs.open_output_stream(self.path(rel)) as stream:
+            with self.answering(), self.fs.open_output_stream(self.path(rel)) as stream:
                 stream.write(data)
             return
         final = Path(self.path(rel))
@@ -109,27 +138,94 @@ class Storage:
             self.write(rel, data)
 
     def read(self, rel: str) -> bytes:
-        with self.fs.open_input_stream(self.path(rel)) as stream:
+        with self.answering(), self.fs.open_input_stream(self.path(rel)) as stream:
             return stream.read()
 
     def open_input(self, rel: str):
-        return self.fs.open_input_file(self.path(rel))
+        with self.answering():
+            return self.fs.open_input_file(self.path(rel))
 
     def size(self, rel: str) -> int | None:
         """Bytes of ``rel``, or None where there is no such file."""
-        info = self.fs.get_file_info(self.path(rel))
+        with self.answering():
+            info = self.fs.get_file_info(self.path(rel))
         return info.size if info.type == pafs.FileType.File else None
 
     def listing(self, rel: str = "") -> dict[str, int | None]:
         """Name -> size (None for folders) of the entries directly in ``rel`` (empty if it does not exist)."""
-        infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), allow_not_found=True))
+        with self.answering():
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(rel), allow_not_found=True))
         return {info.base_name: info.size if info.type == pafs.FileType.File else None for info in infos}
 
     def delete(self, rel: str) -> None:
         try:
-            self.fs.delete_file(self.path(rel))
+            with self.answering():
+                self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
             pass
+
+    @contextmanager
+    def answering(self):
+        """Turn an object store's stall, refused credentials or missing bucket into ``StoreUnavailable``."""
+        try:
+            yield
+        except OSError as err:
+            problem = None if self.local else store_problem(err, self.location)
+            if problem is None:
+                raise
+            raise StoreUnavailable(problem) from err
+
+
+def bounded_filesystem(location: str) -> tuple[pafs.FileSystem, str]:
+    """``FileSystem.from_uri(location)``; an S3 one rebuilt with the same options plus the bounded
+    timeout and attempts (a URI takes no timeout options)."""
+    try:
+        fs, root = pafs.FileSystem.from_uri(location)
+        if isinstance(fs, pafs.S3FileSystem):
+            timeout_s, attempts = s3_limits()
+            _, (options,) = fs.__reduce__()  # its pickled form: every option from_uri resolved
+            fs = pafs.S3FileSystem(**{**options, "connect_timeout": timeout_s, "request_timeout": timeout_s,
+                                      "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts)})
+    except OSError as err:
+        problem = store_problem(err, location)
+        if problem is None:
+            raise
+        raise StoreUnavailable(problem) from err
+    return fs, root
+
+
+def s3_limits() -> tuple[float, int]:
+    """(seconds a request may go without a byte, tries of each request), from the environment."""
+    return (_positive(S3_TIMEOUT_ENV, float, S3_TIMEOUT_DEFAULT_S), int(_positive(S3_ATTEMPTS_ENV, int, S3_ATTEMPTS_DEFAULT)))
+
+
+def _positive(name: str, kind: type, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 1e6:
+        raise UsageError(f"{name}={text!r} is not a positive {'whole number' if kind is int else 'number of seconds'}; "
+                         f"unset it for the default ({default:g})")
+    return value
+
+
+def store_problem(err: OSError, location: str) -> str | None:
+    """One line for an object store that does not answer, refuses the credentials or lacks the bucket; None for
+    any other error (a missing file, a full disk)."""
+    text = str(err)
+    bucket = location.split("://", 1)[-1].split("/", 1)[0]
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or "the default endpoint"
+    timeout_s, attempts = s3_limits()
+    bound = f"{attempts} x {timeout_s:g} s ({S3_ATTEMPTS_ENV}, {S3_TIMEOUT_ENV})"
+    for markers, problem, fix in STORE_PROBLEMS:
+        if any(marker in text for marker in markers):
+            return (f"cannot use the job folder {location}: the object store at {endpoint} {problem.format(bound=bound, bucket=bucket)} "
+                    f"({_first_line(err)[:160]}); {fix.format(bucket=bucket)}")
+    return None
 
 
 def inside(rel: str) -> str:
