@@ -14,7 +14,7 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
-_API = {"generate", "reconstruct", "refine", "read_results", "run", "evaluate", "leaderboard"}
+_API = {"generate", "reconstruct", "refine", "read_results", "run", "evaluate", "leaderboard", "load", "Pipeline", "Results"}
 __all__ = ["__version__", *sorted(_API), "UsageError"]
 
 

@@ -86,7 +86,7 @@ def run_job(args, argv: list[str]) -> int:
     settings = {o.name: getattr(args, o.name) for o in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS}
     report = api.run(family.command, getattr(args, family.inputs.name), out=args.out,
                      demo=getattr(args, "demo", False), command_line=[PROG, *argv], **settings)
-    if report is None:
+    if jobs.ran_nothing(report):
         print(f"nothing to do: every shard in {args.out} is already committed")
         return 0
     print("\n".join(family.report_lines(report)))

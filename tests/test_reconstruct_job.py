@@ -128,7 +128,7 @@ def test_rows_have_the_documented_columns(mixed_job):
 
 def test_rerun_writes_nothing_and_another_job_is_refused(mixed_corpus, mixed_job):
     before = {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()}
-    assert reconstruct(mixed_job, mixed_corpus, batch_size=1) is None
+    assert reconstruct(mixed_job, mixed_corpus, batch_size=1) == json.loads((mixed_job / "report.json").read_text())
     assert {p: p.stat().st_mtime_ns for p in mixed_job.rglob("*") if p.is_file()} == before
     with pytest.raises(JobMismatch):
         reconstruct(mixed_job, mixed_corpus, seed=6)

@@ -17,7 +17,7 @@ from motionfleet.core import registry
 from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, executor_for, shard_done_from_summary, worker_layout
 from motionfleet.core.execution.planning import planning
 from motionfleet.core.execution.policy import output_errors
-from motionfleet.core.jobfolder.report import build_report, utc_now, write_report
+from motionfleet.core.jobfolder.report import build_report, read_report, utc_now, write_report
 from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
 from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option, workers_option
 from motionfleet.core.shards import Shard
@@ -86,34 +86,46 @@ def job_fingerprint(job: dict) -> str:
 
 
 def run(command: str, inputs: Any = None, *, out: str | Path, demo: bool = False,
-        command_line: Optional[list[str]] = None, **settings) -> Optional[dict]:
+        command_line: Optional[list[str]] = None, **settings) -> dict:
     """Run (or resume) the job of ``command`` (or family name) over ``inputs`` into ``out``; returns
-    the report, or None when every shard was already committed. ``settings``: the family's, the
-    engine's and the run's (``workers``, ``shard_size``, ``address``, ``shard_timeout``,
-    ``shard_attempts``). Raises UsageError for a bad setting before any work."""
+    the report (``CommittedBefore``, the folder's report, when every shard was already committed).
+    ``settings``: the family's, the engine's and the run's (``workers``, ``shard_size``,
+    ``address``, ``shard_timeout``, ``shard_attempts``). Raises UsageError for a bad setting
+    before any work."""
     family = registry.get(command)
     run_values = {o.name: o.value(settings.pop(o.name, None)) for o in RUN_OPTIONS}
-    values = settings_for(family, settings)
+    values, spec, config = checked_build(family, settings, demo)
+    inputs = checked_inputs(family, inputs, demo)
+    check_out(out)
+    return run_built(family, None if demo else inputs, spec, config, out=out, device=values["device"],
+                     settings={**values, **run_values}, command_line=command_line, **run_values)
+
+
+def checked_build(family: registry.Family, given: dict[str, Any], demo: bool = False) -> tuple[dict, Any, Any]:
+    """(every setting, spec, settings object) of ``family`` from the ``given`` settings, checked:
+    UsageError for a bad value, before any work; ``device`` auto resolved."""
+    values = settings_for(family, given)
     if demo and not family.demo:
         raise UsageError(f"{family.command} has no --demo")
-    if inputs is None and not demo and family.demo:
-        raise UsageError(f"{family.command} needs {family.inputs.flag} or --demo")
-    if isinstance(inputs, (str, Path)):
-        inputs = family.inputs.parse(str(inputs))
     values["device"] = resolve_device(values["device"])
     from motionfleet.core.runtime.backends import check_backend
 
     check_backend(values["backend"], values["precision"], values["device"])
-    check_out(out)
     spec, config = family.build({**values, "demo": demo})
-    return run_built(family, None if demo else inputs, spec, config, out=out, device=values["device"],
-                     settings={**values, **run_values}, command_line=command_line, **run_values)
+    return values, spec, config
+
+
+def checked_inputs(family: registry.Family, inputs: Any, demo: bool) -> Any:
+    """The inputs the family's plan takes: a path checked (it must exist), anything else as given."""
+    if inputs is None and not demo and family.demo:
+        raise UsageError(f"{family.command} needs {family.inputs.flag} or --demo")
+    return family.inputs.parse(str(inputs)) if isinstance(inputs, (str, Path)) else inputs
 
 
 def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any, *, out: str | Path,
               workers: int | str = "auto", shard_size: Optional[int] = None, address: Optional[str] = None,
               shard_timeout: Optional[float] = None, shard_attempts: int = 3, device: Optional[str] = None,
-              settings: Optional[dict] = None, command_line: Optional[list[str]] = None) -> Optional[dict]:
+              settings: Optional[dict] = None, command_line: Optional[list[str]] = None) -> dict:
     """The job of a family's already built ``spec`` and settings (``config``): what ``run`` does
     after checking; for code that holds those objects (e.g. an evaluation protocol). ``device``:
     where the workers run (default: ``config.device``)."""
@@ -127,12 +139,24 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
                          batch_items=getattr(config, "batch_size", 1),
                          policy=FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout))
     ran, failed, done, wall = run_shards(context, plan.shards, WarmWorker(family.runner, spec, config))
-    if not ran and not failed:
-        return None
+    stored = None if ran or failed else read_report(out)
+    if stored is not None:
+        return CommittedBefore(stored)
     settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
     report = build_report(family, plan, {**settings, "workers": requested}, ran, failed, done, wall, started_at,
                           {"requested": requested, "resolved": workers, "layout": layout}, command_line, out)
-    return write_report(out, report)
+    report = write_report(out, report)
+    return report if ran or failed else CommittedBefore(report)
+
+
+class CommittedBefore(dict):
+    """The report of a job whose every shard was committed before this call (nothing ran): the
+    folder's report.json, or, where that is missing, the report rebuilt from the commit records."""
+
+
+def ran_nothing(report: dict) -> bool:
+    """Whether ``report`` comes from a call that found its job already done."""
+    return isinstance(report, CommittedBefore)
 
 
 def check_out(out: str | Path) -> None:

@@ -399,7 +399,7 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     done, failed, _, _ = jobs.run_shards(context, shard_batches(batches, protocol.embed_batches_per_shard), worker)
     embed_s = time.perf_counter() - started
     check_complete(out / "embed", len(batches), failed)
-    if not done and not any(ran) and (out / METRICS_JSON).is_file():
+    if not done and all(map(jobs.ran_nothing, ran)) and (out / METRICS_JSON).is_file():
         return read_metrics(out)  # everything was committed by an earlier run: its metrics stand
     info = {
         "protocol": preset.name, "family": "dhvae", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,

@@ -90,7 +90,7 @@ def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None,
     started = time.perf_counter()
     report = jobs.run("refine", dataset, out=out / "refine", demo=dataset is None, workers=workers, address=address,
                       **settings)
-    if report is None and (out / METRICS_JSON).is_file():
+    if jobs.ran_nothing(report) and (out / METRICS_JSON).is_file():
         return read_metrics(out)
     rows = [r for r in read_results(out / "refine").to_pylist() if r["variant"] == "guided"]  # the demo adds control
     rejected = read_results(out / "refine", "rejected").num_rows

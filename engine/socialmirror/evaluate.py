@@ -148,7 +148,7 @@ def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None,
         job_settings = {**settings, "seed": replication_seed(seed, r)}
         ran.append(jobs.run("reconstruct", str(videos), out=out / f"reconstruct-r{r}", workers=workers, address=address,
                             **job_settings))
-    if not any(ran) and (out / METRICS_JSON).is_file():
+    if all(map(jobs.ran_nothing, ran)) and (out / METRICS_JSON).is_file():
         return read_metrics(out)
     if not dataset and not (root / GROUND_TRUTH).is_file():
         synthetic_ground_truth(read_results(out / "reconstruct-r0").to_pylist(), root / GROUND_TRUTH)

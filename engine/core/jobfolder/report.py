@@ -64,6 +64,17 @@ def write_report(out_dir: str | Path, report: dict) -> dict:
     return report
 
 
+def read_report(out_dir: str | Path) -> dict | None:
+    """The folder's ``report.json``, or None where it has none; ``DamagedFile`` if it is not JSON."""
+    storage = Storage(str(out_dir))
+    if storage.size(REPORT) is None:
+        return None
+    report = storage.read_json(REPORT, f"delete {REPORT} and rerun the job to rebuild it")
+    if not isinstance(report, dict):
+        raise storage.damaged(REPORT, "not a report (a JSON object)", f"delete {REPORT} and rerun the job to rebuild it")
+    return report
+
+
 def headline_line(report: dict) -> str:
     h = report["headline"]
     value = "n/a" if h["value"] is None else f"{h['value']:.4g} {h['unit']}"
