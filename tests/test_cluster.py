@@ -147,11 +147,12 @@ def test_videos_are_probed_on_the_cluster_and_the_plan_does_not_change(loopback,
 
 
 def test_workers_auto_on_a_cluster_is_one_actor_per_node_with_cpus(loopback):
-    code = "import sys; from motionfleet.core.execution import worker_layout; print(worker_layout('auto', sys.argv[1], 'cpu'))"
+    code = ("import sys; from motionfleet.core.execution import worker_layout; "
+            "print(*worker_layout('auto', sys.argv[1], 'cpu'), sep='|')")
     result = subprocess.run([sys.executable, "-c", code, loopback.address], env=loopback.env, capture_output=True, text=True,
                             timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "(2, 'one per node of the cluster (2)" in result.stdout  # the head node offers no CPU
+    assert result.stdout.startswith("2|one per node of the cluster (2)")  # the head node offers no CPU
 
 
 @pytest.mark.parametrize("given", ["flag", "RAY_ADDRESS"])  # RAY_ADDRESS: what `ray job submit` sets
@@ -216,13 +217,14 @@ def _alive(pid: int) -> bool:
 def test_video_decoding_runs_on_the_cpus_the_model_actor_leaves_and_the_bytes_do_not_change(loopback, tmp_path):
     """One model actor holds one node's CPU; each shard's decoding is a Ray task on the other
     node's, two shards run at once in the actor, and the rows are the bytes of the same job run in
-    one process; a video truncated mid-stream is rejected from the remote task with its reason."""
+    one process; a video damaged mid-stream is rejected from the remote task with its reason (a
+    truncated one is refused at planning, from its index: tests/test_odd_videos.py)."""
     from test_reconstruct_job import SETTINGS, write_good_videos
 
-    from motionfleet.demo.videos import write_truncated_video
+    from motionfleet.demo.videos import write_damaged_video
 
     corpus = write_good_videos(tmp_path / "videos")
-    write_truncated_video(corpus / "cut.mp4")
+    write_damaged_video(corpus / "cut.mp4", 0.8)  # a clip decodes before the damage
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]
     run = lambda out, *more: subprocess.run([sys.executable, "-m", "motionfleet", "reconstruct", "--videos", str(corpus),
                                              "--out", str(out), *flags, *more], env=loopback.env, capture_output=True,
@@ -235,4 +237,4 @@ def test_video_decoding_runs_on_the_cpus_the_model_actor_leaves_and_the_bytes_do
     assert json.loads((tmp_path / "here" / "report.json").read_text())["timing"]["clips_decoded_elsewhere"] == 0
     assert read_results(tmp_path / "there").sort_by("video_id").equals(read_results(tmp_path / "here").sort_by("video_id"))
     rejected = read_results(tmp_path / "there", "rejected").to_pylist()
-    assert [(r["video_id"], r["reason"].split(":")[0]) for r in rejected] == [("cut.mp4", "truncated")]
+    assert [(r["video_id"], r["reason"].split(":")[0]) for r in rejected] == [("cut.mp4", "decode_error")]
