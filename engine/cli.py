@@ -214,6 +214,13 @@ def protocol_flags(families: tuple[str, ...]) -> list[tuple[Option, tuple[str, .
     return [(merged_option(by_family), tuple(by_family)) for by_family in per_name.values()]
 
 
+def default_text(option: Option) -> str:
+    """An option's default as its help names it: a size that the --protocol preset decides has none of its own."""
+    if option.default is None:
+        return "its --protocol preset's" if "--protocol preset" in option.help else "none"
+    return str(option.default)
+
+
 def merged_option(by_family: dict[str, Option]) -> Option:
     first, *_ = options = list(by_family.values())
     if all(o.help == first.help and o.default == first.default and o.choices == first.choices for o in options):
@@ -222,8 +229,7 @@ def merged_option(by_family: dict[str, Option]) -> Option:
     text = first.help if len(helps) == 1 else "; ".join(f"{family}: {o.help}" for family, o in by_family.items())
     defaults = {o.default for o in options}
     if len(defaults) > 1:
-        text += " (default: " + ", ".join(f"{family} {'none' if o.default is None else o.default}"
-                                          for family, o in by_family.items()) + ")"
+        text += " (default: " + ", ".join(f"{family} {default_text(o)}" for family, o in by_family.items()) + ")"
     choices = None if first.choices is None else tuple(dict.fromkeys(c for o in options for c in o.choices))
     return Option(first.name, first.default, text, first.type, choices, switch=first.switch, metavar=first.metavar)
 

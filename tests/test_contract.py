@@ -210,7 +210,8 @@ def test_evaluate_help_lists_each_flag_under_the_protocols_that_take_it(capsys):
     assert flags["--sampler-preset"] == flags["--contact-distance"] == "scorehoi only"
     assert flags["--crop-size"] == "socialmirror only" and flags["--body-models"] == "scorehoi and socialmirror only"
     text = " ".join(" ".join(lines).split())
-    assert "(default: dhvae 10, scorehoi 1, socialmirror 2)" in text  # --replications: each family's own
+    # --replications: each family's own; dhvae's from its --protocol preset (interhuman: 20)
+    assert "(default: dhvae its --protocol preset's, scorehoi 1, socialmirror 2)" in text and "interhuman: 20" in text
     assert "(default: dhvae official, scorehoi released, socialmirror released)" in text
 
 
