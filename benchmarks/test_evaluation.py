@@ -16,8 +16,8 @@ import torch
 
 from motionfleet.common.text import builtin_prompts
 from motionfleet.dhvae import interclip
-from motionfleet.dhvae.clip_tokens import ByteTokens
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+from motionfleet.dhvae.clip_tokens import evaluator_tokens
+from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec, motion_array
 from motionfleet.dhvae.source import PromptItem, PromptRecord
 
 SENTENCES = 16
@@ -55,10 +55,10 @@ def test_evaluator(benchmark, items):
     model = interclip.build_dummy(interclip.PRESETS["official"], seed=0)
     mean, std = torch.zeros(262), torch.ones(262)
     results, _, _ = generator(SENTENCES, items).run(items)
-    motions = [torch.tensor(r["motion"]).reshape(r["motion_shape"]) for r in results.to_pylist()]
+    motions = [torch.from_numpy(motion_array(r)) for r in results.to_pylist()]
     features = interclip.pad_frames([interclip.evaluator_input(m, mean, std) for m in motions], FRAMES)
     lengths = torch.full((len(motions),), FRAMES)
-    tokens = ByteTokens().tokenize([item.record.text for item in items])
+    tokens = evaluator_tokens().tokenize([item.record.text for item in items])
 
     def embed():
         interclip.embed_motions(model, features, lengths)
