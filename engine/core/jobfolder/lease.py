@@ -10,26 +10,42 @@ cannot both win: each would have listed before the other's write, and each wrote
 A lease is live until its expiry (renewed every ``ttl / 3`` by a heartbeat thread), and a lease
 of a process on this host that no longer exists is dead at once, so a crashed job never leaves the
 folder stuck for longer than ``ttl`` (and not at all on the same machine). Hosts' clocks must agree
-to well within ``ttl``.
+to well within ``ttl / 2``. ``ttl`` is 60 s, or ``MOTIONFLEET_LEASE_S`` seconds where that is set
+(an operator whose storage or stalls need longer; tests that stall a driver past it).
+
+The holder counts its lease as held only without a gap: ``confirmed_until`` is ``ttl / 2`` after
+it began its last write of the lease (this process's monotonic clock, which runs on while the
+process is stopped), and a renewal keeps the lease only if its write returned before then, while
+the lease file (named by the holder's token) is still there. Once a renewal or a commit finds the
+confirmation passed, the lease is lost for good, even if nobody took the folder meanwhile: a driver
+stalled past it (SIGSTOP, a swapped-out VM, a storage call that hung) may have been judged expired
+by a contender, which then removed the lease and took the folder; rewriting it then could make two
+holders. While the lease is held without a gap, another live lease in ``_lock/`` can only be a
+contender that will withdraw (it lists ours), so the holder ignores it. ``JobFolder.commit`` checks
+the lease before writing a commit record and again after it (removing the record if the lease was
+lost while it was written), so a resumed driver stops with ``LeaseLost`` before committing more.
 
 Every ``_lock/*.json`` is read as untrusted: a lease is a JSON object with ``owner`` and ``host``
 (strings), ``pid`` (an integer) and ``expires`` (a number, epoch seconds). Anything else (a hand-
 edited ``{}``, an expiry written as a string, bytes that are not JSON) is neither trusted nor
-removed: acquiring or renewing the lease stops with ``DamagedFile``, one line naming the file.
+removed: acquiring the lease stops with ``DamagedFile``, one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
 import time
 
-from motionfleet.core.jobfolder.storage import DamagedFile, Storage, new_token
+from motionfleet.core.jobfolder.storage import Storage, new_token
+from motionfleet.core.options import UsageError
 
 LOCK_DIR = "_lock"
 DEFAULT_TTL_S = 60.0
+TTL_VARIABLE = "MOTIONFLEET_LEASE_S"
 # What each field of a lease must be: (types, as said in an error).
 LEASE_FIELDS = {"owner": (str, "a string"), "host": (str, "a string"), "pid": (int, "an integer"),
                 "expires": ((int, float), "a number")}
@@ -46,6 +62,21 @@ class FolderInUse(FolderRefused):
 
 class LeaseLost(FolderRefused):
     """This job's lease expired or was taken over: it must stop committing."""
+
+
+def lease_ttl_s() -> float:
+    """The lease's validity in seconds: ``MOTIONFLEET_LEASE_S``, else ``DEFAULT_TTL_S``."""
+    value = os.environ.get(TTL_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_TTL_S
+    try:
+        ttl = float(value)
+    except ValueError:
+        ttl = math.nan
+    if not 1 <= ttl <= 86400:  # NaN fails too
+        raise UsageError(f"{TTL_VARIABLE}={value!r:.40} is not a lease time: give seconds from 1 to 86400 (default "
+                         f"{DEFAULT_TTL_S:g}), or unset it")
+    return ttl
 
 
 def _alive_here(lease: dict) -> bool:
@@ -80,11 +111,13 @@ def is_live(lease: dict, now: float) -> bool:
 
 
 class Lease:
-    def __init__(self, storage: Storage, owner: str, ttl_s: float = DEFAULT_TTL_S):
-        self.storage, self.owner, self.ttl_s = storage, owner, ttl_s
+    def __init__(self, storage: Storage, owner: str, ttl_s: float | None = None):
+        self.storage, self.owner = storage, owner
+        self.ttl_s = lease_ttl_s() if ttl_s is None else ttl_s
         self.token = new_token()
         self.name = f"{LOCK_DIR}/{self.token}.json"
-        self.confirmed_until = 0.0  # this process's clock: held for sure until then
+        self.confirmed_until = 0.0  # this process's monotonic clock: held without a gap until then
+        self._renewing = threading.Lock()  # the heartbeat and a commit's check, one at a time
         self._stop = threading.Event()
         self._thread = None
 
@@ -104,13 +137,15 @@ class Lease:
         self._thread.start()
 
     def assert_held(self) -> None:
-        """Cheap unless the last confirmation is old: then renew, and raise ``LeaseLost`` if taken."""
-        if time.monotonic() < self.confirmed_until:
-            return
-        self._renew()
-        if time.monotonic() >= self.confirmed_until:
-            raise LeaseLost(f"the lease on {self.storage.location} was lost (expired or taken over): stopping "
-                            f"before committing anything more; rerun the job to resume")
+        """Raise ``LeaseLost`` unless the lease is held without a gap and its file (our token) is there."""
+        with self._renewing:
+            held = time.monotonic() < self.confirmed_until and self.storage.size(self.name) is not None
+            if not held:
+                self.confirmed_until = 0.0
+        if not held:
+            raise LeaseLost(f"the lease on {self.storage.location} was lost (held by nobody, or by another job, "
+                            f"after this one stalled past it): stopping before committing anything more; rerun the "
+                            f"job to resume")
 
     def release(self) -> None:
         self._stop.set()
@@ -118,12 +153,14 @@ class Lease:
             self._thread.join()
         self.storage.delete(self.name)
 
-    def _write(self) -> None:
+    def _write(self) -> float:
+        """Write the lease with a fresh expiry; returns when the write began (monotonic)."""
         started = time.monotonic()
         body = {"owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
                 "expires": time.time() + self.ttl_s}
         self.storage.write(self.name, json.dumps(body).encode())
         self.confirmed_until = started + self.ttl_s / 2
+        return started
 
     def _leases(self) -> dict[str, dict]:
         leases = {}
@@ -156,14 +193,19 @@ class Lease:
                 self.storage.delete(f"{LOCK_DIR}/{name}")
 
     def _renew(self) -> None:
-        if self.storage.size(self.name) is None or self._other_live() is not None:
-            self.confirmed_until = 0.0  # taken over while this process was stalled
-            return
-        self._write()
+        """Extend the lease if it is held without a gap, else mark it lost (``confirmed_until`` 0)."""
+        with self._renewing:
+            previous = self.confirmed_until
+            if time.monotonic() >= previous or self.storage.size(self.name) is None:
+                self.confirmed_until = 0.0  # stalled past it, or removed by a contender that found it expired
+                return
+            self._write()
+            if time.monotonic() >= previous:
+                self.confirmed_until = 0.0  # the write landed after the gap began: a contender may hold it now
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+        while self.confirmed_until and not self._stop.wait(self.ttl_s / 3):
             try:
                 self._renew()
-            except (OSError, DamagedFile):
-                pass  # storage hiccup or a damaged lease: the next beat (or a commit's assert_held) tries again
+            except OSError:
+                pass  # a storage hiccup: the next beat tries again while the confirmation lasts

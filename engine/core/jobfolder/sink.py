@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from motionfleet.core.jobfolder.failures import FAILED_DIR
-from motionfleet.core.jobfolder.lease import DEFAULT_TTL_S, LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
+from motionfleet.core.jobfolder.lease import LOCK_DIR, FolderInUse, FolderRefused, Lease, LeaseLost
 from motionfleet.core.jobfolder.report import REPORT
 from motionfleet.core.jobfolder.storage import TEMPORARY, DamagedFile, Storage, new_token
 
@@ -112,7 +112,7 @@ class JobFolder:
     """Driver side: one job's folder. ``open`` refuses what it must, takes the lease, writes the job's
     identity and cleans up; then ``commit`` each shard; ``close`` releases the lease."""
 
-    def __init__(self, location: str, ttl_s: float = DEFAULT_TTL_S):
+    def __init__(self, location: str, ttl_s: float | None = None):
         self.storage = Storage(location)
         self.location = self.storage.location
         self.ttl_s = ttl_s
@@ -206,6 +206,11 @@ class JobFolder:
         record = {"shard_id": shard_id, "attempt": attempt, "files": files, "summary": summary, **self.run,
                   "committed": time.time()}
         self.storage.write(record_name(record), json.dumps(record).encode())
+        try:
+            self.lease.assert_held()  # stalled inside the write: the job that took over never counts this record
+        except LeaseLost:
+            self.storage.delete(record_name(record))
+            raise
         self.committed[shard_id] = record
         self.uncached += 1
         return True
@@ -418,11 +423,28 @@ def iter_results(location, columns: Optional[list[str]] = None, batch_rows: int 
 def verify_folder(location: str, repair: bool = False) -> dict:
     """Read every committed file fully: present, its recorded size, sha256 and rows, readable Parquet;
     a record that is not one ``commit`` writes is damaged too (the paths it names are not read).
-    ``repair`` removes the damaged records, so the next run computes their shards again."""
+    ``repair`` removes the damaged records, so the next run computes their shards again: it changes
+    the folder, so it holds the job's lease meanwhile (``FolderInUse`` while a job runs, nothing
+    read or removed); a check without ``repair`` only reads, and may run beside a job."""
     storage = Storage(location)
     if storage.size(JOB) is None:
         raise UnrelatedFolder(f"{location} is not a motionfleet job folder (no {JOB})")
     read_job(storage)
+    if not repair:
+        return _verified(storage, repair=False)
+    lease = Lease(storage, owner="verify --repair")
+    try:
+        lease.acquire()
+    except FolderInUse as err:
+        raise FolderInUse(f"{str(err).split(': wait for')[0]}: verify --repair changes the folder; run it once that "
+                          f"job has stopped (verify without --repair only reads)") from None
+    try:
+        return _verified(storage, repair=True)
+    finally:
+        lease.release()
+
+
+def _verified(storage: Storage, repair: bool) -> dict:
     records, damaged_records = read_commits(storage)
     damaged = {name: [problem] for name, problem in damaged_records.items()}
     for shard_id, record in sorted(records.items()):

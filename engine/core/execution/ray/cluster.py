@@ -12,6 +12,9 @@ folder): nothing here changes them. Without it the job starts an embedded single
 * its session folder is ``$TMPDIR/mf-ray-<pid>-*`` (short: Ray's socket paths must stay under
   the 107-byte AF_UNIX limit); it is removed at shutdown, and folders left by a killed driver (whose
   pid is gone) are removed by the next job.
+
+``ray.init`` is process-wide, so ``connect`` and ``disconnect`` hold one lock: jobs started from
+several threads of one process (the Python API) share the one cluster the first of them started.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -37,31 +41,34 @@ TEMP_PREFIX = "mf-ray-"
 _AUTH_VARS = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 _embedded: dict = {}  # while an embedded cluster runs: its temp folder and the variables it replaced
+_connection = threading.Lock()  # two threads seeing Ray uninitialised at once would both call ray.init
 
 
 def connect(address: Optional[str]) -> None:
     """Join ``address``; without one, the cluster a ``ray job submit`` runs us on (``RAY_ADDRESS``),
     else start the embedded cluster."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        _join(address)
-    else:
-        _start_embedded()
-    interrupts.reclaim()  # ray.init replaced the SIGTERM handler with its sys.exit(15)
+    with _connection:
+        if ray.is_initialized():
+            return
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            _join(address)
+        else:
+            _start_embedded()
+        interrupts.reclaim()  # ray.init replaced the SIGTERM handler with its sys.exit(15)
 
 
 def disconnect() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
-    if _embedded:
-        if _embedded.get("reaper") is not None:
-            _embedded["reaper"].kill()
-            _embedded["reaper"].wait()
-        _restore_auth(_embedded.pop("environ"))
-        shutil.rmtree(_embedded.pop("temp_dir"), ignore_errors=True)
-        _embedded.clear()
+    with _connection:
+        if ray.is_initialized():
+            ray.shutdown()
+        if _embedded:
+            if _embedded.get("reaper") is not None:
+                _embedded["reaper"].kill()
+                _embedded["reaper"].wait()
+            _restore_auth(_embedded.pop("environ"))
+            shutil.rmtree(_embedded.pop("temp_dir"), ignore_errors=True)
+            _embedded.clear()
 
 
 def _join(address: str) -> None:
