@@ -187,20 +187,20 @@ def test_concurrent_jobs_into_one_folder_with_the_first_held_at_a_barrier(tmp_pa
     """Job A stops inside its first shard; meanwhile a different job and an identical one are refused at
     once and touch nothing; A then completes with every row exactly once."""
     inside, release = threading.Event(), threading.Event()
-    real = in_process.process_shard
+    real = in_process.run_split_on_oom  # the model call of each batch (dhvae batches across shards)
 
     def held(*args):
         inside.set()
         release.wait(60)
         return real(*args)
 
-    monkeypatch.setattr(in_process, "process_shard", held)
+    monkeypatch.setattr(in_process, "run_split_on_oom", held)
     out, errors = tmp_path / "job", []
     first = threading.Thread(target=lambda: errors.append(generate(out) is None))
     first.start()
     assert inside.wait(120)
     before = listing(out)
-    monkeypatch.setattr(in_process, "process_shard", real)
+    monkeypatch.setattr(in_process, "run_split_on_oom", real)
     with pytest.raises(JobMismatch):
         generate(out, seed=1)
     with pytest.raises(FolderInUse):
@@ -238,7 +238,7 @@ def test_damaged_shards_are_found_by_verify_and_recomputed_by_a_rerun(tmp_path, 
 
 def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path, prompts, monkeypatch):
     out = tmp_path / "job"
-    real, calls = in_process.process_shard, []
+    real, calls = in_process.write_run, []  # each finished shard is written, then committed
 
     def crash_on_the_second(*args):
         calls.append(1)
@@ -246,10 +246,10 @@ def test_the_report_describes_the_whole_job_across_a_crash_and_a_resume(tmp_path
             raise KeyboardInterrupt  # the driver dies after one commit
         return real(*args)
 
-    monkeypatch.setattr(in_process, "process_shard", crash_on_the_second)
+    monkeypatch.setattr(in_process, "write_run", crash_on_the_second)
     with pytest.raises(KeyboardInterrupt):
         generate(out)
-    monkeypatch.setattr(in_process, "process_shard", real)
+    monkeypatch.setattr(in_process, "write_run", real)
     report = generate(out)
     assert report["shards"]["run"] == 2 and report["shards"]["total"] == 3
     assert report["timing"]["sentences"] == len(PROMPTS)  # all of them, not only the last run's

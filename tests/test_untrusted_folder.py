@@ -126,7 +126,7 @@ def test_a_damaged_commit_record_is_reported_by_verify_and_ignored_by_a_resume(t
         assert sorted(folder.committed) == ["shard-00000"]
     assert f"shard-00001.{ATTEMPT}.json: not a commit record" in capsys.readouterr().err
     assert read_results(job).num_rows == 3
-    assert cli.main(["verify", str(job), "--repair"]) == 1 and cli.main(["verify", str(job)]) == 0
+    assert cli.main(["verify", str(job), "--repair"]) == 0 and cli.main(["verify", str(job)]) == 0  # repaired: nothing damaged is left
 
 
 def write_job_json(job, content: bytes) -> None:
@@ -205,16 +205,17 @@ def test_a_prompt_file_rewritten_mid_job_fails_the_shards_after_it_with_the_reas
     prompts, out = tmp_path / "prompts.txt", tmp_path / "job"
     prompts.write_text("\n".join(PROMPTS) + "\n")
     size = prompts.stat().st_size
-    real = in_process.process_shard
+    real = in_process.write_run  # each finished shard is written, then committed
 
     def rewrite_after_the_first(*args):
         done = real(*args)
         prompts.write_text("\n".join(reversed(PROMPTS)) + "\n")  # same length, rows reordered
         return done
 
-    monkeypatch.setattr(in_process, "process_shard", rewrite_after_the_first)
+    monkeypatch.setattr(in_process, "write_run", rewrite_after_the_first)
+    # batches of one shard: the next shard's rows are read after the first is written
     code = cli.main(["generate", "--prompts", str(prompts), "--out", str(out), "--preset", "tiny", "--steps", "2",
-                     "--num-frames", "6", "--shard-size", "2", "--workers", "0"])
+                     "--num-frames", "6", "--shard-size", "2", "--batch-size", "2", "--workers", "0"])
     assert prompts.stat().st_size == size
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("motionfleet")]
     assert code == 1 and len(err) == 1 and "2 shard(s) failed" in err[0]
