@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from motionfleet.core.io.inputs import text_lines
+from motionfleet.core.options import UsageError
 from motionfleet.core.shards import RangeItems, shard_size_for
 from motionfleet.dhvae.family import plan
 from motionfleet.dhvae.runner import GenerateSettings, ModelSpec
@@ -75,9 +76,13 @@ def test_text_plan_yields_the_old_items_and_splits_like_text_lines(tmp_path):
     path.write_bytes(data)
     _, items = plan_items(path, 2, 333)
     assert items == old_items(_records_from_text(text_lines(data, "p")), 2)
-    for edge in (b"", b"\n", b"\n\n", b"\r\n", b"a", b"a\n\nb\n"):
+    for edge in (b"\n\n", b"\r\n", b"a", b"a\n\nb\n"):
         path.write_bytes(edge)
         assert plan_items(path, 1)[1] == old_items(_records_from_text(text_lines(edge, "p")), 1), edge
+    for empty in (b"", b"\n"):  # a file that names no prompt is a usage error (tests/test_contract.py)
+        path.write_bytes(empty)
+        with pytest.raises(UsageError, match="holds no prompt"):
+            plan_items(path, 1)
 
 
 def test_parquet_plan_reads_only_its_row_groups_and_yields_the_old_items(tmp_path):
@@ -108,10 +113,10 @@ def test_refine_estimates_plan_is_descriptors_and_yields_the_old_items(tmp_path,
     path = tmp_path / "estimates.parquet"
     pq.write_table(table, path, row_group_size=250)
     settings = RefineSettings(control=control)
-    spec = model_spec("tiny", None, 0, None, None)
+    spec = model_spec("small", None, 0, None, None)
     shards = refine_plan(str(path), spec, settings, shard_size, 1, tmp_path).shards
     items = [item for shard in shards for item in pickle.loads(pickle.dumps(shard.items))]
-    old = mark_duplicate_ids([record_from_row(i, row) for i, row in enumerate(table.to_pylist())])
+    old = mark_duplicate_ids([record_from_row(i, row, str(path.parent)) for i, row in enumerate(table.to_pylist())])
     assert items == refine_items(old, control)
     assert all(isinstance(s.items, RangeItems) and len(pickle.dumps(s)) < 400 + 16 * len(s.items.rows.duplicates)
                for s in shards)
