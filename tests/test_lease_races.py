@@ -209,19 +209,3 @@ def test_the_api_from_two_threads_on_one_folder_refuses_one(tmp_path, monkeypatc
     release.set()
     first.join()
     assert len(errors) == 1 and sorted(read_results(str(out)).column("sample_id").to_pylist()) == ["0", "1"]
-
-
-def test_the_api_from_two_threads_on_two_folders_shares_one_embedded_ray(tmp_path):
-    """Both threads start the embedded Ray at once (before: the second ray.init raised); both jobs finish."""
-    errors = []
-    threads = [threading.Thread(target=api_job, args=(tmp_path / name, 1, errors)) for name in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    from motionfleet.core.execution.ray import cluster
-    cluster.disconnect()
-    assert errors == []
-    for name in ("a", "b"):
-        assert sorted(read_results(str(tmp_path / name)).column("sample_id").to_pylist()) == ["0", "1"]
-
