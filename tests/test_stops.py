@@ -120,7 +120,15 @@ def test_sigterm_on_ray_stops_the_embedded_cluster_and_the_rerun_gives_each_prom
     assert_rerun_gives_each_prompt_once([*argv[:-1], "0"], out, before)  # in process: same job, same bytes
 
 
-def test_sigterm_raises_terminated_once_and_the_handler_before_comes_back(monkeypatch):
+@pytest.fixture
+def default_sigterm():
+    """SIGTERM as a fresh process has it: an earlier test's ray.init leaves Ray's handler installed."""
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_raises_terminated_once_and_the_handler_before_comes_back(monkeypatch, default_sigterm):
     from motionfleet.core.io import interrupts
 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -138,7 +146,7 @@ def test_sigterm_raises_terminated_once_and_the_handler_before_comes_back(monkey
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def test_the_python_api_runs_a_job_with_sigterm_turned_into_terminated(monkeypatch, tmp_path):
+def test_the_python_api_runs_a_job_with_sigterm_turned_into_terminated(monkeypatch, tmp_path, default_sigterm):
     from motionfleet.core import jobs
     from motionfleet.core.io import interrupts
 
