@@ -7,7 +7,7 @@
   the fault policy (``policy``), the ledger that commits through the job folder and the progress
   bar (``ledger``), planning work (``planning``);
 * the two executors: ``in_process`` (no Ray) and ``ray.scheduler``. ``executor_for`` chooses one,
-  and is the one place that imports the ``ray`` package: nothing else here imports Ray, so the
+  and it and ``worker_layout`` (a cluster's resources) are the only imports of the ``ray`` package here, so the
   in-process path and the command line never load it.
 """
 
@@ -45,7 +45,9 @@ def worker_layout(requested: int | str, address: Optional[str], device: str) -> 
     if requested != "auto":
         return int(requested), "as asked"
     if address is not None or os.environ.get("RAY_ADDRESS"):
-        return executor_for(1).auto_workers(address, device)
+        from motionfleet.core.execution.ray.scheduler import RayExecutor  # a cluster's resources: only Ray knows them
+
+        return RayExecutor.auto_workers(address, device)
     if device == "cuda":
         import torch
 

@@ -40,10 +40,5 @@ class Executor(ABC):
             return list(pool.map(fn, items))
 
     @classmethod
-    def auto_workers(cls, address: Optional[str], device: str) -> tuple[int, str]:
-        """(workers, why) for ``--workers auto`` on the cluster at ``address``."""
-        raise NotImplementedError(f"{cls.__name__} runs no cluster")
-
-    @classmethod
     def shutdown(cls) -> None:
         """Release what the executor holds beyond a run (a Ray cluster)."""
