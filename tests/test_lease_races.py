@@ -209,3 +209,38 @@ def test_the_api_from_two_threads_on_one_folder_refuses_one(tmp_path, monkeypatc
     release.set()
     first.join()
     assert len(errors) == 1 and sorted(read_results(str(out)).column("sample_id").to_pylist()) == ["0", "1"]
+
+
+TWO_THREADS_TWO_FOLDERS = """
+import sys, threading
+import motionfleet
+from motionfleet.core.jobfolder.sink import read_results
+
+errors = []
+
+def job(out):
+    try:
+        motionfleet.generate(["two people hug", "they shake hands"], out=out, preset="tiny", steps=2, batch_size=2,
+                             num_frames=6, shard_size=1, workers=1)
+    except Exception as err:
+        errors.append(repr(err))
+
+outs = [sys.argv[1] + "/a", sys.argv[1] + "/b"]
+threads = [threading.Thread(target=job, args=(out,)) for out in outs]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("errors", errors)
+print("rows", [sorted(read_results(out).column("sample_id").to_pylist()) for out in outs])
+"""
+
+
+def test_the_api_from_two_threads_on_two_folders_shares_one_embedded_ray(tmp_path):
+    """Both threads of a user's program start the embedded Ray at once (before: the second ray.init raised);
+    both jobs finish with every row. Its own interpreter, as a user's program has: in pytest's process an
+    earlier test's Ray state would be shared."""
+    result = subprocess.run([sys.executable, "-c", TWO_THREADS_TWO_FOLDERS, str(tmp_path)], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "errors []" in result.stdout and "rows [['0', '1'], ['0', '1']]" in result.stdout, result.stdout + result.stderr[-2000:]

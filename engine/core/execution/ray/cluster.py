@@ -15,11 +15,17 @@ folder): nothing here changes them. Without it the job starts an embedded single
 
 ``ray.init`` is process-wide, so ``connect`` and ``disconnect`` hold one lock: jobs started from
 several threads of one process (the Python API) share the one cluster the first of them started.
+Ray starts the embedded GCS and raylet with ``PR_SET_PDEATHSIG``, which Linux fires when the
+*thread* that started them exits, not the process: started from a job's thread, the cluster died
+with it when that job ended, and another thread's job lost its GCS and Ray aborted the process
+(measured: ``tests/test_lease_races.py``, two API threads). So a keeper thread starts it and lives
+until ``disconnect``.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import socket
@@ -63,6 +69,7 @@ def disconnect() -> None:
         if ray.is_initialized():
             ray.shutdown()
         if _embedded:
+            _embedded.pop("keeper").set()
             if _embedded.get("reaper") is not None:
                 _embedded["reaper"].kill()
                 _embedded["reaper"].wait()
@@ -113,8 +120,29 @@ def _start_embedded() -> None:
     remove_stale_temp_dirs()
     temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     _embedded.update(temp_dir=temp_dir, environ=_private_auth())
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _temp_dir=temp_dir)
+    _embedded["keeper"] = threading.Event()
+    start = lambda: ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _temp_dir=temp_dir)
+    _run_in_keeper_thread(start, _embedded["keeper"])
     _embedded["reaper"] = reaper.watch(os.getpid())
+
+
+def _run_in_keeper_thread(start: Callable[[], object], stop: threading.Event) -> None:
+    """``start()`` in a daemon thread that then waits for ``stop`` (see the module doc); its error is raised here."""
+    outcome: queue.Queue = queue.Queue(maxsize=1)
+
+    def keep() -> None:
+        try:
+            start()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            outcome.put(err)
+            return
+        outcome.put(None)
+        stop.wait()
+
+    threading.Thread(target=keep, name="motionfleet-ray-keeper", daemon=True).start()
+    error = outcome.get()
+    if error is not None:
+        raise error
 
 
 def _private_auth() -> dict:
