@@ -17,8 +17,10 @@ from motionfleet.core import registry
 from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, executor_for, shard_done_from_summary, worker_layout
 from motionfleet.core.execution.planning import planning
 from motionfleet.core.execution.policy import output_errors
+from motionfleet.core.execution.stages import Stage, committed_files, stage_location
 from motionfleet.core.jobfolder.report import build_report, read_report, utc_now, write_report
 from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
+from motionfleet.core.runtime.stopwatch import total
 from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option, workers_option
 from motionfleet.core.shards import Shard
 
@@ -138,14 +140,16 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
                          address=address, device=device or config.device, unit=family.unit,
                          batch_items=getattr(config, "batch_size", 1),
                          policy=FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout))
-    ran, failed, done, wall = run_shards(context, plan.shards, WarmWorker(family.runner, spec, config))
-    stored = None if ran or failed else read_report(out)
+    shards, stages = run_stages(plan.stages, plan.shards, context, spec, config)
+    ran, failed, done, wall = run_shards(context, shards, WarmWorker(family.runner, spec, config))
+    ran_stages = any(s["shards"]["run"] or s["shards"]["failed"] for s in stages.values())
+    stored = None if ran or failed or ran_stages else read_report(out)
     if stored is not None:
         return CommittedBefore(stored)
     settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
     report = build_report(family, plan, {**settings, "workers": requested}, ran, failed, done, wall, started_at,
                           {"requested": requested, "resolved": workers, "layout": layout}, command_line, out)
-    report = write_report(out, report)
+    report = write_report(out, {**report, "stages": stages} if stages else report)
     return report if ran or failed else CommittedBefore(report)
 
 
@@ -162,6 +166,24 @@ def ran_nothing(report: dict) -> bool:
 def check_out(out: str | Path) -> None:
     if Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"--out {out} is a file; give a folder (it is created if missing)")
+
+
+def run_stages(stages: tuple[Stage, ...], shards: list[Shard], context: RunContext, spec: Any,
+               config: Any) -> tuple[list[Shard], dict]:
+    """Run each stage's shards into its own job folder (``execution.stages``), before the job's;
+    returns the job's shards with what they read from the stages, and each stage's report part."""
+    reports = {}
+    for stage in stages:
+        job = {"job": context.job["job"], "stage": stage.name, **stage.job}
+        stage_context = dataclasses.replace(context, out_dir=stage_location(context.out_dir, stage.name), job=job)
+        ran, failed, done, wall = run_shards(stage_context, stage.shards, WarmWorker(stage.runner, spec, config))
+        shards = stage.attach(shards, committed_files(stage_context.out_dir))
+        timing = total([d.timings for d in done])
+        reports[stage.name] = {"shards": {"run": len(ran), "failed": len(failed), "committed": len(done),
+                                          "total": len(stage.shards)},
+                               "rows": {"results": sum(d.results for d in done), "rejected": sum(d.rejected for d in done)},
+                               "wall_s": wall, "seconds": timing.seconds, "counts": timing.counts}
+    return shards, reports
 
 
 def run_shards(context: RunContext, shards: list[Shard], make_worker: Callable) -> tuple[list, list, list, float]:

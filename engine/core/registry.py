@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from motionfleet.core.execution.stages import Stage
 from motionfleet.core.options import Option, UsageError
 from motionfleet.core.shards import Shard
 
@@ -28,11 +29,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class Plan:
-    """A job before any work: its shards and the description that decides the output bytes
-    (model, weights, settings, inputs; not batch size, workers or scheduling)."""
+    """A job before any work: its shards, the description that decides the output bytes
+    (model, weights, settings, inputs; not batch size, workers or scheduling) and the stages its
+    shards read, run before them (``execution.stages``)."""
 
     shards: list[Shard]
     job: dict
+    stages: tuple[Stage, ...] = ()
 
 
 @dataclass(frozen=True)

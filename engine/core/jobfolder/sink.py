@@ -59,8 +59,9 @@ REJECTED_DIR = "rejected"
 COMMITS_DIR = "commits"
 TABLES = (RESULTS_DIR, REJECTED_DIR)
 # Everything the engine names at the top of a job folder (``failures``: shards that failed after
-# their retries; ``demo_videos``: the synthetic corpus of ``reconstruct --demo``).
-ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos"}
+# their retries; ``demo_videos``: the synthetic corpus of ``reconstruct --demo``; ``stages``: the
+# job folders of the stages its shards read, ``execution.stages``).
+ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos", "stages"}
 CACHE_FILE = re.compile(r"^_records-[0-9a-f]{16}\.parquet$")
 ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16})\.parquet$")
 SHARD_ID = re.compile(r"^[A-Za-z0-9_-]+$")
