@@ -167,3 +167,19 @@ def test_the_same_rows_whatever_the_job_shard_size(staged, tmp_path):
         assert square(numbers, out, tmp_path / f"calls{size}", "--shard-size", size) == 0
         tables.append(pq.read_table(out / "results").sort_by("number_id"))
     assert tables[0].equals(tables[1])
+
+
+def test_verify_checks_the_stage_folders_too(staged, tmp_path, capsys):
+    numbers, out = tmp_path / "n.txt", tmp_path / "out"
+    numbers.write_text("2 3")
+    assert square(numbers, out, tmp_path / "calls.txt") == 0
+    assert cli.main(["verify", str(out)]) == 0
+    (victim,) = [p for p in (out / "stages" / "squares" / "results").glob("n-1.*.parquet")]
+    victim.write_bytes(victim.read_bytes()[:-3])
+    capsys.readouterr()
+    assert cli.main(["verify", str(out)]) == 1
+    assert "damaged stages/squares/n-1:" in capsys.readouterr().out
+    assert cli.main(["verify", str(out), "--repair"]) == 0  # what stays committed is whole
+    assert square(numbers, out, tmp_path / "calls2.txt") == 0  # the damaged stage shard is computed again
+    assert (tmp_path / "calls2.txt").read_text().split() == ["3"]
+    assert cli.main(["verify", str(out)]) == 0

@@ -20,8 +20,8 @@ from motionfleet.core.execution.policy import output_errors
 from motionfleet.core.execution.stages import Stage, committed_files, stage_location
 from motionfleet.core.jobfolder.report import build_report, read_report, utc_now, write_report
 from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
-from motionfleet.core.runtime.stopwatch import total
 from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option, workers_option
+from motionfleet.core.runtime.stopwatch import total
 from motionfleet.core.shards import Shard
 
 DEVICES = ("auto", "cpu", "cuda")

@@ -21,11 +21,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from motionfleet.core.jobfolder.sink import committed_records
+from motionfleet.core.jobfolder.sink import STAGES_DIR, committed_records
 from motionfleet.core.jobfolder.storage import Storage
 from motionfleet.core.shards import Shard
-
-STAGES_DIR = "stages"
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ TABLES = (RESULTS_DIR, REJECTED_DIR)
 # Everything the engine names at the top of a job folder (``failures``: shards that failed after
 # their retries; ``demo_videos``: the synthetic corpus of ``reconstruct --demo``; ``stages``: the
 # job folders of the stages its shards read, ``execution.stages``).
-ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos", "stages"}
+STAGES_DIR = "stages"
+ENGINE_NAMES = {JOB, REPORT, RESULTS_DIR, REJECTED_DIR, COMMITS_DIR, LOCK_DIR, FAILED_DIR, "demo_videos", STAGES_DIR}
 CACHE_FILE = re.compile(r"^_records-[0-9a-f]{16}\.parquet$")
 ATTEMPT_FILE = re.compile(r"^(?P<shard>[A-Za-z0-9_-]+)\.(?P<attempt>[0-9a-f]{16})\.parquet$")
 SHARD_ID = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -431,6 +432,20 @@ def verify_folder(location: str, repair: bool = False) -> dict:
     if storage.size(JOB) is None:
         raise UnrelatedFolder(f"{location} is not a motionfleet job folder (no {JOB})")
     read_job(storage)
+    found = _verified_with_lease(storage, repair)
+    for stage in _stage_folders(storage):  # each is a job folder of its own (``execution.stages``)
+        for name, problems in verify_folder(stage, repair)["damaged"].items():
+            found["damaged"][f"{stage[len(storage.location) + 1:]}/{name}"] = problems
+    return found
+
+
+def _stage_folders(storage: Storage) -> list[str]:
+    """The locations of ``stages/<name>`` folders that hold a job (names this engine gives only)."""
+    names = [n for n, size in storage.listing(STAGES_DIR).items() if size is None and SHARD_ID.match(n)]
+    return [f"{storage.location}/{STAGES_DIR}/{n}" for n in sorted(names) if storage.size(f"{STAGES_DIR}/{n}/{JOB}") is not None]
+
+
+def _verified_with_lease(storage: Storage, repair: bool) -> dict:
     if not repair:
         return _verified(storage, repair=False)
     lease = Lease(storage, owner="verify --repair")
