@@ -45,6 +45,13 @@ OPTIONS = (
     int_option("seed", 0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0),
     file_option("backbone_weights", "torchvision-format ResNet-50 weights file", existing_file),
     file_option("estimator_weights", "feature projection + regression head weights file", existing_file),
+    file_option("detector_weights", "YOLOX / ByteTrack person detector ({'model': state_dict}, e.g. ByteTrack's "
+                "bytetrack_x_mot17.pth.tar): videos without a track file are detected, tracked and paired", existing_file),
+    float_option("detector_confidence", 0.23, "objectness x class score a detection needs (CloseInt's demo: 0.23)",
+                 low=0.0, high=1.0),
+    int_option("detect_every", 1, "detect every k-th frame; the tracker bridges the frames between", low=1),
+    int_option("max_gap", 15, "frames one of the pair may be missing and still be interpolated; a clip holding a "
+               "longer gap is rejected (pair_lost)", low=0),
     file_option("body_models", "folder with smpl/SMPL_NEUTRAL.pkl (default: a cached synthetic SMPL)"),
     file_option("estimates", "upstream Parquet of per-frame image features / initial estimates / aux joints",
                 existing_file),
@@ -57,14 +64,16 @@ OPTIONS = (
 def build(v: dict) -> tuple[ReconstructSpec, ReconstructSettings]:
     spec = ReconstructSpec(preset=v["preset"], checkpoint=v["checkpoint"], dummy_seed=v["dummy_seed"],
                            backbone_weights=v["backbone_weights"], estimator_weights=v["estimator_weights"],
-                           body_models=v["body_models"], estimates=v["estimates"], text_encoder=v["text_encoder"],
+                           detector_weights=v["detector_weights"], body_models=v["body_models"], estimates=v["estimates"],
+                           text_encoder=v["text_encoder"],
                            text_encoder_weights=v["text_encoder_weights"])
     settings = ReconstructSettings(
         target_fps=v["fps"], stride=v["stride"], crop_size=v["crop_size"], max_frame_size=v["max_frame_size"],
         clips_per_shard=DEFAULT_CLIPS_PER_SHARD, steps=v["steps"], eta=v["eta"], sigma=v["sigma"],
         guidance_scale=v["guidance_scale"], guidance_penetration=v["guidance_penetration"],
         guidance_aux=v["guidance_aux"], joint_radius=v["joint_radius"], seed=v["seed"], batch_size=v["batch_size"],
-        prefetch_clips=v["prefetch_clips"], device=v["device"], backend=v["backend"], precision=v["precision"])
+        prefetch_clips=v["prefetch_clips"], device=v["device"], backend=v["backend"], precision=v["precision"],
+        detector_confidence=v["detector_confidence"], detect_every=v["detect_every"], max_gap=v["max_gap"])
     return spec, settings
 
 
@@ -83,8 +92,8 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
         probe_model(spec.checkpoint)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
-    shards, job = plan_job(corpus, spec, settings)
-    return Plan(shards, job)
+    shards, job, stages = plan_job(corpus, spec, settings)
+    return Plan(shards, job, stages)
 
 
 FAMILY = Family(

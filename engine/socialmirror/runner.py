@@ -79,9 +79,11 @@ from motionfleet.socialmirror.pair_guidance import (
 )
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
 from motionfleet.socialmirror.source import ClipSlot, ClipSpan, slots_span
+from motionfleet.socialmirror.track_stage import lost_in_clip, stage_tracks
 from motionfleet.socialmirror.video import (
     Clip,
     DecodeStats,
+    Tracks,
     check_index,
     crop_people,
     iter_clips,
@@ -114,6 +116,7 @@ class DecodedClip:
     tracks_source: str
     crops: Optional[torch.Tensor]
     decode_s: float = 0.0  # seconds the CPU stage spent making it (open, decode, resample, crop)
+    lost: tuple[int, ...] = ()  # source frames it owns where the tracked pair is lost (it is rejected)
 
 
 def prepare_clip(index: int, clip: Clip, crop_size: int, with_crops: bool) -> DecodedClip:
@@ -133,7 +136,7 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
     start = time.perf_counter()
     info = probe_video(span.path)
     check_index(span.path)
-    tracks = read_tracks(span.track_path, (info.width, info.height)) if span.track_path else None
+    tracks, lost = span_tracks(span, (info.width, info.height))
     stats = DecodeStats()
     frames = iter_frames(span.path, settings.target_fps, max_size=settings.max_frame_size, stats=stats,
                          start_frame=span.first_clip * settings.stride)
@@ -143,11 +146,21 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
             if span.end_clip is not None and index >= span.end_clip:
                 return
             decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+            decoded.lost = tuple(lost_in_clip(lost, clip.source_indices, clip.owned & clip.mask))
             decoded.decode_s = time.perf_counter() - start
             yield decoded
             start = time.perf_counter()
     if stats.truncated:
         raise RejectedInput(f"truncated: {stats.note}")
+
+
+def span_tracks(span: ClipSpan, frame_size: tuple[int, int]) -> tuple[Optional[Tracks], np.ndarray]:
+    """(the pair's tracks, source frames where the pair is lost): from the job's tracks stage, the
+    user's track file, or none (full-frame boxes)."""
+    if span.tracked_by_stage:
+        staged = stage_tracks(span.stage_tracks)
+        return staged.tracks, staged.lost
+    return (read_tracks(span.track_path, frame_size) if span.track_path else None), np.empty(0, dtype=np.int64)
 
 
 def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
@@ -156,6 +169,13 @@ def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
     convolution of a fixed chunk does not, and whole chunks in parallel keep every core busy. On
     CUDA the chunks run in turn (None)."""
     return fixed_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
+
+
+def lost_pair_row(span: ClipSpan, clip: DecodedClip) -> dict:
+    where = {"path": span.path, "clip": clip.index}
+    return rejections.rejected_row("video_id", span.video_id, 0, where,
+                                   f"pair_lost: one of the pair is missing at source frames {clip.lost[0]}..{clip.lost[-1]}, "
+                                   f"a gap longer than --max-gap")
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -224,9 +244,9 @@ class Reconstructor:
         start = time.perf_counter()
         span = slots_span(items)
         timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0, "clips_decoded_elsewhere": 0})
+        rejected: list[dict] = []
         try:
-            columns = self.reconstruct_span(span, timings)
-            rejected = []
+            columns = self.reconstruct_span(span, timings, rejected)
         except RejectedInput as err:
             where = {"path": span.path, "first_clip": span.first_clip, "end_clip": span.end_clip}
             columns, rejected = [], [rejections.rejected_row("video_id", span.video_id, 0, where, err.reason)]
@@ -238,8 +258,9 @@ class Reconstructor:
         timings.seconds["shard"] = time.perf_counter() - start
         return results, rejections.rejected_table(rejected, "video_id"), timings
 
-    def reconstruct_span(self, span: ClipSpan, timings: Timings) -> list[dict]:
-        """Column chunks of the span's rows; raises RejectedInput for a bad video."""
+    def reconstruct_span(self, span: ClipSpan, timings: Timings, rejected: list[dict]) -> list[dict]:
+        """Column chunks of the span's rows, a rejected row in ``rejected`` for each clip where the
+        tracked pair is lost; raises RejectedInput for a bad video."""
         if span.error:
             raise RejectedInput(span.error)
         estimates = self.upstream.for_video(span.video_id) if self.upstream else None
@@ -255,6 +276,10 @@ class Reconstructor:
                 timings.seconds["decode"] += decoded.decode_s
                 timings.counts["clips"] += 1
                 timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
+                if decoded.lost:
+                    rejected.append(lost_pair_row(span, decoded))
+                    progress.items_done(1)
+                    continue
                 pending.append(decoded)
                 if len(pending) == self.settings.batch_size:
                     columns.append(self.model_batch(pending, estimates, text, span, source, clock))

@@ -10,13 +10,14 @@ from motionfleet.socialmirror.pair_guidance import GuidanceWeights
 
 @dataclass(frozen=True)
 class ReconstructSpec:
-    """Which weights: denoiser, backbone, estimator head, body model, upstream estimates, text encoder."""
+    """Which weights: denoiser, backbone, estimator head, detector, body model, upstream estimates, text encoder."""
 
     preset: str = "released"
     checkpoint: Optional[str] = None
     dummy_seed: int = 0
     backbone_weights: Optional[str] = None
     estimator_weights: Optional[str] = None
+    detector_weights: Optional[str] = None
     body_models: Optional[str] = None
     estimates: Optional[str] = None
     text_encoder: str = "minilm"
@@ -40,6 +41,9 @@ class ReconstructSettings:
     seed: int = 0
     batch_size: int = 4
     prefetch_clips: int = 4
+    detector_confidence: float = 0.23
+    detect_every: int = 1
+    max_gap: int = 15
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"

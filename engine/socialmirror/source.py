@@ -22,16 +22,19 @@ from motionfleet.common.text import CONDITION_DIM
 from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.execution.planning import map_ordered
+from motionfleet.core.execution.stages import Stage, StageFiles
 from motionfleet.core.io import digests
 from motionfleet.core.io.digests import content_sha256, listing_sha256, weights_digest
 from motionfleet.core.shards import Shard
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
+from motionfleet.socialmirror.track_stage import STAGE, VideoToTrack, VideoTracker
 from motionfleet.socialmirror.video import VideoItem, check_index, list_videos, probe_video
 
 # The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
 # it bounds how many frames the plan believes a small file that claims a long duration.
 MIN_BYTES_PER_FRAME = 8
+TRACKS_SETTINGS = ("target_fps", "detector_confidence", "detect_every", "max_gap")  # what decides the tracks
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class ClipSpan:
     first_clip: int
     end_clip: Optional[int]
     error: Optional[str] = None  # why the video is rejected before it is opened (``VideoItem.error``)
+    tracked_by_stage: bool = False  # its boxes come from the job's tracks stage (``track_stage``)
+    stage_tracks: Optional[StageFiles] = None  # that stage's files for the video (``attach_tracks``)
 
 
 @dataclass(frozen=True)
@@ -93,28 +98,53 @@ def video_clips(video: VideoItem, clip_len: int, settings: ReconstructSettings) 
     return (None if video.error else planned_clips(video.path, clip_len, settings)) or 1
 
 
-def video_spans(video: VideoItem, caption: Optional[str], total: int,
-                settings: ReconstructSettings) -> list[tuple[ClipSpan, int]]:
+def video_spans(video: VideoItem, caption: Optional[str], total: int, settings: ReconstructSettings,
+                detect: bool) -> list[tuple[ClipSpan, int]]:
     """(span, planned clip count) of each shard of one video of ``total`` planned clips."""
     size = settings.clips_per_shard
     track = str(video.track_path) if video.track_path else None
     firsts = list(range(0, total, size))
+    staged = detect and track is None and video.error is None
     return [(ClipSpan(video.video_id, str(video.path), track, caption, first,
-                      firsts[i + 1] if i + 1 < len(firsts) else None, video.error), min(size, total - first))
+                      firsts[i + 1] if i + 1 < len(firsts) else None, video.error, staged), min(size, total - first))
             for i, first in enumerate(firsts)]
 
 
+def video_shard_id(number: int) -> str:
+    """The tracks stage's shard of the ``number``-th video; its clip shards' ids start with it."""
+    return f"video-{number:06d}"
+
+
+def tracks_stage(videos: list[VideoItem], job: dict) -> Stage:
+    """The stage that detects and tracks each video without a user's track file (``track_stage``)."""
+    shards = [Shard(video_shard_id(number), (VideoToTrack(v.video_id, str(v.path)),))
+              for number, v in enumerate(videos) if v.track_path is None and v.error is None]
+    return Stage(STAGE, shards, job, VideoTracker, attach_tracks)
+
+
+def attach_tracks(shards: list[Shard], files: dict[str, StageFiles]) -> list[Shard]:
+    """Each clip shard tracked by the stage with its video's stage files (None: the stage failed on it)."""
+    attached = []
+    for shard in shards:
+        span = shard.items[0].span
+        if span.tracked_by_stage:
+            span = replace(span, stage_tracks=files.get(shard.shard_id.split("-clips-")[0]))
+            shard = Shard(shard.shard_id, tuple(replace(slot, span=span) for slot in shard.items))
+        attached.append(shard)
+    return attached
+
+
 def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int,
-                settings: ReconstructSettings) -> list[Shard]:
+                settings: ReconstructSettings, detect: bool = False) -> list[Shard]:
     if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
         raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
     shards = []
     # Probing opens every video: in parallel, on the cluster's CPUs when the job runs on Ray.
     totals = map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
     for number, (video, total) in enumerate(zip(videos, totals)):
-        for span, count in video_spans(video, captions.get(video.video_id), total, settings):
+        for span, count in video_spans(video, captions.get(video.video_id), total, settings, detect):
             slots = tuple(ClipSlot(span, span.first_clip + k, k == count - 1) for k in range(count))
-            shards.append(Shard(f"video-{number:06d}-clips-{span.first_clip:06d}", slots))
+            shards.append(Shard(f"{video_shard_id(number)}-clips-{span.first_clip:06d}", slots))
     return shards
 
 
@@ -142,11 +172,13 @@ def weight_files(spec: ReconstructSpec) -> dict:
     """The content digest of every weights file the spec names (None: dummy or synthetic)."""
     body = find_model_file("smpl", spec.body_models) if spec.body_models else None
     return {"backbone": weights_digest(spec.backbone_weights), "estimator": weights_digest(spec.estimator_weights),
+            "detector": weights_digest(spec.detector_weights),
             "text_encoder": weights_digest(spec.text_encoder_weights), "body_model": weights_digest(body)}
 
 
-def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSettings) -> tuple[list[Shard], dict]:
-    """(shards, job description) of a corpus; the description decides the output bytes."""
+def plan_job(corpus: str | Path, spec: ReconstructSpec,
+             settings: ReconstructSettings) -> tuple[list[Shard], dict, tuple[Stage, ...]]:
+    """(shards, job description, stages) of a corpus; the description decides the output bytes."""
     videos = list_videos(corpus)
     captions = read_captions(corpus, videos)
     config = socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
@@ -154,7 +186,8 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSet
         raise ValueError(f"captions give {CONDITION_DIM}-dim text features; preset {spec.preset} takes "
                          f"{config.text_feature_dim}")
     clip_len = config.frames
-    shards = plan_shards(videos, captions, clip_len, settings)
+    detect = spec.detector_weights is not None
+    shards = plan_shards(videos, captions, clip_len, settings, detect)
     job = {
         "model": asdict(spec), "model_name": model_name(spec),
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
@@ -163,4 +196,11 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec, settings: ReconstructSet
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
         "inputs": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
     }
-    return shards, job
+    stages = (tracks_stage(videos, tracks_job(spec, settings, job["inputs"])),) if detect else ()
+    return shards, job, stages
+
+
+def tracks_job(spec: ReconstructSpec, settings: ReconstructSettings, inputs: dict) -> dict:
+    """What decides the tracks stage's rows."""
+    return {"detector": weights_digest(spec.detector_weights), "inputs": inputs,
+            "settings": {k: getattr(settings, k) for k in TRACKS_SETTINGS}}

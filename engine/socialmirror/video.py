@@ -629,11 +629,14 @@ class Tracks:
     """Boxes of person 0 and person 1 keyed by source frame index.
 
     ``frames[p]`` is a sorted ``(N_p,)`` int64 array of source frame indices and ``boxes[p]`` the
-    matching ``(N_p, 4)`` float64 ``x0, y0, x1, y1`` in source-video pixels.
+    matching ``(N_p, 4)`` float64 ``x0, y0, x1, y1`` in source-video pixels. ``source`` says where
+    they come from (rows' ``tracks_source``): ``"file"`` (a user's track file) or ``"detector"``
+    (the job's tracks stage, ``track_stage``).
     """
 
     frames: tuple[np.ndarray, np.ndarray]
     boxes: tuple[np.ndarray, np.ndarray]
+    source: str = "file"
 
     def boxes_at(self, source_indices: np.ndarray) -> np.ndarray:
         """``(L, 2, 4)`` float32 boxes at the given source frames: linear interpolation between
@@ -739,8 +742,8 @@ class Clip:
     float32 ``x0, y0, x1, y1`` per person in ``frames`` pixels. Slots past the end of the video
     repeat the last frame and have ``mask`` False. ``owned`` marks the frames this clip is
     responsible for writing: over all clips of a video every frame is owned exactly once.
-    ``tracks_source`` is ``"file"`` or ``"full_frame"`` (no track file: both boxes are the
-    whole frame).
+    ``tracks_source`` is the tracks' ``source`` (``"file"``, ``"detector"``) or ``"full_frame"``
+    (no tracks: both boxes are the whole frame).
     """
 
     start_frame: int
@@ -811,7 +814,7 @@ def _clip_boxes(frames: list[Frame], source_indices: np.ndarray, tracks: Tracks 
         whole = np.array([0, 0, width, height], dtype=np.float32)
         return np.broadcast_to(whole, (len(frames), 2, 4)).copy(), "full_frame"
     scale = np.array([[sx, sy, sx, sy] for sx, sy in (f.scale for f in frames)], dtype=np.float32)
-    return tracks.boxes_at(source_indices) * scale[:, None, :], "file"
+    return tracks.boxes_at(source_indices) * scale[:, None, :], tracks.source
 
 
 # ----------------------------------------------------------------------------- crops

@@ -1,0 +1,168 @@
+"""reconstruct's tracks stage: per video, find the people, track them and keep the pair.
+
+Runs once per video before its clips (a stage shard ``video-<n>``, ``core.execution.stages``),
+on the worker's device::
+
+    decode         the frames the clips see (target fps), capped at the detector's test size
+    detect         YOLOX on every ``detect_every``-th frame, ``batch_size`` frames a call
+    track          ByteTrack over the whole video, then the pair (``tracking``)
+    rows           per frame and person its box; a frame where the pair is lost, one row of person -1
+
+Every clip shard of the video reads these rows (``stage_tracks``): a video's identities are
+computed once and never depend on the shard size, the worker count or the batch size. A video
+where fewer than two people are ever found is rejected here with the reason, and its clip shards
+reject their clips with the same reason; a clip that holds a frame where the pair is lost (a gap
+longer than ``max_gap``) is rejected (``pair_lost``) and the video's other clips go on.
+
+Where CloseInt's demo differs: it tracks with SAMURAI from the first frame's boxes; we track
+everyone with ByteTrack and keep the closest pair, as SocialMirror's supplementary (sec. 1.1) does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+
+from motionfleet.core.errors import RejectedInput
+from motionfleet.core.execution.stages import StageFiles
+from motionfleet.core.io import rejections
+from motionfleet.core.runtime.stopwatch import Timings
+from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
+from motionfleet.socialmirror.video import Tracks, check_index, iter_frames, probe_video
+
+STAGE = "tracks"
+LOST = -1  # the person of a row that marks a frame where the pair is lost
+SCHEMA = pa.schema([("video_id", pa.string()), ("frame", pa.int64()), ("person", pa.int8()), ("x0", pa.float64()),
+                    ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
+
+
+@dataclass(frozen=True)
+class VideoToTrack:
+    """A tracks-stage item: one whole video."""
+
+    video_id: str
+    path: str
+
+
+@dataclass(frozen=True)
+class StageTracks:
+    """What a clip shard reads of its video's tracks stage: the pair's tracks and the source frames
+    where the pair is lost."""
+
+    tracks: Tracks
+    lost: np.ndarray
+
+
+def stage_tracks(files: Optional[StageFiles]) -> StageTracks:
+    """The tracks a video's stage shard committed; ``RejectedInput`` with the stage's reason when it
+    rejected the video, or when it failed after its retries (``files`` None)."""
+    if files is None:
+        raise RejectedInput(f"tracks_failed: the {STAGE} stage failed on this video after its retries "
+                            f"(see stages/{STAGE}/failed); rerun the job to try it again")
+    table = files.read()
+    if table.num_rows == 0:
+        reasons = files.read("rejected").column("reason").to_pylist()
+        raise RejectedInput(reasons[0] if reasons else f"no_pair: the {STAGE} stage found no pair")
+    return tracks_from_table(table)
+
+
+def tracks_from_table(table: pa.Table) -> StageTracks:
+    frame, person = table.column("frame").to_numpy(), table.column("person").to_numpy()
+    boxes = np.stack([table.column(c).to_numpy() for c in ("x0", "y0", "x1", "y1")], axis=1)
+    per_person = [np.flatnonzero(person == p) for p in (0, 1)]
+    tracks = Tracks(tuple(frame[i] for i in per_person), tuple(boxes[i] for i in per_person), source="detector")
+    return StageTracks(tracks, np.sort(frame[person == LOST]))
+
+
+def tracks_table(video_id: str, tracks: Tracks, lost_frames: np.ndarray) -> pa.Table:
+    """Rows of the pair's boxes (person 0, then 1, by frame) and of the lost frames."""
+    columns = {"frame": [], "person": [], "boxes": []}
+    for person in (0, 1):
+        columns["frame"].append(tracks.frames[person])
+        columns["person"].append(np.full(len(tracks.frames[person]), person, dtype=np.int8))
+        columns["boxes"].append(np.asarray(tracks.boxes[person], dtype=np.float64).reshape(-1, 4))
+    columns["frame"].append(np.asarray(lost_frames, dtype=np.int64))
+    columns["person"].append(np.full(len(lost_frames), LOST, dtype=np.int8))
+    columns["boxes"].append(np.full((len(lost_frames), 4), np.nan))
+    frames, boxes = np.concatenate(columns["frame"]), np.concatenate(columns["boxes"])
+    return pa.table({"video_id": pa.array([video_id] * len(frames), pa.string()), "frame": frames,
+                     "person": np.concatenate(columns["person"]),
+                     **{c: boxes[:, k] for k, c in enumerate(("x0", "y0", "x1", "y1"))}}, schema=SCHEMA)
+
+
+def lost_in_clip(lost: np.ndarray, source_indices: np.ndarray, owned: np.ndarray) -> list[int]:
+    """The source frames of a clip's owned slots where the pair is lost."""
+    return sorted(set(source_indices[owned & np.isin(source_indices, lost)].tolist()))
+
+
+class VideoTracker:
+    """The tracks stage's runner: ``run((video,))`` -> (rows, rejected, timings)."""
+
+    def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
+        from motionfleet.common.yolox import load_yolox
+        from motionfleet.socialmirror.detect import Detector, DetectorSettings
+
+        self.settings = settings
+        settings_for_detector = DetectorSettings(confidence=settings.detector_confidence)
+        self.detector = Detector(load_yolox(spec.detector_weights), settings_for_detector, device=settings.device)
+
+    def warm_up(self) -> None:
+        pass
+
+    def run(self, items: tuple[VideoToTrack, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+        (video,) = items
+        timings = Timings({"decode": 0.0, "detect": 0.0, "track": 0.0}, {"frames": 0, "frames_detected": 0})
+        try:
+            rows, rejected = self.track(video, timings), []
+        except RejectedInput as err:
+            rows = SCHEMA.empty_table()
+            rejected = [rejections.rejected_row("video_id", video.video_id, 0, {"path": video.path}, err.reason)]
+        return rows, rejections.rejected_table(rejected, "video_id"), timings
+
+    def track(self, video: VideoToTrack, timings: Timings) -> pa.Table:
+        from motionfleet.socialmirror.tracking import track_pair
+
+        detections, frames_seen = self.detect(video, timings)
+        start = time.perf_counter()
+        pair = track_pair(detections, self.settings.tracking())
+        lost = frames_seen[np.isin(frames_seen, [f for a, b in pair.lost for f in range(a, b + 1)])]
+        timings.seconds["track"] += time.perf_counter() - start
+        return tracks_table(video.video_id, pair.tracks, lost)
+
+    def detect(self, video: VideoToTrack, timings: Timings) -> tuple[dict[int, np.ndarray], np.ndarray]:
+        """Source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded frame;
+        and every decoded frame's source index."""
+        probe_video(video.path)
+        check_index(video.path)
+        detections, seen, batch = {}, [], []
+        start = time.perf_counter()
+        for frame in iter_frames(video.path, self.settings.target_fps, max_size=self.detector.max_input_side):
+            seen.append(frame.source_index)
+            if frame.index % self.settings.detect_every == 0:
+                batch.append(frame)
+            if len(batch) == self.settings.batch_size:
+                timings.seconds["decode"] += time.perf_counter() - start
+                detections.update(self.detect_batch(batch, timings))
+                batch, start = [], time.perf_counter()
+        timings.seconds["decode"] += time.perf_counter() - start
+        if batch:
+            detections.update(self.detect_batch(batch, timings))
+        timings.counts["frames"] += len(seen)
+        return detections, np.array(seen, dtype=np.int64)
+
+    def detect_batch(self, frames: list, timings: Timings) -> dict[int, np.ndarray]:
+        start = time.perf_counter()
+        found = self.detector([f.rgb for f in frames])
+        timings.seconds["detect"] += time.perf_counter() - start
+        timings.counts["frames_detected"] += len(frames)
+        return {f.source_index: to_source_pixels(boxes, f.scale) for f, boxes in zip(frames, found)}
+
+
+def to_source_pixels(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """(N, 5) boxes in decoded-frame pixels -> source-video pixels (the score column kept)."""
+    sx, sy = scale
+    return boxes / np.array([sx, sy, sx, sy, 1.0])
