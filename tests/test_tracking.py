@@ -106,6 +106,15 @@ def test_a_gap_longer_than_max_gap_is_lost_and_rejects_the_clips_over_it():
     assert track_pair(detections_of(seen), PairSettings(max_gap=20)).lost == ()
 
 
+def test_proximity_is_measured_in_body_heights():
+    near = np.array([[100, 100, 160, 300], [250, 100, 310, 300]], dtype=np.float64)  # 150 px apart, 200 px tall
+    far = np.array([[400, 50, 412, 90], [460, 50, 472, 90]], dtype=np.float64)  # 60 px apart, 40 px tall
+    truth = np.repeat(np.r_[near, far][None], 30, axis=0)
+    pair = track_pair(detections_of(truth))
+    assert pair.people_seen == 4
+    assert box_error(pair, truth[:, :2]) < 2
+
+
 def test_fewer_than_two_people_is_no_pair():
     truth = walking_pair(30)
     with pytest.raises(RejectedInput, match=r"^no_pair: 1 person found in 30 searched frames"):
@@ -127,6 +136,12 @@ def test_detecting_every_kth_frame_is_bridged():
     assert set(pair.tracks.frames[0]) | set(pair.tracks.frames[1]) <= set(frames)
     assert pair.lost == ()
     assert box_error(pair, truth[:, :2]) < 2.5
+    # the spacing may change within a video (every frame, then every 5th): the filter predicts per source frame
+    fast = walking_pair(90, speed=4.0)
+    frames = list(range(30)) + list(range(30, 90, 5)) + [89]
+    pair = track_pair(detections_of(fast, jitter=0.2, frames=frames))
+    assert pair.people_seen == 2 and pair.lost == ()
+    assert box_error(pair, fast) < 1.5
     with pytest.raises(UsageError, match="every 17th frame"):
         track_pair(detections_of(walking_pair(40), frames=[0, 17, 34]))
 

@@ -24,7 +24,8 @@ rejected rather than given a guessed box. Frames at most ``max_gap`` before the 
 the last sighting hold the nearest box, as ``boxes_at`` does.
 
 The detector may run on every k-th frame only (the tracker bridges the frames between); ``k``
-must then be at most ``max_gap + 1``, or every frame between two detections would be lost.
+must then be at most ``max_gap + 1``, or every frame between two detections would be lost, and the
+last frame of the video should be detected too (frames after the last detection hold its box).
 
 The result depends only on the detections of each frame, not on the order they are listed in,
 nor on the order or batches in which frames were detected: frames are tracked in ascending order
