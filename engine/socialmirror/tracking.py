@@ -131,8 +131,8 @@ def _closest_pair(histories: list[TrackHistory], min_shared: int, searched: int)
         raise RejectedInput(f"no_pair: {len(histories)} people found but no two of them together on "
                             f"{min_shared} or more of the {searched} searched frames")
     _, a, b, first_a, first_b = best
-    centre = lambda box: box[0] + box[2]
-    return (a, b) if centre(a.boxes[first_a]) <= centre(b.boxes[first_b]) else (b, a)
+    centre_x = lambda box: (box[0] + box[2]) / 2
+    return (a, b) if centre_x(a.boxes[first_a]) <= centre_x(b.boxes[first_b]) else (b, a)
 
 
 def _proximity(boxes_a: np.ndarray, boxes_b: np.ndarray) -> float:
