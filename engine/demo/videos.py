@@ -31,14 +31,17 @@ def demo_boxes(num_frames: int = 48, size: tuple[int, int] = (160, 120)) -> np.n
     return boxes
 
 
-def demo_image(boxes: np.ndarray, size: tuple[int, int], seed: int = 0) -> np.ndarray:
+def demo_image(boxes: np.ndarray, size: tuple[int, int], seed: int = 0, colours=DEMO_COLOURS) -> np.ndarray:
     """``(H, W, 3)`` uint8 frame: a seed-coloured gradient background with a head (circle) and
-    body (ellipse) filling each of the two ``boxes`` ``(2, 4)``."""
+    body (ellipse) filling each of the ``boxes`` ``(P, 4)``, in ``colours`` ``(P, 3)``, later ones in
+    front; a box of NaN (a figure off the frame) draws nothing."""
     width, height = size
     base = np.random.default_rng(seed).integers(60, 160, size=3)
     ys, xs = np.mgrid[0:height, 0:width] + 0.5
     image = (base + 40 * (ys / height)[..., None]).astype(np.uint8)
-    for (x0, y0, x1, y1), colour in zip(boxes, DEMO_COLOURS):
+    for (x0, y0, x1, y1), colour in zip(boxes, colours, strict=True):
+        if np.isnan(x0):
+            continue
         radius, cx = (x1 - x0) / 2, (x0 + x1) / 2
         head = (xs - cx) ** 2 + (ys - y0 - radius) ** 2 <= radius**2
         body_top = y0 + 2 * radius
@@ -77,6 +80,46 @@ def write_demo_video(
             frame = av.VideoFrame.from_ndarray(demo_image(frame_boxes, size, seed), format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+# Person 0 red, person 1 blue, the third (smaller: further away) green.
+TRACKING_COLOURS = ((220, 40, 40), (40, 80, 220), (40, 200, 60))
+TRACKING_SIZE = (128, 96)
+
+
+def tracking_scene_boxes(num_frames: int = 40, size: tuple[int, int] = TRACKING_SIZE) -> np.ndarray:
+    """``(num_frames, 3, 4)`` float32 boxes of three figures, NaN while one is wholly off the frame.
+
+    Figures 0 and 1 walk across each other (1 passes behind 0 halfway); figure 2, half their
+    height and higher up (further away), walks off the right edge and comes back, off the frame
+    for about the middle two thirds of the frames.
+    """
+    width, height = size
+    progress = np.linspace(0.0, 1.0, num_frames)
+    centres = np.stack([0.2 + 0.55 * progress, 0.8 - 0.55 * progress, 0.72 + 0.6 * np.sin(np.pi * progress)], axis=1) * width
+    figure_h = np.array([0.6, 0.6, 0.3]) * height
+    bottom = np.array([0.92, 0.92, 0.4]) * height - 0.03 * height * np.abs(np.sin(4 * np.pi * progress))[:, None]
+    half_w = figure_h / 6
+    boxes = np.stack([centres - half_w, bottom - figure_h, centres + half_w, bottom], axis=2).astype(np.float32)
+    boxes[boxes[..., 0] >= width] = np.nan
+    return boxes
+
+
+def write_tracking_video(path: str | os.PathLike, num_frames: int = 40, fps: int = 30, size: tuple[int, int] = TRACKING_SIZE,
+                         seed: int = 0) -> np.ndarray:
+    """Write the three-figure scene of ``tracking_scene_boxes`` (libx264, yuv420p) and return its
+    ``(num_frames, 3, 4)`` ground-truth boxes in source-video pixels."""
+    boxes = tracking_scene_boxes(num_frames, size)
+    back_to_front = [2, 1, 0]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for frame_boxes in boxes:
+            image = demo_image(frame_boxes[back_to_front], size, seed, [TRACKING_COLOURS[i] for i in back_to_front])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return boxes
 
 
 def write_demo_tracks(path: str | os.PathLike, num_frames: int = 48, size: tuple[int, int] = (160, 120)) -> None:
