@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.jobfolder.storage import is_uri
 from motionfleet.core.options import (
     Option,
+    UsageError,
     existing_file,
     existing_path,
     file_option,
@@ -92,7 +94,12 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
         probe_model(spec.checkpoint)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
+    if settings.detect_every > settings.max_gap + 1:
+        raise UsageError(f"--detect-every {settings.detect_every} leaves gaps longer than --max-gap {settings.max_gap}: "
+                         f"detect at least every {settings.max_gap + 1} frames or raise --max-gap")
     shards, job, stages = plan_job(corpus, spec, settings)
+    if job["boxes"]["full_frame"]:
+        print(f"motionfleet: warning: {report.full_frame_warning(job['boxes']['full_frame'])}", file=sys.stderr)
     return Plan(shards, job, stages)
 
 

@@ -71,11 +71,28 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     return Summary(timing, headline)
 
 
+def full_frame_warning(videos: int) -> str:
+    return (f"{videos} video{'s have' if videos > 1 else ' has'} no track file and no --detector-weights was given: "
+            f"both people get the whole frame (tracks_source full_frame), which makes the motion meaningless; "
+            f"give --detector-weights (ByteTrack's bytetrack_x_mot17.pth.tar) or a track file per video")
+
+
+def tracks_stage_lines(stage: dict) -> list[str]:
+    """The tracks stage's seconds and frames/s per step (``track_stage``)."""
+    frames = stage["counts"].get("frames", 0)
+    fps = lambda s: f"{frames / s:.2f}" if s > 0 else "n/a"
+    return [f"tracks stage: {stage['shards']['committed']} videos, {frames} frames, {stage['rows']['rejected']} rejected"] + \
+        [f"  {name:<8}{seconds:>10.2f}{fps(seconds):>11}" for name, seconds in stage["seconds"].items()]
+
+
 def report_lines(report: dict) -> list[str]:
-    """The stage table, then the lines every family prints."""
+    """The tracks stage and the stage table, then the lines every family prints."""
     t = report["timing"]
     fps = lambda v: "n/a" if v is None else f"{v:.2f}"
-    lines = [f"frames {t['frames']}  clips {t['clips']}", f"{'stage':<10}{'seconds':>10}{'frames/s':>11}"]
+    boxes = report["job"].get("boxes", {})
+    lines = [f"WARNING: {full_frame_warning(boxes['full_frame'])}"] if boxes.get("full_frame") else []
+    lines += tracks_stage_lines(report["stages"]["tracks"]) if "tracks" in report.get("stages", {}) else []
+    lines += [f"frames {t['frames']}  clips {t['clips']}", f"{'stage':<10}{'seconds':>10}{'frames/s':>11}"]
     lines += [f"{name:<10}{s['seconds']:>10.2f}{fps(s['fps']):>11}" for name, s in t["stages"].items()]
     lines += [f"{'end-to-end':<10}{t['worker_s']:>10.2f}{fps(t['fps_end_to_end']):>11}  "
               f"(slowest: {t['slowest_stage']}; end-to-end / slowest = {fps(t['end_to_end_vs_slowest'])}; "

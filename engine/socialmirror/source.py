@@ -195,9 +195,17 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec,
         "weight_files": weight_files(spec),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
         "inputs": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
+        "boxes": boxes_sources(videos, detect),
     }
     stages = (tracks_stage(videos, tracks_job(spec, settings, job["inputs"])),) if detect else ()
     return shards, job, stages
+
+
+def boxes_sources(videos: list[VideoItem], detect: bool) -> dict:
+    """How many videos take their people's boxes from a track file, the detector, or the whole frame."""
+    files = sum(v.track_path is not None for v in videos)
+    return {"track_file": files, "detector": len(videos) - files if detect else 0,
+            "full_frame": 0 if detect else len(videos) - files}
 
 
 def tracks_job(spec: ReconstructSpec, settings: ReconstructSettings, inputs: dict) -> dict:

@@ -32,6 +32,7 @@ from motionfleet.core.execution.stages import StageFiles
 from motionfleet.core.io import rejections
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
+from motionfleet.socialmirror.tracking import PairSettings, track_pair
 from motionfleet.socialmirror.video import Tracks, check_index, iter_frames, probe_video
 
 STAGE = "tracks"
@@ -124,21 +125,22 @@ class VideoTracker:
         return rows, rejections.rejected_table(rejected, "video_id"), timings
 
     def track(self, video: VideoToTrack, timings: Timings) -> pa.Table:
-        from motionfleet.socialmirror.tracking import track_pair
-
-        detections, frames_seen = self.detect(video, timings)
+        detections, seen = self.detect(video, timings)
         start = time.perf_counter()
-        pair = track_pair(detections, self.settings.tracking())
-        lost = frames_seen[np.isin(frames_seen, [f for a, b in pair.lost for f in range(a, b + 1)])]
+        pair = track_pair(detections, PairSettings(max_gap=self.settings.max_gap), num_frames=int(seen[-1]) + 1)
+        lost = np.zeros(len(seen), dtype=bool)
+        for first, last in pair.lost:
+            lost |= (seen >= first) & (seen <= last)
         timings.seconds["track"] += time.perf_counter() - start
-        return tracks_table(video.video_id, pair.tracks, lost)
+        return tracks_table(video.video_id, pair.tracks, seen[lost])
 
     def detect(self, video: VideoToTrack, timings: Timings) -> tuple[dict[int, np.ndarray], np.ndarray]:
-        """Source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded frame;
-        and every decoded frame's source index."""
+        """Source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded frame
+        and the last (``tracking``: frames after the last detection hold its box); and every decoded
+        frame's source index."""
         probe_video(video.path)
         check_index(video.path)
-        detections, seen, batch = {}, [], []
+        detections, seen, batch, frame = {}, [], [], None
         start = time.perf_counter()
         for frame in iter_frames(video.path, self.settings.target_fps, max_size=self.detector.max_input_side):
             seen.append(frame.source_index)
@@ -149,6 +151,8 @@ class VideoTracker:
                 detections.update(self.detect_batch(batch, timings))
                 batch, start = [], time.perf_counter()
         timings.seconds["decode"] += time.perf_counter() - start
+        if frame is not None and frame.index % self.settings.detect_every:
+            batch.append(frame)
         if batch:
             detections.update(self.detect_batch(batch, timings))
         timings.counts["frames"] += len(seen)
