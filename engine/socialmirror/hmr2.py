@@ -87,9 +87,12 @@ def heads_first(t: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v per head, back to (B, N, heads * d)."""
-    out = torch.nn.functional.scaled_dot_product_attention(*(heads_first(t, heads) for t in (q, k, v)))
-    return out.transpose(1, 2).flatten(2)
+    """softmax(q k^T / sqrt(d)) v per head, back to (B, N, heads * d). Written out as the public code
+    does: CPU ``scaled_dot_product_attention`` of one query gave a row other bits at another
+    position in the batch (measured), these batched products do not."""
+    q, k, v = (heads_first(t, heads) for t in (q, k, v))
+    weights = (q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5).softmax(dim=-1)
+    return (weights @ v).transpose(1, 2).flatten(2)
 
 
 class SelfAttention(nn.Module):
