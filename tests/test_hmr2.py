@@ -112,9 +112,9 @@ def write_lightning_checkpoint(path, model: PublicHMR2, monkeypatch) -> None:
                 "hyper_parameters": {"cfg": cfg}, "optimizer_states": [], "lr_schedulers": []}, path)
 
 
-def two_figures(frames=3, height=480, width=640, seed=0):
-    """Frames of two moving figures on a smooth background, and boxes: one small (no blur), one
-    taller than the frame (blurred, partly outside)."""
+def moving_figures(frames=3, height=480, width=640, seed=0):
+    """Frames of moving figures on a smooth background, and boxes: one small (no blur), one just
+    over the blur threshold, one far taller than the frame (blurred, mostly outside)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     video, boxes = [], []
@@ -122,18 +122,20 @@ def two_figures(frames=3, height=480, width=640, seed=0):
         frame = np.stack([(xx * 0.3 + t * 7) % 256, (yy * 0.4) % 256, (xx + yy) * 0.2 % 256], -1)
         frame = frame + rng.normal(0, 20, frame.shape)
         small = np.array([60 + 9 * t, 100, 150 + 9 * t, 330], dtype=np.float32)
-        large = np.array([330 - 5 * t, -80, 600 - 5 * t, 620 + 3 * t], dtype=np.float32)
-        for x0, y0, x1, y1 in (small, large):
+        medium = np.array([330 - 5 * t, -40, 600 - 5 * t, 560 + 3 * t], dtype=np.float32)
+        huge = np.array([200 + 4 * t, -300, 500 + 4 * t, 800], dtype=np.float32)
+        for x0, y0, x1, y1 in (small, medium, huge):
             frame[max(int(y0), 0):int(y1), int(x0):int(x1)] *= 0.5
         video.append(np.clip(frame, 0, 255).astype(np.uint8))
-        boxes.append([small, large])
+        boxes.append([small, medium, huge])
     return np.stack(video), np.array(boxes, dtype=np.float32)
 
 
-def test_the_example_blurs_one_crop_and_not_the_other():
-    _, sides = crop_boxes(torch.as_tensor(two_figures()[1].reshape(-1, 4)))
-    factors = sides / 256 / 2
-    assert (factors[0::2] < 1.1).all() and (factors[1::2] > 1.1).all()
+def test_the_example_blurs_two_crops_and_not_the_other():
+    _, sides = crop_boxes(torch.as_tensor(moving_figures()[1].reshape(-1, 4)))
+    factors = (sides / 256 / 2).reshape(-1, 3)
+    assert (factors[:, 0] < 1.1).all() and (factors[:, 1] > 1.1).all() and (factors[:, 1] < 1.25).all()
+    assert (factors[:, 2] > 2).all()  # sigma > 0.5: a kernel of radius 2
 
 
 @pytest.fixture(scope="module")
@@ -144,9 +146,11 @@ def released_file(tmp_path_factory):
     return path
 
 
-def public_outputs(frames, boxes):
+@pytest.fixture(scope="module")
+def reference():
+    """The public demo's outputs per frame; it reads frames as cv2 does, BGR."""
     model = public_model()
-    return [closeint_data(model, frame[:, :, ::-1].copy(), frame_boxes) for frame, frame_boxes in zip(frames, boxes)]
+    return [closeint_data(model, frame[:, :, ::-1].copy(), frame_boxes) for frame, frame_boxes in zip(*moving_figures())]
 
 
 def close(ours, public, atol=2e-4):
@@ -154,20 +158,18 @@ def close(ours, public, atol=2e-4):
     torch.testing.assert_close(ours.double().reshape(public.shape), public, atol=atol, rtol=1e-4)
 
 
-def test_crops_match_the_demo_preprocessing():
-    frames, boxes = two_figures()
-    reference = public_outputs(frames, boxes)
+def test_crops_match_the_demo_preprocessing(reference):
+    frames, boxes = moving_figures()
     centres, sides = crop_boxes(torch.as_tensor(boxes.reshape(-1, 4)))
-    ours = torch.stack([crop_person(torch.as_tensor(frames[i // 2]), centres[i], float(sides[i])) for i in range(len(sides))])
+    ours = torch.stack([crop_person(torch.as_tensor(frames[i // 3]), centres[i], float(sides[i])) for i in range(len(sides))])
     public = torch.cat([r["img"] for r in reference])
     # exact bilinear in float32 against float64: a rounded uint8 pixel may land one level apart
     assert (ours - public).abs().max() < 1.01 / (0.225 * 255)
     assert ((ours - public).abs() > 1e-3).float().mean() < 1e-3
 
 
-def test_estimates_match_the_public_forward_and_demo(released_file):
-    frames, boxes = two_figures()
-    reference = public_outputs(frames, boxes)
+def test_estimates_match_the_public_forward_and_demo(released_file, reference):
+    frames, boxes = moving_figures()
     ours = demo_estimates(hmr2.load_model(str(released_file), preset="tiny"), frames, boxes)
     gather = lambda key: np.concatenate([np.asarray(r[key]).reshape(len(r["pose"]), -1) for r in reference])
     close(ours.features, gather("features"))
@@ -181,13 +183,12 @@ def test_estimates_match_the_public_forward_and_demo(released_file):
     close(ours.focal_length, np.full(len(ours.focal_length), reference[0]["focal_length"]))
 
 
-def test_estimator_gives_closeint_inputs_per_person_and_frame(released_file):
-    frames, boxes = two_figures()
-    reference = public_outputs(frames, boxes)
+def test_estimator_gives_closeint_inputs_per_person_and_frame(released_file, reference):
+    frames, boxes = moving_figures()
     out = HMR2Estimator(hmr2.load_model(str(released_file), preset="tiny"))(frames, boxes)
-    assert out.image_features.shape == (2, 3, 48) and out.x_init.shape == (2, 3, 157)
+    assert out.image_features.shape == (3, 3, 48) and out.x_init.shape == (3, 3, 157)
     for t, r in enumerate(reference):
-        for person in (0, 1):
+        for person in range(3):
             # CloseInt_Predictor.prepare_data: axis_angle_to_matrix, then matrix_to_rotation_6d (first two rows)
             rows = Rotation.from_rotvec(r["pose"][person].reshape(24, 3)).as_matrix()[:, :2, :].reshape(144)
             close(out.x_init[person, t, :144], rows)
@@ -248,7 +249,7 @@ def test_the_config_is_read_without_yacs(released_file):
 
 
 def test_crops_give_the_same_bits_in_any_batch():
-    frames, boxes = two_figures(frames=4)
+    frames, boxes = moving_figures(frames=4)
     model = hmr2.build_model(TINY, seed=5)
     together = HMR2Estimator(model, chunk=4)(frames, boxes)
     alone = [HMR2Estimator(model, chunk=4)(frames[t:t + 1], boxes[t:t + 1]) for t in range(4)]

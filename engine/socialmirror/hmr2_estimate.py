@@ -80,13 +80,16 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
 
 
 def blur(region: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(3, h, w) blurred along y then x, edges repeated (mode 'nearest'); same size."""
-    kernel = gaussian_kernel(sigma).to(region)
+    """(3, h, w) blurred along y then x, edges repeated (mode 'nearest'); same size. A sum of
+    shifted copies: a one-channel conv2d of the same kernel took 0.2 s on a 480 x 300 region."""
+    kernel = gaussian_kernel(sigma).tolist()
     radius = len(kernel) // 2
-    x = region[:, None]
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    return x[:, 0]
+    for dim in (1, 2):
+        n = region.shape[dim]
+        edges = region.narrow(dim, 0, 1), region.narrow(dim, n - 1, 1)
+        padded = torch.cat([edges[0].repeat_interleave(radius, dim), region, edges[1].repeat_interleave(radius, dim)], dim)
+        region = sum(weight * padded.narrow(dim, shift, n) for shift, weight in enumerate(kernel))
+    return region
 
 
 def sample_positions(centre: float, side: float) -> torch.Tensor:
