@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from layout import Layout
-from public_hmr2 import HMR2 as PublicHMR2
 from public_hmr2 import BBOX_SHAPE, MEAN, STD, closeint_data, prepare_human4d_data
+from public_hmr2 import HMR2 as PublicHMR2
 from scipy.spatial.transform import Rotation
 
 from motionfleet.core.errors import DataError, UnsafeCheckpoint
