@@ -14,7 +14,7 @@ import math
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def read_state_dict(path: str | Path, mmap: bool = False) -> dict:
+def read_state_dict(path: str | Path, mmap: bool = False, allowed_globals: Sequence = ()) -> dict:
     """Tensors from a safetensors file or a pickle-based checkpoint, without running its code.
 
     Returns whatever the file holds (a flat dict for safetensors; the pickled container, e.g.
@@ -35,6 +35,8 @@ def read_state_dict(path: str | Path, mmap: bool = False) -> dict:
     zip-format torch file instead of reading it (cheap when only its metadata is wanted). What the
     file claims is checked before anything is allocated: a safetensors header against the file's
     size, a torch archive for torch's own layout (stored entries, a ``data.pkl``).
+    ``allowed_globals`` adds ``torch.serialization.safe_globals`` entries for a released format
+    (each a stand-in that runs none of the file's code).
     """
     path = Path(path)
     if path.is_dir():
@@ -52,7 +54,7 @@ def read_state_dict(path: str | Path, mmap: bool = False) -> dict:
         raise UnsafeCheckpoint(f"{path} is a TorchScript archive (code, not a state dict) and was refused; "
                                f"save its state_dict() with torch.save and pass that file")
     try:
-        with torch.serialization.safe_globals(numpy_scalar_globals()):
+        with torch.serialization.safe_globals([*numpy_scalar_globals(), *allowed_globals]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipped)
     except pickle.UnpicklingError as err:
         raise UnsafeCheckpoint(

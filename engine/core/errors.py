@@ -41,9 +41,10 @@ class DataError(RuntimeError):
 
 
 @contextmanager
-def checkpoint_errors(path, family: str):
+def checkpoint_errors(path, family: str, fix: str = ""):
     """Turn whatever a model loader raises on a bad file (missing or wrong-shape keys, a bad
-    config.json, a truncated file) into one DataError naming the file and the fix."""
+    config.json, a truncated file) into one DataError naming the file and the fix (``fix``, else
+    our model folder or the family's released checkpoint)."""
     if path is None:
         yield
         return
@@ -53,5 +54,6 @@ def checkpoint_errors(path, family: str):
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a usable {family} checkpoint ({first}); give a model folder written by "
-                        f"motionfleet (model.safetensors + config.json) or the family's released checkpoint") from err
+        fix = fix or ("give a model folder written by motionfleet (model.safetensors + config.json) or the family's "
+                      "released checkpoint")
+        raise DataError(f"{path}: not a usable {family} checkpoint ({first}); {fix}") from err

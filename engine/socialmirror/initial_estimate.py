@@ -101,15 +101,28 @@ def bbox_info(squares: torch.Tensor, width: int, height: int) -> torch.Tensor:
                         (side - 0.24 * f) / (0.06 * f)], dim=-1)
 
 
-def cam_crop_to_full(camera: torch.Tensor, squares: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(..., 3) crop camera (s, tx, ty) and (..., 4) crop squares -> (..., 3) camera-frame translation."""
-    f = focal_length(width, height)
+def cam_crop_to_full(camera: torch.Tensor, squares: torch.Tensor, width: int, height: int,
+                     focal: Optional[float] = None) -> torch.Tensor:
+    """(..., 3) crop camera (s, tx, ty) and (..., 4) crop squares -> (..., 3) camera-frame translation
+    (``focal``: the focal length in pixels, CLIFF's by default)."""
+    f = focal_length(width, height) if focal is None else focal
     cx = (squares[..., 0] + squares[..., 2]) / 2
     cy = (squares[..., 1] + squares[..., 3]) / 2
     scaled_side = (squares[..., 2] - squares[..., 0]) * camera[..., 0] + 1e-9  # b s, as CLIFF
     return torch.stack([camera[..., 1] + 2 * (cx - width / 2) / scaled_side,
                         camera[..., 2] + 2 * (cy - height / 2) / scaled_side,
                         2 * f / scaled_side], dim=-1)
+
+
+def cam_full_to_crop(translation: torch.Tensor, squares: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """The inverse of :func:`cam_crop_to_full` with CLIFF's focal length: (..., 3) translation -> crop camera."""
+    f = focal_length(width, height)
+    cx = (squares[..., 0] + squares[..., 2]) / 2
+    cy = (squares[..., 1] + squares[..., 3]) / 2
+    scaled_side = 2 * f / translation[..., 2]  # b s
+    return torch.stack([scaled_side / (squares[..., 2] - squares[..., 0]),
+                        translation[..., 0] - 2 * (cx - width / 2) / scaled_side,
+                        translation[..., 1] - 2 * (cy - height / 2) / scaled_side], dim=-1)
 
 
 def diffusion_centre(x_init: torch.Tensor) -> torch.Tensor:
