@@ -22,7 +22,8 @@ from motionfleet.core.options import (
 )
 from motionfleet.core.registry import Family, Plan
 from motionfleet.demo.videos import write_demo_corpus
-from motionfleet.socialmirror import graphs, report
+from motionfleet.common import yolox
+from motionfleet.socialmirror import graphs, hmr2, report
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
@@ -85,6 +86,19 @@ def demo_folder(out_dir) -> Path:
     return cache_dir("demo_videos") if is_uri(str(out_dir)) else Path(out_dir) / "demo_videos"
 
 
+def probe_front_end(spec: ReconstructSpec) -> None:
+    """One line for a detector or HMR 2.0 file that cannot be used, before any work (the tensors
+    memory-mapped, not loaded)."""
+    if spec.detector_weights is not None:
+        with checkpoint_errors(spec.detector_weights, yolox.LAYOUT, yolox.EXPECTED_FILE):
+            yolox.released_state_dict(spec.detector_weights)
+    if spec.estimator_weights is not None and hmr2.is_released_file(spec.estimator_weights):
+        config = PRESETS["released"] if spec.checkpoint is not None else PRESETS[spec.preset]
+        with checkpoint_errors(spec.estimator_weights, "HMR 2.0", f"give 4D-Humans' released {hmr2.RELEASED_FILE}"):
+            preset = hmr2.PRESETS[hmr2.preset_feeding(config.image_feature_dim)]
+            hmr2.released_state_dict(spec.estimator_weights, preset, mmap=True)
+
+
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,
          out_dir: Path) -> Plan:
     """Shards of at most ``shard_size`` clips of one video (default 64, whatever the workers: shard
@@ -92,6 +106,7 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
     part-way is rejected by each of its shards, so small default shards would reject it many times."""
     with checkpoint_errors(spec.checkpoint, "socialmirror"):
         probe_model(spec.checkpoint)
+    probe_front_end(spec)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or DEFAULT_CLIPS_PER_SHARD)
     if settings.detect_every > settings.max_gap + 1:

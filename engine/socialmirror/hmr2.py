@@ -255,6 +255,26 @@ def released_state_dict(path, config: HMR2Config = PRESETS["released"], mmap: bo
     return state_dict
 
 
+def is_released_file(path) -> bool:
+    """Whether ``path`` holds a 4D-Humans Lightning checkpoint (a ``state_dict`` with ``backbone.``
+    keys), not the ResNet-50 head's weights (``initial_estimate``); read memory-mapped."""
+    try:
+        checkpoint = read_state_dict(path, mmap=True, allowed_globals=released_globals())
+    except (UnsafeCheckpoint, RejectedInput):
+        return False
+    state_dict = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    return isinstance(state_dict, dict) and any(str(key).startswith(USED_PREFIXES[0]) for key in state_dict)
+
+
+def preset_feeding(image_feature_dim: int) -> str:
+    """The HMR 2.0 preset whose feature width is the denoiser's image feature width."""
+    for name, config in PRESETS.items():
+        if config.decoder_dim == image_feature_dim:
+            return name
+    raise RejectedInput(f"no HMR 2.0 preset gives {image_feature_dim}-d features (presets: "
+                        f"{ {n: c.decoder_dim for n, c in PRESETS.items()} })")
+
+
 def load_model(checkpoint: Optional[str] = None, preset: str = "released", seed: int = 0) -> HMR2:
     """Eval-mode HMR 2.0: seeded dummy weights of ``preset``, or the released checkpoint (whose
     layout is that of ``preset``); a bad file is one DataError naming it."""

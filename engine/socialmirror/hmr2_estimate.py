@@ -151,31 +151,54 @@ class DemoEstimates:
         return torch.cat([self.box_center - half, self.box_center + half], dim=-1)
 
 
-@torch.no_grad()
-def demo_estimates(model: HMR2, frames, boxes, chunk: int = CHUNK) -> DemoEstimates:
-    """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) x0, y0, x1, y1 pixels -> estimates of
-    the L x P boxes (frame-major), the model called on ``chunk`` crops at a time (padded to it)."""
-    device = next(model.parameters()).device
-    frames = torch.as_tensor(np.asarray(frames)).to(device)
+@dataclass
+class DemoCrops:
+    """The demo's crops of L x P boxes (frame-major) of one frame size, made on the CPU stage."""
+
+    crops: torch.Tensor  # (N, 3, 256, 256) normalised
+    centres: torch.Tensor  # (N, 2) box centres
+    sides: torch.Tensor  # (N,) HMR 2.0's crop sides
+    width: int
+    height: int
+
+
+def demo_crops(frames, boxes) -> DemoCrops:
+    """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) x0, y0, x1, y1 pixels -> the crops
+    HMR 2.0 sees (module doc), frame-major."""
+    frames = torch.as_tensor(np.asarray(frames))
     boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32))
     if frames.ndim != 4 or frames.shape[-1] != 3 or boxes.shape[:1] != frames.shape[:1] or boxes.shape[-1] != 4:
         raise RejectedInput(f"frames {tuple(frames.shape)} and boxes {tuple(boxes.shape)} are not (L, H, W, 3) and (L, P, 4)")
-    height, width = frames.shape[1:3]
     people = boxes.shape[1]
     centres, sides = crop_boxes(boxes.reshape(-1, 4))
     crops = torch.stack([crop_person(frames[i // people], centres[i], float(sides[i])) for i in range(len(sides))])
-    out = [model(pad_rows(crops[i:i + chunk], chunk)) for i in range(0, len(crops), chunk)]
-    take = lambda name: torch.cat([getattr(o, name) for o in out])[:len(crops)]
+    return DemoCrops(crops, centres, sides, frames.shape[2], frames.shape[1])
+
+
+@torch.no_grad()
+def estimates_of_crops(model: HMR2, crops: DemoCrops, chunk: int = CHUNK) -> DemoEstimates:
+    """HMR 2.0 on ``crops``, ``chunk`` crops a call (padded to it), and the demo's geometry."""
+    device = next(model.parameters()).device
+    images = crops.crops.to(device)
+    out = [model(pad_rows(images[i:i + chunk], chunk)) for i in range(0, len(images), chunk)]
+    take = lambda name: torch.cat([getattr(o, name) for o in out])[:len(images)]
     camera = take("camera")
-    centres, sides = centres.to(camera), sides.to(camera)
+    centres, sides = crops.centres.to(camera), crops.sides.to(camera)
     hmr2_squares = torch.cat([centres - sides[:, None] / 2, centres + sides[:, None] / 2], dim=-1)
     rotations = take("rotations")
+    width, height = crops.width, crops.height
     return DemoEstimates(
         features=take("feature"), rotations=rotations, init_pose=matrix_to_axis_angle(rotations).flatten(-2),
         betas=take("betas"), camera=camera,
         translation=cam_crop_to_full(camera, hmr2_squares, width, height, HMR2_FOCAL / CROP_SIZE * max(width, height)),
         box_center=centres, box_size=sides, scale=CLOSEINT_RESCALE * sides / 200,
         focal_length=torch.full_like(sides, focal_length(width, height)))
+
+
+def demo_estimates(model: HMR2, frames, boxes, chunk: int = CHUNK) -> DemoEstimates:
+    """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) x0, y0, x1, y1 pixels -> estimates of
+    the L x P boxes (frame-major): ``demo_crops`` then ``estimates_of_crops``."""
+    return estimates_of_crops(model, demo_crops(frames, boxes), chunk)
 
 
 @dataclass
@@ -198,9 +221,12 @@ class HMR2Estimator:
 
     def __call__(self, frames, boxes) -> EstimatorOutput:
         """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) -> per (person, frame) outputs."""
-        frames_count, people = np.shape(boxes)[:2]
-        estimates = demo_estimates(self.model, frames, boxes, self.chunk)
-        height, width = np.shape(frames)[1:3]
+        return self.of_crops(demo_crops(frames, boxes), *np.shape(boxes)[:2])
+
+    def of_crops(self, crops: DemoCrops, frames_count: int, people: int) -> EstimatorOutput:
+        """The outputs of ``demo_crops`` of ``frames_count`` x ``people`` boxes (the model's half)."""
+        estimates = estimates_of_crops(self.model, crops, self.chunk)
+        width, height = crops.width, crops.height
         squares = estimates.closeint_squares()
         pose_6d = matrix_to_rotation_6d(axis_angle_to_matrix(estimates.init_pose.unflatten(-1, (-1, 3)))).flatten(-2)
         camera = cam_full_to_crop(estimates.translation, squares, width, height)

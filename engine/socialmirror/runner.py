@@ -62,8 +62,10 @@ from motionfleet.core.runtime.stopwatch import StageClock, Timings, synchronize
 from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.sampling import ddim
 from motionfleet.sampling.initial_ddim import closeint_config, sample_around
+from motionfleet.socialmirror import hmr2
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.frame_estimates import FrameEstimates, VideoEstimates
+from motionfleet.socialmirror.hmr2_estimate import DemoCrops, HMR2Estimator, demo_crops
 from motionfleet.socialmirror.initial_estimate import (
     bbox_info,
     build_initial_estimator,
@@ -115,21 +117,25 @@ class DecodedClip:
     height: int
     tracks_source: str
     crops: Optional[torch.Tensor]
+    hmr2_crops: Optional[DemoCrops] = None  # HMR 2.0's crops of the L x 2 boxes (frame-major)
     decode_s: float = 0.0  # seconds the CPU stage spent making it (open, decode, resample, crop)
     lost: tuple[int, ...] = ()  # source frames it owns where the tracked pair is lost (it is rejected)
 
 
-def prepare_clip(index: int, clip: Clip, crop_size: int, with_crops: bool) -> DecodedClip:
+def prepare_clip(index: int, clip: Clip, crop_size: int, crops: str) -> DecodedClip:
+    """``crops``: which crops the CPU stage makes: ``"resnet50"`` (squares of ``crop_size``),
+    ``"hmr2"`` (HMR 2.0's, ``hmr2_estimate.demo_crops``) or ``"none"`` (upstream features)."""
     height, width = clip.frames.shape[1:3]
     boxes = torch.as_tensor(clip.boxes).reshape(-1, 4)
     squares = square_boxes(boxes, width, height).reshape(len(clip.boxes), 2, 4).transpose(0, 1)
     return DecodedClip(index, clip.frame_indices, clip.source_indices, clip.timestamps, clip.owned & clip.mask,
                        squares.contiguous(), width, height, clip.tracks_source,
-                       crop_people(clip, crop_size) if with_crops else None)
+                       crop_people(clip, crop_size) if crops == "resnet50" else None,
+                       demo_crops(clip.frames, clip.boxes) if crops == "hmr2" else None)
 
 
 def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
-                  with_crops: bool) -> Iterator[DecodedClip]:
+                  crops: str) -> Iterator[DecodedClip]:
     """The span's clips, decoded and cropped, each with the seconds it took to make; raises
     RejectedInput for a bad video. A generator function of picklable arguments: the job runs it
     where ``prefetch.stream`` places the CPU stage (a thread here, or a Ray task elsewhere)."""
@@ -145,13 +151,21 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
         for index, clip in enumerate(clips, start=span.first_clip):
             if span.end_clip is not None and index >= span.end_clip:
                 return
-            decoded = prepare_clip(index, clip, settings.crop_size, with_crops)
+            decoded = prepare_clip(index, clip, settings.crop_size, crops)
             decoded.lost = tuple(lost_in_clip(lost, clip.source_indices, clip.owned & clip.mask))
             decoded.decode_s = time.perf_counter() - start
             yield decoded
             start = time.perf_counter()
     if stats.truncated:
         raise RejectedInput(f"truncated: {stats.note}")
+
+
+def hmr2_estimator(weights: Optional[str], image_feature_dim: int, device: torch.device) -> Optional[HMR2Estimator]:
+    """HMR 2.0 as the initial estimator when ``weights`` is its released checkpoint (the preset whose
+    features the denoiser takes); None: the ResNet-50 head (``initial_estimate``)."""
+    if weights is None or not hmr2.is_released_file(weights):
+        return None
+    return HMR2Estimator(hmr2.load_model(weights, hmr2.preset_feeding(image_feature_dim)).to(device))
 
 
 def span_tracks(span: ClipSpan, frame_size: tuple[int, int]) -> tuple[Optional[Tracks], np.ndarray]:
@@ -222,8 +236,9 @@ class Reconstructor:
         self.config = model.config
         self.backbone = build_resnet50(spec.backbone_weights, spec.dummy_seed).to(self.device)
         self.backbone_pool = backbone_pool(self.device)
-        self.estimator = build_initial_estimator(self.config.image_feature_dim, spec.estimator_weights,
-                                                 spec.dummy_seed).to(self.device)
+        self.hmr2 = hmr2_estimator(spec.estimator_weights, self.config.image_feature_dim, self.device)
+        head_weights = None if self.hmr2 else spec.estimator_weights
+        self.estimator = build_initial_estimator(self.config.image_feature_dim, head_weights, spec.dummy_seed).to(self.device)
         body, self.body_description = load_smpl(spec.body_models)
         self.joints = SMPLJoints(body.to(self.device))
         self.steps = ddim.plan(closeint_config(settings.steps, settings.eta))
@@ -264,13 +279,14 @@ class Reconstructor:
         if span.error:
             raise RejectedInput(span.error)
         estimates = self.upstream.for_video(span.video_id) if self.upstream else None
-        with_crops = estimates is None or "image_features" not in estimates.values
-        source = "resnet50" if estimates is None else "upstream"
+        estimator = "hmr2" if self.hmr2 else "resnet50"
+        crops = estimator if estimates is None or "image_features" not in estimates.values else "none"
+        source = estimator if estimates is None else "upstream"
         clock = StageClock(self.device)
         with self.model_lock:
             text = self.text_feature(span.caption)
         columns, pending = [], []
-        decode = partial(decoded_clips, span, self.clip_len, self.settings, with_crops)
+        decode = partial(decoded_clips, span, self.clip_len, self.settings, crops)
         with prefetch.stream(decode, self.settings.prefetch_clips) as clips:
             for decoded in clips:
                 timings.seconds["decode"] += decoded.decode_s
@@ -319,13 +335,22 @@ class Reconstructor:
     # -- backbone -------------------------------------------------------------------------------
     def encode(self, clip: DecodedClip, estimates: Optional[VideoEstimates],
                text: Optional[torch.Tensor]) -> EncodedClip:
-        """F_img, bbox_info and x_init of a clip, from the crops or the upstream file."""
+        """F_img, bbox_info and x_init of a clip, from the crops (HMR 2.0's, which also give CloseInt's
+        crop squares, or ResNet-50's) or the upstream file."""
         upstream = (lambda c: estimates.clip_values(c, clip.frame_indices)) if estimates else (lambda c: None)
+        hmr2 = self.hmr2.of_crops(clip.hmr2_crops, len(clip.frame_indices), 2) if clip.hmr2_crops is not None else None
+        if hmr2 is not None:
+            clip = replace(clip, squares=hmr2.squares.float(), hmr2_crops=None)
         bbox = bbox_info(clip.squares, clip.width, clip.height).to(self.device)
         features = upstream("image_features")
-        features = self.image_features(clip.crops) if features is None else torch.from_numpy(features).to(self.device)
+        if features is not None:
+            features = torch.from_numpy(features).to(self.device)
+        else:
+            features = hmr2.image_features if hmr2 is not None else self.image_features(clip.crops)
         x_init = upstream("initial_estimate")
-        if x_init is None:
+        if x_init is None and hmr2 is not None:
+            x_init = hmr2.x_init
+        elif x_init is None:
             rows = features.reshape(-1, features.shape[-1])
             x_init = self.estimator.regress(rows, bbox.reshape(-1, 3)).reshape(*features.shape[:2], -1)
         else:

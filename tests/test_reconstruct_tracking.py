@@ -1,0 +1,159 @@
+"""reconstruct from plain videos: detect (YOLOX) -> track (ByteTrack) -> pair -> CloseInt, the tracks
+a stage of the job (``socialmirror.track_stage``). A tiny YOLOX in ByteTrack's released layout whose
+objectness and person scores are biased high, so every frame gives confident boxes at the same
+places and the tracker finds stable people to pair; videos of three moving figures."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from killed_job import committed, kill_after_commits
+
+import motionfleet
+from motionfleet.common.yolox import PRESETS, build_yolox
+from motionfleet.core.jobfolder.sink import read_results
+from motionfleet.demo.videos import write_demo_tracks, write_tracking_video
+from motionfleet.socialmirror import hmr2
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+SIZE = (128, 96)
+SETTINGS = dict(preset="small", crop_size=32, max_frame_size=128, steps=2, seed=3, batch_size=2, detector_size=(96, 128))
+ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
+
+
+def write_detector(path, score_bias: float) -> str:
+    """A seeded test-size YOLOX saved as ByteTrack's {'model': state_dict}, its objectness and class
+    biases shifted by ``score_bias`` (high: confident boxes everywhere; very low: nobody found)."""
+    model = build_yolox(PRESETS["test"], seed=4)
+    with torch.no_grad():
+        for layer in [*model.head.obj_preds, *model.head.cls_preds]:
+            layer.bias.add_(score_bias)
+    torch.save({"model": model.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("videos")
+    write_tracking_video(folder / "scene.mp4", num_frames=40, size=SIZE)
+    write_tracking_video(folder / "other.mp4", num_frames=24, size=SIZE, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    return write_detector(tmp_path_factory.mktemp("weights") / "bytetrack_test.pth.tar", score_bias=8.0)
+
+
+def reconstruct(out, corpus, **changes):
+    return motionfleet.reconstruct(str(corpus), out=str(out), workers=0, **{**SETTINGS, **changes})
+
+
+def keyed_rows(out) -> dict:
+    return {(r["video_id"], r["frame_index"], r["person"]): r for r in read_results(str(out)).to_pylist()}
+
+
+def test_plain_videos_are_detected_tracked_paired_and_reconstructed(tmp_path, corpus, detector):
+    report = reconstruct(tmp_path / "job", corpus, detector_weights=detector)
+    rows = keyed_rows(tmp_path / "job")
+    assert {r["tracks_source"] for r in rows.values()} == {"detector"}
+    assert {k[0] for k in rows} == {"scene.mp4", "other.mp4"} and {k[2] for k in rows} == {0, 1}
+    stage = tmp_path / "job" / "stages" / "tracks"
+    assert len(list((stage / "commits").glob("video-*.json"))) == 2  # one tracks shard per video
+    assert report["stages"]["tracks"]["counts"]["frames_detected"] == 40 + 24
+    assert report["job"]["boxes"] == {"track_file": 0, "detector": 2, "full_frame": 0}
+
+
+def test_the_same_bytes_whatever_the_shard_size_batch_size_and_resume(tmp_path, corpus, detector):
+    reconstruct(tmp_path / "a", corpus, detector_weights=detector, shard_size=1, batch_size=1)
+    reconstruct(tmp_path / "b", corpus, detector_weights=detector, shard_size=4, batch_size=3)
+    a, b = keyed_rows(tmp_path / "a"), keyed_rows(tmp_path / "b")
+    assert a and a == b
+    tracks = [read_results(str(tmp_path / n / "stages" / "tracks")).sort_by([("video_id", "ascending"),
+                                                                             ("person", "ascending"), ("frame", "ascending")])
+              for n in "ab"]
+    assert tracks[0].equals(tracks[1])  # identities do not depend on the clip shards
+
+
+def test_a_track_file_overrides_the_detector_and_rows_say_so(tmp_path, corpus, detector):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "scene.mp4").symlink_to(corpus / "scene.mp4")
+    write_demo_tracks(folder / "scene.tracks.csv", 40, SIZE)
+    (folder / "other.mp4").symlink_to(corpus / "other.mp4")
+    report = reconstruct(tmp_path / "job", folder, detector_weights=detector)
+    sources = {(r["video_id"], r["tracks_source"]) for r in keyed_rows(tmp_path / "job").values()}
+    assert sources == {("scene.mp4", "file"), ("other.mp4", "detector")}
+    assert report["stages"]["tracks"]["shards"]["total"] == 1
+
+
+def test_a_video_where_nobody_is_found_is_rejected_with_the_reason(tmp_path, corpus):
+    blind = write_detector(tmp_path / "blind.pth.tar", score_bias=-30.0)
+    report = reconstruct(tmp_path / "job", corpus, detector_weights=blind)
+    rejected = read_results(str(tmp_path / "job"), "rejected").to_pylist()
+    assert rejected and all(r["reason"].startswith("no_pair:") for r in rejected)
+    assert report["rows"]["results"] == 0 and report["stages"]["tracks"]["rows"]["rejected"] == 2
+
+
+def test_without_a_detector_or_tracks_the_job_says_so_loudly(tmp_path, corpus, capsys):
+    report = reconstruct(tmp_path / "job", corpus)
+    assert capsys.readouterr().err.count("no --detector-weights was given") == 1
+    assert report["job"]["boxes"]["full_frame"] == 2
+    from motionfleet.socialmirror.report import report_lines
+    assert report_lines(report)[0].startswith("WARNING: 2 videos have no track file")
+
+
+def test_a_detector_file_in_another_layout_is_one_line(tmp_path, corpus):
+    wrong = tmp_path / "wrong.pth.tar"
+    torch.save({"model": {"backbone.weight": torch.zeros(3)}}, wrong)
+    result = subprocess.run([sys.executable, "-m", "motionfleet", "reconstruct", "--videos", str(corpus), "--out",
+                             str(tmp_path / "o"), "--detector-weights", str(wrong), "--workers", "0"],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "YOLOX" in result.stderr
+
+
+def test_a_job_killed_in_its_tracks_stage_resumes(tmp_path, corpus, detector):
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "motionfleet.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
+           "--preset", "small", "--crop-size", "32", "--max-frame-size", "128", "--steps", "2", "--workers", "0",
+           "--detector-weights", detector, "--detector-size", "96x128", "--seed", "3"]
+    stage = out / "stages" / "tracks"
+    before = kill_after_commits(cmd, stage, ENV, commits=1)
+    assert len(before) == 1, "the kill should land between the two videos' tracks"
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert committed(stage) == before | {k: v for k, v in committed(stage).items() if k not in before}
+    assert set(committed(stage)) == {"video-000000", "video-000001"}
+    expected = reconstruct(tmp_path / "fresh", corpus, detector_weights=detector)
+    assert keyed_rows(out) == keyed_rows(tmp_path / "fresh") and expected["rows"]["results"] > 0
+    assert json.loads((stage / "job.json").read_text())["job"]["stage"] == "tracks"
+    assert np.isfinite([r["translation"] for r in keyed_rows(out).values()]).all()
+
+
+def write_hmr2(path, seed: int) -> str:
+    """A tiny HMR 2.0 (the features the small denoiser takes) saved in 4D-Humans' Lightning layout."""
+    state = hmr2.build_model(hmr2.PRESETS["tiny"], seed=seed).state_dict()
+    torch.save({"epoch": 35, "global_step": 1000000, "state_dict": {**state, "smpl.body_pose": torch.zeros(1, 69)}}, path)
+    return str(path)
+
+
+def test_detector_tracks_feed_hmr2_and_its_estimates_feed_closeint(tmp_path, corpus, detector):
+    estimator = write_hmr2(tmp_path / "epoch=35-step=1000000.ckpt", seed=1)
+    reconstruct(tmp_path / "a", corpus, detector_weights=detector, estimator_weights=estimator)
+    rows = keyed_rows(tmp_path / "a")
+    assert rows and {r["estimates"] for r in rows.values()} == {"hmr2"}
+    assert {r["tracks_source"] for r in rows.values()} == {"detector"}
+    assert np.isfinite([r["joints_3d"] for r in rows.values()]).all()
+    other = write_hmr2(tmp_path / "other.ckpt", seed=2)
+    reconstruct(tmp_path / "b", corpus, detector_weights=detector, estimator_weights=other)
+    changed = keyed_rows(tmp_path / "b")
+    assert set(changed) == set(rows) and any(changed[k]["pose_6d"] != rows[k]["pose_6d"] for k in rows)
+    resnet = reconstruct(tmp_path / "c", corpus, detector_weights=detector)
+    assert resnet["rows"]["results"] == len(rows)
+    assert {r["estimates"] for r in keyed_rows(tmp_path / "c").values()} == {"resnet50"}
