@@ -40,10 +40,15 @@ class DataError(RuntimeError):
     """A data or checkpoint file that cannot be used; the message names the file and the fix (exit 1)."""
 
 
+FAMILY_CHECKPOINTS = ("give a model folder written by motionfleet (model.safetensors + config.json) or the family's "
+                      "released checkpoint")
+
+
 @contextmanager
-def checkpoint_errors(path, family: str):
+def checkpoint_errors(path, family: str, expected: str = FAMILY_CHECKPOINTS):
     """Turn whatever a model loader raises on a bad file (missing or wrong-shape keys, a bad
-    config.json, a truncated file) into one DataError naming the file and the fix."""
+    config.json, a truncated file) into one DataError naming the file and the fix (``expected``:
+    which files the loader takes)."""
     if path is None:
         yield
         return
@@ -53,5 +58,4 @@ def checkpoint_errors(path, family: str):
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: not a usable {family} checkpoint ({first}); give a model folder written by "
-                        f"motionfleet (model.safetensors + config.json) or the family's released checkpoint") from err
+        raise DataError(f"{path}: not a usable {family} checkpoint ({first}); {expected}") from err
