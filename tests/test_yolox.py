@@ -313,6 +313,14 @@ def test_nms_is_torchvisions(count, tied, threshold):
     assert count < 300 or 0 < len(got) < count
 
 
+def test_nms_keeps_a_box_whose_iou_is_the_threshold():
+    """torchvision drops a box when IoU > threshold, not >=: IoU exactly 0.5 survives 0.5."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 4.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    assert detect.nms(boxes, scores, 0.5).tolist() == [0, 1]  # IoU 0.5 and 0.4 with box 0; 0.8 with box 1
+    assert public_yolox.nms(boxes, scores, 0.5).tolist() == [0, 1]
+
+
 # --- backends ------------------------------------------------------------------------------
 
 

@@ -7,8 +7,11 @@
 
 ``frames`` are (H, W, 3) uint8 RGB arrays (``video.iter_frames``), any sizes; a call runs one
 forward per ``batch_size`` frames (a frame's boxes are the same bits in any batch) on the backend
-(``core.runtime.backends``: torch, onnxruntime, tensorrt, ...). Boxes are in the pixels of the frames given, best score first, not clipped to
-the frame (as the public code leaves them); score = objectness x person-class probability.
+(``core.runtime.backends``: torch, onnxruntime, tensorrt, ...). Boxes are in the pixels of the
+frames given (a frame decoded at a reduced ``max_size`` gives boxes in its own pixels), best score
+first, not clipped to the frame (as the public code leaves them); score = objectness x
+person-class probability. The demo keeps every score >= 0.46 whatever its threshold (its two-way
+split of the scores); ``confidence`` is the threshold itself.
 
 Pre-processing, as ByteTrack's ``preproc`` (``yolox/data/data_augment.py``) with the ImageNet
 mean and std its MOT checkpoints were trained with (``exps/example/mot/yolox_x_mix_det.py``;
@@ -22,8 +25,8 @@ computed in float64 as the public numpy code does, then float32.
 Post-processing, as ``yolox/utils/boxes.py`` ``postprocess`` and the demo: box centre and size to
 corners; score = objectness x the best class probability; the rows whose best class is person
 (class 0) with score >= ``confidence``; greedy NMS (``torchvision.ops.nms``'s rule: by
-descending score (equal scores in anchor order), a box is dropped when its IoU with a kept box exceeds
-``nms_threshold``); corners divided by r. The demo runs NMS at confidence 0.001 and keeps score
+descending score, equal scores in anchor order, a box is dropped when its IoU with a kept box
+exceeds ``nms_threshold``); corners divided by r. The demo runs NMS at confidence 0.001 and keeps score
 >= 0.23 afterwards: the same boxes, since a box below the threshold only ever suppresses boxes
 below it.
 """
