@@ -12,6 +12,7 @@ import pickle
 from dataclasses import replace
 
 import numpy as np
+import public_yolox  # needs cv2: opencv-python-headless, in the test extra
 import pytest
 import torch
 from layout import Layout
@@ -24,8 +25,6 @@ from motionfleet.core.options import UsageError
 from motionfleet.core.runtime import backends
 from motionfleet.socialmirror import detect
 from motionfleet.socialmirror.detect import Detector, DetectorSettings
-
-public_yolox = pytest.importorskip("public_yolox", reason="the public reference needs cv2 (opencv-python-headless, the test extra)")
 
 TEST_SIZE = (128, 192)
 CONFIDENCE = 0.05  # far below the demo's 0.23, so that hundreds of boxes reach NMS
