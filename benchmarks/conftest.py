@@ -17,7 +17,11 @@ def all_cores():
 
 def record(benchmark, flops: int, items: int, **extra) -> None:
     """Run ``benchmark`` results into extra_info: flops per call, GFLOP/s, per-item median and IQR,
-    and the load average when the case ended (other work on the machine slows every number)."""
+    and the load average when the case ended (other work on the machine slows every number).
+    Under ``--benchmark-disable`` the case ran once, untimed: only the counts are recorded."""
+    if benchmark.disabled:
+        benchmark.extra_info.update({"flops": flops, "items": items, **extra})
+        return
     median = benchmark.stats.stats.median
     benchmark.extra_info.update({
         "flops": flops, "gflops_per_s": flops / median / 1e9, "items": items,

@@ -60,6 +60,7 @@ class GraphSpec:
     output_shape: Callable[..., tuple[int, ...]]  # graph inputs -> output shape
     max_frames: int = 0
     optimize: bool = True  # run the exporter's graph optimizer
+    max_batch: int = MAX_BATCH  # the largest batch the graph (and a TensorRT engine) is built for
 
     def filename(self, precision: str) -> str:
         return f"{self.family}-{self.name}-{precision}.onnx"
@@ -117,7 +118,7 @@ def random_inputs(spec: GraphSpec, batch: int, seed: int = 0, frames: int = 0,
 
 
 def dynamic_shapes(spec: GraphSpec) -> dict:
-    dims = {"batch": torch.export.Dim("batch", min=1, max=MAX_BATCH)}
+    dims = {"batch": torch.export.Dim("batch", min=1, max=spec.max_batch)}
     if spec.max_frames:
         dims["frames"] = torch.export.Dim("frames", min=1, max=spec.max_frames)
     return {graph_input.name: {axis: dims[d] for axis, d in enumerate(graph_input.shape) if isinstance(d, str)} or None

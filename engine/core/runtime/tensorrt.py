@@ -49,10 +49,11 @@ def graph_files_sha256(onnx_path: Path) -> str:
 
 
 def profile_shapes(spec: GraphSpec, batches=PROFILE_BATCHES) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
-    """For each batch range, input name -> (min, opt, max) shape, for the inputs with dynamic dims."""
+    """For each batch range, input name -> (min, opt, max) shape, for the inputs with dynamic dims;
+    the ranges are cut at the graph's ``max_batch`` (a range wholly above it is dropped)."""
     frames = (1, min(OPT_FRAMES, spec.max_frames), spec.max_frames)
     profiles = []
-    for rows in batches:
+    for rows in [tuple(min(n, spec.max_batch) for n in batch) for batch in batches if batch[0] < spec.max_batch]:
         shapes = {}
         for graph_input in spec.inputs:
             if all(isinstance(d, int) for d in graph_input.shape):
