@@ -69,9 +69,13 @@ def test_plain_videos_are_detected_tracked_paired_and_reconstructed(tmp_path, co
     assert report["job"]["boxes"] == {"track_file": 0, "detector": 2, "full_frame": 0}
 
 
-def test_the_same_bytes_whatever_the_shard_size_batch_size_and_resume(tmp_path, corpus, detector):
+def test_the_same_bytes_whatever_the_shard_size_batch_size_and_thread_count(tmp_path, corpus, detector):
     reconstruct(tmp_path / "a", corpus, detector_weights=detector, shard_size=1, batch_size=1)
-    reconstruct(tmp_path / "b", corpus, detector_weights=detector, shard_size=4, batch_size=3)
+    torch.set_num_threads(2)
+    try:
+        reconstruct(tmp_path / "b", corpus, detector_weights=detector, shard_size=4, batch_size=3)
+    finally:
+        torch.set_num_threads(1)
     a, b = keyed_rows(tmp_path / "a"), keyed_rows(tmp_path / "b")
     assert a and a == b
     tracks = [read_results(str(tmp_path / n / "stages" / "tracks")).sort_by([("video_id", "ascending"),

@@ -174,8 +174,9 @@ def run_stages(stages: tuple[Stage, ...], shards: list[Shard], context: RunConte
     returns the job's shards with what they read from the stages, and each stage's report part."""
     reports = {}
     for stage in stages:
-        job = {"job": context.job["job"], "stage": stage.name, **stage.job}
-        stage_context = dataclasses.replace(context, out_dir=stage_location(context.out_dir, stage.name), job=job)
+        job = {"job": f"{context.job['job']} {stage.name}", "stage": stage.name, **stage.job}
+        stage_context = dataclasses.replace(context, out_dir=stage_location(context.out_dir, stage.name), job=job,
+                                            unit=stage.unit)
         ran, failed, done, wall = run_shards(stage_context, stage.shards, WarmWorker(stage.runner, spec, config))
         shards = stage.attach(shards, committed_files(stage_context.out_dir))
         timing = total([d.timings for d in done])

@@ -6,6 +6,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from motionfleet.common import yolox
 from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.jobfolder.storage import is_uri
@@ -22,7 +23,6 @@ from motionfleet.core.options import (
 )
 from motionfleet.core.registry import Family, Plan
 from motionfleet.demo.videos import write_demo_corpus
-from motionfleet.common import yolox
 from motionfleet.socialmirror import graphs, hmr2, report
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
@@ -30,6 +30,19 @@ from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSp
 from motionfleet.socialmirror.source import plan_job
 
 DEFAULT_CLIPS_PER_SHARD = 64
+
+def height_by_width(text: str) -> tuple[int, int]:
+    """``"800x1440"`` -> (800, 1440)."""
+    height, width = text.lower().split("x")
+    return int(height), int(width)
+
+
+def multiples_of_32(size) -> str | None:
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(n, int) and n > 0 and n % 32 == 0 for n in size):
+        return f"{size} must be two positive multiples of 32 (height x width, e.g. 800x1440)"
+    return None
+
 
 OPTIONS = (
     int_option("steps", 5, "DDIM steps over CloseInt's 100 train steps", low=1, high=100),
@@ -50,6 +63,8 @@ OPTIONS = (
     file_option("estimator_weights", "feature projection + regression head weights file", existing_file),
     file_option("detector_weights", "YOLOX / ByteTrack person detector ({'model': state_dict}, e.g. ByteTrack's "
                 "bytetrack_x_mot17.pth.tar): videos without a track file are detected, tracked and paired", existing_file),
+    Option("detector_size", (800, 1440), "detector input HEIGHTxWIDTH, multiples of 32 (CloseInt's demo: 800x1440)",
+           height_by_width, checks=(multiples_of_32,), metavar="HxW"),
     float_option("detector_confidence", 0.23, "objectness x class score a detection needs (CloseInt's demo: 0.23)",
                  low=0.0, high=1.0),
     int_option("detect_every", 1, "detect every k-th frame; the tracker bridges the frames between", low=1),
@@ -76,7 +91,7 @@ def build(v: dict) -> tuple[ReconstructSpec, ReconstructSettings]:
         guidance_scale=v["guidance_scale"], guidance_penetration=v["guidance_penetration"],
         guidance_aux=v["guidance_aux"], joint_radius=v["joint_radius"], seed=v["seed"], batch_size=v["batch_size"],
         prefetch_clips=v["prefetch_clips"], device=v["device"], backend=v["backend"], precision=v["precision"],
-        detector_confidence=v["detector_confidence"], detect_every=v["detect_every"], max_gap=v["max_gap"])
+        detector_size=tuple(v["detector_size"]), detector_confidence=v["detector_confidence"], detect_every=v["detect_every"], max_gap=v["max_gap"])
     return spec, settings
 
 

@@ -41,6 +41,7 @@ class ReconstructSettings:
     seed: int = 0
     batch_size: int = 4
     prefetch_clips: int = 4
+    detector_size: tuple[int, int] = (800, 1440)
     detector_confidence: float = 0.23
     detect_every: int = 1
     max_gap: int = 15

@@ -34,7 +34,7 @@ from motionfleet.socialmirror.video import VideoItem, check_index, list_videos, 
 # The fewest bytes a coded frame takes in a container (a skipped inter frame and its packet header);
 # it bounds how many frames the plan believes a small file that claims a long duration.
 MIN_BYTES_PER_FRAME = 8
-TRACKS_SETTINGS = ("target_fps", "detector_confidence", "detect_every", "max_gap")  # what decides the tracks
+TRACKS_SETTINGS = ("target_fps", "detector_size", "detector_confidence", "detect_every", "max_gap")  # what decides the tracks
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def tracks_stage(videos: list[VideoItem], job: dict) -> Stage:
     """The stage that detects and tracks each video without a user's track file (``track_stage``)."""
     shards = [Shard(video_shard_id(number), (VideoToTrack(v.video_id, str(v.path)),))
               for number, v in enumerate(videos) if v.track_path is None and v.error is None]
-    return Stage(STAGE, shards, job, VideoTracker, attach_tracks)
+    return Stage(STAGE, shards, job, VideoTracker, attach_tracks, unit="video")
 
 
 def attach_tracks(shards: list[Shard], files: dict[str, StageFiles]) -> list[Shard]:

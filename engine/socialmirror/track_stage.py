@@ -4,7 +4,7 @@ Runs once per video before its clips (a stage shard ``video-<n>``, ``core.execut
 on the worker's device::
 
     decode         the frames the clips see (target fps), capped at the detector's test size
-    detect         YOLOX on every ``detect_every``-th frame, ``batch_size`` frames a call
+    detect         YOLOX on every ``detect_every``-th frame and the last, 8 frames a call (``detect``)
     track          ByteTrack over the whole video, then the pair (``tracking``)
     rows           per frame and person its box; a frame where the pair is lost, one row of person -1
 
@@ -26,11 +26,16 @@ from typing import Optional
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from motionfleet.common.weights import weights_description
+from motionfleet.common.yolox import load_yolox
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.execution.stages import StageFiles
 from motionfleet.core.io import rejections
+from motionfleet.core.runtime.batching import fixed_thread_pool
 from motionfleet.core.runtime.stopwatch import Timings
+from motionfleet.socialmirror.detect import Detector, DetectorSettings
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
 from motionfleet.socialmirror.tracking import PairSettings, track_pair
 from motionfleet.socialmirror.video import Tracks, check_index, iter_frames, probe_video
@@ -104,12 +109,18 @@ class VideoTracker:
     """The tracks stage's runner: ``run((video,))`` -> (rows, rejected, timings)."""
 
     def __init__(self, spec: ReconstructSpec, settings: ReconstructSettings):
-        from motionfleet.common.yolox import load_yolox
-        from motionfleet.socialmirror.detect import Detector, DetectorSettings
-
         self.settings = settings
-        settings_for_detector = DetectorSettings(confidence=settings.detector_confidence)
-        self.detector = Detector(load_yolox(spec.detector_weights), settings_for_detector, device=settings.device)
+        detection = DetectorSettings(test_size=settings.detector_size, confidence=settings.detector_confidence)
+        self.detector = Detector(load_yolox(spec.detector_weights), detection, backend=settings.backend,
+                                 device=settings.device, precision=settings.precision,
+                                 weights=weights_description(spec.detector_weights, 0))
+        self.max_side = max(detection.test_size)
+        # oneDNN's convolutions give other bits with another thread count (measured: another pair
+        # picked among near-tied boxes in a Ray actor), so on CPU each batch runs on one torch thread
+        # and batches side by side keep the cores busy (``batching.fixed_thread_pool``).
+        on_cpu = self.detector.device.type == "cpu"
+        self.pool = fixed_thread_pool(torch.get_num_threads()) if on_cpu else None
+        self.batches_at_once = max(1, torch.get_num_threads()) if on_cpu else 1
 
     def warm_up(self) -> None:
         pass
@@ -140,27 +151,30 @@ class VideoTracker:
         frame's source index."""
         probe_video(video.path)
         check_index(video.path)
-        detections, seen, batch, frame = {}, [], [], None
+        detections, seen, frames, frame = {}, [], [], None
+        at_once = self.detector.settings.batch_size * self.batches_at_once
         start = time.perf_counter()
-        for frame in iter_frames(video.path, self.settings.target_fps, max_size=self.detector.max_input_side):
+        for frame in iter_frames(video.path, self.settings.target_fps, max_size=self.max_side):
             seen.append(frame.source_index)
             if frame.index % self.settings.detect_every == 0:
-                batch.append(frame)
-            if len(batch) == self.settings.batch_size:
+                frames.append(frame)
+            if len(frames) == at_once:
                 timings.seconds["decode"] += time.perf_counter() - start
-                detections.update(self.detect_batch(batch, timings))
-                batch, start = [], time.perf_counter()
+                detections.update(self.detect_frames(frames, timings))
+                frames, start = [], time.perf_counter()
         timings.seconds["decode"] += time.perf_counter() - start
         if frame is not None and frame.index % self.settings.detect_every:
-            batch.append(frame)
-        if batch:
-            detections.update(self.detect_batch(batch, timings))
+            frames.append(frame)
+        detections.update(self.detect_frames(frames, timings))
         timings.counts["frames"] += len(seen)
         return detections, np.array(seen, dtype=np.int64)
 
-    def detect_batch(self, frames: list, timings: Timings) -> dict[int, np.ndarray]:
+    def detect_frames(self, frames: list, timings: Timings) -> dict[int, np.ndarray]:
+        """Boxes of ``frames`` in source pixels, a detector batch per pool thread."""
         start = time.perf_counter()
-        found = self.detector([f.rgb for f in frames])
+        size = self.detector.settings.batch_size
+        batches = [[f.rgb for f in frames[i:i + size]] for i in range(0, len(frames), size)]
+        found = [boxes for batch in (self.pool.map if self.pool else map)(self.detector, batches) for boxes in batch]
         timings.seconds["detect"] += time.perf_counter() - start
         timings.counts["frames_detected"] += len(frames)
         return {f.source_index: to_source_pixels(boxes, f.scale) for f, boxes in zip(frames, found)}

@@ -51,6 +51,7 @@ class Stage:
     job: dict
     runner: type
     attach: Callable[[list[Shard], dict[str, StageFiles]], list[Shard]]
+    unit: str = "shard"  # what the progress display counts
 
 
 def stage_location(out_dir: str, name: str) -> str:
