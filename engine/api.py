@@ -12,7 +12,7 @@ shard was already committed runs nothing and returns the folder's report. Ctrl-C
 own, stops a job cleanly (lease released, committed shards kept) and raises ``KeyboardInterrupt``
 (``Terminated`` for SIGTERM, from ``motionfleet.core.io.interrupts``); calling it again resumes.
 ``evaluate`` runs a family's evaluation protocol and ``leaderboard`` several models through one
-protocol (README: evaluate, leaderboard).
+protocol (docs/evaluate.md).
 
 ``load`` keeps a family's model between calls and returns rows in memory, no job folder:
 
@@ -157,7 +157,7 @@ class Pipeline:
         return self.run(inputs, demo=demo)
 
     def _as_input(self, inputs: Any, scratch: Path) -> Any:
-        """A table as the Parquet file the job would read (its columns: README, the family's input);
+        """A table as the Parquet file the job would read (its columns: the family's page in docs/);
         a list of dicts too, where the family reads files only."""
         if isinstance(inputs, (str, Path)) or inputs is None:
             return inputs

@@ -254,7 +254,7 @@ def leaderboard_parser(sub) -> None:
     p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md",
                        description="several models through one protocol -> OUT/leaderboard.parquet and .md",
                        epilog="example:\n  motionfleet leaderboard models.toml --out runs/board")
-    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (README: leaderboard)")
+    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (docs/evaluate.md)")
     p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table (required)")
     add_verbose(p)
     p.set_defaults(handler=run_leaderboard)

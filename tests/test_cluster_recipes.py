@@ -183,7 +183,7 @@ def test_the_dockerfiles_copy_what_pip_install_needs_and_install_as_the_readme_d
     runs = [args for op, args in steps if op == "RUN"]
     index = {"cpu": "https://download.pytorch.org/whl/cpu", "cuda": "https://download.pytorch.org/whl/cu128"}[kind]
     assert f"pip install {README_TORCH} --index-url {index}" in runs  # the README's pin, from PyTorch's index
-    assert index in (ROOT / "README.md").read_text()
+    assert index in (ROOT / "docs" / "install.md").read_text()  # the install page names the index
     [install] = [i for i, (op, args) in enumerate(steps) if op == "RUN" and re.search(r'pip install "\.\[', args)]
     assert install > max(i for i, (op, _) in enumerate(steps) if op == "COPY")  # installs what was copied
     extras = re.search(r'"\.\[([a-z,]+)\]"', steps[install][1]).group(1).split(",")

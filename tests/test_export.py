@@ -102,10 +102,10 @@ def test_inputs_and_dynamic_dimensions_have_the_specs_names(exported, graph):
     assert dims(model.graph.output[0])[0] == "batch"
 
 
-def test_the_readme_names_the_decoder_inputs_the_graph_has(exported):
+def test_the_docs_name_the_decoder_inputs_the_graph_has(exported):
     spec, _ = exported["dhvae-decoder"]
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    export_section = readme[readme.index("- **export** writes"):readme.index("- **`--backend`**")]
+    export_page = (Path(__file__).parents[1] / "docs" / "export.md").read_text()
+    export_section = export_page[export_page.index("- **export** writes"):export_page.index("- **`--backend`**")]
     decoder = export_section[export_section.index("its decoder"):]
     assert all(f"`{name}`" in decoder.split(")")[0] for name in spec.input_names()), spec.input_names()
 

@@ -156,9 +156,9 @@ def test_the_python_api_runs_a_job_with_sigterm_turned_into_terminated(monkeypat
     assert seen == [interrupts._interrupt] and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_the_exit_codes_of_a_stop_are_in_the_help_and_the_readme():
+def test_the_exit_codes_of_a_stop_are_in_the_help_and_the_docs():
     from motionfleet import cli
 
     assert "143  SIGTERM" in cli.build_parser().format_help() and "130  Ctrl-C" in cli.build_parser().format_help()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "130 Ctrl-C; 143\nSIGTERM" in readme
+    jobs_page = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text()
+    assert "130 Ctrl-C; 143\nSIGTERM" in jobs_page

@@ -77,7 +77,7 @@ def read_split(root: str | Path, test_file: str = "split/test.txt", ignore_file:
     root = Path(root)
     split_file = root / test_file
     if not split_file.is_file():
-        raise MissingFile(f"{split_file} is missing: --dataset must be an InterHuman-layout folder (README: evaluate)")
+        raise MissingFile(f"{split_file} is missing: --dataset must be an InterHuman-layout folder (docs/evaluate.md)")
     ignore_path = root / ignore_file
     ignored = set(_lines(ignore_path)) if ignore_path.is_file() else set()
     motions, left_out, digest = [], [], hashlib.sha256()
@@ -112,7 +112,7 @@ def _read_entry(root: Path, name: str) -> tuple[TestMotion | None, str]:
     columns = shapes[0][1]
     if columns == RAW_COLUMNS:
         raise ValueError(f"{paths[0]} holds raw InterHuman capture ({RAW_COLUMNS} columns): convert the test split to "
-                         f"InterGen's 262-d global features first (README: evaluate, InterHuman)")
+                         f"InterGen's 262-d global features first (docs/evaluate.md, InterHuman)")
     if columns != FEATURES_PER_PERSON or shapes[1][1] != FEATURES_PER_PERSON:
         return None, f"motion has {columns} columns, expected {FEATURES_PER_PERSON}"
     if shapes[0][0] < MIN_FRAMES:

@@ -103,7 +103,7 @@ OPTION_NAMES = {"dhvae": _dhvae_options, "scorehoi": lambda: (job_option_names("
 
 
 DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
-                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (README: evaluate); "
+                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (docs/evaluate.md); "
                              "none: a synthetic or demo set")
 
 

@@ -13,7 +13,7 @@ Config::
     family = "dhvae"
     checkpoint = "ckpt/last.ckpt"  # optional: seeded dummy weights
     seeds = [0, 1]                 # one evaluation per seed
-    [entry.settings]               # the family's evaluate options (README: evaluate)
+    [entry.settings]               # the family's evaluate options (docs/evaluate.md)
     steps = 50
 
 Every (entry, seed) is an ordinary evaluation folder ``OUT/entries/<name>/seed-<s>`` whose
@@ -103,7 +103,7 @@ def read_config(path: str | Path) -> Config:
     dataset = checked_value(options["dataset"], raw.get("dataset"), f"{path}: dataset")
     if dataset is not None and Path(dataset).is_dir() != DATASET_IS_FOLDER[protocol]:
         raise ValueError(f"{path}: dataset {dataset} is not a {'folder' if DATASET_IS_FOLDER[protocol] else 'file'}; "
-                         f"see README: evaluate for protocol {protocol}'s dataset")
+                         f"see docs/evaluate.md for protocol {protocol}'s dataset")
     return Config(protocol, entries, settings(path, family, raw.get("protocol_settings", {}), "[protocol_settings]"),
                   dataset, checked_value(options["workers"], raw.get("workers"), f"{path}: workers"),
                   checked_value(options["address"], raw.get("address"), f"{path}: address"))

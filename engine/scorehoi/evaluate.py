@@ -8,7 +8,7 @@ over the samples where it is defined (precision needs a predicted contact, recal
 summed in sample-id order. Source ``generated`` is the refined result, ``initial`` the estimate
 before refinement.
 
-Ground truth: the ``refine`` input Parquet (README: refine) with all four ``gt_*`` columns
+Ground truth: the ``refine`` input Parquet (docs/refine.md) with all four ``gt_*`` columns
 (``gt_pose`` 52 SMPL-H joint rotations, ``gt_betas``, ``gt_object_rotation``,
 ``gt_object_translation``) on every row; without ``--dataset``, the built-in demo scenes, which
 carry theirs. BEHAVE and InterCap convert to it per image: the SMPL-H fit's pose and betas and

@@ -64,7 +64,7 @@ def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, ou
     name, digest, count, referenced, shard_items = estimate_source(estimates, spec, settings.control)
     if count == 0:
         raise UsageError(f"--estimates {name}: holds no row; give one row of initial estimates per image "
-                         "(README: refine), or --demo")
+                         "(docs/refine.md), or --demo")
     total = count * (len(VARIANTS) if settings.control else 1)
     size = shard_size or shard_size_for(total, DEFAULT_SHARD_SIZE)
     job = {
@@ -97,7 +97,7 @@ FAMILY = Family(
     summary="initial human-object estimates -> score-guided refinement (scorehoi)",
     example="motionfleet refine --estimates estimates.parquet --out runs/ref --sampler-preset fast",
     unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset="released",
-    inputs=file_option("estimates", "Parquet of initial estimates, one row per image (README: refine)", existing_file),
+    inputs=file_option("estimates", "Parquet of initial estimates, one row per image (docs/refine.md)", existing_file),
     options=OPTIONS, build=build, plan=plan, runner=ScoreHOIRefiner, summarise=report.summarise,
     report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True,
 )

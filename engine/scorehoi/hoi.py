@@ -183,7 +183,7 @@ class GuidanceWeights:
     The paper gives no values (the public code's 0.5 / 0.5 / 0.1 weigh other loss forms, and its
     penetration term has no gradient). Each term sums over points and a distance-predicted contact
     mask marks far more points than penetrate, so L_pt is weighted 10x and its hinge starts 1 cm
-    outside the surface (negative margin); chosen on the demo scenes with rho 0.5 (README).
+    outside the surface (negative margin); chosen on the demo scenes with rho 0.5 (docs/refine.md).
     """
 
     contact: float = 1.0

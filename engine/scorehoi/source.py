@@ -1,6 +1,6 @@
 """Initial human-object estimates for ``refine``: a Parquet file, one row per image.
 
-Columns (README, "refine (scorehoi)"): ``id`` (optional, else the row index), ``pose`` (52 SMPL-H
+Columns (docs/refine.md): ``id`` (optional, else the row index), ``pose`` (52 SMPL-H
 joint rotations, root first: 312 numbers 6D, 156 axis-angle or 468 matrix), ``betas`` (10),
 ``object`` (a built-in name or a mesh path), ``object_rotation`` (6 6D, 3 axis-angle or 9
 matrix), ``object_translation`` (3, metres), and ``image_features`` (the denoiser's condition
@@ -150,7 +150,7 @@ def scan_estimates(path: str | Path) -> EstimateFile:
     if not path.is_file():
         raise FileNotFoundError(f"estimates file not found: {path}")
     if path.suffix != ".parquet":
-        raise ValueError(f"unsupported estimates file {path}: use .parquet (README, 'refine (scorehoi)')")
+        raise ValueError(f"unsupported estimates file {path}: use .parquet (docs/refine.md)")
     scan, file = scan_file(path), pq.ParquetFile(path)
     ids = (record_from_row(row, {"id": value}).sample_id for row, value in enumerate(column_values(file, "id")))
     referenced = referenced_files_sha256(str(path.parent), column_values(file, "object"),

@@ -2,7 +2,7 @@
 then MPJPE, PA-MPJPE, interaction error and penetration (``socialmirror/metrics.py``).
 
 Ground truth: ``DIR/ground_truth.parquet`` beside the corpus ``DIR/videos/``, one row per video,
-output frame and person, in the conventions of reconstruct's own output (README: reconstruct):
+output frame and person, in the conventions of reconstruct's own output (docs/reconstruct.md):
 
 | column | type | |
 |---|---|---|
@@ -118,7 +118,7 @@ def synthetic_ground_truth(results: list[dict], path: Path) -> Path:
 def read_ground_truth(path: Path) -> dict:
     if not path.is_file():
         raise MissingFile(f"{path} is missing: socialmirror's protocol reads per-frame SMPL ground truth beside the videos "
-                          "(README: evaluate, socialmirror)")
+                          "(docs/evaluate.md, socialmirror)")
     table = pq.read_table(path)
     missing = sorted(set(GT_SCHEMA.names) - set(table.column_names))
     if missing:
