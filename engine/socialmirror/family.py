@@ -60,7 +60,8 @@ OPTIONS = (
     int_option("prefetch_clips", 4, "decoded clips queued ahead of the models", low=1),
     int_option("seed", 0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0),
     file_option("backbone_weights", "torchvision-format ResNet-50 weights file", existing_file),
-    file_option("estimator_weights", "feature projection + regression head weights file", existing_file),
+    file_option("estimator_weights", "4D-Humans' HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt): its features and "
+                "initial pose start the diffusion; or our feature projection + regression head weights file", existing_file),
     file_option("detector_weights", "YOLOX / ByteTrack person detector ({'model': state_dict}, e.g. ByteTrack's "
                 "bytetrack_x_mot17.pth.tar): videos without a track file are detected, tracked and paired", existing_file),
     Option("detector_size", (800, 1440), "detector input HEIGHTxWIDTH, multiples of 32 (CloseInt's demo: 800x1440)",
