@@ -24,10 +24,11 @@ from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.demo.body_models import write_synthetic_body_model
 from motionfleet.demo.scenes import demo_scenes
 
-RUN = """import json, resource, sys
+RUN = """import json, sys
 from motionfleet import cli
+from motionfleet.core.execution.worker import peak_rss_mb
 code = cli.main(sys.argv[1:])
-print(json.dumps({"code": code, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"""
+print(json.dumps({"code": code, "peak_rss_mb": peak_rss_mb()}))"""  # VmHWM: ru_maxrss would hold pytest's peak
 
 
 def shared_file(folder, case: str) -> tuple[str, dict]:
