@@ -3,8 +3,7 @@ dhvae's decoder and, if asked, its whole DDIM loop), batch dynamic.
 
 The model comes from the family's one loader (``Family.load_model``, as the jobs and ``bench``
 load it) and the graphs from the family (``Family.graphs``); the tracing, the checks and the
-metadata are the engine's (``motionfleet.core.runtime.graphs``). This package imports the engine; the
-engine never imports it.
+metadata are the engine's (``motionfleet.core.runtime.graphs``). This package imports the engine.
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ class RayStream:
 
     def __init__(self, produce: Callable, depth: int):
         task = ray.remote(_produce).options(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=depth)
-        # A generator task's .remote() returns an ObjectRefGenerator; Ray's type hints say ObjectRef.
-        self.items: ray.ObjectRefGenerator = task.remote(produce)  # type: ignore[assignment]
+        self.items: ray.ObjectRefGenerator = task.remote(produce)
         self.wait_s = 0.0
         self.finished = False
 
