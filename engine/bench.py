@@ -100,7 +100,7 @@ def round_robin(cases: dict[str, Callable], repeats: int, device: torch.device,
         for fn in cases.values():
             fn()
     synchronize(device)
-    seconds = {name: [] for name in cases}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
             seconds[name].append(timed(fn, device))

@@ -194,7 +194,7 @@ def evaluate_parser(sub) -> None:
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
     add_option(p, DATASET_OPTION)
-    groups = {}
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for option, families in protocol_flags(tuple(RUNNERS)):
         title = "every protocol" if len(families) == len(RUNNERS) else " and ".join(families) + " only"
         add_option(groups.get(title) or groups.setdefault(title, p.add_argument_group(title)), option)

@@ -3,8 +3,7 @@ dhvae's decoder and, if asked, its whole DDIM loop), batch dynamic.
 
 The model comes from the family's one loader (``Family.load_model``, as the jobs and ``bench``
 load it) and the graphs from the family (``Family.graphs``); the tracing, the checks and the
-metadata are the engine's (``motionfleet.core.runtime.graphs``). This package imports the engine; the
-engine never imports it.
+metadata are the engine's (``motionfleet.core.runtime.graphs``). This package imports the engine.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from motionfleet.core import registry
+from motionfleet.core.options import UsageError
 from motionfleet.core.runtime.graphs import OPSET, export_graph
 
 
@@ -23,6 +23,8 @@ def export_family(family: str, out_dir: str | Path, checkpoint: Optional[str] = 
     """Export every graph of ``family``; returns the written paths. ``progress(name)`` is called
     before each graph is traced."""
     entry = registry.get(family)
+    if entry.graphs is None:
+        raise UsageError(f"--family {family}: this family declares no ONNX graphs (Family.graphs); export one that does")
     model, weights = entry.load_model(checkpoint, preset or entry.default_preset, seed)
     paths = []
     for spec in entry.graphs(model, loop_steps, guidance_scale):

@@ -159,3 +159,17 @@ def test_fp16_graph_keeps_fp32_inputs_and_outputs(tmp_path):
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown family"):
         registry.get("mdm")
+
+
+def test_export_of_a_family_without_graphs_is_a_usage_error(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from motionfleet.core.options import UsageError
+    from motionfleet.export.onnx import export_family
+
+    loaded = []
+    family = SimpleNamespace(name="toy", default_preset="tiny", graphs=None, load_model=lambda *args: loaded.append(args))
+    monkeypatch.setattr(registry, "get", lambda name: family)
+    with pytest.raises(UsageError, match="declares no ONNX graphs"):
+        export_family("toy", tmp_path)
+    assert not loaded  # refused before loading a model

@@ -25,6 +25,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -223,7 +224,7 @@ class BodyModel(torch.nn.Module):
     def __init__(self, kind: str, layer: torch.nn.Module):
         super().__init__()
         self.kind = kind
-        self.layer = layer
+        self.layer: Any = layer  # a smplx layer: its tensors (v_template, shapedirs, ...) are attributes smplx does not type
 
     @property
     def num_joints(self) -> int:

@@ -49,6 +49,14 @@ def shape_blend(betas: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
 class BodyPoints(nn.Module):
     """(rotations (B, J, 3, 3), betas (B, 10)) -> the posed vertices ``vertex_ids`` (B, n, 3)."""
 
+    vertex_ids: torch.Tensor  # the buffers registered below
+    template: torch.Tensor
+    shape_matrix: torch.Tensor
+    posedirs: torch.Tensor
+    skinning_weights: torch.Tensor
+    joint_template: torch.Tensor
+    joint_shape_matrix: torch.Tensor
+
     def __init__(self, body: BodyModel, vertex_ids: torch.Tensor):
         super().__init__()
         layer = body.layer

@@ -125,11 +125,11 @@ def workers_option(name: str, help: str) -> Option:
 
 def float_option(name: str, default: Optional[float], help: str, low: Optional[float] = None,
                  high: Optional[float] = None, above: Optional[float] = None) -> Option:
-    checks = [finite]
+    checks: list[Callable[[Any], Optional[str]]] = [finite]
     if low is not None:
         checks.append(at_least(low))
     if above is not None:
-        checks.append(lambda v, a=above: None if v > a else f"must be > {a}, got {v}")
+        checks.append(lambda v: None if v > above else f"must be > {above}, got {v}")
     if high is not None:
         checks.append(at_most(high))
     return Option(name, default, help, float, checks=tuple(checks), metavar="X")

@@ -282,7 +282,7 @@ def _keypoint_permutation(vertices: np.ndarray, joints: list[_Joint], vertex_ids
     that keypoint's anatomical target (so smplx's toes, heels, fingertips land sensibly)."""
     targets = _keypoint_targets(joints)
     order = np.arange(len(vertices))
-    taken = set()
+    taken: set[int] = set()
     for name, vertex_id in vertex_ids.items():
         distance = np.linalg.norm(vertices - targets[name], axis=-1)
         distance[list(taken)] = np.inf

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -35,9 +36,9 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 from motionfleet.common.weights import weights_description

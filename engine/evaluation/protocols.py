@@ -9,12 +9,13 @@ overridden or scaled.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from importlib import resources
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
+else:  # Python 3.10
     import tomli as tomllib
 
 from motionfleet.core.options import UsageError

@@ -54,8 +54,8 @@ def timesteps(config: DDIMConfig) -> list[int]:
         ratio = n_train // n
         ts = [i * ratio + config.steps_offset for i in range(n)]
     elif config.timestep_spacing == "trailing":
-        ratio = n_train / n
-        ts = [round(n_train - i * ratio) - 1 for i in range(n)][::-1]
+        spacing = n_train / n
+        ts = [round(n_train - i * spacing) - 1 for i in range(n)][::-1]
     elif config.timestep_spacing == "linspace":
         ts = [round(x) for x in torch.linspace(0, n_train - 1, n, dtype=torch.float64).tolist()]
     else:

@@ -293,7 +293,7 @@ class ScoreHOIRefiner:
         truth = torch.stack([e.x if e.ground_truth is None else e.ground_truth for e in estimates]).to(self.device)
         before, after = self.posed_meshes(initial, objects), self.posed_meshes(refined, objects)
         target = self.posed_meshes(truth, objects)
-        out = []
+        out: list[dict] = []
         for i in range(count):
             if i in skip:
                 out.append({})

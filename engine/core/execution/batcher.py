@@ -44,7 +44,7 @@ class ShardRun:
     results: Optional[pa.Table] = None
     rejected: Optional[pa.Table] = None
     timings: Optional[Timings] = None
-    error: Optional[BaseException] = None
+    error: Optional[Exception] = None
 
 
 @dataclass
@@ -122,7 +122,7 @@ class ShardBatcher:
                 break
         return parts
 
-    def _failed(self, parts, err: BaseException) -> list[ShardRun]:
+    def _failed(self, parts, err: Exception) -> list[ShardRun]:
         if len(parts) == 1 and parts[0][0].alone:
             s = parts[0][0]
             self.open_shards.remove(s)
@@ -162,7 +162,8 @@ class ShardBatcher:
         out = []
         for parts in (s.results, s.rejected):
             table = pa.concat_tables(parts).combine_chunks()
-            order = sorted(range(table.num_rows), key=lambda row, keys=self.worker.row_keys(table): s.position[keys[row]])
+            keys = self.worker.row_keys(table)
+            order = sorted(range(table.num_rows), key=lambda row: s.position[keys[row]])
             out.append(table.take(pa.array(order, pa.int64())))
         return out[0], out[1]
 

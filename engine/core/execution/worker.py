@@ -121,6 +121,7 @@ def process_shard(generator, shard: Shard, out_dir: str, metadata: dict[str, str
 
 def write_run(run: ShardRun, started: Started, out_dir: str, metadata: dict[str, str], node: str = "") -> ShardDone:
     """Write a finished shard's files; its record."""
+    assert run.results is not None and run.rejected is not None and run.timings is not None, "a run that failed has no files"
     written = time.perf_counter()
     with output_errors(out_dir):
         files = write_shard(out_dir, run.shard.shard_id, run.results, run.rejected, metadata)

@@ -1,7 +1,6 @@
 """The one cache root: ``$MOTIONFLEET_CACHE``, else ``~/.cache/motionfleet``.
 
-Exported graphs, TensorRT engines, synthetic body models and object SDF grids live under it;
-nothing else decides where cached files go.
+Exported graphs, TensorRT engines, synthetic body models and object SDF grids live under it.
 """
 
 from __future__ import annotations

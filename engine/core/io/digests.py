@@ -30,7 +30,7 @@ import stat
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from motionfleet.core.io.cache import cache_dir
 
@@ -73,11 +73,12 @@ def many(paths: Sequence[str | os.PathLike], sampled: bool = False) -> list[str]
     with ThreadPoolExecutor(_THREADS) as pool:
         keys = list(pool.map(_stat_key, paths))
         with _Cache() as cache:
-            found = cache.get(kind, [key for key in keys if isinstance(key, tuple)])
-            todo = [i for i, key in enumerate(keys) if isinstance(key, tuple) and key not in found]
+            stats = {i: key for i, key in enumerate(keys) if isinstance(key, tuple)}
+            found = cache.get(kind, list(stats.values()))
+            todo = [i for i, key in stats.items() if key not in found]
             computed = dict(zip(todo, pool.map(lambda i: _readable(compute, paths[i]), todo)))
-            cache.put(kind, [(keys[i], digest) for i, digest in computed.items() if digest != UNREADABLE])
-    return [computed.get(i) or found.get(key) or key for i, key in enumerate(keys)]
+            cache.put(kind, [(stats[i], digest) for i, digest in computed.items() if digest != UNREADABLE])
+    return [key if isinstance(key, str) else computed.get(i) or found[key] for i, key in enumerate(keys)]
 
 
 def _readable(compute: Callable[[str | os.PathLike], str], path: str | os.PathLike) -> str:
@@ -127,6 +128,7 @@ class _Cache:
     """The sqlite table of digests; every failure degrades to 'not cached'."""
 
     def __enter__(self) -> "_Cache":
+        self.db: sqlite3.Connection | None
         try:
             cache_path().parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(cache_path(), timeout=30)
@@ -141,22 +143,22 @@ class _Cache:
             self.db.close()
 
     def get(self, kind: str, keys: list[tuple]) -> dict[tuple, str]:
-        return self._safely(lambda: {
+        return self._safely(lambda db: {
             key: row[0] for key in keys
-            for row in self.db.execute("SELECT digest FROM digests WHERE kind = ? AND path = ? AND size = ? AND "
+            for row in db.execute("SELECT digest FROM digests WHERE kind = ? AND path = ? AND size = ? AND "
                                        "mtime = ? AND ctime = ? AND inode = ?", (kind, *key))}, {})
 
     def put(self, kind: str, entries: list[tuple[tuple, str]]) -> None:
-        def write():
-            with self.db:
-                self.db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
                                     [(kind, *key, digest) for key, digest in entries])
         self._safely(write, None)
 
-    def _safely(self, action: Callable, fallback):
+    def _safely(self, action: Callable[[sqlite3.Connection], Any], fallback: Any) -> Any:
         if self.db is None:
             return fallback
         try:
-            return action()
+            return action(self.db)
         except sqlite3.Error:
             return fallback

@@ -17,7 +17,8 @@ FOOTER_READ = 1 << 16  # bytes of a file's end pyarrow reads first to find the f
 def read_rows(source: str | Path | BinaryIO, lo: int, hi: int) -> list[dict]:
     """Rows [lo, hi) as dicts (of a path, or a file object); only the row groups that hold them are read."""
     file = pq.ParquetFile(source)
-    groups, first, row = [], 0, 0
+    groups: list[int] = []
+    first = row = 0
     for g in range(file.metadata.num_row_groups):
         size = file.metadata.row_group(g).num_rows
         if row < hi and row + size > lo:

@@ -47,7 +47,7 @@ LOCK_DIR = "_lock"
 DEFAULT_TTL_S = 60.0
 TTL_VARIABLE = "MOTIONFLEET_LEASE_S"
 # What each field of a lease must be: (types, as said in an error).
-LEASE_FIELDS = {"owner": (str, "a string"), "host": (str, "a string"), "pid": (int, "an integer"),
+LEASE_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {"owner": (str, "a string"), "host": (str, "a string"), "pid": (int, "an integer"),
                 "expires": ((int, float), "a number")}
 MAX_EPOCH_S = 1e11  # year 5138: beyond it (or NaN) an expiry is not a time ``time.localtime`` can show
 
@@ -119,7 +119,7 @@ class Lease:
         self.confirmed_until = 0.0  # this process's monotonic clock: held without a gap until then
         self._renewing = threading.Lock()  # the heartbeat and a commit's check, one at a time
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     def acquire(self) -> None:
         """Hold the folder, or raise ``FolderInUse`` naming the holder."""

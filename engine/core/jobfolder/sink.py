@@ -203,8 +203,11 @@ class JobFolder:
             return False
         for f in files.values():
             self._check_file(f)
+        assert self.lease is not None, "commit() needs the job folder open"
         self.lease.assert_held()
-        attempt = ATTEMPT_FILE.match(files[RESULTS_DIR]["path"].rsplit("/", 1)[1])["attempt"]
+        named = ATTEMPT_FILE.match(files[RESULTS_DIR]["path"].rsplit("/", 1)[1])
+        assert named is not None, "attempt files are named above, in this module"
+        attempt = named["attempt"]
         record = {"shard_id": shard_id, "attempt": attempt, "files": files, "summary": summary, **self.run,
                   "committed": time.time()}
         self.storage.write(record_name(record), json.dumps(record).encode())
@@ -314,23 +317,22 @@ def read_commits(storage: Storage) -> tuple[dict[str, dict], dict[str, str]]:
     missing = [n for n in names if n not in cached]
     with ThreadPoolExecutor(1 if storage.local else 32) as pool:
         read = dict(zip(missing, pool.map(lambda name: _read_record(storage, name), missing)))
-    records, damaged = [], {}
+    records: list[dict] = []
+    damaged: dict[str, str] = {}
     for name in names:
         record, problem = _parsed_record(name, cached[name]) if name in cached else read[name]
-        if record is None and problem is None:
-            continue  # removed between the listing and the read: not committed
-        if problem is None:
-            records.append({**record, "cached": True} if name in cached else record)
-        else:
+        if problem is not None:
             damaged[f"{COMMITS_DIR}/{name}"] = f"not a commit record motionfleet wrote ({problem})"
-    by_shard = {}
+        elif record is not None:  # None: removed between the listing and the read, not committed
+            records.append({**record, "cached": True} if name in cached else record)
+    by_shard: dict[str, dict] = {}
     for record in sorted(records, key=lambda r: r["committed"]):
         by_shard[record["shard_id"]] = record  # a record left behind by a failed removal loses to a later one
     return by_shard, damaged
 
 
 def _read_caches(storage: Storage, names: list[str]) -> dict[str, str]:
-    cached = {}
+    cached: dict[str, str] = {}
     for name in names:
         try:
             with storage.open_input(f"{COMMITS_DIR}/{name}") as handle:
@@ -375,7 +377,7 @@ def record_problem(name: str, record) -> Optional[str]:
     problem = next(filter(None, (_file_record_problem(t, files[t], f"{t}/{shard_id}.{attempt}.parquet") for t in TABLES)), None)
     if problem:
         return problem
-    kinds = {"summary": dict, "run": str, "started": (int, float), "committed": (int, float)}
+    kinds: dict[str, type | tuple[type, ...]] = {"summary": dict, "run": str, "started": (int, float), "committed": (int, float)}
     wrong = [key for key, kind in kinds.items() if isinstance(record.get(key), bool) or not isinstance(record.get(key), kind)]
     return f"{', '.join(wrong)} missing or of the wrong type" if wrong else None
 

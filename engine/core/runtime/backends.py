@@ -28,7 +28,7 @@ import hashlib
 import importlib.util
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, cast
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ def make_backend(name: str, model: nn.Module, precision: str = "fp32", device: t
     check_backend(name, precision, device)
     spec = graphs.graph_for(model)
     if name == "torch" and hasattr(model, "guided_pair"):
-        return GuidedTorchBackend(spec, model, precision, device)
+        return GuidedTorchBackend(spec, cast(GuidedDenoiser, model), precision, device)
     if name.startswith("torch"):
         return TorchBackend(spec, _torch_runner(name, spec.module, device), precision, device)
     graph_precision = "fp32" if name != "onnxruntime" else precision  # TensorRT lowers precision itself
@@ -185,6 +185,19 @@ class TorchBackend:
         return out.to(inputs[0].dtype)
 
 
+class GuidedDenoiser(Protocol):
+    """The guided calls an eager denoiser declares (``GuidedTorchBackend`` below)."""
+
+    def __call__(self, *args: Any) -> Any: ...
+
+    def guided_pair(self, x: torch.Tensor, t: int, text: torch.Tensor, null_text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def step_modulations(self, timesteps: list[int], text: torch.Tensor) -> Iterator[list[torch.Tensor]]: ...
+
+    def guided_pair_modulated(self, x: torch.Tensor, mods_null: list[torch.Tensor],
+                              mods_cond: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
 class GuidedTorchBackend(TorchBackend):
     """Eager denoiser that declares a cheaper classifier-free-guidance pair than a doubled batch:
     ``guided_pair(x, t, text, null_text) -> (uncond, cond)``, and, where it also declares
@@ -193,7 +206,7 @@ class GuidedTorchBackend(TorchBackend):
     null text's AdaLN modulations once per timestep plan, the prompts' once per run in chunks of
     steps). The sampler prefers them; the backend names no family."""
 
-    def __init__(self, spec: graphs.GraphSpec, denoiser: nn.Module, precision: str, device: torch.device):
+    def __init__(self, spec: graphs.GraphSpec, denoiser: GuidedDenoiser, precision: str, device: torch.device):
         super().__init__(spec, denoiser, precision, device)
         self.denoiser = denoiser
         self._null_mods: dict[tuple, list[list[torch.Tensor]]] = {}

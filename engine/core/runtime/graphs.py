@@ -178,6 +178,7 @@ def trace(spec: GraphSpec, opset: int):
                                    dynamic_shapes=dynamic_shapes(spec), strict=True)
     program = torch.onnx.export(exported, dynamo=True, opset_version=opset, input_names=spec.input_names(),
                                 output_names=[spec.output], verbose=False, optimize=spec.optimize)
+    assert program is not None, "dynamo=True returns an ONNXProgram"
     check_dynamic(spec, program.model)
     name_dynamic_dims(spec, program.model)
     return program.model

@@ -124,7 +124,7 @@ class TensorRTRunner:
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self.batch_input = next(n for n in self.inputs if self.engine.get_tensor_shape(n)[0] == -1)
-        self.contexts = {}
+        self.contexts: dict[int, object] = {}
 
     def torch_dtype(self, name: str) -> torch.dtype:
         dt = self.trt.DataType

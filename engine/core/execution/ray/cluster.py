@@ -24,6 +24,7 @@ until ``disconnect``.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import secrets
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import ray
-from ray._raylet import AuthenticationTokenLoader, Config
+from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # compiled (Cython), no type stubs
 
 from motionfleet.core.errors import ClusterUnreachable
 from motionfleet.core.execution.ray import reaper
@@ -82,7 +83,7 @@ def _join(address: str) -> None:
     if address != "auto" and "://" not in address:  # a plain GCS host:port (not ray:// or http://)
         check_reachable(address)
         check_admitted(address)
-    ray.init(address=address, logging_level="ERROR")
+    ray.init(address=address, logging_level=logging.ERROR)
 
 
 def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
@@ -102,7 +103,7 @@ def check_reachable(address: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
 def check_admitted(address: str) -> None:
     """Raise ``ClusterUnreachable`` at once when the GCS at ``address`` refuses this process's token
     (``ray.init`` retries for 20 s, logging every refusal, then says only "Failed to connect")."""
-    from ray._raylet import GcsClient
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]  # compiled (Cython), no type stubs
     from ray.exceptions import AuthenticationError, RpcError
 
     try:
@@ -121,7 +122,7 @@ def _start_embedded() -> None:
     temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
     _embedded.update(temp_dir=temp_dir, environ=_private_auth())
     _embedded["keeper"] = threading.Event()
-    start = lambda: ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", _temp_dir=temp_dir)
+    start = lambda: ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR, _temp_dir=temp_dir)
     _run_in_keeper_thread(start, _embedded["keeper"])
     _embedded["reaper"] = reaper.watch(os.getpid())
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
@@ -122,7 +122,7 @@ def _plain(err: BaseException) -> BaseException:
 class _Slot:
     """One actor and what the driver knows of it."""
     placement: Placement
-    handle: object = None
+    handle: Any = None  # the ActorHandle: Any, as Ray adds each method's .remote at run time, which its type hints lack
     ready: bool = False
     ping: object = None  # the ObjectRef of an outstanding ping (the actor is starting or restarting)
     in_flight: list = field(default_factory=list)  # ObjectRefs, in the actor's order
@@ -148,7 +148,7 @@ class _RayScheduler:
         self.measured: list[float] = []
         self.no_worker_since: Optional[float] = None
         self.probe: Optional[tuple[str, str, str]] = None
-        self.progress = None  # a Ray queue of (shard id, items) the actors fill batch by batch
+        self.progress: Optional[Queue] = None  # a Ray queue of (shard id, items) the actors fill batch by batch
         self.at_once = 1  # shards an actor runs at the same time (> 1: their CPU stages run as Ray tasks)
 
     # actors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import ray
 
@@ -17,7 +17,7 @@ class _StageError:
     error: BaseException
 
 
-def _produce(produce: Callable) -> object:
+def _produce(produce: Callable) -> Iterator[object]:
     """A CPU stage as a Ray generator task: its items, then its error if it raised one."""
     try:
         yield from prefetch.one_torch_thread(produce)
@@ -35,7 +35,7 @@ class RayStream:
 
     def __init__(self, produce: Callable, depth: int):
         task = ray.remote(_produce).options(num_cpus=1, max_retries=0, _generator_backpressure_num_objects=depth)
-        self.items = task.remote(produce)
+        self.items: ray.ObjectRefGenerator = task.remote(produce)
         self.wait_s = 0.0
         self.finished = False
 
