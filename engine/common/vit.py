@@ -55,7 +55,9 @@ class PatchEmbed(nn.Module):
         """(B, 3, H, W) -> (B, patches, embed_dim), patches in row-major order."""
         p = self.proj.kernel_size[0]
         columns = F.unfold(images, p, padding=PATCH_PADDING, stride=p).transpose(1, 2)
-        return columns @ self.proj.weight.flatten(1).t() + self.proj.bias
+        bias = self.proj.bias
+        assert bias is not None  # the released patch embedding has one
+        return columns @ self.proj.weight.flatten(1).t() + bias
 
 
 class Attention(nn.Module):

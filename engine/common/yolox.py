@@ -238,10 +238,10 @@ class YOLOXHead(nn.Module):
 def decode(outputs: torch.Tensor, sizes) -> torch.Tensor:
     """Grid offsets to input pixels: centre = (offset + cell) * stride, size = exp(raw) * stride."""
     grids, strides = [], []
-    for (height, width), stride in zip(sizes, STRIDES):
+    for (height, width), cell in zip(sizes, STRIDES):
         ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
         grids.append(torch.stack((xs, ys), dim=2).view(-1, 2))
-        strides.append(torch.full((height * width, 1), stride))
+        strides.append(torch.full((height * width, 1), cell))
     grid = torch.cat(grids).to(device=outputs.device, dtype=outputs.dtype)
     stride = torch.cat(strides).to(device=outputs.device, dtype=outputs.dtype)
     return torch.cat(((outputs[..., :2] + grid) * stride, torch.exp(outputs[..., 2:4]) * stride, outputs[..., 4:]), dim=-1)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 from torch import nn
@@ -104,7 +104,8 @@ class SelfAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(inner, config.decoder_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_out(attend(*self.to_qkv(x).chunk(3, dim=-1), self.heads))
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)
+        return self.to_out(attend(q, k, v, self.heads))
 
 
 class CrossAttention(nn.Module):
@@ -143,7 +144,8 @@ class CrossAttentionLayers(nn.Module):
             for _ in range(config.decoder_depth))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        for self_attention, cross_attention, feed_forward in self.layers:
+        for layer in self.layers:
+            self_attention, cross_attention, feed_forward = cast(nn.ModuleList, layer)
             x = self_attention(x) + x
             x = cross_attention(x, context=context) + x
             x = feed_forward(x) + x

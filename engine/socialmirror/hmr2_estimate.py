@@ -113,10 +113,10 @@ def crop_person(frame: torch.Tensor, centre: torch.Tensor, side: float) -> torch
     sigma = (factor - 1) / 2 if factor > BLUR_ABOVE else 0.0
     margin = len(gaussian_kernel(sigma)) // 2 if sigma else 0
     xs, ys = sample_positions(float(centre[0]), side), sample_positions(float(centre[1]), side)
-    spans = needed_span(xs, width, margin), needed_span(ys, height, margin)
+    x_span, y_span = needed_span(xs, width, margin), needed_span(ys, height, margin)
     patch = torch.zeros(3, CROP_SIZE, CROP_SIZE, device=frame.device)
-    if None not in spans:
-        (x0, x1), (y0, y1) = spans
+    if x_span is not None and y_span is not None:
+        (x0, x1), (y0, y1) = x_span, y_span
         region = frame[y0:y1 + 1, x0:x1 + 1].permute(2, 0, 1).float()
         region = blur(region, sigma) if sigma else region
         h, w = region.shape[1:]
