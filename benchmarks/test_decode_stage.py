@@ -90,7 +90,7 @@ def test_decode_frames_per_second_in_a_worker_thread(benchmark, spans):
 
 
 def _ray_data_clips(row: dict):
-    for clip in decoded_clips(row["span"], CLIP_LEN, SETTINGS, True):
+    for clip in decoded_clips(row["span"], CLIP_LEN, SETTINGS, "resnet50"):
         yield {"frames": int(clip.owned.sum()), "crops": clip.crops.numpy()}
 
 

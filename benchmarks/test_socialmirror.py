@@ -94,7 +94,7 @@ def test_denoiser_step(benchmark, worker, clips):
 
 def test_one_clip(benchmark, worker, corpus):
     """One decoded clip through backbone, 5 DDIM steps and the body model (decode excluded)."""
-    decoded = prepare_clip(0, first_clip(corpus / "v000.mp4"), SETTINGS.crop_size, True)
+    decoded = prepare_clip(0, first_clip(corpus / "v000.mp4"), SETTINGS.crop_size, "resnet50")
 
     def clip():
         encoded = worker.encode(decoded, None, None)
