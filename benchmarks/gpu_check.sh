@@ -14,7 +14,10 @@
 #                                                       -> DIR/socialmirror/report.json
 #   5. socialmirror decode stage: frames/s against 1, 2, 4, 8 and all-but-two of the node's CPUs
 #      (benchmarks/test_decode_stage.py)                -> DIR/decode_stage.json
-#   6. python -m benchmarks.gpu_report DIR              -> DIR/gpu_check.json + DIR/gpu_check.png
+#   6. socialmirror front end from plain videos at released sizes (YOLOX-x 800 x 1440, ByteTrack,
+#      HMR 2.0 ViT-H, the denoiser) with TensorRT fp16: every stage's frames/s
+#      (benchmarks/test_front_end.py)                   -> DIR/front_end.json
+#   7. python -m benchmarks.gpu_report DIR              -> DIR/gpu_check.json + DIR/gpu_check.png
 # Each step runs under its share of --budget-s (default 480 s: 8 minutes on one H100 / H200); a
 # step that runs out of time is recorded as such in the summary, and the rest still run.
 # --dry-run prints the plan and exits without needing a GPU (CI checks the argument handling).
@@ -39,18 +42,19 @@ done
 case "$BUDGET" in ''|*[!0-9]*) fail "--budget-s must be a whole number of seconds, got '$BUDGET'" ;; esac
 [ "$BUDGET" -ge 60 ] || fail "--budget-s must be at least 60 (the GPU tests alone need about a minute)"
 
-# Shares of the budget: tests 25 %, dhvae fp32 22 %, dhvae fp16 (TensorRT builds) 20 %, scorehoi 8 %,
-# socialmirror job 10 %, decode stage 15 %.
+# Shares of the budget: tests 22 %, dhvae fp32 18 %, dhvae fp16 (TensorRT builds) 16 %, scorehoi 7 %,
+# socialmirror job 8 %, decode stage 12 %, front end 17 %.
 share() { echo $(( BUDGET * $1 / 100 )); }
 CPUS=$(nproc 2>/dev/null || echo 1)
 DECODE_CPUS=$(python3 -c "import sys; n = max(1, int(sys.argv[1]) - 2); print(','.join(str(c) for c in sorted({1, 2, 4, 8, n}) if c <= n))" "$CPUS")
 STEPS=(
-    "tests $(share 25) python -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT/gpu-tests.xml"
-    "dhvae_fp32 $(share 22) motionfleet bench --families dhvae --device cuda --precision fp32 --backends torch,torch-cudagraphs,torch-compile,onnxruntime --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
-    "dhvae_fp16 $(share 20) motionfleet bench --families dhvae --device cuda --precision fp16 --backends tensorrt,onnxruntime-tensorrt --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
-    "scorehoi $(share 8) motionfleet bench --families scorehoi --device cuda --refine-preset paper --backends torch,onnxruntime --batch-sizes 64 --repeats 5 --out $OUT/bench"
-    "socialmirror $(share 10) motionfleet reconstruct --demo --device cuda --workers 1 --out $OUT/socialmirror"
-    "decode_stage $(share 15) env MOTIONFLEET_DECODE_CPUS=$DECODE_CPUS python -m pytest benchmarks/test_decode_stage.py -k against_decode_cpus --benchmark-enable -q -p no:cacheprovider --benchmark-json=$OUT/decode_stage.json"
+    "tests $(share 22) python -m pytest -m gpu -q -p no:cacheprovider --junitxml=$OUT/gpu-tests.xml"
+    "dhvae_fp32 $(share 18) motionfleet bench --families dhvae --device cuda --precision fp32 --backends torch,torch-cudagraphs,torch-compile,onnxruntime --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
+    "dhvae_fp16 $(share 16) motionfleet bench --families dhvae --device cuda --precision fp16 --backends tensorrt,onnxruntime-tensorrt --batch-sizes 1,64,1024 --repeats 10 --out $OUT/bench"
+    "scorehoi $(share 7) motionfleet bench --families scorehoi --device cuda --refine-preset paper --backends torch,onnxruntime --batch-sizes 64 --repeats 5 --out $OUT/bench"
+    "socialmirror $(share 8) motionfleet reconstruct --demo --device cuda --workers 1 --out $OUT/socialmirror"
+    "decode_stage $(share 12) env MOTIONFLEET_DECODE_CPUS=$DECODE_CPUS python -m pytest benchmarks/test_decode_stage.py -k against_decode_cpus --benchmark-enable -q -p no:cacheprovider --benchmark-json=$OUT/decode_stage.json"
+    "front_end $(share 17) env MOTIONFLEET_DEVICE=cuda MOTIONFLEET_BACKEND=tensorrt MOTIONFLEET_PRECISION=fp16 python -m pytest benchmarks/test_front_end.py -k released --benchmark-enable -q -p no:cacheprovider --benchmark-json=$OUT/front_end.json"
 )
 
 if [ "$DRY" = 1 ]; then
