@@ -2,8 +2,9 @@
 
 - dhvae: the two people's 22 joint positions (the first 66 of each frame's 262 features) as two
   coloured skeletons, one fixed camera for the whole clip;
-- socialmirror: the two people's 24 SMPL joints (``joints_3d``) per output frame of a video, and
-  the source video beside them when its file is on disk;
+- socialmirror: the two people's 24 SMPL joints (``joints_3d``) projected into each frame of the
+  video with the job's camera, a side view beside it (``socialmirror.overlay``); grey frames when
+  the job's corpus is no longer on disk. ``--contact-sheet`` draws one frame per video in a grid;
 - scorehoi: the body's 52 SMPL-H joints and the object's template points, first as the job's
   input estimate ("before") and then as the refined row ("after"), one fixed camera for both; the
   estimate is read again from the job's estimates file (its sha256 checked against the job's) or
@@ -149,52 +150,78 @@ def render_dhvae(row: dict, path: Path) -> int:
         canvas.close()
 
 
-def socialmirror_people(rows: list[dict]) -> np.ndarray:
-    """(2, T, 24, 3) joints of one video's rows (both people, every output frame, frame order)."""
-    frames = sorted({r["frame_index"] for r in rows})[:MAX_FRAMES]
-    index = {f: i for i, f in enumerate(frames)}
-    people = np.full((2, len(frames), 24, 3), np.nan, np.float32)
+def socialmirror_people(rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(output frame indices (T,), (T, 2, 24, 3) camera-frame joints) of one video's rows, frame
+    order, the first ``MAX_FRAMES`` frames; NaN where a person has no row."""
+    frames = np.array(sorted({r["frame_index"] for r in rows})[:MAX_FRAMES], dtype=np.int64)
+    index = {int(f): i for i, f in enumerate(frames)}
+    people = np.full((len(frames), 2, 24, 3), np.nan, np.float32)
     for r in rows:
         if r["frame_index"] in index:
-            people[r["person"], index[r["frame_index"]]] = np.asarray(r["joints_3d"], np.float32).reshape(24, 3)
-    people[..., 1] *= -1  # camera coordinates (y down) -> y up
-    return people
+            people[index[r["frame_index"]], r["person"]] = np.asarray(r["joints_3d"], np.float32).reshape(24, 3)
+    return frames, people
 
 
-def source_video(job: Path, video_id: str) -> Optional[Path]:
-    """The clip's video file when it is on disk: the id itself, or a file of that name in the job."""
-    candidates = [Path(video_id)] + sorted(job.rglob(f"{Path(video_id).stem}.*"))
-    return next((p for p in candidates if p.is_file() and p.suffix.lower() in (".mp4", ".mkv", ".avi", ".mov", ".webm")),
-                None)
+def reconstruct_source(job: Path) -> tuple[Optional[dict], float, Optional[int]]:
+    """(video id -> its file in the job's corpus, or None when the corpus is gone; the job's target
+    fps; its ``--max-frame-size``): what decodes the frames the job decoded."""
+    from motionfleet.socialmirror.video import list_videos
 
-
-def video_frames(path: Path, count: int) -> list[np.ndarray]:
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    return frames
-
-
-def render_socialmirror(rows: list[dict], path: Path, job: Path) -> int:
-    video_id = rows[0]["video_id"]
-    people = socialmirror_people(rows)
-    source = source_video(job, video_id)
-    frames = video_frames(source, people.shape[1]) if source else []
-    canvas = Canvas(2 if frames else 1, [f"{video_id}: joints_3d"] + ([f"source: {source.name}"] if frames else []))
-
-    def show_source(t: int) -> None:
-        if t < len(frames):
-            canvas.axes[1].imshow(frames[t])
-
+    recorded = recorded_job(job)
+    settings = recorded.get("settings", {})
     try:
-        return write_mp4(path, skeleton_frames(people, canvas, extra=show_source if frames else None))
+        paths = {v.video_id: v.path for v in list_videos(recorded["inputs"]["source"])}
+    except (OSError, KeyError, TypeError):
+        paths = None
+    return paths, float(settings.get("target_fps", 30.0)), settings.get("max_frame_size")
+
+
+def job_frames(path: Path, frames: np.ndarray, target_fps: float, max_size: Optional[int]) -> Iterable[np.ndarray]:
+    """The decoded frames at output indices ``frames`` (ascending), as the job decoded them."""
+    from motionfleet.socialmirror.video import iter_frames
+
+    wanted = set(frames.tolist())
+    stream = iter_frames(path, target_fps, max_size=max_size, start_frame=int(frames[0]))
+    try:
+        for frame in stream:
+            if frame.index in wanted:
+                yield frame.rgb
+            if frame.index >= frames[-1]:
+                return
     finally:
-        canvas.close()
+        stream.close()
+
+
+def overlay_frames(people: np.ndarray, frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+    """Each frame with its people drawn on it, the clip's side view beside it."""
+    from motionfleet.socialmirror.overlay import SideView, side_by_side, side_size
+
+    side = None
+    for rgb, pair in zip(frames, people):
+        side = side or SideView(people, side_size((rgb.shape[1], rgb.shape[0])))
+        yield side_by_side(rgb, pair, side)
+
+
+def blank_frames(people: np.ndarray) -> Iterable[np.ndarray]:
+    """Stand-ins for frames of a video that is not on disk: grey, the size of the job's default decode."""
+    return (np.full((360, 640, 3), 90, np.uint8) for _ in people)
+
+
+def render_socialmirror(rows: list[dict], path: Path, video: Optional[Path], target_fps: float = 30.0,
+                        max_size: Optional[int] = None) -> int:
+    """One video's rows as an MP4: both people projected into each frame with the job's camera
+    (``socialmirror.overlay``), a side view beside; grey frames when ``video`` is None."""
+    frames, people = socialmirror_people(rows)
+    source = job_frames(video, frames, target_fps, max_size) if video else blank_frames(people)
+    return write_mp4(path, overlay_frames(people, source), fps=round(target_fps))
+
+
+def contact_tile(rows: list[dict], video: Optional[Path], target_fps: float, max_size: Optional[int]) -> np.ndarray:
+    """The rendered middle frame of one video's rows (the rows of one frame are enough)."""
+    frames, people = socialmirror_people(rows)
+    middle = len(frames) // 2
+    source = job_frames(video, frames[middle:middle + 1], target_fps, max_size) if video else blank_frames(people[:1])
+    return next(iter(overlay_frames(people[middle:middle + 1], source)))
 
 
 HOLD_FRAMES = 15  # each scorehoi state is shown this long (half a second)
@@ -402,6 +429,7 @@ def render_job(job: str | Path, ids: list[str], out: str | Path, body_models: Op
     job, out = Path(job), Path(out)
     family, by_id = rows_by_id(job, ids)
     out.mkdir(parents=True, exist_ok=True)
+    videos, target_fps, max_size = reconstruct_source(job) if family == "socialmirror" else (None, FPS, None)
     written = {}
     for i in dict.fromkeys(ids):
         path = out / video_name(family, i)
@@ -410,25 +438,85 @@ def render_job(job: str | Path, ids: list[str], out: str | Path, body_models: Op
         elif family == "scorehoi":
             render_scorehoi(refined_row(by_id[i]), path, job, body_models)
         else:
-            render_socialmirror(by_id[i], path, job)
+            render_socialmirror(by_id[i], path, (videos or {}).get(i), target_fps, max_size)
         written[i] = path
     return written
 
 
+SHEET_BATCH = 256  # videos whose middle-frame rows are read at once
+
+
+def middle_frames(job: Path) -> dict[str, int]:
+    """video id -> the output frame in the middle of its rows, reading two columns in batches."""
+    import pyarrow.parquet as pq
+
+    seen: dict[str, list[int]] = {}
+    for path in committed_files(job):
+        for batch in pq.ParquetFile(path).iter_batches(columns=["video_id", "frame_index"]):
+            for video, frame in zip(*(c.to_pylist() for c in batch.columns)):
+                low, high = seen.setdefault(video, [frame, frame])
+                seen[video] = [min(low, frame), max(high, frame)]
+    return {video: (low + high) // 2 for video, (low, high) in seen.items()}
+
+
+def write_contact_sheet(job: str | Path, sheet: str | Path, ids: Optional[list[str]] = None) -> int:
+    """One tile per video of a reconstruct job (``ids``, or every video), its middle frame with the
+    people drawn on it, as one PNG; returns the tile count."""
+    import pyarrow.dataset as ds
+    from PIL import Image
+
+    from motionfleet.socialmirror.overlay import contact_sheet
+
+    job = Path(job)
+    family, dataset = results_of(job)
+    if family != "socialmirror":
+        raise UsageError("--contact-sheet draws reconstruct jobs (one tile per video); this job is " + family)
+    middles = middle_frames(job)
+    chosen = list(dict.fromkeys(ids)) if ids else list(middles)
+    missing = [i for i in chosen if i not in middles]
+    if missing:
+        raise UsageError(f"no rows with id {', '.join(missing[:8])} in {job}")
+    videos, target_fps, max_size = reconstruct_source(job)
+    tiles = []
+    for start in range(0, len(chosen), SHEET_BATCH):
+        batch = chosen[start:start + SHEET_BATCH]
+        wanted = ds.field("video_id").isin(batch) & ds.field("frame_index").isin(sorted({middles[v] for v in batch}))
+        by_id: dict[str, list[dict]] = {}
+        for row in dataset.to_table(columns=list(DRAWN[family][1]), filter=wanted).to_pylist():
+            if row["frame_index"] == middles[row["video_id"]]:
+                by_id.setdefault(row["video_id"], []).append(row)
+        tiles += [(v, contact_tile(by_id[v], (videos or {}).get(v), target_fps, max_size)) for v in batch]
+    Path(sheet).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(contact_sheet(tiles)).save(sheet)
+    return len(tiles)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = ("example:\n  motionfleet render runs/gen --ids 0,1,2 --out runs/gen-videos\n"
+                "  motionfleet render runs/recon --contact-sheet runs/recon-sheet.png\n"
                 "  (files are named FAMILY-<id>-<digest of the id>.mp4; the command prints one line per id: ID -> FILE)")
     p.add_argument("job", help="a job folder (the --out of generate, reconstruct or refine)")
-    p.add_argument("--ids", required=True, type=lambda s: [i for i in s.split(",") if i], metavar="ID[,ID...]",
-                   help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror) (required)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the MP4 files (required)")
+    p.add_argument("--ids", default=None, type=lambda s: [i for i in s.split(",") if i], metavar="ID[,ID...]",
+                   help="comma-separated sample ids (dhvae, scorehoi) or video ids (socialmirror) "
+                        "(required, except with --contact-sheet: then every video)")
+    p.add_argument("--out", default=None, metavar="DIR", help="folder for the MP4 files (required with --ids)")
+    p.add_argument("--contact-sheet", default=None, metavar="PNG",
+                   help="reconstruct jobs: one PNG with a tile per video (the middle frame, people drawn on it) "
+                        "(default: none)")
     p.add_argument("--body-models", default=None, metavar="DIR",
                    help="scorehoi jobs run on the licensed SMPL-H: the folder the job was given (checked by sha256) "
                         "(default: the synthetic stand-in the job used)")
 
 
 def main(args) -> int:
-    for sample_id, path in render_job(args.job, args.ids, args.out, args.body_models).items():
-        print(f"{sample_id} -> {path}")
+    if args.contact_sheet is None and (args.ids is None or args.out is None):
+        raise UsageError("give --ids ID[,ID...] and --out DIR for videos, or --contact-sheet PNG (reconstruct jobs)")
+    if args.ids is not None and args.out is not None:
+        for sample_id, path in render_job(args.job, args.ids, args.out, args.body_models).items():
+            print(f"{sample_id} -> {path}")
+    elif args.out is not None or (args.ids is not None and args.contact_sheet is None):
+        raise UsageError("--ids and --out go together (the MP4s of those ids into that folder)")
+    if args.contact_sheet is not None:
+        tiles = write_contact_sheet(args.job, args.contact_sheet, args.ids)
+        print(f"contact sheet ({tiles} videos) -> {args.contact_sheet}")
     return 0
-
