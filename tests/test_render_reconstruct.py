@@ -122,7 +122,7 @@ def reconstruct_job(tmp_path_factory):
     out = folder / "out"
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MOTIONFLEET_PROGRESS", "0")
-        assert main(["reconstruct", str(corpus), "--out", str(out), "--preset", "small", "--crop-size", "32",
+        assert main(["reconstruct", "--videos", str(corpus), "--out", str(out), "--preset", "small", "--crop-size", "32",
                      "--max-frame-size", "160", "--steps", "2", "--workers", "0"]) == 0
     return out
 
