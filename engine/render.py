@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -89,20 +89,69 @@ def draw_skeleton(ax, screen: np.ndarray, colour: str, parents=PARENTS) -> None:
     ax.scatter(screen[:, 0], screen[:, 1], s=6, color=colour)
 
 
-def skeleton_frames(people: np.ndarray, canvas: Canvas, panel: int = 0,
-                    extra: Optional[Callable[[int], None]] = None) -> Iterable[np.ndarray]:
-    """``people`` (2, T, J, 3) -> T RGB frames of two coloured skeletons (fixed camera)."""
-    screen = project(people)
-    limits = bounds([screen])
-    for t in range(people.shape[1]):
-        canvas.clear()
-        ax = canvas.axes[panel]
-        for person, colour in zip(screen, COLOURS):
-            draw_skeleton(ax, person[t], colour)
+# HumanML3D's facing joints (motion_process.py's face_joint_indx): right hip, left hip, right shoulder, left shoulder
+FACING_JOINTS = (2, 1, 17, 16)
+GROUND_COLOUR = "0.85"
+
+
+def facing(joints: np.ndarray) -> np.ndarray:
+    """(..., J, 3) joints, y up -> (..., 3) unit forward directions on the ground: HumanML3D's
+    up x ((r_hip - l_hip) + (r_shoulder - l_shoulder))."""
+    r_hip, l_hip, r_shoulder, l_shoulder = FACING_JOINTS
+    across = joints[..., r_hip, :] - joints[..., l_hip, :] + joints[..., r_shoulder, :] - joints[..., l_shoulder, :]
+    forward = np.cross(np.array([0.0, 1.0, 0.0]), across)
+    return forward / np.maximum(np.linalg.norm(forward, axis=-1, keepdims=True), 1e-9)
+
+
+def ground_outline(points: np.ndarray, margin: float) -> np.ndarray:
+    """(5, 3) closed outline of the ground under (N, 3) finite points: the lowest one's height, their
+    x-z extent plus ``margin``."""
+    (x0, _, z0), (x1, _, z1) = points.min(0) - margin, points.max(0) + margin
+    y0 = points[:, 1].min()
+    return np.array([(x0, y0, z0), (x1, y0, z0), (x1, y0, z1), (x0, y0, z1), (x0, y0, z0)])
+
+
+class Stage:
+    """What stays put over a clip: the ground under everything drawn, the camera's limits, and the
+    length of the facing arrows (a third of the clip's extent)."""
+
+    def __init__(self, points: list[np.ndarray]):
+        every = np.concatenate([p.reshape(-1, 3) for p in points])
+        every = every[np.isfinite(every).all(axis=1)]
+        extent = float(np.ptp(every, axis=0).max()) if len(every) else 1.0
+        self.arrow = 0.35 * max(extent, 1e-6)
+        self.ground = project(ground_outline(every, 0.1 * extent)) if len(every) else np.zeros((0, 2))
+        self.extra: list[np.ndarray] = [self.ground]
+
+    def tips(self, joints: np.ndarray) -> np.ndarray:
+        """(..., 2) screen points the facing arrows of (..., J, 3) joints point to."""
+        tips = project(joints[..., 0, :] + self.arrow * facing(joints))
+        self.extra.append(tips)
+        return tips
+
+    def draw(self, ax, limits) -> None:
+        ax.fill(self.ground[:, 0], self.ground[:, 1], color=GROUND_COLOUR, zorder=0)
         ax.set_xlim(*limits[:2])
         ax.set_ylim(*limits[2:])
-        if extra is not None:
-            extra(t)
+
+
+def draw_facing(ax, pelvis: np.ndarray, tip: np.ndarray, colour: str) -> None:
+    ax.annotate("", xy=tip, xytext=pelvis, arrowprops={"arrowstyle": "-|>", "color": colour, "lw": 2})
+
+
+def skeleton_frames(people: np.ndarray, canvas: Canvas) -> Iterable[np.ndarray]:
+    """``people`` (2, T, J, 3), y up -> T RGB frames: two coloured skeletons over the clip's ground,
+    an arrow from each pelvis the way the person faces; one camera scaled to the whole clip."""
+    stage = Stage([people])
+    tips, screen = stage.tips(people), project(people)
+    limits = bounds([screen, *stage.extra])
+    for t in range(people.shape[1]):
+        canvas.clear()
+        ax = canvas.axes[0]
+        for person, tip, colour in zip(screen, tips, COLOURS):
+            draw_skeleton(ax, person[t], colour)
+            draw_facing(ax, person[t, 0], tip[t], colour)
+        stage.draw(ax, limits)
         yield canvas.rgb()
 
 
@@ -142,8 +191,15 @@ def dhvae_people(row: dict) -> np.ndarray:
     return motion[:, :MAX_FRAMES, :66].reshape(motion.shape[0], -1, 22, 3)
 
 
+def prompt_title(sample_id: str, prompt: str, width: int = 70) -> str:
+    """The sample's prompt as the title, wrapped to two lines (the rest cut with an ellipsis)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(f"{sample_id}: {prompt}", width, max_lines=2, placeholder=" ..."))
+
+
 def render_dhvae(row: dict, path: Path) -> int:
-    canvas = Canvas(1, [f"{row['sample_id']}: {str(row.get('prompt', ''))[:60]}"])
+    canvas = Canvas(1, [prompt_title(row["sample_id"], str(row.get("prompt", "")))])
     try:
         return write_mp4(path, skeleton_frames(dhvae_people(row), canvas))
     finally:
@@ -202,25 +258,38 @@ def overlay_frames(people: np.ndarray, frames: Iterable[np.ndarray]) -> Iterable
         yield side_by_side(rgb, pair, side)
 
 
-def blank_frames(people: np.ndarray) -> Iterable[np.ndarray]:
-    """Stand-ins for frames of a video that is not on disk: grey, the size of the job's default decode."""
-    return (np.full((360, 640, 3), 90, np.uint8) for _ in people)
+GREY_FRAME = (360, 640, 3)  # stands in for frames that cannot be decoded: the size of a 640-pixel decode
+
+
+def source_frames(video: Optional[Path], frames: np.ndarray, target_fps: float, max_size: Optional[int]) -> Iterable[np.ndarray]:
+    """The frames at output indices ``frames`` as the job decoded them; grey frames for those of a
+    video that is gone, unreadable or shorter (the drawing still shows the people)."""
+    from motionfleet.core.errors import RejectedInput
+
+    shown, shape = 0, GREY_FRAME
+    if video is not None and video.is_file():
+        try:
+            for rgb in job_frames(video, frames, target_fps, max_size):
+                shown, shape = shown + 1, rgb.shape
+                yield rgb
+        except (RejectedInput, OSError):
+            pass
+    yield from (np.full(shape, 90, np.uint8) for _ in range(len(frames) - shown))
 
 
 def render_socialmirror(rows: list[dict], path: Path, video: Optional[Path], target_fps: float = 30.0,
                         max_size: Optional[int] = None) -> int:
     """One video's rows as an MP4: both people projected into each frame with the job's camera
-    (``socialmirror.overlay``), a side view beside; grey frames when ``video`` is None."""
+    (``socialmirror.overlay``), a side view beside; grey frames where the video cannot give them."""
     frames, people = socialmirror_people(rows)
-    source = job_frames(video, frames, target_fps, max_size) if video else blank_frames(people)
-    return write_mp4(path, overlay_frames(people, source), fps=round(target_fps))
+    return write_mp4(path, overlay_frames(people, source_frames(video, frames, target_fps, max_size)), fps=round(target_fps))
 
 
 def contact_tile(rows: list[dict], video: Optional[Path], target_fps: float, max_size: Optional[int]) -> np.ndarray:
     """The rendered middle frame of one video's rows (the rows of one frame are enough)."""
     frames, people = socialmirror_people(rows)
     middle = len(frames) // 2
-    source = job_frames(video, frames[middle:middle + 1], target_fps, max_size) if video else blank_frames(people[:1])
+    source = source_frames(video, frames[middle:middle + 1], target_fps, max_size)
     return next(iter(overlay_frames(people[middle:middle + 1], source)))
 
 
@@ -309,18 +378,19 @@ def row_state(row: dict):
 
 def scorehoi_frames(states: list[tuple[str, np.ndarray, np.ndarray]], parents, canvas: Canvas) -> Iterable[np.ndarray]:
     """``HOLD_FRAMES`` frames per (title, joints, object points) state: body and object in two
-    colours, one fixed camera over every state."""
-    screens = [(title, project(joints), project(points)) for title, joints, points in states]
-    limits = bounds([s for _, joints, points in screens for s in (joints, points)])
-    for title, joints, points in screens:
+    colours over the ground, the body's facing arrow, one fixed camera over every state."""
+    stage = Stage([p for _, joints, points in states for p in (joints, points)])
+    screens = [(title, project(joints), project(points), stage.tips(joints)) for title, joints, points in states]
+    limits = bounds([s for _, joints, points, _ in screens for s in (joints, points)] + stage.extra)
+    for title, joints, points, tip in screens:
         canvas.titles = [title]
         for _ in range(HOLD_FRAMES):
             canvas.clear()
             ax = canvas.axes[0]
             draw_skeleton(ax, joints, COLOURS[0], parents)
+            draw_facing(ax, joints[0], tip, COLOURS[0])
             ax.scatter(points[:, 0], points[:, 1], s=6, color=COLOURS[1])
-            ax.set_xlim(*limits[:2])
-            ax.set_ylim(*limits[2:])
+            stage.draw(ax, limits)
             yield canvas.rgb()
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from motionfleet.cli import main
-from motionfleet.demo.videos import DEMO_COLOURS, demo_boxes, write_demo_corpus, write_demo_video
-from motionfleet.render import render_socialmirror, video_name
+from motionfleet.demo.videos import DEMO_COLOURS, demo_boxes, write_corrupt_file, write_demo_corpus, write_demo_video
+from motionfleet.render import GREY_FRAME, render_socialmirror, video_name
 from motionfleet.socialmirror.overlay import GROUND_RGB, PERSON_RGB, contact_sheet
 
 SIZE = (320, 240)  # width, height
@@ -104,6 +104,19 @@ def test_projected_joints_are_drawn_on_the_figures_of_the_source_frames(placed, 
     assert min(gaps) >= 0 and min(gaps) <= 6, gaps
 
 
+@pytest.mark.parametrize("broken", ["missing", "corrupt"])
+def test_a_video_that_cannot_be_decoded_gets_grey_frames_with_the_people_still_drawn(placed, tmp_path, broken):
+    _, rows, joints = placed
+    video = tmp_path / "gone.mp4"
+    if broken == "corrupt":
+        write_corrupt_file(video)
+    assert render_socialmirror(rows, tmp_path / "out.mp4", video) == FRAMES
+    frame = decoded(tmp_path / "out.mp4")[0]
+    u, v = pixel_of(joints[0, 0, 0], *GREY_FRAME[1::-1])  # the pelvis, projected into the grey frame
+    assert near(frame[int(v) - 2:int(v) + 3, int(u) - 2:int(u) + 3], PERSON_RGB[0], 60).any()
+    assert near(frame[:10, :10], (90, 90, 90), 12).all()
+
+
 def test_contact_sheet_grid_has_one_tile_per_clip():
     tiles = [(f"clip {n}", np.full((60, 80, 3), 10 * n, np.uint8)) for n in range(7)]
     sheet = contact_sheet(tiles, tile_width=40, columns=3)
@@ -145,3 +158,44 @@ def test_render_and_contact_sheet_of_a_reconstruct_job(reconstruct_job, tmp_path
 def test_render_needs_ids_or_a_contact_sheet(reconstruct_job, capsys):
     assert main(["render", str(reconstruct_job)]) == 2
     assert capsys.readouterr().err.startswith("motionfleet: error: give --ids")
+
+
+# --- generate / refine: ground, facing, title ----------------------------------------------
+
+
+def standing(turn_degrees: float, x: float) -> np.ndarray:
+    """(24, 3) BODY stood up (y up, feet at 0) and turned about y by ``turn_degrees``: it faces
+    (sin, 0, cos) of the turn (SMPL's rest pose faces +z with its left hip at +x)."""
+    body = BODY * [1, -1, 1]
+    body[:, 1] -= body[:, 1].min()
+    a = math.radians(turn_degrees)
+    turn = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+    return body @ turn.T + [x, 0, 0]
+
+
+@pytest.mark.parametrize("degrees", [0, 90, 180, -45])
+def test_facing_is_humanml3d_forward(degrees):
+    from motionfleet.render import facing
+
+    a = math.radians(degrees)
+    assert np.allclose(facing(standing(degrees, 0.7)), [math.sin(a), 0, math.cos(a)], atol=1e-9)
+
+
+def test_skeleton_frames_draw_the_ground_under_the_people_and_the_prompt_as_title():
+    from motionfleet.render import COLOURS, GROUND_COLOUR, Canvas, prompt_title, skeleton_frames
+
+    people = np.stack([np.stack([standing(0, 0.02 * t) for t in range(4)]), np.stack([standing(90, 1.2)] * 4)])
+    title = prompt_title("hug", "two people hug " * 20)
+    assert title.count("\n") == 1 and title.startswith("hug: two people hug") and title.endswith("...")
+    canvas = Canvas(1, [title])
+    try:
+        frame = next(iter(skeleton_frames(people, canvas)))
+    finally:
+        canvas.close()
+    from matplotlib.colors import to_rgb
+
+    ground_rows = np.nonzero(near(frame, np.array(to_rgb(GROUND_COLOUR)) * 255, 4))[0]
+    for colour in COLOURS:
+        person_rows = np.nonzero(near(frame, np.array(to_rgb(colour)) * 255, 40))[0]
+        assert len(person_rows) > 50
+        assert ground_rows.max() > person_rows.max() > ground_rows.min()  # the feet stand on the ground
