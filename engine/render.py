@@ -1,7 +1,8 @@
 """``motionfleet render DIR --ids ... --out FOLDER``: selected result rows as short MP4 videos.
 
 - dhvae: the two people's 22 joint positions (the first 66 of each frame's 262 features) as two
-  coloured skeletons, one fixed camera for the whole clip;
+  coloured skeletons over the ground, each with an arrow the way it faces, the prompt as the
+  title, one fixed camera for the whole clip;
 - socialmirror: the two people's 24 SMPL joints (``joints_3d``) projected into each frame of the
   video with the job's camera, a side view beside it (``socialmirror.overlay``); grey frames when
   the job's corpus is no longer on disk. ``--contact-sheet`` draws one frame per video in a grid;
@@ -10,7 +11,8 @@
   estimate is read again from the job's estimates file (its sha256 checked against the job's) or
   rebuilt from the demo scenes, the joints from the body model the job used.
 
-Frames are drawn with matplotlib (Agg) and encoded with PyAV (H.264, yuv420p, even sizes).
+Frames are drawn with matplotlib (Agg), reconstruct's with Pillow onto the decoded frames, and
+encoded with PyAV (H.264, yuv420p, even sizes).
 """
 
 from __future__ import annotations
@@ -535,7 +537,7 @@ def write_contact_sheet(job: str | Path, sheet: str | Path, ids: Optional[list[s
     import pyarrow.dataset as ds
     from PIL import Image
 
-    from motionfleet.socialmirror.overlay import contact_sheet
+    from motionfleet.socialmirror.overlay import contact_sheet, shrink
 
     job = Path(job)
     family, dataset = results_of(job)
@@ -555,7 +557,7 @@ def write_contact_sheet(job: str | Path, sheet: str | Path, ids: Optional[list[s
         for row in dataset.to_table(columns=list(DRAWN[family][1]), filter=wanted).to_pylist():
             if row["frame_index"] == middles[row["video_id"]]:
                 by_id.setdefault(row["video_id"], []).append(row)
-        tiles += [(v, contact_tile(by_id[v], (videos or {}).get(v), target_fps, max_size)) for v in batch]
+        tiles += [(v, shrink(contact_tile(by_id[v], (videos or {}).get(v), target_fps, max_size))) for v in batch]
     Path(sheet).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet(tiles)).save(sheet)
     return len(tiles)

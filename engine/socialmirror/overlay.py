@@ -128,23 +128,31 @@ def side_size(frame_size: tuple[int, int]) -> tuple[int, int]:
     return max(2, math.ceil(0.75 * height / 2) * 2), height
 
 
-def contact_sheet(tiles: list[tuple[str, np.ndarray]], tile_width: int = 320, columns: int = 6) -> np.ndarray:
+TILE_WIDTH = 320
+
+
+def shrink(rgb: np.ndarray, width: int = TILE_WIDTH) -> np.ndarray:
+    """``rgb`` scaled to ``width`` pixels wide (aspect kept): a contact sheet holds its tiles, not the frames."""
+    from PIL import Image
+
+    height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BILINEAR))
+
+
+def contact_sheet(tiles: list[tuple[str, np.ndarray]], tile_width: int = TILE_WIDTH, columns: int = 6) -> np.ndarray:
     """One image of (label, RGB image) tiles in a grid, ``columns`` per row, each scaled to
     ``tile_width`` with its label under it."""
     from PIL import Image, ImageDraw
 
     label_h = 14
-    scaled = []
-    for label, rgb in tiles:
-        height = max(1, round(rgb.shape[0] * tile_width / rgb.shape[1]))
-        scaled.append((label, Image.fromarray(np.ascontiguousarray(rgb)).resize((tile_width, height), Image.BILINEAR)))
-    tile_h = max((img.height for _, img in scaled), default=1) + label_h
+    scaled = [(label, rgb if rgb.shape[1] == tile_width else shrink(rgb, tile_width)) for label, rgb in tiles]
+    tile_h = max((rgb.shape[0] for _, rgb in scaled), default=1) + label_h
     columns = max(1, min(columns, len(scaled)))
     rows = max(1, math.ceil(len(scaled) / columns))
     sheet = Image.new("RGB", (columns * tile_width, rows * tile_h), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for n, (label, img) in enumerate(scaled):
+    for n, (label, rgb) in enumerate(scaled):
         x, y = (n % columns) * tile_width, (n // columns) * tile_h
-        sheet.paste(img, (x, y))
-        draw.text((x + 2, y + img.height + 1), label[:48], fill=(0, 0, 0))
+        sheet.paste(Image.fromarray(np.ascontiguousarray(rgb)), (x, y))
+        draw.text((x + 2, y + rgb.shape[0] + 1), label[:48], fill=(0, 0, 0))
     return np.asarray(sheet)
