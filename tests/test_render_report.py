@@ -150,6 +150,12 @@ def test_render_unknown_id_is_a_one_line_error(job, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("motionfleet: error: no rows with id nope")
 
 
+def test_contact_sheet_of_a_generate_job_is_a_one_line_error(job, tmp_path, capsys):
+    assert main(["render", str(job), "--contact-sheet", str(tmp_path / "sheet.png")]) == 2
+    assert capsys.readouterr().err.startswith("motionfleet: error: --contact-sheet draws reconstruct jobs")
+    assert not (tmp_path / "sheet.png").exists()
+
+
 CHECK = """<!doctype html><html><body><pre id="result">pending</pre>
 <iframe id="page" src="{page}" width="1100" height="1400"></iframe>
 <script>
