@@ -51,7 +51,7 @@ def detector(tmp_path_factory):
 
 
 def reconstruct(out, corpus, **changes):
-    return motionfleet.reconstruct(str(corpus), out=str(out), workers=0, **{**SETTINGS, **changes})
+    return motionfleet.reconstruct(str(corpus), out=str(out), **{"workers": 0, **SETTINGS, **changes})
 
 
 def keyed_rows(out) -> dict:
@@ -161,3 +161,17 @@ def test_detector_tracks_feed_hmr2_and_its_estimates_feed_closeint(tmp_path, cor
     resnet = reconstruct(tmp_path / "c", corpus, detector_weights=detector)
     assert resnet["rows"]["results"] == len(rows)
     assert {r["estimates"] for r in keyed_rows(tmp_path / "c").values()} == {"resnet50"}
+
+
+def test_the_same_tracks_and_rows_on_two_ray_workers_as_in_process(tmp_path, corpus, detector):
+    """Ray actors run with their own torch threads: the detector's bits (and so the pair picked among
+    near-tied boxes) must not depend on them (before: another pair on Ray)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "other.mp4").symlink_to(corpus / "other.mp4")
+    reconstruct(tmp_path / "ray", folder, detector_weights=detector, workers=2)
+    reconstruct(tmp_path / "local", folder, detector_weights=detector)
+    assert keyed_rows(tmp_path / "ray") == keyed_rows(tmp_path / "local")
+    by = [("person", "ascending"), ("frame", "ascending")]
+    assert read_results(str(tmp_path / "ray" / "stages" / "tracks")).sort_by(by).equals(
+        read_results(str(tmp_path / "local" / "stages" / "tracks")).sort_by(by))
