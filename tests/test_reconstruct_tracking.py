@@ -14,6 +14,7 @@ import torch
 from killed_job import committed, kill_after_commits
 
 import motionfleet
+from motionfleet import cli
 from motionfleet.common.yolox import PRESETS, build_yolox
 from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.demo.videos import write_demo_tracks, write_tracking_video
@@ -175,3 +176,20 @@ def test_the_same_tracks_and_rows_on_two_ray_workers_as_in_process(tmp_path, cor
     by = [("person", "ascending"), ("frame", "ascending")]
     assert read_results(str(tmp_path / "ray" / "stages" / "tracks")).sort_by(by).equals(
         read_results(str(tmp_path / "local" / "stages" / "tracks")).sort_by(by))
+
+
+@pytest.mark.parametrize("flags, code, words", [
+    (["--estimator-weights", "DETECTOR"], 1, "not a usable estimator checkpoint"),  # a YOLOX file as the estimator
+    (["--detector-weights", "HMR2"], 1, "YOLOX"),
+    (["--estimator-weights", "HMR2", "--preset", "released"], 1, "not a usable estimator"),  # tiny HMR 2.0, released denoiser
+    (["--detector-size", "800"], 2, "is not HEIGHTxWIDTH"),
+    (["--detector-size", "800x1000"], 2, "multiples of 32"),
+])
+def test_a_wrong_front_end_file_or_size_is_one_line_before_any_work(tmp_path, corpus, detector, capsys, flags, code, words):
+    files = {"DETECTOR": detector, "HMR2": write_hmr2(tmp_path / "hmr2.ckpt", seed=0)}
+    out = tmp_path / "out"
+    argv = ["reconstruct", "--videos", str(corpus), "--out", str(out), "--preset", "small", "--workers", "0"]
+    assert cli.main(argv + [files.get(f, f) for f in flags]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "Traceback" not in err[0]
+    assert not out.exists()  # refused before the job folder is written
