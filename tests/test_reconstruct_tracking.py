@@ -124,10 +124,13 @@ def test_a_detector_file_in_another_layout_is_one_line(tmp_path, corpus):
 
 
 def test_a_job_killed_in_its_tracks_stage_resumes(tmp_path, corpus, detector):
+    """Through the command: detector -> tracks -> pair -> HMR 2.0 -> CloseInt, killed between the two
+    videos' tracks, then rerun: the committed stage shard is kept, every row once, as a fresh job."""
     out = tmp_path / "job"
     cmd = [sys.executable, "-m", "motionfleet.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
            "--preset", "small", "--crop-size", "32", "--max-frame-size", "128", "--steps", "2", "--workers", "0",
-           "--detector-weights", detector, "--detector-size", "96x128", "--seed", "3"]
+           "--detector-weights", detector, "--detector-size", "96x128", "--seed", "3",
+           "--estimator-weights", write_hmr2(tmp_path / "epoch=35-step=1000000.ckpt", seed=1)]
     stage = out / "stages" / "tracks"
     before = kill_after_commits(cmd, stage, ENV, commits=1)
     assert len(before) == 1, "the kill should land between the two videos' tracks"
@@ -135,10 +138,11 @@ def test_a_job_killed_in_its_tracks_stage_resumes(tmp_path, corpus, detector):
     assert rerun.returncode == 0, rerun.stderr
     assert committed(stage) == before | {k: v for k, v in committed(stage).items() if k not in before}
     assert set(committed(stage)) == {"video-000000", "video-000001"}
-    expected = reconstruct(tmp_path / "fresh", corpus, detector_weights=detector)
+    expected = reconstruct(tmp_path / "fresh", corpus, detector_weights=detector, estimator_weights=cmd[-1])
     assert keyed_rows(out) == keyed_rows(tmp_path / "fresh") and expected["rows"]["results"] > 0
     assert json.loads((stage / "job.json").read_text())["job"]["stage"] == "tracks"
     assert np.isfinite([r["translation"] for r in keyed_rows(out).values()]).all()
+    assert {r["estimates"] for r in keyed_rows(out).values()} == {"hmr2"}
 
 
 def write_hmr2(path, seed: int) -> str:
