@@ -251,8 +251,9 @@ def run_evaluate(args, argv: list[str]) -> int:
 
 
 def leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md",
-                       description="several models through one protocol -> OUT/leaderboard.parquet and .md",
+    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet, .md and .json",
+                       description="several models through one protocol -> OUT/leaderboard.parquet, .md and .json "
+                                   "(motionfleet report OUT: the board as a page)",
                        epilog="example:\n  motionfleet leaderboard models.toml --out runs/board")
     p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] with optional "
                    "[entry.published], [real.published] (docs/evaluate.md)")
