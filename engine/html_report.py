@@ -167,7 +167,7 @@ def read_board(path: Path) -> dict:
         summary = json.loads(path.read_text())
         for row in [*summary["entries"], *([summary["real"]] if summary["real"] else [])]:
             for metric in summary["metrics"]:
-                for key in ("mean", "interval", "published", "published_interval"):
+                for key in ("mean", "interval", "published", "published_interval", "difference"):
                     value = row["cells"][metric].get(key)
                     if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                         raise ValueError(f"{row['name']} {metric} {key} = {value!r} is not a number")
@@ -249,7 +249,7 @@ def board_cell(cell: dict, span: tuple[float, float]) -> str:
 def board_row_html(row: dict, metrics: list[str], spans: dict) -> str:
     source = row.get("published_in")
     name = esc(row["name"]) + (f"<br><small>{esc(source['paper'])}, {esc(source['table'])}</small>" if source else "")
-    rank = row.get("rank", "")
+    rank = esc(row.get("rank", ""))
     return (f"<tr data-entry='{esc(row['name'])}'><td data-sort='{rank}'>{rank}</td><td data-sort='{esc(row['name'])}'>{name}</td>"
             + "".join(board_cell(row["cells"][m], spans[m]) for m in metrics) + "</tr>")
 

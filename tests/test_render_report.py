@@ -308,8 +308,10 @@ def test_the_board_page_keeps_each_cells_sort_key_and_draws_its_error_bars(board
     assert published_row.count("class=\"bar-diamond\"") == 1 and published_row.count("rotate(45") == 2  # fid, top1
 
 
-def test_a_damaged_board_file_is_one_line_exit_1(tmp_path, capsys):
-    (tmp_path / "leaderboard.json").write_text('{"metrics": ["fid"], "entries": [{"name": "x", "cells": {"fid": {"mean": "5"}}}], "real": null}')
+@pytest.mark.parametrize("cell", ['{"mean": "5"}', '{"mean": 5, "published": 4, "difference": "1"}', '[]'])
+def test_a_damaged_board_file_is_one_line_exit_1(cell, tmp_path, capsys):
+    (tmp_path / "leaderboard.json").write_text(
+        '{"metrics": ["fid"], "entries": [{"name": "x", "cells": {"fid": %s}}], "real": null}' % cell)
     assert main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a board written by motionfleet leaderboard" in err[0], err
