@@ -251,10 +251,12 @@ def run_evaluate(args, argv: list[str]) -> int:
 
 
 def leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md",
-                       description="several models through one protocol -> OUT/leaderboard.parquet and .md",
+    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet, .md and .json",
+                       description="several models through one protocol -> OUT/leaderboard.parquet, .md and .json "
+                                   "(motionfleet report OUT: the board as a page)",
                        epilog="example:\n  motionfleet leaderboard models.toml --out runs/board")
-    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (docs/evaluate.md)")
+    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] with optional "
+                   "[entry.published], [real.published] (docs/evaluate.md)")
     p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table (required)")
     add_verbose(p)
     p.set_defaults(handler=run_leaderboard)
@@ -265,7 +267,8 @@ def run_leaderboard(args, argv: list[str]) -> int:
 
     result = run(args.config, args.out)
     print(result["markdown"])
-    print(f"table: {args.out}/leaderboard.parquet and {args.out}/leaderboard.md")
+    print(f"table: {args.out}/leaderboard.parquet, {args.out}/leaderboard.md and {args.out}/leaderboard.json; "
+          f"as a page: motionfleet report {args.out}")
     return 0
 
 
