@@ -9,6 +9,7 @@ import pytest
 from test_interclip import lightning_file
 
 from motionfleet.cli import main
+from motionfleet.core.jobfolder.sink import JobMismatch
 from motionfleet.dhvae import interclip
 from motionfleet.dhvae.evaluate import EvaluatorSpec, InterHumanEmbedder
 from motionfleet.dhvae.interhuman import write_synthetic
@@ -147,3 +148,16 @@ def test_a_damaged_cache_file_is_computed_again(tmp_path, dataset, monkeypatch, 
     assert len(err) == 1 and "not a usable embedding cache" in err[0] and "computing it again" in err[0]
     embedder(dataset).real_embeddings()  # the rewritten file is whole again
     assert len(calls) == 2
+
+
+def test_a_changed_evaluator_file_does_not_pass_off_the_old_metrics(tmp_path, dataset, monkeypatch):
+    """The embed job is the evaluator's weights' job, not its path's: rerun into the same folder
+    after the file changed, it is refused (one line through the CLI) instead of returning the
+    metrics the old weights gave."""
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    checkpoint = lightning_file(tmp_path / "interclip.ckpt", interclip.build_dummy(interclip.PRESETS["tiny"], seed=1))
+    settings = {**TINY, "evaluator_checkpoint": checkpoint, "mm_texts": 0}
+    evaluate("dhvae", tmp_path / "out", dataset, workers=0, batch_size=16, **settings)
+    lightning_file(tmp_path / "interclip.ckpt", interclip.build_dummy(interclip.PRESETS["tiny"], seed=2))
+    with pytest.raises(JobMismatch, match="embed holds results of another job"):
+        evaluate("dhvae", tmp_path / "out", dataset, workers=0, batch_size=16, **settings)

@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from motionfleet.common.weights import weights_description
 from motionfleet.core.execution import RunContext, WarmWorker, worker_layout
 from motionfleet.core.io import provenance
 from motionfleet.core.io.rejections import rejected_schema
@@ -430,8 +431,11 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
         generate_dirs["generate-mm"] = str(out / "generate-mm")
     generate_s = time.perf_counter() - started
     batches = plan_batches(split, protocol, seed)
-    job = {"job": "embed", "protocol": preset.name, "evaluator": asdict(evaluator), "dataset": split.digest,
-           "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
+    # the weights' digest, not only their path: a changed evaluator file is another embed job (and an
+    # embed folder written before its rows held per-sample ranks is refused, not read without them)
+    weights = weights_description(evaluator.checkpoint, evaluator.dummy_seed)
+    job = {"job": "embed", "protocol": preset.name, "evaluator": {**asdict(evaluator), "weights": weights},
+           "dataset": split.digest, "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
     worker = WarmWorker(InterHumanEmbedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
                         settings.device)
