@@ -97,6 +97,14 @@ def test_inspect_prints_one_record_and_an_unknown_id_is_one_line(evaluated, caps
     assert len(err) == 1 and "samples.parquet does not exist" in err[0]
 
 
+def test_inspect_of_a_damaged_samples_file_is_one_line_exit_1(tmp_path, capsys):
+    (tmp_path / SAMPLES_PARQUET).write_bytes(b"PAR1 not parquet")
+    capsys.readouterr()
+    assert main(["evaluate", "--family", "dhvae", "--out", str(tmp_path), "--inspect", "x/r0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "samples.parquet: not a readable Parquet file" in err[0]
+
+
 def test_the_second_evaluation_reuses_the_cached_real_embeddings(evaluated):
     root, first, second, (computed_first, computed_second) = evaluated
     assert (computed_first, computed_second) == (1, 0)
