@@ -194,6 +194,9 @@ def evaluate_parser(sub) -> None:
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
     add_option(p, DATASET_OPTION)
+    p.add_argument("--inspect", metavar="ID", help="print one generated sample's record from OUT/samples.parquet "
+                   "(text, seed, R-precision rank, distance, where its row lives) instead of evaluating; "
+                   "dhvae only (default: none)")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option, families in protocol_flags(tuple(RUNNERS)):
         title = "every protocol" if len(families) == len(RUNNERS) else " and ".join(families) + " only"
@@ -236,8 +239,11 @@ def merged_option(by_family: dict[str, Option]) -> Option:
 
 def run_evaluate(args, argv: list[str]) -> int:
     from motionfleet.evaluation.api import RUNNERS, evaluate, protocol_options
-    from motionfleet.evaluation.results import summary_lines
+    from motionfleet.evaluation.results import record_lines, sample_record, summary_lines
 
+    if args.inspect is not None:
+        print("\n".join(record_lines(sample_record(args.out, args.inspect))))
+        return 0
     known = {o.name for o in protocol_options(args.family)}
     stray = [option.flag for option, _ in protocol_flags(tuple(RUNNERS))
              if option.name not in known and getattr(args, option.name, None) is not None]
