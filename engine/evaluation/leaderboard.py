@@ -323,13 +323,14 @@ def board(config: Config, bodies: dict, rows: list[dict]) -> dict:
 def board_row(name: str, metrics: list[str], values: dict[str, list[float]], published: Optional[Published]) -> dict:
     cells = {}
     for metric in metrics:
-        cell = {}
+        cell: dict[str, Optional[float]] = {}
         if values.get(metric):
             cell["mean"], cell["interval"] = mean_and_interval(values[metric])
         if published is not None and metric in published.values:
             cell["published"], cell["published_interval"] = published.values[metric]
-            if "mean" in cell:
-                cell["difference"] = cell["mean"] - cell["published"]
+            mean, value = cell.get("mean"), cell["published"]
+            if mean is not None and value is not None:
+                cell["difference"] = mean - value
         cells[metric] = cell
     source = None if published is None else {"paper": published.paper, "table": published.table}
     return {"name": name, "cells": cells, "published_in": source}
