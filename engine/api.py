@@ -81,7 +81,7 @@ def evaluate(family: str, out: str | Path, dataset: Optional[str] = None, *, wor
 
 def leaderboard(config: str | Path, out: str | Path) -> dict:
     """Run (or resume) every entry of a leaderboard TOML into ``out``; returns ``{"rows": [...],
-    "markdown": ...}`` (also written to OUT/leaderboard.parquet and .md)."""
+    "markdown": ..., "board": ...}`` (also written to OUT/leaderboard.parquet, .md and .json)."""
     from motionfleet.evaluation import leaderboard as board
 
     return board.run(config, out)

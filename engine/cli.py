@@ -194,6 +194,9 @@ def evaluate_parser(sub) -> None:
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
     add_option(p, DATASET_OPTION)
+    p.add_argument("--inspect", metavar="ID", help="print one generated sample's record from OUT/samples.parquet "
+                   "(text, seed, R-precision rank, distance, where its row lives) instead of evaluating; "
+                   "dhvae only (default: none)")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for option, families in protocol_flags(tuple(RUNNERS)):
         title = "every protocol" if len(families) == len(RUNNERS) else " and ".join(families) + " only"
@@ -236,8 +239,11 @@ def merged_option(by_family: dict[str, Option]) -> Option:
 
 def run_evaluate(args, argv: list[str]) -> int:
     from motionfleet.evaluation.api import RUNNERS, evaluate, protocol_options
-    from motionfleet.evaluation.results import summary_lines
+    from motionfleet.evaluation.results import record_lines, sample_record, summary_lines
 
+    if args.inspect is not None:
+        print("\n".join(record_lines(sample_record(args.out, args.inspect))))
+        return 0
     known = {o.name for o in protocol_options(args.family)}
     stray = [option.flag for option, _ in protocol_flags(tuple(RUNNERS))
              if option.name not in known and getattr(args, option.name, None) is not None]
@@ -251,10 +257,12 @@ def run_evaluate(args, argv: list[str]) -> int:
 
 
 def leaderboard_parser(sub) -> None:
-    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet and .md",
-                       description="several models through one protocol -> OUT/leaderboard.parquet and .md",
+    p = sub.add_parser("leaderboard", help="several models through one protocol -> OUT/leaderboard.parquet, .md and .json",
+                       description="several models through one protocol -> OUT/leaderboard.parquet, .md and .json "
+                                   "(motionfleet report OUT: the board as a page)",
                        epilog="example:\n  motionfleet leaderboard models.toml --out runs/board")
-    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] (docs/evaluate.md)")
+    p.add_argument("config", help="TOML file: protocol, [protocol_settings], [[entry]] with optional "
+                   "[entry.published], [real.published] (docs/evaluate.md)")
     p.add_argument("--out", required=True, help="folder for every entry's evaluation and the table (required)")
     add_verbose(p)
     p.set_defaults(handler=run_leaderboard)
@@ -265,7 +273,8 @@ def run_leaderboard(args, argv: list[str]) -> int:
 
     result = run(args.config, args.out)
     print(result["markdown"])
-    print(f"table: {args.out}/leaderboard.parquet and {args.out}/leaderboard.md")
+    print(f"table: {args.out}/leaderboard.parquet, {args.out}/leaderboard.md and {args.out}/leaderboard.json; "
+          f"as a page: motionfleet report {args.out}")
     return 0
 
 

@@ -32,11 +32,15 @@ def test_a_protocol_the_dataset_cannot_fill_is_a_one_line_error(tmp_path, datase
     assert len(err) == 1 and err[0].startswith("motionfleet: error: the split has 10 motions, fewer than one matching batch")
 
 
-def test_metric_values_do_not_move_with_workers_batch_or_shard_size(tmp_path, dataset):
+def test_metric_values_do_not_move_with_workers_batch_or_shard_size(tmp_path, dataset, monkeypatch):
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache-a"))
     a = evaluate("dhvae", tmp_path / "a", dataset, workers=0, batch_size=16, **TINY)
-    # two Ray workers, batches of 3, generate shards of 5 samples, embed shards of 2 batches
+    # two Ray workers, batches of 3, generate shards of 5 samples, embed shards of 2 batches, and an
+    # engine cache of its own: the real set's embeddings are computed again, not read from a's
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache-b"))
     b = evaluate("dhvae", tmp_path / "b", dataset, workers=2, batch_size=3, shard_size=5, embed_batches_per_shard=2,
                  **TINY)
+    assert list((tmp_path / "cache-b").rglob("*.parquet"))
     assert b["metrics"] == a["metrics"]
 
     generated = a["metrics"]["generated"]

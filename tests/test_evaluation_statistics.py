@@ -58,6 +58,8 @@ def test_r_precision_on_embeddings_with_known_ranks():
     assert stats.hits == (3, 3, 4)
     assert stats.count == 4
     assert stats.distance_sum == pytest.approx(0 + 6 + 13 + 0)
+    assert stats.ranks == (0, 0, 2, 0)  # the per-sample record's ranks, as listed above
+    assert stats.distances == pytest.approx((0, 6, 13, 0))
 
 
 def test_r_precision_ties_count_like_a_stable_argsort():
@@ -67,6 +69,7 @@ def test_r_precision_ties_count_like_a_stable_argsort():
     ranks = [int(np.where(np.argsort(np.abs(motions[:, 0] - t[0]), kind="stable") == i)[0][0]) for i, t in enumerate(texts)]
     assert ranks == [0, 1]
     assert stats.hits == (1, 2, 2)
+    assert list(stats.ranks) == ranks
 
 
 def test_interval_is_196_sigma_over_root_n():

@@ -7,10 +7,13 @@ from motionfleet.cli import main
 from motionfleet.evaluation.leaderboard import read_config
 
 
-def board(top: str = "", name: str = '"tiny"', seeds: str = "[0, 1]", entry: str = "", settings: str = "") -> str:
-    """A config of one entry with a line added at the top, in the entry or in its settings."""
+def board(top: str = "", name: str = '"tiny"', seeds: str = "[0, 1]", entry: str = "", settings: str = "",
+          published: str = "") -> str:
+    """A config of one entry with a line added at the top, in the entry, in its settings or in its
+    published numbers (a [entry.published] table, only where ``published`` is given)."""
     return (f'protocol = "interhuman"\n{top}\n[[entry]]\nname = {name}\nseeds = {seeds}\n{entry}\n'
-            f'[entry.settings]\npreset = "tiny"\n{settings}\n')
+            f'[entry.settings]\npreset = "tiny"\n{settings}\n'
+            + (f'[entry.published]\npaper = "InterGen"\ntable = "Table 1"\n{published}\n' if published else ""))
 
 
 def write(tmp_path, text: str):
@@ -25,6 +28,17 @@ def test_a_valid_config_reads_with_each_value_as_its_flag_parses_it(tmp_path):
     entry, = config.entries
     assert config.workers == 0 and config.protocol_settings == {"replications": 2}
     assert entry.seeds == (0, 1) and entry.settings == {"preset": "tiny", "steps": 2, "guidance_scale": 1.0}
+
+
+def test_published_numbers_read_as_value_and_interval_with_their_source(tmp_path):
+    config = read_config(write(tmp_path, board(published="fid = 5.918\nr_precision_top1 = { value = 0.371, interval = 0.004 }",
+                                               top='[real.published]\npaper = "InterGen"\ntable = "Table 1, Real"\n'
+                                                   'r_precision_top1 = 0.452')))
+    entry, = config.entries
+    assert (entry.published.paper, entry.published.table) == ("InterGen", "Table 1")
+    assert entry.published.values == {"fid": (5.918, None), "r_precision_top1": (0.371, 0.004)}
+    assert config.real_published.values == {"r_precision_top1": (0.452, None)}
+    assert read_config(write(tmp_path, board())).entries[0].published is None
 
 
 def test_a_seed_listed_twice_is_refused_not_counted_twice(tmp_path, capsys):
@@ -55,6 +69,21 @@ BAD = {
     "a dataset that is a file": ({"top": 'dataset = "{config}"'}, "is not a folder"),
     "a missing checkpoint": ({"entry": 'checkpoint = "no/such/last.ckpt"'}, "does not exist"),
     "a checkpoint that is a number": ({"entry": "checkpoint = 5"}, "checkpoint = 5 is not a string"),
+    "an unknown published metric": ({"published": "fidd = 5.9"}, "[entry.published]: unknown setting 'fidd'"),
+    "a published nan": ({"published": "fid = nan"}, "fid = nan is not a finite number"),
+    "a published inf": ({"published": "fid = inf"}, "fid = inf is not a finite number"),
+    "a published string": ({"published": 'fid = "5.9"'}, "fid = '5.9' is not a number"),
+    "a published boolean": ({"published": "fid = true"}, "fid = True is not a number"),
+    "a published negative interval": ({"published": "fid = {{ value = 5.9, interval = -0.1 }}"}, "interval = -0.1: must be >= 0"),
+    "a published interval without value": ({"published": "fid = {{ interval = 0.1 }}"}, "fid needs a value"),
+    "an unknown key beside the value": ({"published": "fid = {{ value = 5.9, std = 0.1 }}"}, "unknown setting 'std'"),
+    "published numbers with no metric": ({"entry": '[entry.published]\npaper = "P"\ntable = "T"'}, "gives no metric"),
+    "published numbers without their paper": ({"entry": '[entry.published]\nfid = 5.9'}, "needs paper = "),
+    "a paper that is a number": ({"entry": '[entry.published]\npaper = 1\ntable = "T1"\nfid = 5.9'}, "got 1"),
+    "published numbers that are not a table": ({"entry": "published = 5.9"}, "[entry.published] is not a table"),
+    "an unknown real-data key": ({"top": '[real]\nexpected = 1'}, "[real]: unknown setting 'expected'"),
+    "an unknown real-data metric": ({"top": '[real.published]\npaper = "P"\ntable = "T"\nrprec = 0.45'},
+                                    "[real.published]: unknown setting 'rprec'"),
 }
 
 

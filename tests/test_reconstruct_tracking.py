@@ -14,6 +14,7 @@ import torch
 from killed_job import committed, kill_after_commits
 
 import motionfleet
+from motionfleet import cli
 from motionfleet.common.yolox import PRESETS, build_yolox
 from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.demo.videos import write_demo_tracks, write_tracking_video
@@ -51,7 +52,7 @@ def detector(tmp_path_factory):
 
 
 def reconstruct(out, corpus, **changes):
-    return motionfleet.reconstruct(str(corpus), out=str(out), workers=0, **{**SETTINGS, **changes})
+    return motionfleet.reconstruct(str(corpus), out=str(out), **{"workers": 0, **SETTINGS, **changes})
 
 
 def keyed_rows(out) -> dict:
@@ -123,10 +124,13 @@ def test_a_detector_file_in_another_layout_is_one_line(tmp_path, corpus):
 
 
 def test_a_job_killed_in_its_tracks_stage_resumes(tmp_path, corpus, detector):
+    """Through the command: detector -> tracks -> pair -> HMR 2.0 -> CloseInt, killed between the two
+    videos' tracks, then rerun: the committed stage shard is kept, every row once, as a fresh job."""
     out = tmp_path / "job"
     cmd = [sys.executable, "-m", "motionfleet.cli", "reconstruct", "--videos", str(corpus), "--out", str(out),
            "--preset", "small", "--crop-size", "32", "--max-frame-size", "128", "--steps", "2", "--workers", "0",
-           "--detector-weights", detector, "--detector-size", "96x128", "--seed", "3"]
+           "--detector-weights", detector, "--detector-size", "96x128", "--seed", "3",
+           "--estimator-weights", write_hmr2(tmp_path / "epoch=35-step=1000000.ckpt", seed=1)]
     stage = out / "stages" / "tracks"
     before = kill_after_commits(cmd, stage, ENV, commits=1)
     assert len(before) == 1, "the kill should land between the two videos' tracks"
@@ -134,10 +138,11 @@ def test_a_job_killed_in_its_tracks_stage_resumes(tmp_path, corpus, detector):
     assert rerun.returncode == 0, rerun.stderr
     assert committed(stage) == before | {k: v for k, v in committed(stage).items() if k not in before}
     assert set(committed(stage)) == {"video-000000", "video-000001"}
-    expected = reconstruct(tmp_path / "fresh", corpus, detector_weights=detector)
+    expected = reconstruct(tmp_path / "fresh", corpus, detector_weights=detector, estimator_weights=cmd[-1])
     assert keyed_rows(out) == keyed_rows(tmp_path / "fresh") and expected["rows"]["results"] > 0
     assert json.loads((stage / "job.json").read_text())["job"]["stage"] == "tracks"
     assert np.isfinite([r["translation"] for r in keyed_rows(out).values()]).all()
+    assert {r["estimates"] for r in keyed_rows(out).values()} == {"hmr2"}
 
 
 def write_hmr2(path, seed: int) -> str:
@@ -161,3 +166,34 @@ def test_detector_tracks_feed_hmr2_and_its_estimates_feed_closeint(tmp_path, cor
     resnet = reconstruct(tmp_path / "c", corpus, detector_weights=detector)
     assert resnet["rows"]["results"] == len(rows)
     assert {r["estimates"] for r in keyed_rows(tmp_path / "c").values()} == {"resnet50"}
+
+
+def test_the_same_tracks_and_rows_on_two_ray_workers_as_in_process(tmp_path, corpus, detector):
+    """Ray actors run with their own torch threads: the detector's bits (and so the pair picked among
+    near-tied boxes) must not depend on them (before: another pair on Ray)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "other.mp4").symlink_to(corpus / "other.mp4")
+    reconstruct(tmp_path / "ray", folder, detector_weights=detector, workers=2)
+    reconstruct(tmp_path / "local", folder, detector_weights=detector)
+    assert keyed_rows(tmp_path / "ray") == keyed_rows(tmp_path / "local")
+    by = [("person", "ascending"), ("frame", "ascending")]
+    assert read_results(str(tmp_path / "ray" / "stages" / "tracks")).sort_by(by).equals(
+        read_results(str(tmp_path / "local" / "stages" / "tracks")).sort_by(by))
+
+
+@pytest.mark.parametrize("flags, code, words", [
+    (["--estimator-weights", "DETECTOR"], 1, "not a usable estimator checkpoint"),  # a YOLOX file as the estimator
+    (["--detector-weights", "HMR2"], 1, "YOLOX"),
+    (["--estimator-weights", "HMR2", "--preset", "released"], 1, "not a usable estimator"),  # tiny HMR 2.0, released denoiser
+    (["--detector-size", "800"], 2, "is not HEIGHTxWIDTH"),
+    (["--detector-size", "800x1000"], 2, "multiples of 32"),
+])
+def test_a_wrong_front_end_file_or_size_is_one_line_before_any_work(tmp_path, corpus, detector, capsys, flags, code, words):
+    files = {"DETECTOR": detector, "HMR2": write_hmr2(tmp_path / "hmr2.ckpt", seed=0)}
+    out = tmp_path / "out"
+    argv = ["reconstruct", "--videos", str(corpus), "--out", str(out), "--preset", "small", "--workers", "0"]
+    assert cli.main(argv + [files.get(f, f) for f in flags]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0] and "Traceback" not in err[0]
+    assert not out.exists()  # refused before the job folder is written

@@ -207,3 +207,146 @@ def test_report_page_in_headless_chromium(job, tmp_path):
     with av.open(str(shot)) as image:
         pixels = next(image.decode(video=0)).to_ndarray(format="rgb24")
     assert pixels.std() > 10  # not blank: text, chart and video posters
+
+
+BOARD = """protocol = "interhuman"
+dataset = "{dataset}"
+workers = 0
+[protocol_settings]
+replications = 2
+match_batch = 4
+diversity_pairs = 4
+mm_texts = 2
+mm_repeats = 3
+mm_pairs = 2
+evaluator_preset = "tiny"
+[real.published]
+paper = "InterGen (Liang et al., IJCV 2024)"
+table = "Table 1, Real"
+r_precision_top1 = {{ value = 0.452, interval = 0.008 }}
+fid = 0.273
+[[entry]]
+name = "tiny-w3.5"
+seeds = [0]
+[entry.settings]
+preset = "tiny"
+steps = 2
+[entry.published]
+paper = "InterGen (Liang et al., IJCV 2024)"
+table = "Table 1"
+fid = 5.918
+r_precision_top1 = {{ value = 0.371, interval = 0.010 }}
+[[entry]]
+name = "tiny-w1"
+seeds = [0]
+[entry.settings]
+preset = "tiny"
+steps = 2
+guidance_scale = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """A two-entry leaderboard on a tiny synthetic InterHuman set, with published numbers for one
+    entry and for the real data; (its folder, what the command printed)."""
+    from contextlib import redirect_stdout
+    from io import StringIO
+
+    from motionfleet.dhvae.interhuman import write_synthetic
+
+    folder = tmp_path_factory.mktemp("board")
+    dataset = write_synthetic(folder / "interhuman", count=10, frames=(15, 18))
+    config = folder / "board.toml"
+    config.write_text(BOARD.format(dataset=dataset))
+    printed = StringIO()
+    with redirect_stdout(printed):
+        assert main(["leaderboard", str(config), "--out", str(folder / "out")]) == 0
+    return folder / "out", printed.getvalue()
+
+
+def test_the_board_shows_published_reproduced_and_their_difference_for_every_metric(board):
+    out, printed = board
+    summary = json.loads((out / "leaderboard.json").read_text())
+    markdown = (out / "leaderboard.md").read_text()
+    assert markdown in printed  # the text output is the written table
+    metrics = json.loads((out / "entries" / "tiny-w3.5" / "seed-0" / "metrics.json").read_text())["metrics"]
+    rows = {line.split(" | ")[0][2:] + "/" + line.split(" | ")[1]: line.split(" | ")[2:]
+            for line in markdown.split("## Published and reproduced")[1].splitlines() if line.startswith("| ")}
+    for metric in metrics["generated"]:
+        published, reproduced, difference, source = rows[f"tiny-w3.5/{metric}"]
+        mean, interval = metrics["generated"][metric]["mean"], metrics["generated"][metric]["interval"]
+        assert reproduced == f"{mean:.4f} +- {interval:.4f}"
+        given = {"fid": (5.918, None), "r_precision_top1": (0.371, 0.010)}.get(metric)
+        if given is None:
+            assert (published, difference, source) == ("-", "-", "- |")
+            continue
+        assert published == f"{given[0]:.4f}" + ("" if given[1] is None else f" +- {given[1]:.4f}")
+        assert difference == f"{mean - given[0]:+.4f}" and source == "InterGen (Liang et al., IJCV 2024), Table 1 |"
+        assert summary["entries"][[e["name"] for e in summary["entries"]].index("tiny-w3.5")]["cells"][metric][
+            "difference"] == pytest.approx(mean - given[0])
+        assert rows[f"tiny-w1/{metric}"][0] == "-"  # no published numbers for the other entry
+    real = rows["real data/r_precision_top1"]
+    assert real[0] == "0.4520 +- 0.0080" and real[1] == f"{metrics['real']['r_precision_top1']['mean']:.4f} +- " \
+                                                        f"{metrics['real']['r_precision_top1']['interval']:.4f}"
+    assert rows["real data/multimodality"][:3] == ["-", "-", "-"]  # the real set has no MModality
+
+
+def board_page_rows(page_html: str) -> list[str]:
+    """The entries of the board's body in page order, then the footer's."""
+    body, foot = page_html.split("<tbody>")[1].split("</tbody>")
+    return re.findall(r"<tr data-entry=['\"]([^'\"]+)['\"]", body) + re.findall(r"<tr data-entry=['\"]([^'\"]+)['\"]", foot)
+
+
+def test_the_board_page_keeps_each_cells_sort_key_and_draws_its_error_bars(board):
+    out, _ = board
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page  # nothing remote
+    summary = json.loads((out / "leaderboard.json").read_text())
+    assert board_page_rows(page) == [e["name"] for e in summary["entries"]] + ["real data"]  # ranked by FID
+    for entry in summary["entries"]:
+        row = page.split(f"<tr data-entry='{entry['name']}'>")[1].split("</tr>")[0]
+        keys = re.findall(r"<td data-sort='([^']*)'>", row)
+        assert keys[2:] == [repr(entry["cells"][m]["mean"]) for m in summary["metrics"]]
+        assert row.count("<svg") == len(summary["metrics"]) and row.count("class=\"bar-dot\"") == len(summary["metrics"])
+    published_row = page.split("<tr data-entry='tiny-w3.5'>")[1].split("</tr>")[0]
+    assert published_row.count("class=\"bar-diamond\"") == 1 and published_row.count("rotate(45") == 2  # fid, top1
+
+
+@pytest.mark.parametrize("cell", ['{"mean": "5"}', '{"mean": 5, "published": 4, "difference": "1"}', '[]'])
+def test_a_damaged_board_file_is_one_line_exit_1(cell, tmp_path, capsys):
+    (tmp_path / "leaderboard.json").write_text(
+        '{"metrics": ["fid"], "entries": [{"name": "x", "cells": {"fid": %s}}], "real": null}' % cell)
+    assert main(["report", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a board written by motionfleet leaderboard" in err[0], err
+    assert not (tmp_path / "report.html").exists()
+
+
+def dumped_rows(url: str) -> list[str]:
+    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    return board_page_rows(subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout)
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium; .ci/run installs it)")
+def test_board_page_in_headless_chromium_has_its_rows_and_sorts(board, tmp_path):
+    out, _ = board
+    assert main(["report", str(out)]) == 0
+    page = out / "report.html"
+    summary = json.loads((out / "leaderboard.json").read_text())
+    ranked = [e["name"] for e in summary["entries"]]
+    assert dumped_rows(page.as_uri()) == ranked + ["real data"]
+    by_mm_dist = sorted(summary["entries"], key=lambda e: e["cells"]["mm_dist"]["mean"])
+    assert dumped_rows(page.as_uri() + "#sort=mm_dist") == [e["name"] for e in by_mm_dist] + ["real data"]
+    assert dumped_rows(page.as_uri() + "#sort=-mm_dist") == [e["name"] for e in by_mm_dist][::-1] + ["real data"]
+    assert dumped_rows(page.as_uri() + "#sort=entry") == sorted(ranked) + ["real data"]
+    assert dumped_rows(page.as_uri() + "#sort=-entry") == sorted(ranked)[::-1] + ["real data"]
+
+    shot = tmp_path / "board.png"
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1400,900", page.as_uri()], capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with av.open(str(shot)) as image:
+        pixels = next(image.decode(video=0)).to_ndarray(format="rgb24")
+    assert pixels.std() > 10  # not blank: the table, its text and its bars

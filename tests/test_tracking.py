@@ -9,6 +9,7 @@ from motionfleet.core.errors import RejectedInput
 from motionfleet.core.options import UsageError
 from motionfleet.demo.videos import TRACKING_COLOURS, TRACKING_SIZE, tracking_scene_boxes, write_tracking_video
 from motionfleet.socialmirror.bytetrack import box_iou
+from motionfleet.socialmirror.track_stage import lost_in_clip, tracks_from_table, tracks_table
 from motionfleet.socialmirror.tracking import PairSettings, track_pair
 
 
@@ -99,9 +100,13 @@ def test_a_gap_longer_than_max_gap_is_lost_and_rejects_the_clips_over_it():
     pair = track_pair(detections_of(seen))
     assert pair.lost == ((0, 19), (40, 55))
     assert pair.track_ids == (1, 0)  # the same track before and after the gap
-    assert pair.reject_reason(np.arange(56, 72)) is None
-    reason = pair.reject_reason(np.arange(48, 64))
-    assert reason.startswith("pair_lost: ") and "40..55" in reason
+    lost = np.concatenate([np.arange(first, last + 1) for first, last in pair.lost])
+    table = tracks_from_table(tracks_table("v", pair.tracks, lost))  # as the job's tracks stage commits it
+    assert table.lost.tolist() == lost.tolist() and [len(f) for f in table.tracks.frames] == [len(f) for f in pair.tracks.frames]
+    owned = np.ones(16, dtype=bool)
+    assert lost_in_clip(table.lost, np.arange(56, 72), owned) == []  # a clip after the gap is kept
+    assert lost_in_clip(table.lost, np.arange(48, 64), owned) == list(range(48, 56))  # one over it is rejected
+    assert lost_in_clip(table.lost, np.arange(48, 64), np.arange(16) >= 8) == []  # unless it does not own those frames
     assert track_pair(detections_of(seen), num_frames=150).lost == ((0, 19), (40, 55), (120, 149))
     assert track_pair(detections_of(seen), PairSettings(max_gap=20)).lost == ()
 

@@ -71,7 +71,9 @@ class Option:
 
 
 def _kind(kind: Callable) -> str:
-    return {int: "an integer", float: "a number", workers_count: "auto or a whole number"}.get(kind, f"a valid {getattr(kind, '__name__', 'value')}")
+    """What a value of ``kind`` is, in words: a parser may say it in its ``kind`` attribute."""
+    named = {int: "an integer", float: "a number", workers_count: "auto or a whole number"}
+    return named.get(kind) or getattr(kind, "kind", None) or f"a valid {getattr(kind, '__name__', 'value')}"
 
 
 # --- checks ------------------------------------------------------------------------------------

@@ -38,10 +38,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from motionfleet.common.weights import weights_description
 from motionfleet.core.execution import RunContext, WarmWorker, worker_layout
 from motionfleet.core.io import provenance
 from motionfleet.core.io.rejections import rejected_schema
-from motionfleet.core.jobfolder.sink import read_results
+from motionfleet.core.jobfolder.sink import read_results, result_locations
 from motionfleet.core.options import UsageError
 from motionfleet.core.runtime.seeding import sample_seed
 from motionfleet.core.runtime.stopwatch import Timings
@@ -50,6 +51,7 @@ from motionfleet.dhvae import interclip
 from motionfleet.dhvae.clip_tokens import evaluator_tokens
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
 from motionfleet.evaluation import protocols
+from motionfleet.evaluation.embedding_cache import cached_embeddings
 from motionfleet.evaluation.protocols import ProtocolPreset
 from motionfleet.evaluation.results import IncompleteEvaluation
 from motionfleet.evaluation.statistics import (
@@ -218,6 +220,9 @@ class InterHumanEmbedder:
         self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
         self.batch_size = batch_size
         self.generated = {source: _index_results(path) for source, path in generate_dirs.items()}
+        self.cache_key = {"evaluator_weights": self.weights, "evaluator_preset": spec.preset, "dataset": self.split.digest,
+                          "frames": self.frames, "device": self.device.type, "torch": torch.__version__}
+        self._real: Optional[dict[str, np.ndarray]] = None
 
     def warm_up(self) -> None:
         pass  # the first batch's extra time falls in the shard's timings, not in any metric
@@ -240,6 +245,23 @@ class InterHumanEmbedder:
             out.append(interclip.embed_motions(self.model, motion, lengths).cpu())
         return torch.cat(out)
 
+    def real_embeddings(self) -> dict[str, np.ndarray]:
+        """Test motion name -> its embedding, from the engine cache where an earlier evaluation left them."""
+        if self._real is None:
+            names = [m.name for m in self.split.motions]
+            embeddings = cached_embeddings(self.cache_key, names, self._compute_real_embeddings)
+            self._real = dict(zip(names, embeddings))
+        return self._real
+
+    def _compute_real_embeddings(self) -> np.ndarray:
+        return self._embed_motions([self._features("dataset", m.name, 0) for m in self.split.motions]).numpy()
+
+    def _embed_batch(self, batch: EvalBatch) -> np.ndarray:
+        if all(source == "dataset" for source, _, _ in batch.motions):
+            real = self.real_embeddings()
+            return np.stack([real[key] for _, key, _ in batch.motions])
+        return self._embed_motions([self._features(*member) for member in batch.motions]).numpy()
+
     def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
         tokens = self.tokens.tokenize(list(texts))
         return torch.cat([interclip.embed_texts(self.model, tokens[i : i + self.batch_size].to(self.device)).cpu()
@@ -250,19 +272,19 @@ class InterHumanEmbedder:
         for batch in batches:
             start = time.perf_counter()
             try:
-                features = [self._features(*member) for member in batch.motions]
+                motion = self._embed_batch(batch)
             except KeyError as err:
                 rejected.append({"sample_id": f"{batch.kind}/{batch.replication}/{batch.index}", "repeat": 0,
                                  "input": "", "reason": f"generated sample {err} is missing (rejected by generate?)"})
                 continue
-            motion = self._embed_motions(features).numpy()
             row = {"kind": batch.kind, "replication": batch.replication, "batch_index": batch.index,
                    "count": len(motion), "dim": motion.shape[1], "motion_embeddings": motion.reshape(-1),
-                   "hits": None, "distance_sum": None, "evaluator_weights": self.weights, "tokenizer": self.tokens.name,
-                   "engine_version": provenance.engine_version()}
+                   "hits": None, "distance_sum": None, "ranks": None, "distances": None, "evaluator_weights": self.weights,
+                   "tokenizer": self.tokens.name, "engine_version": provenance.engine_version()}
             if batch.texts:
                 stats = match_stats(self._embed_texts(batch.texts).numpy(), motion)
-                row.update(hits=list(stats.hits), distance_sum=stats.distance_sum)
+                row.update(hits=list(stats.hits), distance_sum=stats.distance_sum, ranks=list(stats.ranks),
+                           distances=list(stats.distances))
             rows.append(row)
             timings.seconds["embed"] += time.perf_counter() - start
             timings.counts["samples"] += len(motion)
@@ -283,7 +305,8 @@ def _index_results(path: str) -> tuple[pa.Table, dict]:
 EMBED_SCHEMA = pa.schema([
     ("kind", pa.string()), ("replication", pa.int32()), ("batch_index", pa.int32()), ("count", pa.int32()),
     ("dim", pa.int32()), ("motion_embeddings", pa.list_(pa.float32())), ("hits", pa.list_(pa.int32())),
-    ("distance_sum", pa.float64()), ("evaluator_weights", pa.string()), ("tokenizer", pa.string()),
+    ("distance_sum", pa.float64()), ("ranks", pa.list_(pa.int32())), ("distances", pa.list_(pa.float64())),
+    ("evaluator_weights", pa.string()), ("tokenizer", pa.string()),
     ("engine_version", pa.string()),
 ])
 
@@ -330,6 +353,25 @@ def _matching_metrics(batches: list[dict], reference, p: InterHumanProtocol, see
         "mm_dist": distance_sum / count,
         "diversity": mean_pair_distance(np.concatenate(embeddings), first, second),
     }
+
+
+def sample_rows(out: Path, batches: list[EvalBatch], seed: int) -> list[dict]:
+    """samples.parquet's rows (``evaluation/results.py``): each generated sample of each matching
+    batch with the rank and distance its embed row holds, in planned order."""
+    embed = read_results(out / "embed").select(["kind", "replication", "batch_index", "ranks", "distances"]).to_pylist()
+    stats = {(row["replication"], row["batch_index"]): row for row in embed if row["kind"] == "generated"}
+    located = result_locations(out / "generate")
+    rows = []
+    for batch in (b for b in batches if b.kind == "generated"):
+        row = stats[(batch.replication, batch.index)]
+        for position, ((_, sample_id, repeat), text) in enumerate(zip(batch.motions, batch.texts)):
+            path, results_row = located[(sample_id, repeat)]
+            rows.append({"sample_id": sample_id, "text_id": sample_id.rsplit("/", 1)[0], "replication": batch.replication,
+                         "repeat": repeat, "seed": sample_seed(seed, sample_id, repeat), "text": text,
+                         "batch_index": batch.index, "batch_position": position, "rank": row["ranks"][position],
+                         "distance": row["distances"][position], "results_file": f"generate/{path}",
+                         "results_row": results_row})
+    return rows
 
 
 def multimodality(mm: np.ndarray, pairs: int, seed: int, replication: int) -> float:
@@ -389,8 +431,11 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
         generate_dirs["generate-mm"] = str(out / "generate-mm")
     generate_s = time.perf_counter() - started
     batches = plan_batches(split, protocol, seed)
-    job = {"job": "embed", "protocol": preset.name, "evaluator": asdict(evaluator), "dataset": split.digest,
-           "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
+    # the weights' digest, not only their path: a changed evaluator file is another embed job (and an
+    # embed folder written before its rows held per-sample ranks is refused, not read without them)
+    weights = weights_description(evaluator.checkpoint, evaluator.dummy_seed)
+    job = {"job": "embed", "protocol": preset.name, "evaluator": {**asdict(evaluator), "weights": weights},
+           "dataset": split.digest, "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
     worker = WarmWorker(InterHumanEmbedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
                         settings.device)
@@ -412,7 +457,7 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
         "evaluator": {**asdict(evaluator), "weights": _evaluator_weights(out / "embed")},
         "timing_s": {"generate": generate_s, "embed": embed_s},
     }
-    return write_metrics(out, metric_values(out / "embed", protocol, seed), info)
+    return write_metrics(out, metric_values(out / "embed", protocol, seed), info, sample_rows(out, batches, seed))
 
 
 def check_complete(embed_dir: Path, planned: int, failed: list) -> None:

@@ -15,18 +15,31 @@ Config::
     seeds = [0, 1]                 # one evaluation per seed
     [entry.settings]               # the family's evaluate options (docs/evaluate.md)
     steps = 50
+    [entry.published]              # optional: the paper's numbers for this entry
+    paper = "InterGen (Liang et al., IJCV 2024)"
+    table = "Table 1"
+    fid = 5.918
+    r_precision_top1 = { value = 0.371, interval = 0.010 }
+    [real.published]               # optional: the paper's numbers for the real data
+    paper = "InterGen (Liang et al., IJCV 2024)"
+    table = "Table 1, Real"
+    r_precision_top1 = 0.452
 
 Every (entry, seed) is an ordinary evaluation folder ``OUT/entries/<name>/seed-<s>`` whose
 generation and embedding jobs run as shards on the same Ray cluster, so a killed leaderboard
 run again with the same config computes only what was not committed. Output:
 ``OUT/leaderboard.parquet`` (one row per entry, seed, source, metric, replication) and
 ``OUT/leaderboard.md`` (mean +- 1.96 sigma / sqrt(n) over every seed's replications, sorted by the
-protocol's main metric, with weights, settings and versions).
+protocol's main metric, with weights, settings and versions; then, per entry and for the real data,
+every metric's published value, reproduced value and their difference) and ``OUT/leaderboard.json``
+(the same board as data: ``motionfleet report OUT`` draws it as a sortable HTML page).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -51,12 +64,21 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
+class Published:
+    """Numbers a paper reports: metric -> (value, its interval or None), and where they are printed."""
+    paper: str
+    table: str
+    values: dict[str, tuple[float, Optional[float]]]
+
+
+@dataclass(frozen=True)
 class Entry:
     name: str
     family: str
     checkpoint: Optional[str]
     seeds: tuple[int, ...]
     settings: dict = field(default_factory=dict)
+    published: Optional[Published] = None
 
 
 @dataclass(frozen=True)
@@ -67,10 +89,13 @@ class Config:
     dataset: Optional[str] = None
     workers: int | str = "auto"
     address: Optional[str] = None
+    real_published: Optional[Published] = None
 
 
-TOP_LEVEL = ("protocol", "dataset", "workers", "address", "protocol_settings", "entry")
-ENTRY_KEYS = ("name", "family", "checkpoint", "seeds", "settings")
+TOP_LEVEL = ("protocol", "dataset", "workers", "address", "protocol_settings", "entry", "real")
+ENTRY_KEYS = ("name", "family", "checkpoint", "seeds", "settings", "published")
+SOURCE_KEYS = ("paper", "table")  # where a [published] table's numbers are printed
+BOARD_JSON = "leaderboard.json"
 OWN_SETTINGS = ("workers", "address", "checkpoint", "seed", "protocol")  # set by the config's own keys, not by [settings]
 SEED = int_option("seed", 0, "one evaluation per seed", low=0)
 DATASET_IS_FOLDER = {"interhuman": True, "hoi": False, "pair-reconstruction": True}
@@ -107,7 +132,8 @@ def read_config(path: str | Path) -> Config:
                          f"see docs/evaluate.md for protocol {protocol}'s dataset")
     return Config(protocol, entries, settings(path, family, raw.get("protocol_settings", {}), "[protocol_settings]"),
                   dataset, checked_value(options["workers"], raw.get("workers"), f"{path}: workers"),
-                  checked_value(options["address"], raw.get("address"), f"{path}: address"))
+                  checked_value(options["address"], raw.get("address"), f"{path}: address"),
+                  real_published(path, family, raw.get("real")))
 
 
 def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
@@ -129,7 +155,61 @@ def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
                          f"list it once")
     checkpoint = checked_value(options["checkpoint"], raw.get("checkpoint"), f"{path}: entry {name!r} checkpoint")
     return Entry(name, family, checkpoint, tuple(seeds),
-                 settings(path, family, raw.get("settings", {}), f"entry {name!r} [entry.settings]"))
+                 settings(path, family, raw.get("settings", {}), f"entry {name!r} [entry.settings]"),
+                 published(path, family, raw.get("published"), f"entry {name!r} [entry.published]"))
+
+
+def metric_names(family: str) -> tuple[str, ...]:
+    """The metrics ``family``'s evaluation reports (its ``LOWER_IS_BETTER`` keys)."""
+    return tuple(importlib.import_module(f"motionfleet.{family}.evaluate").LOWER_IS_BETTER)
+
+
+def real_published(path: Path, family: str, raw) -> Optional[Published]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: real is not a table; write [real.published]")
+    unknown(raw, ("published",), f"{path}: [real]:")
+    return published(path, family, raw.get("published"), "[real.published]")
+
+
+def published(path: Path, family: str, raw, where: str) -> Optional[Published]:
+    """A ``[published]`` table: ``paper`` and ``table`` strings, then metric = value or
+    metric = { value = X, interval = Y }, each a finite number (an interval >= 0)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: {where} is not a table")
+    metrics = metric_names(family)
+    unknown(raw, (*SOURCE_KEYS, *metrics), f"{path}: {where}:")
+    for key in SOURCE_KEYS:
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise ValueError(f"{path}: {where} needs {key} = \"...\" naming where the numbers are printed, "
+                             f"got {raw.get(key)!r}")
+    values = {m: published_value(raw[m], f"{path}: {where} {m}") for m in metrics if m in raw}
+    if not values:
+        raise ValueError(f"{path}: {where} gives no metric; known: {', '.join(metrics)}")
+    return Published(raw["paper"], raw["table"], values)
+
+
+def published_value(raw, where: str) -> tuple[float, Optional[float]]:
+    if isinstance(raw, dict):
+        unknown(raw, ("value", "interval"), f"{where}:")
+        if "value" not in raw:
+            raise ValueError(f"{where} needs a value: {{ value = X, interval = Y }}")
+        interval = None if raw.get("interval") is None else finite(raw["interval"], f"{where} interval")
+        if interval is not None and interval < 0:
+            raise ValueError(f"{where} interval = {interval!r}: must be >= 0")
+        return finite(raw["value"], f"{where} value"), interval
+    return finite(raw, where), None
+
+
+def finite(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} = {value!r} is not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{where} = {value!r} is not a finite number")
+    return float(value)
 
 
 def evaluation_options(family: str) -> tuple:
@@ -187,9 +267,11 @@ def run(config_path: str | Path, out_dir: str | Path) -> dict:
                 config.address, **{**config.protocol_settings, **entry.settings}, checkpoint=entry.checkpoint, seed=seed)
     rows = table_rows(config, bodies)
     pq.write_table(pa.Table.from_pylist(rows), out / "leaderboard.parquet")
-    text = markdown(config, bodies, rows)
+    summary = board(config, bodies, rows)
+    (out / BOARD_JSON).write_text(json.dumps(summary, indent=1))
+    text = markdown(summary)
     (out / "leaderboard.md").write_text(text)
-    return {"rows": rows, "markdown": text}
+    return {"rows": rows, "markdown": text, "board": summary}
 
 
 def _weights(entry: Entry) -> str:
@@ -212,32 +294,80 @@ def table_rows(config: Config, bodies: dict) -> list[dict]:
     return rows
 
 
-def markdown(config: Config, bodies: dict, rows: list[dict]) -> str:
+def board(config: Config, bodies: dict, rows: list[dict]) -> dict:
+    """The board as data (``leaderboard.json``): one row per entry, ranked by the main metric, and
+    the real data's row; each row's cells: metric -> reproduced mean and interval, and where the
+    config gives them the published value, its interval and the difference reproduced - published."""
     first = next(iter(bodies.values()))
     main, lower = first["main_metric"], first["lower_is_better"]
     metrics = list(first["metrics"]["generated"])
-    lines_by_entry = []
+    entries = []
     for entry in config.entries:
         values = {m: [r["value"] for r in rows if r["entry"] == entry.name and r["source"] == "generated" and r["metric"] == m]
                   for m in metrics}
-        lines_by_entry.append((mean_and_interval(values[main])[0], entry, values))
-    lines_by_entry.sort(key=lambda x: x[0] if lower.get(main, True) else -x[0])
+        entries.append({**board_row(entry.name, metrics, values, entry.published),
+                        "seeds": len(entry.seeds), "replications": len(values[main]) // len(entry.seeds),
+                        "weights": _weights(entry), "settings": entry.settings})
+    entries.sort(key=lambda e: e["cells"][main]["mean"] if lower.get(main, True) else -e["cells"][main]["mean"])
+    for rank, row in enumerate(entries, 1):
+        row["rank"] = rank
+    real = first["metrics"].get("real")
+    real_row = None if not real else {  # the same set for every entry: the first entry's first seed's
+        **board_row("real data", metrics, {m: s["values"] for m, s in real.items()}, config.real_published),
+        "seeds": 1, "replications": len(next(iter(real.values()))["values"])}
+    return {"protocol": config.protocol, "family": first["family"], "main_metric": main, "lower_is_better": lower,
+            "metrics": metrics, "entries": entries, "real": real_row, "protocol_settings": first["protocol_settings"],
+            "dataset": first["dataset"], "evaluator_weights": first["evaluator"]["weights"], "versions": first["versions"]}
+
+
+def board_row(name: str, metrics: list[str], values: dict[str, list[float]], published: Optional[Published]) -> dict:
+    cells = {}
+    for metric in metrics:
+        cell: dict[str, Optional[float]] = {}
+        if values.get(metric):
+            cell["mean"], cell["interval"] = mean_and_interval(values[metric])
+        if published is not None and metric in published.values:
+            cell["published"], cell["published_interval"] = published.values[metric]
+            mean, value = cell.get("mean"), cell["published"]
+            if mean is not None and value is not None:
+                cell["difference"] = mean - value
+        cells[metric] = cell
+    source = None if published is None else {"paper": published.paper, "table": published.table}
+    return {"name": name, "cells": cells, "published_in": source}
+
+
+def plus_minus(value: Optional[float], interval: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + ("" if interval is None else f" +- {interval:.4f}")
+
+
+def markdown(summary: dict) -> str:
+    main, lower, metrics = summary["main_metric"], summary["lower_is_better"], summary["metrics"]
     arrows = {m: " (lower better)" if lower.get(m) else " (higher better)" if lower.get(m) is False else "" for m in metrics}
     header = ["rank", "entry", *[f"{m}{arrows[m]}" for m in metrics], "seeds x replications", "weights", "settings"]
-    out = [f"# Leaderboard: {config.protocol} ({first['family']})", "",
+    out = [f"# Leaderboard: {summary['protocol']} ({summary['family']})", "",
            f"Sorted by {main}. Each cell: mean +- 1.96 sigma / sqrt(n) over every seed's replications.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rank, (_, entry, values) in enumerate(lines_by_entry, 1):
-        cells = [f"{m:.4f} +- {i:.4f}" for m, i in (mean_and_interval(values[k]) for k in metrics)]
-        n = len(values[main])
-        out.append(f"| {rank} | {entry.name} | " + " | ".join(cells)
-                   + f" | {len(entry.seeds)} x {n // len(entry.seeds)} | {_weights(entry)} | `{json.dumps(entry.settings, sort_keys=True)}` |")
-    real = first["metrics"].get("real")
-    if real:
-        out += ["", "Real data through the same metrics (first entry's first seed): "
-                + ", ".join(f"{m} {s['mean']:.4f} +- {s['interval']:.4f}" for m, s in real.items())]
-    out += ["", f"Protocol settings: `{json.dumps(first['protocol_settings'], sort_keys=True)}`",
-            f"Dataset: {first['dataset']['root']} ({first['dataset']['motions']} motions, sha256 {first['dataset']['sha256'][:16]})",
-            f"Evaluator weights: {first['evaluator']['weights']}",
-            f"Versions: {', '.join(f'{k} {v}' for k, v in first['versions'].items())}", ""]
+    for row in summary["entries"]:
+        cells = [plus_minus(row["cells"][m].get("mean"), row["cells"][m].get("interval")) for m in metrics]
+        out.append(f"| {row['rank']} | {row['name']} | " + " | ".join(cells)
+                   + f" | {row['seeds']} x {row['replications']} | {row['weights']} | `{json.dumps(row['settings'], sort_keys=True)}` |")
+    out += ["", "## Published and reproduced", "",
+            "Difference: reproduced mean - published value. Real data: the dataset's own samples through the same "
+            "metrics (first entry's first seed).", "",
+            "| entry | metric | published | reproduced | difference | published in |", "|---|---|---|---|---|---|"]
+    for row in [*summary["entries"], *([summary["real"]] if summary["real"] else [])]:
+        source = row["published_in"]
+        for metric in metrics:
+            cell = row["cells"][metric]
+            difference = f"{cell['difference']:+.4f}" if "difference" in cell else "-"
+            out.append(f"| {row['name']} | {metric} | {plus_minus(cell.get('published'), cell.get('published_interval'))} | "
+                       f"{plus_minus(cell.get('mean'), cell.get('interval'))} | {difference} | "
+                       f"{source['paper'] + ', ' + source['table'] if source and 'published' in cell else '-'} |")
+    dataset = summary["dataset"]
+    out += ["", f"Protocol settings: `{json.dumps(summary['protocol_settings'], sort_keys=True)}`",
+            f"Dataset: {dataset['root']} ({dataset['motions']} motions, sha256 {dataset['sha256'][:16]})",
+            f"Evaluator weights: {summary['evaluator_weights']}",
+            f"Versions: {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}", ""]
     return "\n".join(out)

@@ -103,11 +103,14 @@ def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MatchStats:
-    """One matching batch: top-1..k hit counts, summed text-to-own-motion distance, size."""
+    """One matching batch: top-1..k hit counts, summed text-to-own-motion distance, size, and per
+    text its own motion's rank (0: nearest) and distance, from which the counts and sum are made."""
 
     hits: tuple[int, ...]
     distance_sum: float
     count: int
+    ranks: tuple[int, ...]
+    distances: tuple[float, ...]
 
 
 def match_stats(text: np.ndarray, motion: np.ndarray, k: int = TOP_K) -> MatchStats:
@@ -120,7 +123,7 @@ def match_stats(text: np.ndarray, motion: np.ndarray, k: int = TOP_K) -> MatchSt
     tied_before = np.array([(dist[i, :i] == own[i]).sum() for i in range(n)])
     rank = nearer + tied_before
     hits = tuple(int((rank < j + 1).sum()) for j in range(k))
-    return MatchStats(hits, float(sum(own.tolist())), n)
+    return MatchStats(hits, float(sum(own.tolist())), n, tuple(int(x) for x in rank), tuple(own.tolist()))
 
 
 def mean_pair_distance(embeddings: np.ndarray, first: np.ndarray, second: np.ndarray) -> float:

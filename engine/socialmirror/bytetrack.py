@@ -147,7 +147,7 @@ class ByteTracker:
         if self._frame is not None and frame <= self._frame:
             raise ValueError(f"frame {frame} after frame {self._frame}: frames must be given in ascending order")
         first_frame = self._frame is None
-        for _ in range(0 if first_frame else frame - self._frame):
+        for _ in range(0 if self._frame is None else frame - self._frame):
             for track in self._live:
                 track.predict()
         self._frame = frame

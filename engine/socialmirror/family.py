@@ -24,6 +24,7 @@ from motionfleet.core.options import (
 from motionfleet.core.registry import Family, Plan
 from motionfleet.demo.videos import write_demo_corpus
 from motionfleet.socialmirror import graphs, hmr2, report
+from motionfleet.socialmirror.initial_estimate import build_initial_estimator
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
@@ -35,6 +36,9 @@ def height_by_width(text: str) -> tuple[int, int]:
     """``"800x1440"`` -> (800, 1440)."""
     height, width = text.lower().split("x")
     return int(height), int(width)
+
+
+height_by_width.kind = "HEIGHTxWIDTH (e.g. 800x1440)"  # type: ignore[attr-defined]  # what --detector-size takes
 
 
 def multiples_of_32(size) -> str | None:
@@ -108,11 +112,15 @@ def probe_front_end(spec: ReconstructSpec) -> None:
     if spec.detector_weights is not None:
         with checkpoint_errors(spec.detector_weights, yolox.LAYOUT, yolox.EXPECTED_FILE):
             yolox.released_state_dict(spec.detector_weights)
-    if spec.estimator_weights is not None and hmr2.is_released_file(spec.estimator_weights):
-        config = PRESETS["released"] if spec.checkpoint is not None else PRESETS[spec.preset]
-        with checkpoint_errors(spec.estimator_weights, "HMR 2.0", f"give 4D-Humans' released {hmr2.RELEASED_FILE}"):
-            preset = hmr2.PRESETS[hmr2.preset_feeding(config.image_feature_dim)]
-            hmr2.released_state_dict(spec.estimator_weights, preset, mmap=True)
+    if spec.estimator_weights is None:
+        return
+    feature_dim = (PRESETS["released"] if spec.checkpoint is not None else PRESETS[spec.preset]).image_feature_dim
+    fix = f"give 4D-Humans' released {hmr2.RELEASED_FILE} (HMR 2.0) or a projection + regression head file"
+    with checkpoint_errors(spec.estimator_weights, "estimator", fix):
+        if hmr2.is_released_file(spec.estimator_weights):
+            hmr2.released_state_dict(spec.estimator_weights, hmr2.PRESETS[hmr2.preset_feeding(feature_dim)], mmap=True)
+        else:
+            build_initial_estimator(feature_dim, spec.estimator_weights)
 
 
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,

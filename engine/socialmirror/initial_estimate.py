@@ -77,9 +77,11 @@ def build_initial_estimator(image_feature_dim: int, weights_path: Optional[str] 
     ``DUMMY_RESIDUAL_SCALE``."""
     with seeded(seed):
         model = InitialEstimator(image_feature_dim)
+        last = model.head[-1]
+        assert isinstance(last, nn.Linear)
         with torch.no_grad():
-            model.head[-1].weight.mul_(DUMMY_RESIDUAL_SCALE)
-            model.head[-1].bias.mul_(DUMMY_RESIDUAL_SCALE)
+            last.weight.mul_(DUMMY_RESIDUAL_SCALE)
+            last.bias.mul_(DUMMY_RESIDUAL_SCALE)
     if weights_path is not None:
         state = {key: value for key, value in read_state_dict(weights_path).items() if key != "mean"}
         model.load_state_dict({**state, "mean": model.mean}, strict=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from motionfleet.core.jobfolder.report import common_lines, peak_memory
 from motionfleet.core.registry import Summary
 from motionfleet.core.runtime.stopwatch import total
@@ -50,16 +52,19 @@ def summarise(done: list, wall_s: float, out_dir=None) -> Summary:
     seconds = {s: t.seconds.get(s, 0.0) for s in STAGES[:-1]}
     seconds["write"] = sum(d.write_s for d in done)
     worker_s = worker_seconds(done)
-    rate = lambda s: frames / s if s > 0 else None
+    def rate(s: float) -> Optional[float]:
+        return frames / s if s > 0 else None
+
+    end_to_end = rate(worker_s)
     stages = {name: {"seconds": s, "fps": rate(s)} for name, s in seconds.items()}
-    slowest = max(seconds, key=seconds.get)
+    slowest = max(seconds, key=lambda name: seconds[name])
     decode_wait = t.seconds.get("decode_wait", 0.0)
     elsewhere = t.counts.get("clips_decoded_elsewhere", 0)
     timing = {
         "frames": frames, "clips": t.counts.get("clips", 0), "wall_s": wall_s, "worker_s": worker_s,
-        "fps_end_to_end": rate(worker_s), "fps_wall": rate(wall_s),
+        "fps_end_to_end": end_to_end, "fps_wall": rate(wall_s),
         "stages": stages, "slowest_stage": slowest,
-        "end_to_end_vs_slowest": rate(worker_s) / stages[slowest]["fps"] if frames and seconds[slowest] else None,
+        "end_to_end_vs_slowest": seconds[slowest] / worker_s if frames and worker_s > 0 and seconds[slowest] else None,
         "decode_wait_s": decode_wait,
         "decode_hidden": None if elsewhere else hidden_share(decode_wait, seconds["decode"]),
         "model_busy": sum(seconds[s] for s in MODEL_STAGES) / worker_s if worker_s > 0 else None,

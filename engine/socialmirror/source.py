@@ -188,16 +188,16 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec,
     clip_len = config.frames
     detect = spec.detector_weights is not None
     shards = plan_shards(videos, captions, clip_len, settings, detect)
+    inputs = {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)}
     job = {
         "model": asdict(spec), "model_name": model_name(spec),
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
         "estimates_sha256": content_sha256(spec.estimates) if spec.estimates else None,
         "weight_files": weight_files(spec),
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
-        "inputs": {"source": str(corpus), "videos": len(videos), "sha256": corpus_digest(videos, captions)},
-        "boxes": boxes_sources(videos, detect),
+        "inputs": inputs, "boxes": boxes_sources(videos, detect),
     }
-    stages = (tracks_stage(videos, tracks_job(spec, settings, job["inputs"])),) if detect else ()
+    stages = (tracks_stage(videos, tracks_job(spec, settings, inputs)),) if detect else ()
     return shards, job, stages
 
 

@@ -80,13 +80,14 @@ def tracks_from_table(table: pa.Table) -> StageTracks:
     frame, person = table.column("frame").to_numpy(), table.column("person").to_numpy()
     boxes = np.stack([table.column(c).to_numpy() for c in ("x0", "y0", "x1", "y1")], axis=1)
     per_person = [np.flatnonzero(person == p) for p in (0, 1)]
-    tracks = Tracks(tuple(frame[i] for i in per_person), tuple(boxes[i] for i in per_person), source="detector")
+    tracks = Tracks((frame[per_person[0]], frame[per_person[1]]), (boxes[per_person[0]], boxes[per_person[1]]),
+                    source="detector")
     return StageTracks(tracks, np.sort(frame[person == LOST]))
 
 
 def tracks_table(video_id: str, tracks: Tracks, lost_frames: np.ndarray) -> pa.Table:
     """Rows of the pair's boxes (person 0, then 1, by frame) and of the lost frames."""
-    columns = {"frame": [], "person": [], "boxes": []}
+    columns: dict[str, list[np.ndarray]] = {"frame": [], "person": [], "boxes": []}
     for person in (0, 1):
         columns["frame"].append(tracks.frames[person])
         columns["person"].append(np.full(len(tracks.frames[person]), person, dtype=np.int8))

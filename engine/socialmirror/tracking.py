@@ -7,7 +7,6 @@ empty array)::
     pair = track_pair(detections, PairSettings())   # RejectedInput("no_pair: ...") without two people
     pair.tracks                                     # Tracks: person 0 and 1 where the detector found them
     pair.lost                                       # ((first, last), ...) source frames without the pair
-    reason = pair.reject_reason(clip.source_indices) # "pair_lost: ..." for a clip that covers them, else None
 
 The pair (SocialMirror's supplementary, sec. 1.1: detect and track everyone, keep the pair with
 the closest spatial proximity): among the confirmed tracks, every two that the detector found on
@@ -71,16 +70,6 @@ class PairTracks:
     lost: tuple[tuple[int, int], ...]
     people_seen: int
     track_ids: tuple[int, int]
-    max_gap: int
-
-    def reject_reason(self, source_indices: np.ndarray) -> str | None:
-        """``"pair_lost: ..."`` when any of the source frames (a clip's) is in a lost range, else None."""
-        frames = np.asarray(source_indices)
-        for first, last in self.lost:
-            if np.any((frames >= first) & (frames <= last)):
-                return (f"pair_lost: one of the two people is not found in source frames {first}..{last} "
-                        f"({last - first + 1} frames, more than the {self.max_gap} that are interpolated)")
-        return None
 
 
 def track_pair(detections: dict[int, np.ndarray], settings: PairSettings = PairSettings(), num_frames: int | None = None) -> PairTracks:
@@ -100,7 +89,7 @@ def track_pair(detections: dict[int, np.ndarray], settings: PairSettings = PairS
     span = (frames[0], frames[-1] if num_frames is None else max(frames[-1], num_frames - 1))
     lost = _merge(_gaps(a.frames, span, settings.max_gap) + _gaps(b.frames, span, settings.max_gap))
     tracks = Tracks((a.frames, b.frames), (a.boxes, b.boxes))
-    return PairTracks(tracks, lost, len(histories), (a.track_id, b.track_id), settings.max_gap)
+    return PairTracks(tracks, lost, len(histories), (a.track_id, b.track_id))
 
 
 def _check_schedule(frames: list[int], max_gap: int) -> None:

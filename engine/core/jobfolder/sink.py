@@ -414,6 +414,19 @@ def read_results(location, subdir: str = RESULTS_DIR) -> pa.Table:
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
+def result_locations(location, keys: tuple[str, ...] = ("sample_id", "repeat")) -> dict[tuple, tuple[str, int]]:
+    """Each committed result row's ``keys`` values -> (its file's path inside the job folder, its row in that file)."""
+    storage = Storage(str(location))
+    found = {}
+    for _, record in sorted(committed_records(storage).items()):
+        path = record["files"][RESULTS_DIR]["path"]
+        with storage.open_input(path) as handle:
+            table = pq.read_table(handle, columns=list(keys))
+        for row, key in enumerate(zip(*(table[k].to_pylist() for k in keys))):
+            found[key] = (path, row)
+    return found
+
+
 def iter_results(location, columns: Optional[list[str]] = None, batch_rows: int = 256,
                  subdir: str = RESULTS_DIR) -> Iterator[pa.RecordBatch]:
     """The committed rows of one table in shard order, ``batch_rows`` at most at a time (one Parquet
