@@ -136,7 +136,7 @@ def shrink(rgb: np.ndarray, width: int = TILE_WIDTH) -> np.ndarray:
     from PIL import Image
 
     height = max(1, round(rgb.shape[0] * width / rgb.shape[1]))
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BILINEAR))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def contact_sheet(tiles: list[tuple[str, np.ndarray]], tile_width: int = TILE_WIDTH, columns: int = 6) -> np.ndarray:
