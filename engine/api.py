@@ -136,7 +136,7 @@ class Pipeline:
         with tempfile.TemporaryDirectory(prefix="motionfleet-pipeline-") as scratch:
             inputs = jobs.checked_inputs(self.family, None if demo else self._as_input(inputs, Path(scratch)), demo)
             with planning(0, None):
-                plan = self.family.plan(inputs, self.spec, self.config, None, 1, Path(scratch))
+                plan = self.family.plan(inputs, self.spec, self.config, None, Path(scratch))
             return _concatenated(run_in_memory(self.runner, plan.shards))
 
     __call__ = run

@@ -303,7 +303,7 @@ def test_edited_track_files_and_swapped_weights_are_another_job(tmp_path):
 
     def fingerprint() -> str:
         spec, settings = family.build(values)
-        return jobs.job_fingerprint(family.plan(str(corpus), spec, settings, None, 1, tmp_path).job)
+        return jobs.job_fingerprint(family.plan(str(corpus), spec, settings, None, tmp_path).job)
 
     first = fingerprint()
     assert fingerprint() == first

@@ -38,7 +38,7 @@ def build(values):
     return values["preset"], Settings(values["factor"], values["batch_size"])
 
 
-def plan(path, preset, settings, shard_size, workers, out_dir):
+def plan(path, preset, settings, shard_size, out_dir):
     lines = open(path).read().split() if path else ["1", "2", "3"]
     items = list(enumerate(lines))
     size = shard_size or shard_size_for(len(items), 4)

@@ -52,7 +52,7 @@ def attach(shards, files):
     return [Shard(s.shard_id, tuple(replace(i, square=files.get(f"n-{i.index}")) for i in s.items)) for s in shards]
 
 
-def plan(path, spec, settings, shard_size, workers, out_dir):
+def plan(path, spec, settings, shard_size, out_dir):
     items = [Item(i, t) for i, t in enumerate(open(path).read().split())]
     stage = Stage("squares", [Shard(f"n-{i.index}", (i,)) for i in items], {"of": str(path)}, Squarer, attach)
     return Plan(plan_shards(items, shard_size or 2), {"inputs": str(path)}, (stage,))

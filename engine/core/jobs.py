@@ -135,7 +135,7 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     started_at = utc_now()
     requested, (workers, layout) = workers, worker_layout(workers, address, device or config.device)
     with planning(workers, address):  # planning work (probing videos) runs where the job will
-        plan = family.plan(inputs, spec, config, shard_size, max(workers, 1), Path(out))
+        plan = family.plan(inputs, spec, config, shard_size, Path(out))
     context = RunContext(str(out), {"job": family.command, "family": family.name, **plan.job}, workers=workers,
                          address=address, device=device or config.device, unit=family.unit,
                          batch_items=getattr(config, "batch_size", 1),

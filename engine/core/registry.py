@@ -58,8 +58,9 @@ class Family:
       ``demo``: whether ``--demo`` gives built-in inputs instead;
     - ``build(values) -> (spec, settings)``: the checked values as the family's own objects
       (picklable: they travel to every worker);
-    - ``plan(inputs, spec, settings, shard_size, workers) -> Plan``; ``shard_size`` None: the
-      family's default, ``shards.shard_size_for`` its items (never from ``workers``);
+    - ``plan(inputs, spec, settings, shard_size, out_dir) -> Plan``; ``shard_size`` None: the
+      family's default, ``shards.shard_size_for`` its items (it is not given the workers: shard ids
+      never depend on them);
     - ``runner``: ``runner(spec, settings)`` builds one worker's models; its ``run(items)`` returns
       (results table, rejected table, ``stopwatch.Timings``) and ``warm_up()`` runs outside timing;
     - ``summarise(done, wall_s, out_dir) -> Summary`` and ``report_lines(report) -> lines``;

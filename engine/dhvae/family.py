@@ -51,7 +51,7 @@ def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
     return spec, settings
 
 
-def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, workers: int, out_dir) -> Plan:
+def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, out_dir) -> Plan:
     """A prompt file is streamed: its shards are descriptors (``shards.RangeItems``) their workers
     read; the built-in set and a Python list are small and travel as items."""
     check_options(spec, settings)

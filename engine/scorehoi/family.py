@@ -56,7 +56,7 @@ def build(v: dict):
     return spec, settings
 
 
-def plan(estimates, spec, settings: RefineSettings, shard_size, workers: int, out_dir: Path) -> Plan:
+def plan(estimates, spec, settings: RefineSettings, shard_size, out_dir: Path) -> Plan:
     """``estimates`` None: the demo scenes (in memory, travelling as items); a file is streamed, its
     shards are descriptors (``shards.RangeItems``) their workers read."""
     with checkpoint_errors(spec.checkpoint, "scorehoi"):

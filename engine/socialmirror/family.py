@@ -123,7 +123,7 @@ def probe_front_end(spec: ReconstructSpec) -> None:
             build_initial_estimator(feature_dim, spec.estimator_weights)
 
 
-def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size, workers: int,
+def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size,
          out_dir: Path) -> Plan:
     """Shards of at most ``shard_size`` clips of one video (default 64, whatever the workers: shard
     ids never depend on them). Not ``shard_size_for`` the corpus: a video that fails to decode
