@@ -46,7 +46,7 @@ def write_prompts(folder: Path, count: int) -> list[Path]:
 
 def time_plan(path: Path) -> dict:
     start = time.perf_counter()
-    shards = plan(str(path), ModelSpec(preset="tiny"), GenerateSettings(), None, 1, path.parent).shards
+    shards = plan(str(path), ModelSpec(preset="tiny"), GenerateSettings(), None, path.parent).shards
     return {"plan_s": time.perf_counter() - start, "shards": len(shards)}
 
 

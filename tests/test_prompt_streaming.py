@@ -51,7 +51,7 @@ def old_items(records, repeats):
 
 def plan_items(path, repeats, shard_size=None):
     settings = GenerateSettings(repeats=repeats)
-    shards = plan(str(path), ModelSpec(), settings, shard_size, 1, path.parent).shards
+    shards = plan(str(path), ModelSpec(), settings, shard_size, path.parent).shards
     return shards, [item for shard in shards for item in pickle.loads(pickle.dumps(shard.items))]
 
 
@@ -114,7 +114,7 @@ def test_refine_estimates_plan_is_descriptors_and_yields_the_old_items(tmp_path,
     pq.write_table(table, path, row_group_size=250)
     settings = RefineSettings(control=control)
     spec = model_spec("small", None, 0, None, None)
-    shards = refine_plan(str(path), spec, settings, shard_size, 1, tmp_path).shards
+    shards = refine_plan(str(path), spec, settings, shard_size, tmp_path).shards
     items = [item for shard in shards for item in pickle.loads(pickle.dumps(shard.items))]
     old = mark_duplicate_ids([record_from_row(i, row, str(path.parent)) for i, row in enumerate(table.to_pylist())])
     assert items == refine_items(old, control)
