@@ -1,6 +1,6 @@
 """pytest-benchmark cases matching ``motionfleet bench``: dhvae/official, 50 DDIM steps with CFG
 and decoding 120 frames, per backend and batch size; and one guided denoiser step with and without
-each hoist (``motionfleet.bench.hoisting_cases``).
+each hoist (``motionfleet.dhvae.bench.hoisting_cases``).
 
     pytest benchmarks/test_backends.py --benchmark-enable
 
@@ -13,11 +13,13 @@ import copy
 import pytest
 import torch
 
-from motionfleet import bench
+from motionfleet.bench import BenchSettings
 from motionfleet.core.runtime import backends
+from motionfleet.dhvae import bench
 from motionfleet.sampling.cfg import cfg_denoiser
 
-SETTINGS = bench.BenchSettings(families=("dhvae",), batch_sizes=(1, 8, 64, 256), repeats=3)
+SETTINGS = BenchSettings(families=("dhvae",), batch_sizes=(1, 8, 64, 256), repeats=3)
+OWN = bench.GenerateBench()  # dhvae/official, 50 steps, 120 frames
 STEP_BATCH = 64
 HOIST_CASES = ["no_hoist_per_sample_t", "cfg_batch", "guided_pair", "guided_pair_null_precomputed",
                "null_modulation", "schedule_plan"]
@@ -31,23 +33,23 @@ def generators():
 
 def generator_for(generators: dict, backend: str):
     if backend not in generators:
-        generators[backend] = bench.make_generator(backend, SETTINGS)
+        generators[backend] = bench.make_generator(backend, OWN, SETTINGS)
     return generators[backend]
 
 
 @pytest.mark.parametrize("batch", SETTINGS.batch_sizes)
 @pytest.mark.parametrize("backend", SETTINGS.backends)
 def test_generate_batch(benchmark, generators, backend, batch):
-    run = bench.generate_batch(generator_for(generators, backend), batch, SETTINGS.frames)
-    benchmark.extra_info.update({"backend": backend, "batch": batch, "steps": SETTINGS.steps,
-                                 "frames": SETTINGS.frames, "aits": "mean / batch"})
+    run = bench.generate_batch(generator_for(generators, backend), batch, OWN.frames)
+    benchmark.extra_info.update({"backend": backend, "batch": batch, "steps": OWN.steps,
+                                 "frames": OWN.frames, "aits": "mean / batch"})
     benchmark.pedantic(run, rounds=SETTINGS.repeats, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("case", HOIST_CASES)
 def test_hoisting(benchmark, generators, case):
     generator = generator_for(generators, "torch")
-    cases = bench.hoisting_cases(generator.model.denoiser, generator.null_text, STEP_BATCH, SETTINGS.steps)
+    cases = bench.hoisting_cases(generator.model.denoiser, generator.null_text, STEP_BATCH, OWN.steps)
     benchmark.extra_info.update({"batch": STEP_BATCH})
     benchmark.pedantic(cases[case], rounds=10, warmup_rounds=1)
 

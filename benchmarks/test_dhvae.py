@@ -15,9 +15,10 @@ import torch
 
 from benchmarks import authors_loop
 from benchmarks.conftest import record
-from motionfleet.bench import count_flops, generate_once
+from motionfleet.bench import count_flops
 from motionfleet.core.runtime.batching import pad_rows
 from motionfleet.dhvae import model as dhvae
+from motionfleet.dhvae.bench import generate_once
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 
 FRAMES = 300

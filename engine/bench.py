@@ -1,20 +1,17 @@
 """``motionfleet bench``: latency and throughput of every family, per backend and batch size.
 
-One case is one batch as a job runs it, device synchronised, warm-up excluded:
-
-- ``dhvae/generate``: the CFG DDIM loop and the decoder (``DHVAEGenerator.sample_latents`` then
-  ``decode``; the text encoder is outside AITS, as DHVAE states); items are sentences;
-- ``scorehoi/refine``: a refinement batch of the demo scenes (``ScoreHOIRefiner.run_batch``,
-  inversion + guided DDIM rounds + contact updates, metrics excluded); items are images;
-- ``socialmirror/diffuse``: the DDIM steps of the denoiser over clips of encoded frames (one call
-  per step through the backend); items are clips of 2 people x 16 frames.
+One case is one batch as a job runs it, device synchronised, warm-up excluded; each family that
+registers one (``registry.BenchCase``) says what it runs and what its items are, and its own
+settings are flags of this command: ``dhvae/generate`` (``dhvae/bench.py``), ``scorehoi/refine``
+(``scorehoi/bench.py``) and ``socialmirror/diffuse`` (``socialmirror/bench.py``).
 
 Backends are interleaved round robin within each (family, batch), so a busy neighbour slows every
 backend alike. Each measurement is one flat record (``records``; ``pandas.read_json`` reads the
 file as is) with p50 / p90 / p99 and the interquartile range over ``repeats`` runs, per item and
 per batch, and the load average before and after; a load above ``LOAD_WARNING`` x CPUs is
-flagged. For dhvae the GEMM floor (the run's matrix products replayed as bare fp32 matmuls: what
-no backend can beat without changing the math or the precision) and achieved GFLOP/s are recorded.
+flagged. Where the family gives a case's cost (dhvae), the GEMM floor (the run's matrix products
+replayed as bare fp32 matmuls: what no backend can beat without changing the math or the
+precision) and achieved GFLOP/s are recorded.
 
 Each record also says what a fresh job process would wait for (``cold_start_s``: the process's
 start-up to the bench, this case's model and backend construction and its first batch), of which
@@ -36,10 +33,10 @@ import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -48,37 +45,54 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from motionfleet.core.execution.worker import peak_device_mb, peak_rss_mb
 from motionfleet.core.io import provenance
-from motionfleet.core.runtime.seeding import SampleNoise
 from motionfleet.core.runtime.stopwatch import synchronize
-from motionfleet.dhvae import model as dhvae
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
-from motionfleet.sampling import ddim
 
 MATMUL_SIZE = 2048
-FAMILIES = ("dhvae", "scorehoi", "socialmirror")
 LOAD_WARNING = 0.5  # load average per CPU above which timings are flagged as taken on a busy machine
 PROFILED_BATCHES = 3  # batches per case in a --profile trace, after the warm-up and timed runs
 
 
+def bench_families() -> tuple[str, ...]:
+    """The families that register a case (``registry.BenchCase``), by name."""
+    from motionfleet.core import registry
+
+    return tuple(family.name for family in registry.registering("bench"))
+
+
+def setting(default: Any, help: Optional[str] = None, *, flag: Optional[str] = None, type: Callable = str,
+            choices: Optional[tuple] = None, low: Optional[int] = None, metavar: Optional[str] = None) -> Any:
+    """A field of a family's bench settings (``BenchCase.settings``): its default, and where ``help``
+    is given the flag of ``bench`` that sets it (``--<name>`` unless ``flag``), parsed by ``type``,
+    one of ``choices`` or at least ``low``."""
+    return field(default=default, metadata={"help": help, "flag": flag, "type": type, "choices": choices, "low": low,
+                                            "metavar": metavar})
+
+
+def flagged(case) -> list:
+    """The fields of a case's settings that are flags, each with its flag."""
+    return [(f, f.metadata["flag"] or "--" + f.name.replace("_", "-")) for f in fields(case.settings)
+            if f.metadata.get("help")]
+
+
 @dataclass(frozen=True)
 class BenchSettings:
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = field(default_factory=bench_families)
     backends: tuple[str, ...] = ("torch", "torch-compile", "onnxruntime")
     batch_sizes: tuple[int, ...] = (1, 8, 64)
-    preset: str = "official"  # dhvae preset of the dummy weights
-    scorehoi_preset: str = "released"  # scorehoi model size of the dummy weights
-    socialmirror_preset: str = "released"  # socialmirror model size of the dummy weights
-    steps: int = 50
-    frames: int = 120
-    guidance: float = 3.5
-    refine_preset: str = "fast"  # scorehoi sampler preset (paper: N 10, tau 50, step 2)
-    refine_rounds: int | None = None  # scorehoi refinement rounds N; None: the sampler preset's
     repeats: int = 10
     device: str = "cpu"
     precision: str = "fp32"
+    cases: dict = field(default_factory=dict)  # family -> its own settings (BenchCase.settings); default: its defaults
 
-    def model_preset(self, family: str) -> str:
-        return {"dhvae": self.preset, "scorehoi": self.scorehoi_preset, "socialmirror": self.socialmirror_preset}[family]
+    def own(self, family: str):
+        from motionfleet.core import registry
+
+        return self.cases.get(family) or registry.get(family).bench.settings()
+
+    def record(self) -> dict:
+        """What every record keeps of the run's settings: the bench's and every case's, one flat table."""
+        common = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cases"}
+        return {**common, **{k: v for family in bench_families() for k, v in asdict(self.own(family)).items()}}
 
 
 # --- timing --------------------------------------------------------------------------------
@@ -299,113 +313,6 @@ def gemm_floor_s(fn: Callable, device: torch.device, repeats: int = 5) -> float:
     return total
 
 
-# --- dhvae ---------------------------------------------------------------------------------
-
-
-def batch_inputs(generator: DHVAEGenerator, batch: int) -> tuple[torch.Tensor, list[int]]:
-    """Seeded text features (the text encoder is outside AITS) and per-sample noise seeds."""
-    cond_dim = generator.model.config.cond_dim
-    text = torch.randn(batch, cond_dim, generator=torch.Generator().manual_seed(batch)).to(generator.device)
-    return text, list(range(batch))
-
-
-def generate_once(generator: DHVAEGenerator, batch: int, frames: int) -> Callable[[], None]:
-    """A callable that samples and decodes one batch as a generate job does (no inference mode of
-    its own, so FLOP counting sees every layer)."""
-    text, seeds = batch_inputs(generator, batch)
-
-    def run() -> None:
-        latents = generator.sample_latents(text, SampleNoise(seeds, generator.device))
-        generator.decode(latents, [frames] * batch)
-
-    return run
-
-
-def generate_batch(generator: DHVAEGenerator, batch: int, frames: int) -> Callable[[], None]:
-    return torch.inference_mode()(generate_once(generator, batch, frames))
-
-
-def make_generator(backend: str, settings: BenchSettings) -> DHVAEGenerator:
-    spec = ModelSpec(preset=settings.preset, text_encoder="precomputed")
-    run = GenerateSettings(steps=settings.steps, guidance_scale=settings.guidance, batch_size=max(settings.batch_sizes),
-                           default_frames=settings.frames, device=settings.device, backend=backend,
-                           precision=settings.precision)
-    return DHVAEGenerator(spec, run)
-
-
-def dhvae_cost(eager: DHVAEGenerator, batch: int, frames: int, device: torch.device) -> dict:
-    """FLOPs and GEMM floor of one batch of the eager torch backend's math (the other backends run
-    the same network with the AdaLN modulations inside each step: the same FLOPs to within the
-    null text's one row per step)."""
-    run = generate_once(eager, batch, frames)
-    return {"gflop_per_batch": count_flops(run) / 1e9, "gemm_floor_ms": gemm_floor_s(run, device, repeats=3) * 1e3}
-
-
-def dhvae_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
-    generators = {name: clock.build(name, lambda: make_generator(name, settings)) for name in settings.backends}
-    return lambda batch: {name: generate_batch(g, batch, settings.frames) for name, g in generators.items()}
-
-
-# --- scorehoi ------------------------------------------------------------------------------
-
-
-def scorehoi_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
-    from motionfleet.demo.scenes import demo_scenes
-    from motionfleet.scorehoi import model as scorehoi
-    from motionfleet.scorehoi.runner import ScoreHOIRefiner
-    from motionfleet.scorehoi.settings import RefineSettings, model_spec
-    from motionfleet.scorehoi.source import EstimateRecord, RefineItem
-
-    spec = model_spec(settings.scorehoi_preset)
-    refiners = {}
-    for name in settings.backends:
-        rounds = {} if settings.refine_rounds is None else {"rounds": settings.refine_rounds}
-        run = RefineSettings.from_preset(settings.refine_preset, **rounds, batch_size=max(settings.batch_sizes),
-                                         device=settings.device, backend=name, precision=settings.precision)
-        refiners[name] = clock.build(name, lambda: ScoreHOIRefiner(spec, run))
-    records = demo_scenes(scorehoi.PRESETS[settings.scorehoi_preset].condition_dim).records
-
-    def cases(batch: int) -> dict[str, Callable]:
-        items = [RefineItem(EstimateRecord(f"{records[i % len(records)].sample_id}-{i}", records[i % len(records)].values),
-                            "guided") for i in range(batch)]
-        return {name: torch.no_grad()(lambda r=r: r.run_batch(items, "guided")) for name, r in refiners.items()}
-
-    return cases
-
-
-# --- socialmirror --------------------------------------------------------------------------
-
-
-def socialmirror_cases(settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable]]:
-    from motionfleet.core.runtime import backends
-    from motionfleet.socialmirror import model as socialmirror
-    from motionfleet.socialmirror.runner import ReconstructSettings
-
-    config = socialmirror.PRESETS[settings.socialmirror_preset]
-    model = socialmirror.build_model(config).to(settings.device).eval()
-    steps = ReconstructSettings().steps
-    runners = {name: clock.build(name, lambda: backends.make_backend(name, model, settings.precision, settings.device,
-                                                                     weights="dummy, seed 0"))
-               for name in settings.backends}
-
-    def cases(batch: int) -> dict[str, Callable]:
-        x, _, image, bbox, text = (t.to(settings.device) for t in socialmirror.example_inputs(config, batch))
-        timesteps = [round(100 * (1 - i / steps)) - 20 for i in range(steps)]  # 80, 60, 40, 20, 0
-
-        def diffuse(run):
-            y = x
-            for t in timesteps:
-                y = run(y, t, image, bbox, text)
-
-        return {name: torch.no_grad()(lambda r=r: diffuse(r)) for name, r in runners.items()}
-
-    return cases
-
-
-CASES = {"dhvae": ("generate", "sentences", dhvae_cases), "scorehoi": ("refine", "images", scorehoi_cases),
-         "socialmirror": ("diffuse", "clips", socialmirror_cases)}
-
-
 # --- the sweep -----------------------------------------------------------------------------
 
 
@@ -422,13 +329,17 @@ def context(settings: BenchSettings) -> dict:
 
 def measure_family(family: str, settings: BenchSettings, common: dict, log: Callable[[str], None],
                    profile_dir: Path | None = None) -> list[dict]:
-    case, unit, make_cases = CASES[family]
+    from motionfleet.core import registry
+
+    bench = registry.get(family).bench
+    own = settings.own(family)
+    case, unit = bench.case, bench.unit
     device = torch.device(settings.device)
     clock = SetupClock()
     start = time.perf_counter()
-    cases_at = make_cases(settings, clock)
+    cases_at = bench.cases(own, settings, clock)
     shared_setup_s = time.perf_counter() - start - sum(clock.setup_s.values())  # what every backend's case needs
-    eager = make_generator("torch", settings) if family == "dhvae" else None
+    cost_of = bench.cost(own, settings) if bench.cost else None
     records = []
     for batch in settings.batch_sizes:
         cases = cases_at(batch)
@@ -436,16 +347,16 @@ def measure_family(family: str, settings: BenchSettings, common: dict, log: Call
         cold = {backend: first_batch(fn, device) for backend, fn in cases.items()}
         seconds = round_robin(cases, settings.repeats, device, warm_up=False)
         load_after = load_average()
-        cost = dhvae_cost(eager, batch, settings.frames, device) if eager is not None else {}
+        cost = cost_of(batch) if cost_of else {}
         for backend, runs in seconds.items():
-            record = {"family": family, "case": case, "preset": settings.model_preset(family), "backend": backend,
+            record = {"family": family, "case": case, "preset": getattr(own, bench.preset), "backend": backend,
                       "batch": batch, "items": batch, "unit": unit,
                       **spread(runs, batch), "load_before": load_before, "load_after": load_after,
                       "busy": busy(load_before) or busy(load_after), **common}
             record.update(startup(common["startup_s"], shared_setup_s, clock, backend, cold[backend], record["p50_ms"]))
-            if family == "dhvae":
-                record.update(steps=settings.steps, frames=settings.frames, guidance=settings.guidance, **cost,
-                              per_item_gemm_floor_ms=cost["gemm_floor_ms"] / batch,
+            record.update({name: getattr(own, name) for name in bench.loop_settings})
+            if cost:
+                record.update(**cost, per_item_gemm_floor_ms=cost["gemm_floor_ms"] / batch,
                               gflops=cost["gflop_per_batch"] / (record["p50_ms"] / 1e3))
             if profile_dir is not None:
                 name = f"{family}-{case}-{record['preset']}-{backend}-b{batch}"
@@ -478,7 +389,7 @@ def run_bench(settings: BenchSettings, out_dir: str | Path, log: Callable[[str],
         log(f"warning: load average {load_average()} on {os.cpu_count()} CPUs: other work is running, "
             f"timings will be slow and spread; compare only numbers taken in one run")
     common["matmul_fp32_gflops"] = matmul_gflops(torch.device(settings.device))
-    common["settings"] = json.dumps(asdict(settings))
+    common["settings"] = json.dumps(settings.record())
     common["startup_s"] = startup_s
     records = []
     for family in settings.families:
@@ -523,14 +434,14 @@ def plot(records: list[dict], path: Path) -> None:
         lat.errorbar(batches, p50, yerr=[low, high], marker="o", capsize=3, label=label)
         thr.errorbar(batches, [r["items_per_s"] for r in rows], yerr=[1e3 * low / p50**2, 1e3 * high / p50**2],
                      marker="o", capsize=3, label=label)
-    floors = {}
+    floors: dict[str, dict[int, float]] = {}
     for r in records:
         if "per_item_gemm_floor_ms" in r:
-            floors[r["batch"]] = r["per_item_gemm_floor_ms"]
-    if floors:
-        batches = sorted(floors)
-        lat.plot(batches, [floors[b] for b in batches], "k--", label="dhvae GEMM floor")
-        thr.plot(batches, [1e3 / floors[b] for b in batches], "k--", label="dhvae GEMM floor")
+            floors.setdefault(r["family"], {})[r["batch"]] = r["per_item_gemm_floor_ms"]
+    for family, floor in floors.items():
+        batches = sorted(floor)
+        lat.plot(batches, [floor[b] for b in batches], "k--", label=f"{family} GEMM floor")
+        thr.plot(batches, [1e3 / floor[b] for b in batches], "k--", label=f"{family} GEMM floor")
     for ax, ylabel in ((lat, "latency per item, ms (p50, IQR bars)"), (thr, "throughput, items / s")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -562,14 +473,21 @@ def fixed(value: float | None, digits: int) -> str:
 
 
 CASE_FIELDS = ("family", "case", "preset", "backend", "batch", "device", "precision")
-CASE_SETTINGS = {"dhvae": ("steps", "frames", "guidance"), "scorehoi": ("refine_preset", "refine_rounds")}  # from "settings"
+
+
+def loop_settings(family: str) -> tuple[str, ...]:
+    """The family's settings besides its preset that make another case (none for a family that is not registered)."""
+    from motionfleet.core import registry
+
+    bench = registry.get(family).bench if family in registry.FAMILIES else None
+    return bench.loop_settings if bench else ()
 
 
 def case_key(record: dict) -> tuple:
     """What makes two records the same case: family, case, model preset, backend, batch, device,
     precision and the family's loop settings (not the machine: ``gate`` names a different one)."""
     settings = json.loads(record["settings"])
-    return tuple(record[f] for f in CASE_FIELDS) + tuple(settings.get(f) for f in CASE_SETTINGS.get(record["family"], ()))
+    return tuple(record[f] for f in CASE_FIELDS) + tuple(settings.get(f) for f in loop_settings(record["family"]))
 
 
 def case_label(record: dict) -> str:
@@ -688,26 +606,21 @@ def joined(values: tuple) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from motionfleet.core import registry
     from motionfleet.core.runtime.backends import PRECISIONS
-    from motionfleet.scorehoi.settings import SAMPLER_PRESETS
 
     d = BenchSettings()
     p.epilog = EXAMPLE
     p.add_argument("--families", type=comma_list(str), default=d.families, metavar="LIST",
-                   help=f"comma-separated, of {', '.join(FAMILIES)} (default: {joined(d.families)})")
+                   help=f"comma-separated, of {', '.join(bench_families())} (default: {joined(d.families)})")
     p.add_argument("--backends", type=comma_list(str), default=d.backends, metavar="LIST",
                    help=f"comma-separated job backends (default: {joined(d.backends)})")
     p.add_argument("--batch-sizes", type=comma_list(int), default=d.batch_sizes, metavar="LIST",
                    help=f"comma-separated items per batch (default: {joined(d.batch_sizes)})")
-    for flag, family, default in (("--preset", "dhvae", d.preset), ("--scorehoi-preset", "scorehoi", d.scorehoi_preset),
-                                  ("--socialmirror-preset", "socialmirror", d.socialmirror_preset)):
-        p.add_argument(flag, default=default, choices=registry.get(family).presets,
-                       help=f"{family} model size of the dummy weights (default: {default})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"dhvae DDIM steps (default: {d.steps})")
-    p.add_argument("--num-frames", type=int, default=d.frames, help=f"dhvae frames decoded per sentence (default: {d.frames})")
-    p.add_argument("--refine-preset", default=d.refine_preset, choices=tuple(SAMPLER_PRESETS),
-                   help=f"scorehoi sampler preset (default: {d.refine_preset})")
-    p.add_argument("--refine-rounds", type=int, default=d.refine_rounds, metavar="N",
-                   help="scorehoi refinement rounds, instead of the sampler preset's (default: the preset's)")
+    for family in registry.registering("bench"):
+        for setting_field, flag in flagged(family.bench):
+            meta, default = setting_field.metadata, setting_field.default
+            text = meta["help"] if "(default" in meta["help"] else f"{meta['help']} (default: {default})"
+            p.add_argument(flag, dest=setting_field.name, type=meta["type"], default=default, choices=meta["choices"],
+                           metavar=meta["metavar"], help=text)
     p.add_argument("--repeats", type=int, default=d.repeats,
                    help=f"timed runs per case after one warm-up run, at least 3 (default: {d.repeats})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device, help=f"(default: {d.device})")
@@ -742,14 +655,16 @@ def check_arguments(args) -> None:
     if args.profile is not None and Path(args.profile).exists() and not Path(args.profile).is_dir():
         raise UsageError(f"--profile: {args.profile} is a file; give a folder for the traces")
 
-    unknown = [f for f in args.families if f not in FAMILIES]
+    known = bench_families()
+    unknown = [f for f in args.families if f not in known]
     if unknown:
-        raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+        raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(known)}")
     if not args.batch_sizes or min(args.batch_sizes) < 1:
         raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
-    for flag, value in (("--steps", args.steps), ("--num-frames", args.num_frames), ("--refine-rounds", args.refine_rounds)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be >= 1, got {value}")
+    for setting_field, flag in case_flags():
+        value, low = getattr(args, setting_field.name), setting_field.metadata["low"]
+        if value is not None and low is not None and value < low:
+            raise UsageError(f"{flag} must be >= {low}, got {value}")
     if args.repeats < 3:
         raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
     for backend in args.backends:
@@ -766,10 +681,8 @@ def main(args) -> int:
         return gated(read_records(args.compare[0]), read_records(args.compare[1]), args.fail_over)
     baseline = read_records(args.compare[0]) if args.compare else None  # a bad baseline stops before measuring
     check_arguments(args)
-    settings = replace(BenchSettings(), families=args.families, backends=args.backends, batch_sizes=args.batch_sizes,
-                       preset=args.preset, scorehoi_preset=args.scorehoi_preset, socialmirror_preset=args.socialmirror_preset,
-                       steps=args.steps, frames=args.num_frames, refine_preset=args.refine_preset, refine_rounds=args.refine_rounds,
-                       repeats=args.repeats, device=args.device, precision=args.precision)
+    settings = BenchSettings(families=args.families, backends=args.backends, batch_sizes=args.batch_sizes,
+                             repeats=args.repeats, device=args.device, precision=args.precision, cases=case_settings(args))
     path, records = run_bench(settings, out, log=lambda line: print(line, file=sys.stderr, flush=True),
                               profile_dir=args.profile)
     print("\n".join(table(records)))
@@ -779,6 +692,21 @@ def main(args) -> int:
     return 0 if baseline is None else gated(baseline, records, args.fail_over)
 
 
+def case_flags() -> list:
+    """(settings field, flag) of every family's case settings that are flags."""
+    from motionfleet.core import registry
+
+    return [pair for family in registry.registering("bench") for pair in flagged(family.bench)]
+
+
+def case_settings(args) -> dict:
+    """family -> its case settings, the flags given over the defaults."""
+    from motionfleet.core import registry
+
+    return {family.name: family.bench.settings(**{f.name: getattr(args, f.name) for f, _ in flagged(family.bench)})
+            for family in registry.registering("bench")}
+
+
 def gated(baseline: list[dict], now: list[dict], fail_over_pct: float | None) -> int:
     """Print the gate's lines; 1 if a case is slower than the baseline by more than the percentage."""
     lines, failed = gate(baseline, now, fail_over_pct)
@@ -786,44 +714,3 @@ def gated(baseline: list[dict], now: list[dict], fail_over_pct: float | None) ->
     if fail_over_pct is not None:
         print(f"gate: {'FAILED' if failed else 'passed'} (a case fails more than {fail_over_pct:g}% over the baseline's median)")
     return 1 if failed else 0
-
-
-# --- hoisting ------------------------------------------------------------------------------
-
-
-def hoisting_cases(denoiser: dhvae.DHVAEDenoiser, null_text: torch.Tensor, batch: int,
-                   steps: int) -> dict[str, Callable]:
-    """One guided denoiser step at ``batch`` with and without each hoist:
-
-    - ``no_hoist_per_sample_t``: cond and uncond as one batch, timestep embedded per row
-    - ``cfg_batch``: as above with the timestep embedded once per call (t of shape (1,))
-    - ``guided_pair``: also the null text's AdaLN modulation once per step (batch 1)
-    - ``guided_pair_null_precomputed``: that modulation for every step computed before the loop
-    - ``null_modulation``: what the last hoist removes from each step
-    - ``schedule_plan``: computing all steps' DDIM constants (done once per run, not per step)
-    """
-    device = null_text.device
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, dhvae.NUM_TOKENS, denoiser.config.latent_dim, generator=generator).to(device)
-    text = torch.randn(batch, denoiser.config.cond_dim, generator=generator).to(device)
-    x2, both = torch.cat([x, x]), torch.cat([null_text.expand(batch, -1), text])
-    t = 981
-    t_rows = torch.full((2 * batch,), t, device=device)
-    with torch.inference_mode():
-        null_mods = denoiser.modulation(t, null_text)
-
-    def precomputed_null():
-        mods = [torch.cat([m_null.expand_as(m), m]) for m_null, m in zip(null_mods, denoiser.modulation(t, text))]
-        return denoiser.forward_modulated(x2, mods)
-
-    cases = {
-        "no_hoist_per_sample_t": lambda: denoiser(x2, t_rows, both),
-        "cfg_batch": lambda: denoiser(x2, t, both),
-        "guided_pair": lambda: dhvae.guided_pair(denoiser, x, t, text, null_text),
-        "guided_pair_null_precomputed": precomputed_null,
-        "null_modulation": lambda: denoiser.modulation(t, null_text),
-        "schedule_plan": lambda: ddim.plan(ddim.DDIMConfig(steps=steps)),
-    }
-    return {name: torch.inference_mode()(fn) for name, fn in cases.items()}
-
-

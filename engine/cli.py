@@ -182,24 +182,25 @@ def delegated_parser(sub, command: str) -> None:
 
 
 def evaluate_parser(sub) -> None:
-    from motionfleet.evaluation.api import DATASET_OPTION, RUNNERS
+    from motionfleet.evaluation.api import dataset_option, protocols
 
+    families = tuple(protocols())
     p = sub.add_parser("evaluate", help="a family's evaluation protocol: generate, then metrics over replications "
                        "-> OUT/metrics.json and metrics.parquet",
                        description="a family's evaluation protocol: generate, then metrics over replications; "
                        "each flag below is listed under the protocols that take it",
                        epilog="example:\n  motionfleet evaluate --family dhvae --preset tiny --out runs/eval\n"
                               "  motionfleet evaluate --family scorehoi --preset small --sampler-preset fast --out runs/eval-hoi")
-    p.add_argument("--family", required=True, choices=tuple(RUNNERS), help="which protocol (required); each family "
+    p.add_argument("--family", required=True, choices=families, help="which protocol (required); each family "
                    "takes its job command's flags (--help of generate / refine / reconstruct)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the jobs and the metrics (required)")
-    add_option(p, DATASET_OPTION)
+    add_option(p, dataset_option())
     p.add_argument("--inspect", metavar="ID", help="print one generated sample's record from OUT/samples.parquet "
                    "(text, seed, R-precision rank, distance, where its row lives) instead of evaluating; "
                    "dhvae only (default: none)")
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for option, families in protocol_flags(tuple(RUNNERS)):
-        title = "every protocol" if len(families) == len(RUNNERS) else " and ".join(families) + " only"
+    for option, taking in protocol_flags(families):
+        title = "every protocol" if len(taking) == len(families) else " and ".join(taking) + " only"
         add_option(groups.get(title) or groups.setdefault(title, p.add_argument_group(title)), option)
     add_verbose(p)
     p.set_defaults(handler=run_evaluate)
@@ -238,14 +239,14 @@ def merged_option(by_family: dict[str, Option]) -> Option:
 
 
 def run_evaluate(args, argv: list[str]) -> int:
-    from motionfleet.evaluation.api import RUNNERS, evaluate, protocol_options
+    from motionfleet.evaluation.api import evaluate, protocol_options, protocols
     from motionfleet.evaluation.results import record_lines, sample_record, summary_lines
 
     if args.inspect is not None:
         print("\n".join(record_lines(sample_record(args.out, args.inspect))))
         return 0
     known = {o.name for o in protocol_options(args.family)}
-    stray = [option.flag for option, _ in protocol_flags(tuple(RUNNERS))
+    stray = [option.flag for option, _ in protocol_flags(tuple(protocols()))
              if option.name not in known and getattr(args, option.name, None) is not None]
     if stray:
         raise UsageError(f"{', '.join(sorted(stray))}: not a setting of {args.family}'s protocol")

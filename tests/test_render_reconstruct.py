@@ -14,8 +14,9 @@ import pytest
 
 from motionfleet.cli import main
 from motionfleet.demo.videos import DEMO_COLOURS, demo_boxes, write_corrupt_file, write_demo_corpus, write_demo_video
-from motionfleet.render import GREY_FRAME, render_socialmirror, video_name
+from motionfleet.render import video_name
 from motionfleet.socialmirror.overlay import GROUND_RGB, PERSON_RGB, contact_sheet
+from motionfleet.socialmirror.render import GREY_FRAME, render_socialmirror
 
 SIZE = (320, 240)  # width, height
 FRAMES = 8

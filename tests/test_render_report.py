@@ -17,7 +17,8 @@ import torch
 
 from motionfleet.cli import main
 from motionfleet.demo.body_models import write_synthetic_body_model
-from motionfleet.render import HOLD_FRAMES, video_name
+from motionfleet.render import video_name
+from motionfleet.scorehoi.render import HOLD_FRAMES
 
 FRAMES = 12
 PROMPTS = [{"id": "hug", "text": "two people hug", "num_frames": FRAMES},

@@ -4,14 +4,16 @@ A family is one package (``motionfleet.<name>``) with its models, its source (in
 items, bad inputs kept as records the runner rejects), its runner (items -> result rows), its
 result schema, its metrics and one ``Family`` object, registered below by one line. The engine
 core (jobs, shards, execution, the job folder, the runtime) knows families only through this object;
-the command line and the Python API are built from it.
+the command line and the Python API are built from it, and so are ``evaluate``, ``leaderboard``,
+``bench`` and ``render`` from the ``Evaluation``, ``BenchCase`` and ``Render`` a family may register.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
 
 from motionfleet.core.execution.stages import Stage
 from motionfleet.core.options import Option, UsageError
@@ -50,6 +52,77 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """A family's evaluation protocol: what ``motionfleet evaluate --family NAME``, ``motionfleet.evaluate``
+    and the leaderboard know of it.
+
+    - ``protocol``: its name in a leaderboard config (``protocol = "interhuman"``);
+    - ``options() -> tuple[Option, ...]``: its settings (the model's, the sampler's and its own such as
+      ``replications``), each a flag of ``evaluate`` and an API keyword; the engine adds ``workers``,
+      ``address`` and ``shard_size``;
+    - ``keywords() -> set[str]``: optional, the API keywords it takes besides its flags (values given
+      from code, passed on unchecked);
+    - ``run(out, dataset, workers, address, values) -> dict``: run or resume it into ``out`` with the
+      checked values of the settings given; returns metrics.json's body (``evaluation.results``);
+    - ``lower_is_better``: its metrics, each -> whether lower is better (None: neither; the keys a
+      leaderboard's ``[published]`` table may give);
+    - ``dataset``: what ``--dataset`` names for it; ``dataset_is_folder``: a folder, or else a file.
+    """
+
+    protocol: str
+    options: Callable[[], tuple[Option, ...]]
+    run: Callable[..., dict]
+    lower_is_better: Mapping[str, Optional[bool]]
+    dataset: str
+    dataset_is_folder: bool
+    keywords: Optional[Callable[[], set[str]]] = None
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """How ``motionfleet bench`` measures a family: one batch as its job runs it, warm-up excluded.
+
+    - ``case``, ``unit``: the case's name and what its items are (``generate``, ``sentences``);
+    - ``settings``: a frozen dataclass of its own settings with their defaults, each field's metadata
+      giving its ``help`` (and ``flag``, ``choices``, ``low`` where not the plain ones): the flags of
+      ``bench``, recorded in every record's ``settings``;
+    - ``preset``: the field of ``settings`` holding the model size of the dummy weights;
+    - ``loop_settings``: the fields besides it that make two records different cases (and are
+      recorded in each);
+    - ``cases(own, settings, clock) -> batch -> {backend: callable}``: ``own`` its settings, ``settings``
+      the bench's (``bench.BenchSettings``), ``clock`` times each backend's construction
+      (``bench.SetupClock.build``); each callable runs one batch;
+    - ``cost(own, settings) -> batch -> {"gflop_per_batch", "gemm_floor_ms"}``: optional, the FLOPs
+      and GEMM floor of a batch.
+    """
+
+    case: str
+    unit: str
+    settings: type
+    preset: str
+    cases: Callable[..., Callable[[int], dict[str, Callable[[], Any]]]]
+    loop_settings: tuple[str, ...] = ()
+    cost: Optional[Callable[..., Callable[[int], dict]]] = None
+
+
+@dataclass(frozen=True)
+class Render:
+    """How ``motionfleet render`` draws a family's results, one MP4 per id.
+
+    - ``columns``: the result columns the drawing reads (the family's id column among them);
+    - ``videos(job, values) -> draw``: ``job`` the job folder, ``values`` the render command's
+      flags by name; ``draw(rows, path) -> frames written`` draws one id's rows into ``path``;
+    - ``options``: its own flags of ``render`` (e.g. scorehoi's ``--body-models``);
+    - ``contact_sheet(job, sheet, ids) -> tiles``: optional, ``render --contact-sheet``.
+    """
+
+    columns: tuple[str, ...]
+    videos: Callable[..., Callable[[list[dict], Path], int]]
+    options: tuple[Option, ...] = ()
+    contact_sheet: Optional[Callable[..., int]] = None
+
+
+@dataclass(frozen=True)
 class Family:
     """One family's registration: the engine and the command line need nothing else.
 
@@ -66,7 +139,8 @@ class Family:
     - ``summarise(done, wall_s, out_dir) -> Summary`` and ``report_lines(report) -> lines``;
     - ``load_model(checkpoint, preset, seed) -> (model, weights description)``: the one loader the
       runner, ``export`` and ``bench`` use; ``graphs(model, loop_steps, guidance)``: what
-      ``export`` writes.
+      ``export`` writes;
+    - optional: ``evaluation`` (``evaluate``, ``leaderboard``), ``bench`` and ``render``.
     """
 
     name: str
@@ -88,11 +162,20 @@ class Family:
     graphs: Optional[Callable[..., list]] = None
     demo: bool = False
     defaults: dict = field(default_factory=dict)  # engine option defaults this family changes
+    evaluation: Optional[Evaluation] = None
+    bench: Optional[BenchCase] = None
+    render: Optional[Render] = None
 
 
 def commands() -> dict[str, str]:
     """job command -> family name."""
     return {command: name for name, (command, _) in FAMILIES.items()}
+
+
+def registering(part: str) -> list[Family]:
+    """The families that register ``part`` (``evaluation``, ``bench``, ``render``), by name: the
+    order every list of them (flags' help, defaults, errors) shows."""
+    return [family for family in map(get, sorted(FAMILIES)) if getattr(family, part) is not None]
 
 
 def get(name: str) -> Family:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from functools import partial
 from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.io.digests import weights_digest
 from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
-from motionfleet.core.registry import Family, Plan
+from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
-from motionfleet.dhvae import graphs, motion_space, report
+from motionfleet.dhvae import bench, evaluate, graphs, motion_space, render, report
 from motionfleet.dhvae.model import PRESETS, load
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec, check_options, release_input_digests
 from motionfleet.dhvae.source import load_prompts, prompt_items, prompt_rows, scan_prompt_file
@@ -83,6 +83,72 @@ def prompt_source(prompts, repeats: int) -> tuple[str, str, int, Callable[[int, 
     return source.name, source.digest, source.count, partial(prompt_rows, source)
 
 
+# --- its evaluation: the InterHuman protocol (``motionfleet evaluate --family dhvae``) -------
+
+
+def evaluation_options() -> tuple[Option, ...]:
+    """generate's settings but those the protocol decides (--repeats, --num-frames), the --protocol
+    preset and the sizes it sets, and the evaluator's."""
+    from motionfleet.core import jobs
+    from motionfleet.evaluation import protocols
+
+    generation = tuple(o for o in jobs.engine_options(FAMILY) + FAMILY.options if o.name not in ("repeats", "num_frames"))
+    default = evaluate.PROTOCOL
+    preset = protocols.load("dhvae", default)
+
+    def size(option: str, text: str, low: int) -> Option:  # a flag that overrides the --protocol preset's value
+        return int_option(option, None, f"{text} (default: the --protocol preset's; {default}: {preset.settings[option]})",
+                          low=low)
+
+    protocol = (
+        Option("protocol", default, "published protocol whose settings are the defaults below (dhvae/protocols/"
+               "<name>.toml: each with the public file and line it follows)", choices=protocols.names("dhvae")),
+        size("replications", "replications", 1),
+        size("match_batch", "R-precision matching batch", 1),
+        size("diversity_pairs", "Diversity pairs", 1),
+        size("mm_texts", "MModality texts (0: no MModality)", 0),
+        size("mm_repeats", "MModality generations per text", 1),
+        size("mm_pairs", "MModality pairs per text", 1),
+        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
+                    "weights"),
+        Option("evaluator_preset", None, f"InterCLIP size for dummy weights (default: the --protocol preset's; "
+               f"{default}: {preset.evaluator['preset']})", choices=("official", "tiny")),
+        file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
+    )
+    return generation + protocol
+
+
+def evaluation_keywords() -> set[str]:
+    """Every field of the generate job's and the protocol's settings (the API may set those the flags
+    leave, e.g. ``embed_batches_per_shard``), and the evaluator's under their flags' names."""
+    names = {f.name for cls in (ModelSpec, GenerateSettings, evaluate.InterHumanProtocol) for f in fields(cls)}
+    return names - {"family"} | {"protocol", "evaluator_checkpoint", "evaluator_preset", "evaluator_dummy_seed",
+                                 "evaluator_vocab", "shard_size"}
+
+
+def picked(cls, options: dict, **renamed):
+    """``cls(**...)`` from the options that are its fields (``renamed``: field -> option name)."""
+    names = {f.name: renamed.get(f.name, f.name) for f in fields(cls)}
+    return cls(**{field: options[name] for field, name in names.items() if options.get(name) is not None})
+
+
+def run_evaluation(out, dataset, workers, address, options: dict) -> dict:
+    from motionfleet.evaluation import protocols
+
+    preset = protocols.load("dhvae", options.get("protocol") or evaluate.PROTOCOL)
+    evaluator = picked(evaluate.EvaluatorSpec, options, checkpoint="evaluator_checkpoint", preset="evaluator_preset",
+                       dummy_seed="evaluator_dummy_seed", vocab="evaluator_vocab")
+    given = {f.name: options[f.name] for f in fields(evaluate.InterHumanProtocol) if options.get(f.name) is not None}
+    return evaluate.evaluate(out, picked(ModelSpec, options), picked(GenerateSettings, options), evaluator, preset, given,
+                             dataset, options.get("shard_size") or DEFAULT_SHARD_SIZE, workers, address)
+
+
+EVALUATION = Evaluation(
+    protocol=evaluate.PROTOCOL, options=evaluation_options, run=run_evaluation, keywords=evaluation_keywords,
+    lower_is_better=evaluate.LOWER_IS_BETTER, dataset="an InterHuman-layout folder", dataset_is_folder=True,
+)
+
+
 FAMILY = Family(
     name="dhvae", command="generate", summary="text prompts -> two-person motion (dhvae)",
     example="motionfleet generate --prompts prompts.txt --out runs/gen --workers 2 --steps 50 --guidance-scale 3.5",
@@ -90,5 +156,6 @@ FAMILY = Family(
     inputs=file_option("prompts", ".txt (one per line), .jsonl or .parquet; default: the built-in set",
                        existing_file),
     options=OPTIONS, build=build, plan=plan, runner=DHVAEGenerator, summarise=report.summarise,
-    report_lines=report.report_lines, load_model=load, graphs=graphs.family_graphs,
+    report_lines=report.report_lines, load_model=load, graphs=graphs.family_graphs, evaluation=EVALUATION,
+    bench=bench.BENCH, render=render.RENDER,
 )

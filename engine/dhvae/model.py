@@ -215,7 +215,7 @@ class DHVAEDenoiser(nn.Module):
         layers = self.config.layers
         return layers + 1 if self.config.skip and layers % 2 == 0 else layers
 
-    def condition(self, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def condition(self, t: torch.Tensor | int, text: torch.Tensor) -> torch.Tensor:
         """c = text + MLP(sinusoid(t)) (the release adds them)."""
         t = torch.as_tensor(t, device=text.device).reshape(-1)
         return self.text_condition(text) + self.time_embedding(t).expand(text.shape[0], -1)
@@ -224,7 +224,7 @@ class DHVAEDenoiser(nn.Module):
         """The text's part of c: the feature itself, or ``text_proj`` of it on the release's is_ar path."""
         return self.text_proj(text) if self.config.ar_conditioning else text
 
-    def modulation(self, t: torch.Tensor, text: torch.Tensor) -> list[torch.Tensor]:
+    def modulation(self, t: torch.Tensor | int, text: torch.Tensor) -> list[torch.Tensor]:
         return self.cond_modulation(self.condition(t, text))
 
     def cond_modulation(self, cond: torch.Tensor) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 
 Config::
 
-    protocol = "interhuman"        # one protocol for every entry (PROTOCOL_FAMILY)
+    protocol = "interhuman"        # one protocol for every entry (a family's registry.Evaluation)
     dataset = "data/interhuman"    # optional; default: the synthetic set
     workers = 2                    # Ray workers every job's shards share (0: in process)
     address = "ray://head:10001"   # optional: an existing cluster
@@ -37,7 +37,6 @@ every metric's published value, reproduced value and their difference) and ``OUT
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
@@ -59,7 +58,6 @@ from motionfleet.core.options import Option, UsageError, int_option, workers_cou
 from motionfleet.evaluation import api
 from motionfleet.evaluation.statistics import mean_and_interval
 
-PROTOCOL_FAMILY = {"interhuman": "dhvae", "hoi": "scorehoi", "pair-reconstruction": "socialmirror"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -98,7 +96,11 @@ SOURCE_KEYS = ("paper", "table")  # where a [published] table's numbers are prin
 BOARD_JSON = "leaderboard.json"
 OWN_SETTINGS = ("workers", "address", "checkpoint", "seed", "protocol")  # set by the config's own keys, not by [settings]
 SEED = int_option("seed", 0, "one evaluation per seed", low=0)
-DATASET_IS_FOLDER = {"interhuman": True, "hoi": False, "pair-reconstruction": True}
+
+
+def protocol_families() -> dict[str, str]:
+    """protocol name -> the family whose evaluation it is."""
+    return {evaluation.protocol: family for family, evaluation in api.protocols().items()}
 
 
 def read_config(path: str | Path) -> Config:
@@ -112,14 +114,14 @@ def read_config(path: str | Path) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid TOML: {err}") from err
     unknown(raw, TOP_LEVEL, f"{path}:")
-    protocol = raw.get("protocol")
-    if protocol not in PROTOCOL_FAMILY:
-        raise ValueError(f"{path}: protocol must be one of {', '.join(PROTOCOL_FAMILY)}, got {protocol!r}")
-    family = PROTOCOL_FAMILY[protocol]
+    protocol, families = raw.get("protocol"), protocol_families()
+    if protocol not in families:
+        raise ValueError(f"{path}: protocol must be one of {', '.join(families)}, got {protocol!r}")
+    family = families[protocol]
     entries_raw = raw.get("entry", [])
     if not isinstance(entries_raw, list) or not all(isinstance(e, dict) for e in entries_raw):
         raise ValueError(f"{path}: entries are [[entry]] tables")
-    entries = tuple(_entry(path, protocol, i, e) for i, e in enumerate(entries_raw))
+    entries = tuple(_entry(path, protocol, family, i, e) for i, e in enumerate(entries_raw))
     if not entries:
         raise ValueError(f"{path} has no [[entry]]")
     names = [e.name for e in entries]
@@ -127,8 +129,9 @@ def read_config(path: str | Path) -> Config:
         raise ValueError(f"{path}: entry names must be unique, got {names}")
     options = {o.name: o for o in evaluation_options(family)}
     dataset = checked_value(options["dataset"], raw.get("dataset"), f"{path}: dataset")
-    if dataset is not None and Path(dataset).is_dir() != DATASET_IS_FOLDER[protocol]:
-        raise ValueError(f"{path}: dataset {dataset} is not a {'folder' if DATASET_IS_FOLDER[protocol] else 'file'}; "
+    folder = api.protocol(family).dataset_is_folder
+    if dataset is not None and Path(dataset).is_dir() != folder:
+        raise ValueError(f"{path}: dataset {dataset} is not a {'folder' if folder else 'file'}; "
                          f"see docs/evaluate.md for protocol {protocol}'s dataset")
     return Config(protocol, entries, settings(path, family, raw.get("protocol_settings", {}), "[protocol_settings]"),
                   dataset, checked_value(options["workers"], raw.get("workers"), f"{path}: workers"),
@@ -136,14 +139,13 @@ def read_config(path: str | Path) -> Config:
                   real_published(path, family, raw.get("real")))
 
 
-def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
-    name, family = raw.get("name"), raw.get("family", PROTOCOL_FAMILY[protocol])
+def _entry(path: Path, protocol: str, evaluated: str, i: int, raw: dict) -> Entry:
+    name, family = raw.get("name"), raw.get("family", evaluated)
     if not isinstance(name, str) or not NAME.match(name):
         raise ValueError(f"{path}: entry {i} needs a name of letters, digits, '.', '_' or '-', got {name!r}")
     unknown(raw, ENTRY_KEYS, f"{path}: entry {name!r}:")
-    if family != PROTOCOL_FAMILY[protocol]:
-        raise ValueError(f"{path}: entry {name!r} is family {family!r}; protocol {protocol} evaluates "
-                         f"{PROTOCOL_FAMILY[protocol]}")
+    if family != evaluated:
+        raise ValueError(f"{path}: entry {name!r} is family {family!r}; protocol {protocol} evaluates {evaluated}")
     options = {o.name: o for o in evaluation_options(family)}
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
@@ -160,8 +162,8 @@ def _entry(path: Path, protocol: str, i: int, raw: dict) -> Entry:
 
 
 def metric_names(family: str) -> tuple[str, ...]:
-    """The metrics ``family``'s evaluation reports (its ``LOWER_IS_BETTER`` keys)."""
-    return tuple(importlib.import_module(f"motionfleet.{family}.evaluate").LOWER_IS_BETTER)
+    """The metrics ``family``'s evaluation reports."""
+    return tuple(api.protocol(family).lower_is_better)
 
 
 def real_published(path: Path, family: str, raw) -> Optional[Published]:
@@ -214,9 +216,7 @@ def finite(value, where: str) -> float:
 
 def evaluation_options(family: str) -> tuple:
     """The options ``motionfleet evaluate --family FAMILY`` takes, with its --dataset."""
-    from motionfleet.evaluation.api import DATASET_OPTION, protocol_options
-
-    return (*protocol_options(family), DATASET_OPTION)
+    return (*api.protocol_options(family), api.dataset_option())
 
 
 def settings(path: Path, family: str, raw, where: str) -> dict:

@@ -12,10 +12,10 @@ from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.digests import weights_digest
 from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
-from motionfleet.core.registry import Family, Plan
+from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
-from motionfleet.scorehoi import graphs, report
+from motionfleet.scorehoi import bench, evaluate, graphs, render, report
 from motionfleet.scorehoi.model import PRESETS, load_model, probe_released_checkpoint
 from motionfleet.scorehoi.runner import ScoreHOIRefiner
 from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineSettings, model_spec
@@ -92,6 +92,29 @@ def estimate_source(estimates, spec, control: bool) -> tuple[str, str, int, str,
     return source.path, source.digest, source.count, source.referenced_files_sha256, partial(estimate_rows, source)
 
 
+# --- its evaluation (``motionfleet evaluate --family scorehoi``) ---------------------------------
+
+
+def evaluation_options() -> tuple[Option, ...]:
+    """refine's settings but --control (the protocol scores the guided rows), and the replications."""
+    from motionfleet.core import jobs
+
+    job = tuple(o for o in jobs.engine_options(FAMILY) + FAMILY.options if o.name != "control")
+    return job + (int_option("replications", 1, "one: the sampler draws no noise", low=1),)
+
+
+def run_evaluation(out, dataset, workers, address, options: dict) -> dict:
+    settings = {k: v for k, v in options.items() if k not in ("replications", "seed")}  # no noise is drawn
+    return evaluate.evaluate(out, settings, dataset, options.get("replications") or 1, workers, address)
+
+
+EVALUATION = Evaluation(
+    protocol=evaluate.PROTOCOL, options=evaluation_options, run=run_evaluation,
+    keywords=lambda: {"seed"},  # the leaderboard gives every entry a seed; refinement draws no noise
+    lower_is_better=evaluate.LOWER_IS_BETTER, dataset="a refine Parquet with gt_* columns", dataset_is_folder=False,
+)
+
+
 FAMILY = Family(
     name="scorehoi", command="refine",
     summary="initial human-object estimates -> score-guided refinement (scorehoi)",
@@ -99,5 +122,6 @@ FAMILY = Family(
     unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset="released",
     inputs=file_option("estimates", "Parquet of initial estimates, one row per image (docs/refine.md)", existing_file),
     options=OPTIONS, build=build, plan=plan, runner=ScoreHOIRefiner, summarise=report.summarise,
-    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True,
+    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,
+    bench=bench.BENCH, render=render.RENDER,
 )

@@ -21,9 +21,9 @@ from motionfleet.core.options import (
     int_option,
     positive,
 )
-from motionfleet.core.registry import Family, Plan
+from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.demo.videos import write_demo_corpus
-from motionfleet.socialmirror import graphs, hmr2, report
+from motionfleet.socialmirror import bench, evaluate, graphs, hmr2, render, report
 from motionfleet.socialmirror.initial_estimate import build_initial_estimator
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
@@ -142,6 +142,27 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
     return Plan(shards, job, stages)
 
 
+# --- its evaluation (``motionfleet evaluate --family socialmirror``) -----------------------------
+
+
+def evaluation_options() -> tuple[Option, ...]:
+    """reconstruct's settings, and the replications."""
+    from motionfleet.core import jobs
+
+    return jobs.engine_options(FAMILY) + FAMILY.options + (int_option("replications", 2, "seeded reconstructions of the whole set", low=1),)
+
+
+def run_evaluation(out, dataset, workers, address, options: dict) -> dict:
+    settings = {k: v for k, v in options.items() if k != "replications"}
+    return evaluate.evaluate(out, settings, dataset, options.get("replications") or 2, workers, address)
+
+
+EVALUATION = Evaluation(
+    protocol=evaluate.PROTOCOL, options=evaluation_options, run=run_evaluation,
+    lower_is_better=evaluate.LOWER_IS_BETTER, dataset="a folder with videos/ and ground_truth.parquet", dataset_is_folder=True,
+)
+
+
 FAMILY = Family(
     name="socialmirror", command="reconstruct", summary="video corpus -> two-person SMPL motion (socialmirror)",
     example="motionfleet reconstruct --videos clips/ --out runs/rec --workers 2",
@@ -149,6 +170,7 @@ FAMILY = Family(
     inputs=Option("videos", None, "folder of videos, .txt or .parquet manifest (path, track_path, caption), "
                   "or one video file", checks=(existing_path,), metavar="PATH"),
     options=OPTIONS, build=build, plan=plan, runner=Reconstructor, summarise=report.summarise,
-    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True,
+    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,
+    bench=bench.BENCH, render=render.RENDER,
     defaults={"batch_size": 4},
 )

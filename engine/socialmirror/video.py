@@ -42,7 +42,7 @@ import csv
 import itertools
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -404,7 +404,7 @@ def iter_frames(
     on_error: str = "raise",
     stats: DecodeStats | None = None,
     start_frame: int = 0,
-) -> Iterator[Frame]:
+) -> Generator[Frame, None, None]:
     """Decode a video lazily, resampled to ``target_fps`` by timestamp.
 
     Output tick ``k`` is at ``k / target_fps`` seconds and shows the source frame whose
