@@ -36,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,17 +59,8 @@ def bench_families() -> tuple[str, ...]:
     return tuple(family.name for family in registry.registering("bench"))
 
 
-def setting(default: Any, help: Optional[str] = None, *, flag: Optional[str] = None, type: Callable = str,
-            choices: Optional[tuple] = None, low: Optional[int] = None, metavar: Optional[str] = None) -> Any:
-    """A field of a family's bench settings (``BenchCase.settings``): its default, and where ``help``
-    is given the flag of ``bench`` that sets it (``--<name>`` unless ``flag``), parsed by ``type``,
-    one of ``choices`` or at least ``low``."""
-    return field(default=default, metadata={"help": help, "flag": flag, "type": type, "choices": choices, "low": low,
-                                            "metavar": metavar})
-
-
 def flagged(case) -> list:
-    """The fields of a case's settings that are flags, each with its flag."""
+    """The fields of a case's settings that are flags (``registry.bench_setting``), each with its flag."""
     return [(f, f.metadata["flag"] or "--" + f.name.replace("_", "-")) for f in fields(case.settings)
             if f.metadata.get("help")]
 

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from motionfleet.bench import setting
 from motionfleet.core.options import existing_file, file_option, int_option
-from motionfleet.core.registry import BenchCase, Evaluation, Family, Plan, Render, Summary
+from motionfleet.core.registry import BenchCase, Evaluation, Family, Plan, Render, Summary, bench_setting
 from motionfleet.core.io.rejections import rejected_row, rejected_table
 from motionfleet.core.jobfolder.report import common_lines, peak_memory
 from motionfleet.core.shards import plan_shards, shard_size_for
@@ -119,8 +118,8 @@ EVALUATION = Evaluation(protocol="toy-multiples", options=evaluation_options, ru
 # Its bench case: one batch of numbers through the runner.
 @dataclass(frozen=True)
 class MultiplyBench:
-    toy_preset: str = setting("unit", "toy model size", choices=("unit",))
-    toy_factor: int = setting(3, "toy multiplier", type=int, low=1)
+    toy_preset: str = bench_setting("unit", "toy model size", choices=("unit",))
+    toy_factor: int = bench_setting(3, "toy multiplier", type=int, low=1)
 
 
 def bench_cases(own, settings, clock):

@@ -83,9 +83,8 @@ class BenchCase:
     """How ``motionfleet bench`` measures a family: one batch as its job runs it, warm-up excluded.
 
     - ``case``, ``unit``: the case's name and what its items are (``generate``, ``sentences``);
-    - ``settings``: a frozen dataclass of its own settings with their defaults, each field's metadata
-      giving its ``help`` (and ``flag``, ``choices``, ``low`` where not the plain ones): the flags of
-      ``bench``, recorded in every record's ``settings``;
+    - ``settings``: a frozen dataclass of its own settings with their defaults, a field written with
+      ``bench_setting(default, help, ...)`` a flag of ``bench``; recorded in every record's ``settings``;
     - ``preset``: the field of ``settings`` holding the model size of the dummy weights;
     - ``loop_settings``: the fields besides it that make two records different cases (and are
       recorded in each);
@@ -103,6 +102,15 @@ class BenchCase:
     cases: Callable[..., Callable[[int], dict[str, Callable[[], Any]]]]
     loop_settings: tuple[str, ...] = ()
     cost: Optional[Callable[..., Callable[[int], dict]]] = None
+
+
+def bench_setting(default: Any, help: Optional[str] = None, *, flag: Optional[str] = None, type: Callable = str,
+                  choices: Optional[tuple] = None, low: Optional[int] = None, metavar: Optional[str] = None) -> Any:
+    """A field of a family's bench settings (``BenchCase.settings``): its default, and where ``help``
+    is given the flag of ``bench`` that sets it (``--<name>`` unless ``flag``), parsed by ``type``,
+    one of ``choices`` or at least ``low``."""
+    return field(default=default, metadata={"help": help, "flag": flag, "type": type, "choices": choices, "low": low,
+                                            "metavar": metavar})
 
 
 @dataclass(frozen=True)

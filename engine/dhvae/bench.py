@@ -5,24 +5,26 @@ states); items are sentences. Each batch also records its FLOPs and GEMM floor (
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from motionfleet.bench import BenchSettings, SetupClock, count_flops, gemm_floor_s, setting
-from motionfleet.core.registry import BenchCase
+from motionfleet.core.registry import BenchCase, bench_setting
 from motionfleet.core.runtime.seeding import SampleNoise
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.model import PRESETS
 from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
 from motionfleet.sampling import ddim
 
+if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with the family
+    from motionfleet.bench import BenchSettings, SetupClock
+
 
 @dataclass(frozen=True)
 class GenerateBench:
-    preset: str = setting("official", "dhvae model size of the dummy weights", choices=tuple(PRESETS))
-    steps: int = setting(50, "dhvae DDIM steps", type=int, low=1)
-    frames: int = setting(120, "dhvae frames decoded per sentence", flag="--num-frames", type=int, low=1)
+    preset: str = bench_setting("official", "dhvae model size of the dummy weights", choices=tuple(PRESETS))
+    steps: int = bench_setting(50, "dhvae DDIM steps", type=int, low=1)
+    frames: int = bench_setting(120, "dhvae frames decoded per sentence", flag="--num-frames", type=int, low=1)
     guidance: float = 3.5
 
 
@@ -66,6 +68,8 @@ def cost(own: GenerateBench, settings: BenchSettings) -> Callable[[int], dict]:
     """FLOPs and GEMM floor of one batch of the eager torch backend's math (the other backends run
     the same network with the AdaLN modulations inside each step: the same FLOPs to within the
     null text's one row per step)."""
+    from motionfleet.bench import count_flops, gemm_floor_s
+
     eager = make_generator("torch", own, settings)
     device = torch.device(settings.device)
 

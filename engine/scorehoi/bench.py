@@ -5,21 +5,23 @@ excluded); items are images."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
-from motionfleet.bench import BenchSettings, SetupClock, setting
-from motionfleet.core.registry import BenchCase
+from motionfleet.core.registry import BenchCase, bench_setting
 from motionfleet.scorehoi.model import PRESETS
 from motionfleet.scorehoi.settings import SAMPLER_PRESETS
+
+if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with the family
+    from motionfleet.bench import BenchSettings, SetupClock
 
 
 @dataclass(frozen=True)
 class RefineBench:
-    scorehoi_preset: str = setting("released", "scorehoi model size of the dummy weights", choices=tuple(PRESETS))
-    refine_preset: str = setting("fast", "scorehoi sampler preset", choices=tuple(SAMPLER_PRESETS))  # paper: N 10, tau 50, step 2
-    refine_rounds: Optional[int] = setting(None, "scorehoi refinement rounds, instead of the sampler preset's (default: the "
+    scorehoi_preset: str = bench_setting("released", "scorehoi model size of the dummy weights", choices=tuple(PRESETS))
+    refine_preset: str = bench_setting("fast", "scorehoi sampler preset", choices=tuple(SAMPLER_PRESETS))  # paper: N 10, tau 50, step 2
+    refine_rounds: Optional[int] = bench_setting(None, "scorehoi refinement rounds, instead of the sampler preset's (default: the "
                                            "preset's)", type=int, low=1, metavar="N")
 
 

@@ -4,18 +4,20 @@ of encoded frames (one call per step through the backend); items are clips of 2 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from motionfleet.bench import BenchSettings, SetupClock, setting
-from motionfleet.core.registry import BenchCase
+from motionfleet.core.registry import BenchCase, bench_setting
 from motionfleet.socialmirror.model import PRESETS
+
+if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with the family
+    from motionfleet.bench import BenchSettings, SetupClock
 
 
 @dataclass(frozen=True)
 class DiffuseBench:
-    socialmirror_preset: str = setting("released", "socialmirror model size of the dummy weights", choices=tuple(PRESETS))
+    socialmirror_preset: str = bench_setting("released", "socialmirror model size of the dummy weights", choices=tuple(PRESETS))
 
 
 def cases(own: DiffuseBench, settings: BenchSettings, clock: SetupClock) -> Callable[[int], dict[str, Callable[[], None]]]:
