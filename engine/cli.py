@@ -50,7 +50,7 @@ def add_option(parser, option: Option) -> None:
 
 def add_verbose(parser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show third-party output (warnings, "
-                        "download and loading bars) (default: quiet)")
+                        "logs and progress bars) (default: quiet)")
 
 
 # --- job commands, one per family ----------------------------------------------------------

@@ -22,7 +22,7 @@ from motionfleet.core.io.columns import people_frames_column, people_frames_type
 from motionfleet.core.io.inputs import check_text, non_finite_rows
 from motionfleet.core.options import UsageError
 from motionfleet.core.runtime import backends
-from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
+from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, pool_size, samples_quantum
 from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
 from motionfleet.core.runtime.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
@@ -299,13 +299,16 @@ class DHVAEGenerator:
             return self.decoder(latent, length)[0]
 
     def warm_up(self) -> None:
-        """One denoiser call and one decode at the run's batch shape, outside any timing."""
+        """One denoiser call at the run's batch shape and one decode on each decoding thread,
+        outside any timing. One decode a thread, not a batch's worth: on a 2-core CPU the pool has
+        one thread, where eight decodes ran one after another at every job's start."""
         with torch.inference_mode():
             n = min(self.settings.batch_size, 8)
             x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,
                             device=self.device)
             self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
-            self.decode(x, [min(self.settings.default_frames, self.max_frames)] * len(x))  # every pool thread too
+            decoded = x[:pool_size(torch.get_num_threads(), DECODE_THREADS)] if self.decode_pool is not None else x
+            self.decode(decoded, [min(self.settings.default_frames, self.max_frames)] * len(decoded))
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------
