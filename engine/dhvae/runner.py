@@ -227,6 +227,7 @@ class DHVAEGenerator:
 
     def _run_batch(self, batch) -> tuple[list[dict], list[dict], Timings]:
         """(result rows, rejected rows: motions that are not finite, timings) of a batch."""
+        started, began = time.time(), time.perf_counter()
         text, text_s = self._features(batch)
         seeds = [sample_seed(self.settings.seed, item.record.sample_id, item.repeat) for item, *_ in batch]
         synchronize(self.device)
@@ -244,7 +245,8 @@ class DHVAEGenerator:
         rejected = [rejected_row(batch[i][0], "generated motion is not finite (NaN or infinite values)")
                     for i in sorted(not_finite)]
         seconds = {"text_encoder": text_s, "denoise": denoise_s, "decode": decode_s}
-        return rows, rejected, Timings(seconds, {"samples": len(batch)}, [{"size": len(batch), **seconds}])
+        record = {"size": len(batch), "start": started, "seconds": time.perf_counter() - began, **seconds}
+        return rows, rejected, Timings(seconds, {"samples": len(batch)}, [record])
 
     def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
