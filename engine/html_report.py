@@ -25,7 +25,7 @@ import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeGuard
 from urllib.parse import quote
 
 from motionfleet.core.errors import DataError
@@ -63,7 +63,7 @@ def rows_table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def is_number(value) -> bool:
+def is_number(value) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -93,12 +93,12 @@ PER_ITEM = {"dhvae": dhvae_items, "scorehoi": scorehoi_items, "socialmirror": so
 def per_item_stages(report: dict) -> tuple[str, int, dict[str, float]]:
     """(item, count, stage -> seconds per item); no stages where the job made no item or its
     report.json lacks them (another family, an older or a damaged file)."""
-    items = PER_ITEM.get(report.get("family"))
+    items = PER_ITEM.get(str(report.get("family")))
     try:
         noun, count, stages = items(report["timing"]) if items else ("item", 0, {})
     except (KeyError, TypeError, AttributeError):
         return "item", 0, {}
-    return noun, count if is_number(count) else 0, {k: float(v) for k, v in stages.items() if is_number(v)}
+    return noun, int(count) if is_number(count) else 0, {k: float(v) for k, v in stages.items() if is_number(v)}
 
 
 def figures(report: dict, noun: str, count: int) -> str:
@@ -202,9 +202,8 @@ def batch_plot(batches: list[BatchTime]) -> str:
     """Batch seconds (y) over the job (x: seconds since its first batch began, or the batch's place
     in shard order for records without a start), a colour per worker, as inline SVG."""
     timed = all(b.start is not None for b in batches)
-    first = min(b.start for b in batches) if timed else 0.0
-    points = slowest_per_slice([(b.start - first if timed else float(i), b.seconds, b.worker)
-                                for i, b in enumerate(batches)], MAX_POINTS)
+    starts = [b.start if timed and b.start is not None else float(i) for i, b in enumerate(batches)]
+    points = slowest_per_slice([(start - min(starts), b.seconds, b.worker) for start, b in zip(starts, batches)], MAX_POINTS)
     workers = list(dict.fromkeys(p[2] for p in points))
     colour = {w: PALETTE[i % len(PALETTE)] for i, w in enumerate(workers)}
     x_top, y_top = max(p[0] for p in points) or 1.0, max(p[1] for p in points) or 1.0
@@ -288,9 +287,9 @@ def build_page(job: str | Path, samples: int = 3) -> Path:
     report_path = job / "report.json"
     if not report_path.is_file() and (job / BOARD_JSON).is_file():
         return write_page(job, f"leaderboard: {job.resolve().name}", board_page(read_board(job / BOARD_JSON)))
-    if not report_path.is_file():
-        raise UsageError(f"{report_path} is missing: give a job folder that has finished (its --out)")
     report = read_report(job)
+    if report is None:
+        raise UsageError(f"{report_path} is missing: give a job folder that has finished (its --out)")
     noun, count, stages = per_item_stages(report)
     videos = gallery(job, samples)
     board = leaderboard_section(job)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,7 @@ class Attention(nn.Module):
         self.output = DenseNorm(c, c.hidden_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.output(self._modules["self"](x, mask), x)
+        return self.output(cast(SelfAttention, self._modules["self"])(x, mask), x)
 
 
 class Intermediate(nn.Module):
