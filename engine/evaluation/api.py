@@ -102,9 +102,9 @@ OPTION_NAMES = {"dhvae": _dhvae_options, "scorehoi": lambda: (job_option_names("
                 "socialmirror": lambda: job_option_names("socialmirror")}
 
 
-DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder; scorehoi: a refine Parquet with gt_* "
-                             "columns; socialmirror: a folder with videos/ and ground_truth.parquet (docs/evaluate.md); "
-                             "none: a synthetic or demo set")
+DATASET_OPTION = file_option("dataset", "dhvae: an InterHuman-layout folder (--protocol interx: Inter-X's "
+                             "processed_data); scorehoi: a refine Parquet with gt_* columns; socialmirror: a folder with "
+                             "videos/ and ground_truth.parquet (docs/evaluate.md); none: a synthetic or demo set")
 
 
 def protocol_options(name: str) -> tuple[Option, ...]:
@@ -137,8 +137,8 @@ def protocol_options(name: str) -> tuple[Option, ...]:
         size("mm_texts", "MModality texts (0: no MModality)", 0),
         size("mm_repeats", "MModality generations per text", 1),
         size("mm_pairs", "MModality pairs per text", 1),
-        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
-                    "weights"),
+        file_option("evaluator_checkpoint", "the protocol's released evaluator: InterCLIP's interclip.ckpt (interhuman), "
+                    "Inter-X's text_mot_match/model/finest.tar (interx); none: seeded dummy weights"),
         Option("evaluator_preset", None, f"InterCLIP size for dummy weights (default: the --protocol preset's; "
                f"{default}: {preset.evaluator['preset']})", choices=("official", "tiny")),
         file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
