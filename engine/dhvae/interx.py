@@ -93,7 +93,8 @@ def read_split(root: str | Path, test_file: str = "splits/test.txt", motion_file
     for path in (split_file, motions_path):
         if not path.is_file():
             raise MissingFile(f"{path} is missing: --dataset must be an Inter-X processed_data folder (docs/evaluate.md)")
-    motions, left_out, tokens, digest = [], [], {}, hashlib.sha256()
+    motions, left_out, digest = [], [], hashlib.sha256()
+    tokens: dict[str, tuple[str, ...]] = {}
     try:
         file = h5py.File(motions_path, "r")
     except OSError as err:
@@ -161,12 +162,12 @@ def axis_angle_to_matrix(axis_angle: torch.Tensor) -> torch.Tensor:
 def dataset_features(motion: np.ndarray) -> torch.Tensor:
     """(T, 56, 6) dataset motion -> (T, 672): each person's rotations as 6D (the matrix's first two
     rows), side by side per joint, then the translations as [t1, 0, t2, 0]."""
-    motion = torch.from_numpy(np.asarray(motion, np.float32))
-    frames = len(motion)
-    people = [axis_angle_to_matrix(motion[:, :ROTATIONS, 3 * p : 3 * p + 3])[..., :2, :].reshape(frames, ROTATIONS, 6)
+    values = torch.from_numpy(np.asarray(motion, np.float32))
+    frames = len(values)
+    people = [axis_angle_to_matrix(values[:, :ROTATIONS, 3 * p : 3 * p + 3])[..., :2, :].reshape(frames, ROTATIONS, 6)
               for p in range(2)]
     translation = torch.zeros(frames, 1, 2 * CHANNELS)
-    translation[:, 0, 0:3], translation[:, 0, 6:9] = motion[:, ROTATIONS, 0:3], motion[:, ROTATIONS, 3:6]
+    translation[:, 0, 0:3], translation[:, 0, 6:9] = values[:, ROTATIONS, 0:3], values[:, ROTATIONS, 3:6]
     return torch.cat([torch.cat(people, dim=-1), translation], dim=1).reshape(frames, EVALUATOR_FEATURES)
 
 
@@ -200,7 +201,8 @@ VIP_WORDS = {
 
 
 def glove_files(folder: Path) -> tuple[Path, Path, Path]:
-    return tuple(folder / f"{GLOVE_PREFIX}_{suffix}" for suffix in ("data.npy", "words.pkl", "idx.pkl"))
+    data, words, index = (folder / f"{GLOVE_PREFIX}_{suffix}" for suffix in ("data.npy", "words.pkl", "idx.pkl"))
+    return data, words, index
 
 
 class _PlainData(pickle.Unpickler):
@@ -252,10 +254,10 @@ class WordVectorizer:
     def encode(self, tokens: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, int]:
         """(37, D) word vectors, (37, 15) POS one-hots and the sentence length: ``sos`` + at most 35
         tokens + ``eos``, padded with ``unk`` (``Text2MotionDatasetV2HHI.__getitem__``)."""
-        tokens = ["sos/OTHER", *tokens[:MAX_TEXT_TOKENS], "eos/OTHER"]
-        length = len(tokens)
-        tokens += ["unk/OTHER"] * (MAX_TEXT_TOKENS + 2 - length)
-        words, pos = zip(*(self[token] for token in tokens))
+        sentence = ["sos/OTHER", *tokens[:MAX_TEXT_TOKENS], "eos/OTHER"]
+        length = len(sentence)
+        sentence += ["unk/OTHER"] * (MAX_TEXT_TOKENS + 2 - length)
+        words, pos = zip(*(self[token] for token in sentence))
         return np.stack(words), np.stack(pos), length
 
 
@@ -289,8 +291,8 @@ def write_synthetic(root: str | Path, count: int = 16, frames: tuple[int, int] =
             (root / "texts_processed" / f"{name}.txt").write_text("\n".join(lines) + "\n")
             names.append(name)
     (root / "splits" / "test.txt").write_text("\n".join(names) + "\n")
-    data, words, index = glove_files(root / "glove")
+    data, word_list, index = glove_files(root / "glove")
     np.save(data, rng.normal(0, 0.3, (len(vocabulary), WORD_DIM)).astype(np.float32))
-    words.write_bytes(pickle.dumps(list(vocabulary)))
+    word_list.write_bytes(pickle.dumps(list(vocabulary)))
     index.write_bytes(pickle.dumps(vocabulary))
     return root
