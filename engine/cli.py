@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from motionfleet.core.options import Option, UsageError, float_option, int_option
 
@@ -50,7 +52,7 @@ def add_option(parser, option: Option) -> None:
 
 def add_verbose(parser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="show third-party output (warnings, "
-                        "download and loading bars) (default: quiet)")
+                        "logs and progress bars) (default: quiet)")
 
 
 # --- job commands, one per family ----------------------------------------------------------
@@ -315,19 +317,28 @@ def run_verify(args, argv: list[str]) -> int:
 # --- main ----------------------------------------------------------------------------------
 
 
-def build_parser() -> Parser:
-    from motionfleet import __version__
+def command_parsers() -> dict[str, Callable]:
+    """command -> the function adding its parser, in the order ``--help`` lists them."""
     from motionfleet.core import registry
+
+    makers: dict[str, Callable] = {command: partial(job_parser, command=command) for command in registry.commands()}
+    makers.update(export=export_parser, evaluate=evaluate_parser, leaderboard=leaderboard_parser, verify=verify_parser)
+    return makers | {command: partial(delegated_parser, command=command) for command in DELEGATED}
+
+
+def build_parser(argv: Sequence[str] = ()) -> Parser:
+    """The command line's parser; with ``argv`` naming a command, that command's alone: a family's
+    parser imports its models, and a job should not pay for the other families' imports."""
+    from motionfleet import __version__
 
     parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1], epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for command in registry.commands():
-        job_parser(sub, command)
-    for make_parser in (export_parser, evaluate_parser, leaderboard_parser, verify_parser):
-        make_parser(sub)
-    for command in DELEGATED:
-        delegated_parser(sub, command)
+    makers = command_parsers()
+    named = argv[0] if argv and argv[0] in makers else None
+    for command, make_parser in makers.items():
+        if named in (None, command):
+            make_parser(sub)
     return parser
 
 
@@ -344,7 +355,7 @@ def run_command(argv: list[str]) -> int:
     from motionfleet.core.io.quiet import quiet_third_party
 
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         with quiet_third_party(verbose=args.verbose):
             return args.handler(args, argv)
     except KeyboardInterrupt:

@@ -1,10 +1,13 @@
 """``motionfleet report DIR``: one static HTML page per job folder, its assets beside it.
 
 ``DIR/report.html`` opens from disk with no server and no network (no scripts, no fonts, no
-remote URLs): the job's settings, its headline figures, the stage timings as an inline SVG bar
-chart, the rejected rows and their reasons, the leaderboard where the folder has one
-(``leaderboard.md``, written by ``motionfleet leaderboard``; or an evaluation's ``metrics.json``),
-and a gallery of rendered samples (``motionfleet render``) in ``DIR/report_assets/``.
+remote URLs): the wall time, throughput (items/s) and the family's headline as numbers; each
+stage's seconds per item (sentence, image, frame) as an inline SVG bar chart, on its own axis; every
+batch's seconds over the job, a colour per worker (the batch records of the commit records), so
+that a straggler stands out; the rejected rows and their reasons (the first ``MAX_REJECTED``, with
+the count of all); the settings; the leaderboard where the folder has one (``leaderboard.md``,
+written by ``motionfleet leaderboard``; or an evaluation's ``metrics.json``); and a gallery of
+rendered samples (``motionfleet render``) in ``DIR/report_assets/``.
 
 On a leaderboard's folder (the --out of ``motionfleet leaderboard``, which holds ``leaderboard.json``)
 ``DIR/report.html`` is the board instead: one row per entry and a column per metric, each cell the
@@ -18,17 +21,25 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, TypeGuard
 from urllib.parse import quote
 
 from motionfleet.core.errors import DataError
+from motionfleet.core.jobfolder.report import read_report
 from motionfleet.core.options import UsageError
 from motionfleet.evaluation.leaderboard import BOARD_JSON, plus_minus
 
 ASSETS = "report_assets"
 PAGE = "report.html"
-MAX_REJECTED = 200
+MAX_REJECTED = 200  # rejected rows shown; the heading counts them all
+MAX_INPUT_CHARS = 160  # of a rejected row's input (a refine input holds whole arrays)
+MAX_POINTS = 2000  # batches drawn; a bigger job draws each worker's slowest per slice of the axis
+MAX_WORKERS_NAMED = 8
+PALETTE = ("#e45756", "#4c78a8", "#54a24b", "#f58518", "#b279a2", "#72b7b2", "#9d755d", "#bab0ac")
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:90%}th{background:#eee}
 .figures{display:flex;gap:1em;flex-wrap:wrap}.figure{border:1px solid #ccc;padding:.6em 1em;border-radius:4px}
@@ -52,26 +63,58 @@ def rows_table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def headline(report: dict) -> dict:
-    """The report's ``headline`` figures, else its timing's scalar numbers."""
-    figures = report.get("headline") or {k: v for k, v in report.get("timing", {}).items()
-                                         if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in figures.items() if v is not None}
+def is_number(value) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def stage_seconds(report: dict) -> dict[str, float]:
-    """Seconds per stage: ``timing.stages`` where the job has stages, else the ``*_s`` timings."""
-    timing = report.get("timing", {})
-    stages = timing.get("stages")
-    if isinstance(stages, dict):
-        return {k: float(v["seconds"] if isinstance(v, dict) else v) for k, v in stages.items()
-                if isinstance(v, (int, float)) or (isinstance(v, dict) and isinstance(v.get("seconds"), (int, float)))}
-    return {k: float(v) for k, v in timing.items()
-            if k.endswith("_s") and not k.endswith("per_s") and isinstance(v, (int, float)) and v is not None}
+def dhvae_items(t: dict) -> tuple[str, int, dict[str, float]]:
+    n = t["sentences"]
+    stages = {"text encoder": t["text_encoder_s"] / n, "denoise": t["aits_denoise_s"], "decode": t["aits_decode_s"]} if n else {}
+    return "sentence", n, stages
+
+
+def scorehoi_items(t: dict) -> tuple[str, int, dict[str, float]]:
+    """Each variant's stages (its batches' seconds split by ``split``) per image of that variant."""
+    per_image = {f"{name}: {stage}": v["seconds"] * share / v["images"] for name, v in t["variants"].items()
+                 if v["images"] for stage, share in v["split"].items() if share is not None}
+    return "image", sum(v["images"] for v in t["variants"].values()), per_image
+
+
+def socialmirror_items(t: dict) -> tuple[str, int, dict[str, float]]:
+    n = t["frames"]
+    return "frame", n, {name: s["seconds"] / n for name, s in t["stages"].items()} if n else {}
+
+
+# family -> (the item its headline counts, how many the job made, seconds per item of each stage),
+# from report.json's ``timing`` as that family's report.py writes it.
+PER_ITEM = {"dhvae": dhvae_items, "scorehoi": scorehoi_items, "socialmirror": socialmirror_items}
+
+
+def per_item_stages(report: dict) -> tuple[str, int, dict[str, float]]:
+    """(item, count, stage -> seconds per item); no stages where the job made no item or its
+    report.json lacks them (another family, an older or a damaged file)."""
+    items = PER_ITEM.get(str(report.get("family")))
+    try:
+        noun, count, stages = items(report["timing"]) if items else ("item", 0, {})
+    except (KeyError, TypeError, AttributeError):
+        return "item", 0, {}
+    return noun, int(count) if is_number(count) else 0, {k: float(v) for k, v in stages.items() if is_number(v)}
+
+
+def figures(report: dict, noun: str, count: int) -> str:
+    """Wall time, items, throughput (items over the wall time) and the family's headline, as numbers."""
+    wall, head = report.get("wall_s"), report.get("headline") or {}
+    shown = [("wall time", f"{wall:.4g} s" if is_number(wall) else "n/a", ""), (f"{noun}s", count, ""),
+             ("throughput", f"{count / wall:.4g} {noun}s/s" if is_number(wall) and wall > 0 else "n/a", "items over the wall time")]
+    if head.get("name"):
+        value = head.get("value")
+        shown.append((head["name"], f"{value:.4g} {head.get('unit', '')}" if is_number(value) else "n/a", head.get("meaning", "")))
+    return "<div class='figures'>" + "".join(f"<div class='figure' title='{esc(title)}'>{esc(name)}<b>{esc(value)}</b></div>"
+                                             for name, value, title in shown) + "</div>"
 
 
 def bar_chart(values: dict[str, float], unit: str = "s") -> str:
-    """A horizontal bar chart as inline SVG."""
+    """A horizontal bar chart as inline SVG, the longest bar the full length."""
     if not values:
         return "<p>no stage timings in report.json</p>"
     width, bar, label = 640, 22, 200
@@ -80,12 +123,111 @@ def bar_chart(values: dict[str, float], unit: str = "s") -> str:
     parts = [f'<svg width="{width}" height="{height}" role="img">']
     for i, (name, value) in enumerate(values.items()):
         y = 5 + i * bar
-        length = (width - label - 90) * value / top
+        length = (width - label - 120) * value / top
         parts.append(f'<text x="0" y="{y + 15}" font-size="12">{esc(name)}</text>'
                      f'<rect x="{label}" y="{y + 3}" width="{length:.1f}" height="{bar - 6}" fill="#4c78a8"/>'
                      f'<text x="{label + length + 5:.1f}" y="{y + 15}" font-size="12">{value:.4g} {unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def stage_section(noun: str, stages: dict[str, float]) -> str:
+    return (f"<section id='stages'><h2>Stage timings: seconds per {esc(noun)}</h2>"
+            f"<p>Each stage's seconds over the job divided by its {esc(noun)}s; the wall time and throughput are the "
+            f"numbers above.</p>{bar_chart(stages, f's/{noun}')}</section>")
+
+
+@dataclass(frozen=True)
+class BatchTime:
+    start: Optional[float]  # epoch seconds it began; None in records written before batches kept it
+    seconds: float
+    worker: str  # host:pid of the process that ran its shard
+
+
+def batch_times(job: Path) -> list[BatchTime]:
+    """Every batch record of the committed shards (``stopwatch.Timings.batches``, kept in the commit
+    records), in shard order; a record that is not one is left out (the folder is untrusted)."""
+    from motionfleet.core.jobfolder.sink import committed_records
+    from motionfleet.core.jobfolder.storage import Storage
+
+    found = []
+    for _, record in sorted(committed_records(Storage(str(job))).items()):
+        summary = record["summary"]
+        batches = summary["timings"].get("batches") if isinstance(summary.get("timings"), dict) else None
+        for b in batches if isinstance(batches, list) else []:
+            if isinstance(b, dict) and is_number(b.get("seconds")):
+                start = float(b["start"]) if is_number(b.get("start")) else None
+                found.append(BatchTime(start, float(b["seconds"]), str(summary.get("worker", ""))))
+    return found
+
+
+def slowest_per_slice(points: list[tuple[float, float, str]], limit: int) -> list[tuple[float, float, str]]:
+    """At most about ``limit`` of the (x, seconds, worker) points: per worker, the slowest batch of
+    each equal slice of the x axis, so that a straggler stays on the plot of a million items."""
+    if len(points) <= limit:
+        return points
+    low, high = min(p[0] for p in points), max(p[0] for p in points)
+    slices = max(1, limit // len({p[2] for p in points}))
+    slowest: dict[tuple[str, int], tuple[float, float, str]] = {}
+    for point in points:
+        key = (point[2], min(slices - 1, int(slices * (point[0] - low) / ((high - low) or 1.0))))
+        if key not in slowest or point[1] > slowest[key][1]:
+            slowest[key] = point
+    return sorted(slowest.values())
+
+
+PLOT_WIDTH, PLOT_HEIGHT, PLOT_LEFT, PLOT_BOTTOM = 640, 240, 60, 36
+
+
+def plot_axes(x_top: float, y_top: float, x_label: str) -> str:
+    """The batch plot's axes: seconds up the left from 0 to ``y_top``, ``x_label`` along the bottom."""
+    w, h, left, base = PLOT_WIDTH, PLOT_HEIGHT, PLOT_LEFT, PLOT_HEIGHT - PLOT_BOTTOM
+    return (f'<line x1="{left}" y1="{base}" x2="{w - 10}" y2="{base}" stroke="#888"/>'
+            f'<line x1="{left}" y1="10" x2="{left}" y2="{base}" stroke="#888"/>'
+            f'<text x="{left - 5}" y="15" font-size="11" text-anchor="end">{y_top:.3g} s</text>'
+            f'<text x="{left - 5}" y="{base}" font-size="11" text-anchor="end">0</text>'
+            f'<text x="{left}" y="{base + 14}" font-size="11">0</text>'
+            f'<text x="{w - 10}" y="{base + 14}" font-size="11" text-anchor="end">{x_top:.3g}</text>'
+            f'<text x="{(left + w) / 2}" y="{h - 4}" font-size="11" text-anchor="middle">{x_label}</text>')
+
+
+def worker_legend(workers: list[str]) -> str:
+    named = "".join(f"<span style='color:{PALETTE[i % len(PALETTE)]}'>&#9679; {esc(w or 'in process')}</span> "
+                    for i, w in enumerate(workers[:MAX_WORKERS_NAMED]))
+    more = f"and {len(workers) - MAX_WORKERS_NAMED} more workers" if len(workers) > MAX_WORKERS_NAMED else ""
+    return f"<p class='legend'>{named}{more}</p>"
+
+
+def batch_plot(batches: list[BatchTime]) -> str:
+    """Batch seconds (y) over the job (x: seconds since its first batch began, or the batch's place
+    in shard order for records without a start), a colour per worker, as inline SVG."""
+    timed = all(b.start is not None for b in batches)
+    starts = [b.start if timed and b.start is not None else float(i) for i, b in enumerate(batches)]
+    points = slowest_per_slice([(start - min(starts), b.seconds, b.worker) for start, b in zip(starts, batches)], MAX_POINTS)
+    workers = list(dict.fromkeys(p[2] for p in points))
+    colour = {w: PALETTE[i % len(PALETTE)] for i, w in enumerate(workers)}
+    x_top, y_top = max(p[0] for p in points) or 1.0, max(p[1] for p in points) or 1.0
+    x = lambda v: PLOT_LEFT + 6 + (PLOT_WIDTH - PLOT_LEFT - 16) * v / x_top
+    y = lambda v: PLOT_HEIGHT - PLOT_BOTTOM - (PLOT_HEIGHT - PLOT_BOTTOM - 10) * v / y_top
+    dots = "".join(f'<circle class="batch" cx="{x(px):.1f}" cy="{y(seconds):.1f}" r="3" '
+                   f'fill="{colour[worker]}"><title>{esc(worker)}: {seconds:.4g} s</title></circle>'
+                   for px, seconds, worker in points)
+    axes = plot_axes(x_top, y_top, "seconds since the first batch began" if timed else "batch, in shard order")
+    return f'<svg width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" role="img">{axes}{dots}</svg>{worker_legend(workers)}'
+
+
+def batch_section(batches: list[BatchTime]) -> str:
+    if not batches:
+        return ("<section id='batches'><h2>Batches over the job</h2><p>no batch records with their seconds in the commit "
+                "records (none committed, or the job ran before batches kept them)</p></section>")
+    seconds = sorted(b.seconds for b in batches)
+    median, slowest = statistics.median(seconds), seconds[-1]
+    ratio = f" ({slowest / median:.1f} x the median)" if median > 0 else ""
+    thinned = (f"; drawn: each worker's slowest batch of each slice of the axis ({MAX_POINTS} points at most)"
+               if len(batches) > MAX_POINTS else "")
+    return (f"<section id='batches'><h2>Batches over the job</h2><p>{len(batches)} batches; median {median:.4g} s, "
+            f"slowest {slowest:.4g} s{ratio}{thinned}. A batch far above the others is a straggler.</p>"
+            f"{batch_plot(batches)}</section>")
 
 
 def leaderboard_section(job: Path) -> Optional[str]:
@@ -99,13 +241,31 @@ def leaderboard_section(job: Path) -> Optional[str]:
     return None
 
 
-def rejected_rows(job: Path) -> list[dict]:
-    from motionfleet.api import read_results
+def rejected_rows(job: Path, limit: int = MAX_REJECTED) -> list[dict]:
+    """The first ``limit`` rejected rows, read a batch at a time (a big job's table stays unread)."""
+    from motionfleet.core.jobfolder.sink import REJECTED_DIR, iter_results
 
-    if not (job / "rejected").is_dir():
-        return []
-    table = read_results(job, rejected=True)
-    return table.slice(0, MAX_REJECTED).to_pylist() if table.num_rows else []
+    rows: list[dict] = []
+    if not (job / REJECTED_DIR).is_dir():
+        return rows
+    for batch in iter_results(job, batch_rows=limit, subdir=REJECTED_DIR):
+        rows += batch.to_pylist()[: limit - len(rows)]
+        if len(rows) == limit:
+            break
+    return rows
+
+
+def rejected_section(rows: list[dict], total) -> str:
+    """The rows as a table: id, reason, repeat, the input (cut to ``MAX_INPUT_CHARS``)."""
+    total = total if is_number(total) and total >= len(rows) else len(rows)
+    shown = f", the first {len(rows)} shown" if total > len(rows) else ""
+    head = f"<section id='rejected'><h2>Rejected rows ({total}{shown})</h2>"
+    if not rows:
+        return head + "<p>none</p></section>"
+    id_column = next(iter(rows[0]))  # the family's id column comes first (rejections.rejected_schema)
+    cut = [{**r, "input": r["input"] if len(r.get("input") or "") <= MAX_INPUT_CHARS else r["input"][:MAX_INPUT_CHARS] + "..."}
+           for r in rows]
+    return head + rows_table(cut, [id_column, "reason", "repeat", "input"]) + "</section>"
 
 
 def gallery(job: Path, samples: int) -> dict[str, Path]:
@@ -127,29 +287,27 @@ def build_page(job: str | Path, samples: int = 3) -> Path:
     report_path = job / "report.json"
     if not report_path.is_file() and (job / BOARD_JSON).is_file():
         return write_page(job, f"leaderboard: {job.resolve().name}", board_page(read_board(job / BOARD_JSON)))
-    if not report_path.is_file():
+    report = read_report(job)
+    if report is None:
         raise UsageError(f"{report_path} is missing: give a job folder that has finished (its --out)")
-    report = json.loads(report_path.read_text())
+    noun, count, stages = per_item_stages(report)
     videos = gallery(job, samples)
-    rejected = rejected_rows(job)
     board = leaderboard_section(job)
     sections = [
         f"<h1>motionfleet job: {esc(job.resolve().name)}</h1>",
-        "<h2>Headline</h2><div class='figures'>" + "".join(
-            f"<div class='figure'>{esc(k)}<b>{esc(v)}</b></div>" for k, v in headline(report).items()) + "</div>",
-        "<h2>Stage timings</h2>" + bar_chart(stage_seconds(report)),
+        "<h2>Figures</h2>" + figures(report, noun, count),
+        stage_section(noun, stages),
+        batch_section(batch_times(job)),
+        rejected_section(rejected_rows(job), (report.get("rows") or {}).get("rejected")),
         "<h2>Settings</h2>" + kv_table(report.get("settings", {})),
-        f"<h2>Rejected rows ({len(rejected)}{'+' if len(rejected) == MAX_REJECTED else ''})</h2>"
-        + (rows_table(rejected, ["sample_id", "repeat", "reason", "input"] if "sample_id" in rejected[0]
-                      else list(rejected[0])) if rejected else "<p>none</p>"),
     ]
     if board is not None:
         sections.append("<h2>Leaderboard</h2>" + board)
-    sections.append("<h2>Samples</h2>" + ("".join(
+    sections.append("<section id='samples'><h2>Samples</h2>" + ("".join(
         f"<figure><video controls muted preload='metadata' src='{ASSETS}/{quote(v.name)}'></video>"
         f"<figcaption>{esc(sample_id)}</figcaption></figure>" for sample_id, v in videos.items())
-        or "<p>no rendered samples</p>"))
-    machine = {**report.get("machine", {}), **{k: v for k, v in report.get("versions", {}).items()}}
+        or "<p>no rendered samples</p>") + "</section>")
+    machine = {**(report.get("host") or {}), **(report.get("versions") or {})}
     sections.append("<h2>Machine and versions</h2>" + kv_table(machine))
     return write_page(job, job.name, "".join(sections))
 

@@ -42,8 +42,8 @@ def test_engine_subpackages_import_from_anywhere():
 
 
 def test_one_prompt_job_from_the_repository_root_on_a_ray_worker(tmp_path):
-    """The default text encoder loads sentence-transformers inside a Ray actor whose path starts
-    with the driver's working folder, here the repository root."""
+    """A Ray actor's path starts with the driver's working folder, here the repository root: the
+    engine's own ``kernels`` must still resolve to ``motionfleet.kernels``."""
     prompts = tmp_path / "one.txt"
     prompts.write_text("two people shake hands\n")
     out = tmp_path / "job"

@@ -300,3 +300,19 @@ def test_a_kill_inside_a_commit_leaves_nothing_a_rerun_does_not_clean(tmp_path, 
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert sorted(keyed(out)) == [str(i) for i in range(len(PROMPTS))]
     assert len(list((out / "results").glob("*.parquet"))) == 3  # the killed attempt's files are gone
+
+
+def test_a_shard_file_keeps_dictionaries_for_labels_and_none_for_motion_floats(tmp_path):
+    """Dictionary-encoding a motion's floats cost most of a shard's write and grew the file."""
+    import pyarrow.parquet as pq
+
+    motion = pa.array([[[0.1 * i + j for j in range(4)] for _ in range(3)] for i in range(2)],
+                      pa.list_(pa.list_(pa.float32())))
+    results = pa.table({"sample_id": ["a", "b"], "model": ["dhvae", "dhvae"], "motion": motion, "scale": [2.5, 2.5]})
+    for sub in ("results", "rejected"):
+        (tmp_path / sub).mkdir()
+    files = write_shard(str(tmp_path), "shard-00000", results, table(0), {})
+    columns = pq.ParquetFile(tmp_path / files["results"]["path"]).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema.split(".")[0]: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert any("DICTIONARY" in e for e in encodings["model"]) and any("DICTIONARY" in e for e in encodings["sample_id"])
+    assert not any("DICTIONARY" in e for e in encodings["motion"]) and not any("DICTIONARY" in e for e in encodings["scale"])

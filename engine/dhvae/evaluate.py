@@ -32,7 +32,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +47,8 @@ from motionfleet.core.options import UsageError
 from motionfleet.core.runtime.seeding import sample_seed
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
-from motionfleet.dhvae import interclip
+from motionfleet.dhvae import interclip, interx, interx_evaluator
+from motionfleet.dhvae import model as dhvae_model
 from motionfleet.dhvae.clip_tokens import evaluator_tokens
 from motionfleet.dhvae.interhuman import InterHumanSplit, read_split, write_synthetic
 from motionfleet.evaluation import protocols
@@ -208,21 +209,27 @@ class InterHumanEmbedder:
     """Holds InterCLIP, the tokenizer, the test split and the generated motions' index; turns a
     shard of planned batches into one row per batch."""
 
+    normalized_input = True  # the generated motions it reads are the training set's normalized features
+
     def __init__(self, spec: EvaluatorSpec, dataset: str, split_files: dict, generate_dirs: dict[str, str], batch_size: int,
                  device: str):
         self.device = torch.device(device)
+        self.batch_size = batch_size
+        self._load(spec, dataset, split_files)
+        self.generated = {source: _index_results(path, self.normalized_input) for source, path in generate_dirs.items()}
+        self.cache_key = {"evaluator_weights": self.weights, "evaluator_preset": spec.preset, "dataset": self.split.digest,
+                          "frames": self.frames, "device": self.device.type, "torch": torch.__version__}
+        self._real: Optional[dict[str, np.ndarray]] = None
+
+    def _load(self, spec: EvaluatorSpec, dataset: str, split_files: dict) -> None:
         model, self.weights = interclip.load(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model = model.to(self.device)
         self.tokens = evaluator_tokens(spec.vocab)
+        self.tokenizer = self.tokens.name
         self.split = read_split(dataset, split_files["test"], split_files["ignore"])
         self.frames = max(m.frames for m in self.split.motions)
         mean, std = self.split.normalization()
         self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
-        self.batch_size = batch_size
-        self.generated = {source: _index_results(path) for source, path in generate_dirs.items()}
-        self.cache_key = {"evaluator_weights": self.weights, "evaluator_preset": spec.preset, "dataset": self.split.digest,
-                          "frames": self.frames, "device": self.device.type, "torch": torch.__version__}
-        self._real: Optional[dict[str, np.ndarray]] = None
 
     def warm_up(self) -> None:
         pass  # the first batch's extra time falls in the shard's timings, not in any metric
@@ -280,7 +287,7 @@ class InterHumanEmbedder:
             row = {"kind": batch.kind, "replication": batch.replication, "batch_index": batch.index,
                    "count": len(motion), "dim": motion.shape[1], "motion_embeddings": motion.reshape(-1),
                    "hits": None, "distance_sum": None, "ranks": None, "distances": None, "evaluator_weights": self.weights,
-                   "tokenizer": self.tokens.name, "engine_version": provenance.engine_version()}
+                   "tokenizer": self.tokenizer, "engine_version": provenance.engine_version()}
             if batch.texts:
                 stats = match_stats(self._embed_texts(batch.texts).numpy(), motion)
                 row.update(hits=list(stats.hits), distance_sum=stats.distance_sum, ranks=list(stats.ranks),
@@ -291,15 +298,109 @@ class InterHumanEmbedder:
         return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=rejected_schema("sample_id")), timings
 
 
-def _index_results(path: str) -> tuple[pa.Table, dict]:
+class InterXEmbedder(InterHumanEmbedder):
+    """The same batches through Inter-X's evaluator (``interx_evaluator.py``): dataset motions and
+    generated ones in Inter-X's layout (``interx.py``), texts as the dataset's word/POS tokens."""
+
+    normalized_input = False  # DHVAE's InterX evaluator reads the model's output as it is (motion_rep smpl)
+    CHUNK = 32  # the protocol's batch: the real set is embedded in fixed chunks (a GRU's bits follow its batch)
+
+    def _load(self, spec: EvaluatorSpec, dataset: str, split_files: dict) -> None:
+        model, self.weights = interx_evaluator.load(spec.checkpoint, spec.preset, spec.dummy_seed)
+        self.model = model.to(self.device)
+        self.split = read_interx(dataset, split_files)
+        self.words = interx.WordVectorizer(Path(dataset) / split_files["glove"])
+        self.tokenizer = self.words.name
+        self.frames = interx.MAX_FRAMES  # the public loaders pad every motion to 150 frames
+        self.batch_size = self.CHUNK
+
+    def _features(self, source: str, key: str, repeat: int) -> torch.Tensor:
+        if source == "dataset":
+            return interx.dataset_features(self.split.motion(key))
+        table, rows = self.generated[source]
+        motion = torch.tensor(np.asarray(table["motion"][rows[(key, repeat)]].as_py(), np.float32))
+        return interx.generated_features(motion)
+
+    def _embed_motions(self, features: list[torch.Tensor]) -> torch.Tensor:
+        out = []
+        for start in range(0, len(features), self.batch_size):
+            chunk = features[start : start + self.batch_size]
+            motion = interclip.pad_frames(chunk, self.frames).to(self.device)
+            lengths = torch.tensor([len(f) for f in chunk], device=self.device)
+            out.append(interx_evaluator.embed_motions(self.model, motion, lengths).cpu())
+        return torch.cat(out)
+
+    def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
+        words, pos, lengths = zip(*(self.words.encode(self.split.tokens[text]) for text in texts))
+        return interx_evaluator.embed_texts(self.model, torch.from_numpy(np.stack(words)).to(self.device),
+                                            torch.from_numpy(np.stack(pos)).to(self.device),
+                                            torch.tensor(lengths, device=self.device)).cpu()
+
+
+def _index_results(path: str, normalized_input: bool = True) -> tuple[pa.Table, dict]:
     table = read_results(path)
     spaces = set(table["motion_space"].to_pylist()) if "motion_space" in table.column_names else set()
-    if spaces - {"normalized", "both"}:  # "both" keeps the normalized features in ``motion``
+    if normalized_input and spaces - {"normalized", "both"}:  # "both" keeps the normalized features in ``motion``
         raise ValueError(f"{path}: the evaluator reads normalized motions, these are {sorted(spaces)}; "
                          f"generate with --motion-space normalized or both")
     table = table.select(["sample_id", "repeat", "motion"])
     keys = zip(table["sample_id"].to_pylist(), table["repeat"].to_pylist())
     return table, {key: i for i, key in enumerate(keys)}
+
+
+def read_interx(root: str | Path, files: dict) -> interx.InterXSplit:
+    return interx.read_split(root, files["test"], files["motions"], files["texts"], files["glove"])
+
+
+@dataclass(frozen=True)
+class EvaluatorLayout:
+    """What a protocol's ``[evaluator] layout`` decides: its dataset's reader and synthetic writer,
+    the embedding worker, the generated frames it reads and a driver-side check of its checkpoint."""
+
+    read: Callable  # (root, the preset's [split]) -> the test split
+    write_synthetic: Callable  # (root, count) -> root
+    embedder: type
+    motion_dim: int  # generated features a person and frame
+    representation: str
+    generators: str  # which generators write that representation
+    check_checkpoint: Optional[Callable] = None  # (path, preset) -> None or the refusal
+
+
+LAYOUTS = {
+    "interclip": EvaluatorLayout(
+        lambda root, files: read_split(root, files["test"], files["ignore"]), write_synthetic, InterHumanEmbedder,
+        dhvae_model.MOTION_DIM, "InterHuman's 262-d global features", "a DHVAE release checkpoint or --preset official, "
+        "paper or tiny"),
+    "interx_t2m": EvaluatorLayout(
+        read_interx, interx.write_synthetic, InterXEmbedder, interx.FEATURES_PER_PERSON,
+        "Inter-X's SMPL-X layout (55 6D joint rotations and the root translation a person)",
+        "a DHVAE checkpoint trained on Inter-X (none is released) or --preset tiny-interx (dummy weights); 262-d "
+        "InterHuman frames cannot be mapped onto it: they hold 21 body rotations fitted to InterGen's skeleton, not "
+        "SMPL-X's 55 joint rotations with hands, jaw and eyes", interx_evaluator.check_checkpoint),
+}
+
+
+def generator_motion_dim(spec) -> int:
+    """Features a person of the frames ``spec``'s model writes, read without loading its weights."""
+    from motionfleet.common.weights import is_model_folder, model_folder_files, read_config
+    from motionfleet.core.errors import checkpoint_errors
+    from motionfleet.dhvae.release import check_release, folder_config
+
+    if spec.checkpoint is None:
+        return dhvae_model.PRESETS[spec.preset].motion_dim
+    path = Path(spec.checkpoint)
+    with checkpoint_errors(path, "dhvae"):
+        if is_model_folder(path):
+            return folder_config(read_config(model_folder_files(path)[1]), str(path)).motion_dim
+        return check_release(path, spec.vae_hparams)[1].motion_dim
+
+
+def check_generator(spec, protocol: str, layout: EvaluatorLayout) -> None:
+    width = generator_motion_dim(spec)
+    if width != layout.motion_dim:
+        model = spec.checkpoint or f"--preset {spec.preset}"
+        raise UsageError(f"--protocol {protocol}: its evaluator reads {layout.representation}, {layout.motion_dim} "
+                         f"features a person; {model} writes {width}. Generate with {layout.generators}")
 
 
 EMBED_SCHEMA = pa.schema([
@@ -407,16 +508,20 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
 
     workers, _ = worker_layout(workers, address, settings.device)  # the generate and embed jobs share it
     preset = preset or protocols.load("dhvae", PROTOCOL)
-    if preset.evaluator["layout"] != "interclip":
+    layout = LAYOUTS.get(preset.evaluator["layout"])
+    if layout is None:
         raise UsageError(f"protocol {preset.name}: evaluator layout {preset.evaluator['layout']!r} is not implemented "
-                         f"(known: interclip)")
+                         f"(known: {', '.join(LAYOUTS)})")
+    check_generator(spec, preset.name, layout)
     protocol, scaled = protocol_sizes(preset, given or {}, builtin=dataset is None)
     evaluator, scaled_evaluator = evaluator_spec(evaluator, preset, builtin=dataset is None)
     scaled.update(scaled_evaluator)
+    if layout.check_checkpoint is not None and evaluator.checkpoint is not None:
+        layout.check_checkpoint(evaluator.checkpoint, evaluator.preset)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    root = dataset or str(write_synthetic(out / "dataset", count=BUILTIN_MOTIONS))
-    split = read_split(root, preset.split["test"], preset.split["ignore"])
+    root = dataset or str(layout.write_synthetic(out / "dataset", count=BUILTIN_MOTIONS))
+    split = layout.read(root, preset.split)
     check_protocol(split, protocol)
     seed = settings.seed
     main, mm = prompt_rows(split, protocol, seed)
@@ -437,7 +542,7 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     job = {"job": "embed", "protocol": preset.name, "evaluator": {**asdict(evaluator), "weights": weights},
            "dataset": split.digest, "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
            "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
-    worker = WarmWorker(InterHumanEmbedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
+    worker = WarmWorker(layout.embedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
                         settings.device)
     started = time.perf_counter()
     context = RunContext(str(out / "embed"), job, workers=workers, address=address, device=settings.device, unit="batch")

@@ -109,8 +109,8 @@ def evaluation_options() -> tuple[Option, ...]:
         size("mm_texts", "MModality texts (0: no MModality)", 0),
         size("mm_repeats", "MModality generations per text", 1),
         size("mm_pairs", "MModality pairs per text", 1),
-        file_option("evaluator_checkpoint", "InterCLIP's released interclip.ckpt (Lightning); none: seeded dummy "
-                    "weights"),
+        file_option("evaluator_checkpoint", "the protocol's released evaluator: InterCLIP's interclip.ckpt (interhuman), "
+                    "Inter-X's text_mot_match/model/finest.tar (interx); none: seeded dummy weights"),
         Option("evaluator_preset", None, f"InterCLIP size for dummy weights (default: the --protocol preset's; "
                f"{default}: {preset.evaluator['preset']})", choices=("official", "tiny")),
         file_option("evaluator_vocab", "another CLIP merges file (default: OpenAI's bpe_simple_vocab_16e6.txt.gz, shipped)"),
@@ -145,7 +145,8 @@ def run_evaluation(out, dataset, workers, address, options: dict) -> dict:
 
 EVALUATION = Evaluation(
     protocol=evaluate.PROTOCOL, options=evaluation_options, run=run_evaluation, keywords=evaluation_keywords,
-    lower_is_better=evaluate.LOWER_IS_BETTER, dataset="an InterHuman-layout folder", dataset_is_folder=True,
+    lower_is_better=evaluate.LOWER_IS_BETTER, dataset="an InterHuman-layout folder (--protocol interx: Inter-X's processed_data)",
+    dataset_is_folder=True,
 )
 
 

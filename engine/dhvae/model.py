@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Iterator
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from motionfleet.common.weights import seeded
 from motionfleet.core.runtime.batching import pad_rows
+from motionfleet.dhvae.interx import FEATURES_PER_PERSON as INTERX_MOTION_DIM
 
 MOTION_DIM = 262
 NUM_TOKENS = 3  # z_a, z_b, z_g
@@ -64,6 +65,9 @@ PRESETS = {
     "tiny": DHVAEConfig(latent_dim=64, heads=2, layers=3, ffn_dim=128, cond_dim=768,
                         decoder_layers=1, interaction_layers=1, decoder_heads=2, decoder_ffn_dim=128),
 }
+# The tiny model writing Inter-X's layout (56 x 6 features a person, ``interx.py``), for the interx
+# evaluation protocol with dummy weights: DHVAE has released no Inter-X model.
+PRESETS["tiny-interx"] = replace(PRESETS["tiny"], motion_dim=INTERX_MOTION_DIM)
 
 
 def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from motionfleet.core.io.columns import people_frames_column, people_frames_type
 from motionfleet.core.io.inputs import check_text, non_finite_rows
 from motionfleet.core.options import UsageError
 from motionfleet.core.runtime import backends
-from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, samples_quantum
+from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, pool_size, samples_quantum
 from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
 from motionfleet.core.runtime.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
@@ -208,7 +208,7 @@ class DHVAEGenerator:
             rejected += batch_rejected
             timings.add(batch_timings)
             progress.items_done(len(accepted[start : start + size]))
-        return results_table(rows), rejections.rejected_table(rejected, "sample_id"), timings
+        return results_table(rows, self.model.config.motion_dim), rejections.rejected_table(rejected, "sample_id"), timings
 
     def _features(self, batch) -> tuple[torch.Tensor, float]:
         start = time.perf_counter()
@@ -227,6 +227,7 @@ class DHVAEGenerator:
 
     def _run_batch(self, batch) -> tuple[list[dict], list[dict], Timings]:
         """(result rows, rejected rows: motions that are not finite, timings) of a batch."""
+        started, began = time.time(), time.perf_counter()
         text, text_s = self._features(batch)
         seeds = [sample_seed(self.settings.seed, item.record.sample_id, item.repeat) for item, *_ in batch]
         synchronize(self.device)
@@ -244,7 +245,8 @@ class DHVAEGenerator:
         rejected = [rejected_row(batch[i][0], "generated motion is not finite (NaN or infinite values)")
                     for i in sorted(not_finite)]
         seconds = {"text_encoder": text_s, "denoise": denoise_s, "decode": decode_s}
-        return rows, rejected, Timings(seconds, {"samples": len(batch)}, [{"size": len(batch), **seconds}])
+        record = {"size": len(batch), "start": started, "seconds": time.perf_counter() - began, **seconds}
+        return rows, rejected, Timings(seconds, {"samples": len(batch)}, [record])
 
     def sample_latents(self, text: torch.Tensor, noise: SampleNoise) -> torch.Tensor:
         """CFG DDIM from per-sample noise; returns (B, 3, D) latents."""
@@ -299,13 +301,16 @@ class DHVAEGenerator:
             return self.decoder(latent, length)[0]
 
     def warm_up(self) -> None:
-        """One denoiser call and one decode at the run's batch shape, outside any timing."""
+        """One denoiser call at the run's batch shape and one decode on each decoding thread,
+        outside any timing. One decode a thread, not a batch's worth: on a 2-core CPU the pool has
+        one thread, where eight decodes ran one after another at every job's start."""
         with torch.inference_mode():
             n = min(self.settings.batch_size, 8)
             x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,
                             device=self.device)
             self.guided_denoiser(self.null_text.expand(n, -1))(x, self.steps[0].t)
-            self.decode(x, [min(self.settings.default_frames, self.max_frames)] * len(x))  # every pool thread too
+            decoded = x[:pool_size(torch.get_num_threads(), DECODE_THREADS)] if self.decode_pool is not None else x
+            self.decode(decoded, [min(self.settings.default_frames, self.max_frames)] * len(decoded))
             synchronize(self.device)
 
     # -- output ------------------------------------------------------------------------------
@@ -333,39 +338,46 @@ def rejected_row(item: PromptItem, reason: str) -> dict:
     return rejections.rejected_row("sample_id", item.record.sample_id, item.repeat, item.record.text, reason)
 
 
-RESULTS_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
-    ("prompt", pa.string()), ("num_frames", pa.int32()),
-    ("motion", people_frames_type(2, dhvae.MOTION_DIM)),  # (person, frame, feature)
-    ("motion_denormalized", people_frames_type(2, dhvae.MOTION_DIM)),  # null unless motion_space is "both"
-    ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
-    ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
-    ("sampler", pa.string()), ("steps", pa.int32()), ("guidance_scale", pa.float32()), ("eta", pa.float32()),
-    ("engine_version", pa.string()), ("motion_space", pa.string()), ("motion_stats", pa.string()),
-])
+def results_schema(motion_dim: int = dhvae.MOTION_DIM) -> pa.Schema:
+    """The results' columns; ``motion_dim`` features a person and frame: 262 (InterHuman's), or 336
+    from a model in Inter-X's layout (``interx.py``)."""
+    return pa.schema([
+        ("sample_id", pa.string()), ("repeat", pa.int32()), ("seed", pa.int64()), ("job_seed", pa.int64()),
+        ("prompt", pa.string()), ("num_frames", pa.int32()),
+        ("motion", people_frames_type(2, motion_dim)),  # (person, frame, feature)
+        ("motion_denormalized", people_frames_type(2, motion_dim)),  # null unless motion_space is "both"
+        ("model", pa.string()), ("weights", pa.string()), ("text_encoder", pa.string()),
+        ("backend", pa.string()), ("precision", pa.string()), ("device", pa.string()),
+        ("sampler", pa.string()), ("steps", pa.int32()), ("guidance_scale", pa.float32()), ("eta", pa.float32()),
+        ("engine_version", pa.string()), ("motion_space", pa.string()), ("motion_stats", pa.string()),
+    ])
+
+
+RESULTS_SCHEMA = results_schema()
 
 
 MOTION_COLUMNS = ("motion", "motion_denormalized")
 
 
-def results_table(rows: list[dict]) -> pa.Table:
-    """The rows with the motions as (person, frame, 262) nested columns (``core.io.columns``);
+def results_table(rows: list[dict], motion_dim: int = dhvae.MOTION_DIM) -> pa.Table:
+    """The rows with the motions as (person, frame, motion_dim) nested columns (``core.io.columns``);
     ``motion_denormalized`` is all null unless the job writes both spaces."""
-    motions = {name: motion_column([row.pop(name) for row in rows]) for name in MOTION_COLUMNS}
-    schema = RESULTS_SCHEMA
+    motions = {name: motion_column([row.pop(name) for row in rows], motion_dim) for name in MOTION_COLUMNS}
+    full = results_schema(motion_dim)
+    schema = full
     for name in MOTION_COLUMNS:
         schema = schema.remove(schema.get_field_index(name))
     table = pa.Table.from_pylist(rows, schema=schema)
     for name in MOTION_COLUMNS:
-        table = table.add_column(RESULTS_SCHEMA.get_field_index(name), RESULTS_SCHEMA.field(name), motions[name])
+        table = table.add_column(full.get_field_index(name), full.field(name), motions[name])
     return table
 
 
-def motion_column(values: list) -> pa.Array:
+def motion_column(values: list, motion_dim: int) -> pa.Array:
     """Arrays of one job are all given or (``motion_denormalized`` outside "both") all None."""
     if values and all(v is None for v in values):
-        return pa.nulls(len(values), people_frames_type(2, dhvae.MOTION_DIM))
-    return people_frames_column(values, 2, dhvae.MOTION_DIM)
+        return pa.nulls(len(values), people_frames_type(2, motion_dim))
+    return people_frames_column(values, 2, motion_dim)
 
 
 def motion_array(row: dict) -> np.ndarray:

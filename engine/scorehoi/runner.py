@@ -208,7 +208,7 @@ class ScoreHOIRefiner:
 
     def run_batch(self, items: list[RefineItem], variant: str) -> tuple[list, list, Timings]:
         synchronize(self.device)
-        start = time.perf_counter()
+        started, start = time.time(), time.perf_counter()
         clock = StageClock(self.device)
         accepted, rejected, records = [], [], []
         for item in items:
@@ -234,7 +234,7 @@ class ScoreHOIRefiner:
         for row in rows:
             row.update(batch_size=len(accepted), batch_seconds=seconds)
         stages = {f"{name}_s": value for name, value in clock.seconds.items() if name != "metrics"}
-        batch = {"variant": variant, "size": len(accepted), "seconds": seconds, **stages}
+        batch = {"variant": variant, "size": len(accepted), "start": started, "seconds": seconds, **stages}
         return rows, rejected, Timings({"metrics": clock.seconds["metrics"]}, {}, [batch] if accepted else [])
 
     def object_batch(self, estimates: list[Estimate]) -> ObjectBatch:

@@ -298,23 +298,27 @@ class Reconstructor:
                     continue
                 pending.append(decoded)
                 if len(pending) == self.settings.batch_size:
-                    columns.append(self.model_batch(pending, estimates, text, span, source, clock))
+                    columns.append(self.model_batch(pending, estimates, text, span, source, clock, timings))
                     pending = []
             if pending:
-                columns.append(self.model_batch(pending, estimates, text, span, source, clock))
+                columns.append(self.model_batch(pending, estimates, text, span, source, clock, timings))
             timings.seconds["decode_wait"] = clips.wait_s
         for stage, seconds in clock.seconds.items():
             timings.seconds[stage] += seconds
         return columns
 
     def model_batch(self, clips: list[DecodedClip], estimates: Optional[VideoEstimates], text: Optional[torch.Tensor],
-                    span: ClipSpan, source: str, clock: StageClock) -> dict:
-        """Backbone, diffusion, bodies and row columns of a batch of one shard's clips. Shards run
-        at once (``concurrent_shards``) take turns at the models, a batch at a time."""
+                    span: ClipSpan, source: str, clock: StageClock, timings: Timings) -> dict:
+        """Backbone, diffusion, bodies and row columns of a batch of one shard's clips, and its
+        record in ``timings.batches``. Shards run at once (``concurrent_shards``) take turns at the
+        models, a batch at a time; the record's seconds are its turn's."""
         with self.model_lock:
+            started, began = time.time(), time.perf_counter()
             with clock.stage("backbone"):
                 encoded = [self.encode(clip, estimates, text) for clip in clips]
-            return self.finish(encoded, span, source, clock)
+            columns = self.finish(encoded, span, source, clock)
+            timings.batches.append({"size": len(clips), "start": started, "seconds": time.perf_counter() - began})
+            return columns
 
     def finish(self, batch: list[EncodedClip], span: ClipSpan, source: str, clock: StageClock) -> dict:
         """Diffusion, bodies and row columns of a batch of clips."""

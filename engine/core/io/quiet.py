@@ -1,4 +1,4 @@
-"""Third-party output (sentence-transformers' loading bars, smplx's notice on stdout, torch.onnx
+"""Third-party output (smplx's notice on stdout, torch.onnx
 and ONNX Runtime warnings, Ray's logs) is hidden unless ``-v``: the terminal shows motionfleet's
 progress and report only."""
 
@@ -9,8 +9,7 @@ import logging
 import os
 import warnings
 
-NOISY_LOGGERS = ("sentence_transformers", "transformers", "torch.onnx", "torch._dynamo", "torch._inductor",
-                 "onnxscript", "onnx_ir", "ray", "smplx", "huggingface_hub", "filelock")
+NOISY_LOGGERS = ("torch.onnx", "torch._dynamo", "torch._inductor", "onnxscript", "onnx_ir", "ray", "smplx", "filelock")
 
 
 @contextlib.contextmanager
@@ -18,8 +17,6 @@ def quiet_third_party(verbose: bool = False):
     if verbose:
         yield
         return
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -90,10 +90,23 @@ class FileRecord:
     sha256: str
 
 
+def _leaf_type(t: pa.DataType) -> pa.DataType:
+    while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        t = t.value_type
+    return t
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Columns worth Parquet's dictionary encoding: not floats. A motion's floats almost never
+    repeat; trying a dictionary on them was 90 % of a shard's write time and made the file 1.6x
+    larger (a dhvae shard of 2 x 300 frames: 63 ms and 1.90 MB against 9 ms and 1.17 MB)."""
+    return [f.name for f in schema if not pa.types.is_floating(_leaf_type(f.type))]
+
+
 def _table_bytes(table: pa.Table, metadata: dict[str, str]) -> bytes:
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", use_dictionary=dictionary_columns(table.schema))
     return sink.getvalue().to_pybytes()
 
 

@@ -28,11 +28,16 @@ def samples_quantum(rows_per_sample: int) -> int:
     return ROW_QUANTUM // math.gcd(ROW_QUANTUM, rows_per_sample)
 
 
+def pool_size(threads: int, per_worker: int = 1) -> int:
+    """Workers of ``fixed_thread_pool(threads, per_worker)``."""
+    return max(1, threads // per_worker)
+
+
 def fixed_thread_pool(threads: int, per_worker: int = 1) -> ThreadPoolExecutor:
     """Python threads of exactly ``per_worker`` torch threads each, as many as fit in ``threads``
     (at least one): work whose bits depend on the torch thread count (a GEMM whose rows are not a
     multiple of ``ROW_QUANTUM``, a oneDNN convolution) gives the same bits in every process
     whatever its own thread count, while independent pieces side by side keep the cores busy. The
     OpenMP thread count is per thread, so the caller keeps its own."""
-    return ThreadPoolExecutor(max(1, threads // per_worker), f"{per_worker}-thread", initializer=torch.set_num_threads,
+    return ThreadPoolExecutor(pool_size(threads, per_worker), f"{per_worker}-thread", initializer=torch.set_num_threads,
                               initargs=(per_worker,))

@@ -40,7 +40,9 @@ class StageClock:
 class Timings:
     """What a worker measured: seconds per stage, counts of what it produced (samples, frames,
     clips, ...) and per-batch records (dicts). Every family returns this type; its report turns
-    the sums over shards into its headline figure (AITS, FPS)."""
+    the sums over shards into its headline figure (AITS, FPS). A batch record holds ``size``,
+    ``start`` (epoch seconds the batch began) and ``seconds`` (its time), which ``motionfleet
+    report`` plots over the job, and the family's own keys; the commit record of the shard keeps it."""
 
     seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
