@@ -8,6 +8,9 @@ import pytest
 from motionfleet.cli import main
 
 PROVENANCE = ("host", "versions", "accelerator", "numerics")
+# One torch thread (tests/conftest.py): on the shared 2-core machine socialmirror's case took 324 s with
+# two, nearly all of it reconstruct's two threads stalling each other.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

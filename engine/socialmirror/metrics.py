@@ -192,7 +192,7 @@ def _solid_angle_sums(points: np.ndarray, corners: np.ndarray, block: int = 1 <<
         triple = a[0] * (b[1] * c[2] - b[2] * c[1]) + a[1] * (b[2] * c[0] - b[0] * c[2]) + a[2] * (b[0] * c[1] - b[1] * c[0])
         denominator = la * lb * lc + dot(a, b) * lc + dot(b, c) * la + dot(c, a) * lb
         sums.append(2 * np.arctan2(triple, denominator).sum(1))
-    return np.concatenate(sums) if sums else np.zeros(0)
+    return np.concatenate(sums)
 
 
 def _penetration_mm(points: torch.Tensor, vertices: torch.Tensor, surface: FaceTree) -> float:
