@@ -8,8 +8,8 @@ import pytest
 from motionfleet.cli import main
 
 PROVENANCE = ("host", "versions", "accelerator", "numerics")
-# One torch thread (tests/conftest.py): on the shared 2-core machine socialmirror's case took 324 s with
-# two, nearly all of it reconstruct's two threads stalling each other.
+# One torch thread (tests/conftest.py), as the reconstruct tests: socialmirror's case took 83 s with one
+# and 108 s with two back to back at load 1, and 324 s with two at load 5 (reconstruct's threads stalling).
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
