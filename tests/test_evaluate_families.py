@@ -44,7 +44,7 @@ def test_reconstruction_scores_against_ground_truth(bodies):
 
 
 def test_frames_without_both_people_in_both_are_an_error(bodies):
-    # (penetration itself: tests/test_reconstruct_metrics.py; whole bodies overlapping cost minutes on 2 cores)
+    # (penetration itself, whole SMPL bodies overlapping included: tests/test_reconstruct_metrics.py)
     truth = sm.pairs_by_frame([person("a.mp4", 0, p) for p in (0, 1)])
     with pytest.raises(ValueError, match="no frame has both people"):
         sm.replication_metrics([person("b.mp4", 0, p) for p in (0, 1)], truth, bodies)

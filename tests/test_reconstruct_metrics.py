@@ -6,7 +6,9 @@ import pytest
 import torch
 import trimesh
 
+from motionfleet.common.rotations import axis_angle_to_matrix
 from motionfleet.socialmirror.metrics import (
+    face_tree,
     global_mpjpe,
     interaction_error,
     mpjpe,
@@ -15,6 +17,7 @@ from motionfleet.socialmirror.metrics import (
     relative_mpjpe,
     winding_numbers,
 )
+from motionfleet.socialmirror.runner import load_smpl
 
 
 def random_pair(frames=3, joints=24, seed=0):
@@ -78,18 +81,35 @@ def sphere(centre, radius=0.1, flip=False):
 def test_winding_number_is_one_inside_and_zero_outside_either_orientation():
     vertices, faces = sphere((0.0, 0.0, 0.0))
     points = torch.tensor([[0.0, 0.0, 0.0], [0.05, 0.02, 0.0], [0.3, 0.0, 0.0]], dtype=torch.float64)
-    assert torch.allclose(winding_numbers(points, vertices, faces), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64),
-                          atol=1e-6)
-    assert torch.allclose(winding_numbers(points, vertices, faces.flip(1)).abs(), torch.tensor([1.0, 1.0, 0.0],
-                          dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(winding_numbers(points, vertices, face_tree(faces, vertices)),
+                          torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(winding_numbers(points, vertices, face_tree(faces.flip(1), vertices)).abs(),
+                          torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64), atol=1e-6)
 
 
 def test_penetration_is_zero_apart_and_grows_with_the_overlap():
     a, faces = sphere((0.0, 0.0, 0.0))
+    surface = face_tree(faces, a)
     pen = []
     for gap in (0.25, 0.17, 0.12):
         b, _ = sphere((gap, 0.0, 0.0))
-        pen.append(pair_penetration(a[None], b[None], faces))
+        pen.append(pair_penetration(a[None], b[None], surface))
     assert pen[0] == 0 and 0 < pen[1] < pen[2]
     b, _ = sphere((0.12, 0.0, 0.0))
-    assert pair_penetration(b[None], a[None], faces) == pytest.approx(pen[2])
+    assert pair_penetration(b[None], a[None], surface) == pytest.approx(pen[2])
+
+
+def test_tree_winding_numbers_equal_the_sum_over_every_triangle_on_overlapping_smpl_bodies():
+    # the tree is built on the rest pose and used on another one (a bent arm, a person stepped in):
+    # any pose is exact; a one-leaf tree sums every triangle for every point, as the metric did before it
+    body = load_smpl(None)[0].double()
+    pose = torch.zeros(2, 24, 3, dtype=torch.float64)
+    pose[0, 16, 2], pose[0, 18, 1] = -1.0, 1.2  # person 0's left shoulder down, elbow bent
+    translation = torch.tensor([[0.0, 0.0, 0.0], [0.15, 0.02, 0.05]], dtype=torch.float64)
+    with torch.no_grad():
+        a, b = body.forward_rotmats(axis_angle_to_matrix(pose), torch.zeros(2, 10, dtype=torch.float64), translation).vertices
+    points = b[((b >= a.min(0).values) & (b <= a.max(0).values)).all(1)][::4]
+    every_triangle = winding_numbers(points, a, face_tree(body.faces, a, leaf_size=len(body.faces)))
+    tree = winding_numbers(points, a, face_tree(body.faces, body.template_vertices))
+    assert (every_triangle.abs() > 0.5).sum() > 50 and (every_triangle.abs() < 0.5).sum() > 50
+    assert torch.allclose(tree, every_triangle, rtol=0, atol=1e-9)

@@ -48,6 +48,7 @@ PROTOCOL = "pair-reconstruction"
 MAIN_METRIC = "mpjpe_mm"
 LOWER_IS_BETTER = {"mpjpe_mm": True, "pa_mpjpe_mm": True, "interaction_mm": True, "penetration_mm": True}
 GROUND_TRUTH = "ground_truth.parquet"
+FRAMES_PER_BATCH = 64  # frames posed at once: 64 pairs of SMPL bodies in float64 take about 21 MB
 GT_SCHEMA = pa.schema([("video_id", pa.string()), ("frame_index", pa.int32()), ("person", pa.int32()),
                        ("pose_axis_angle", pa.list_(pa.float32())), ("betas", pa.list_(pa.float32())),
                        ("translation", pa.list_(pa.float32()))])
@@ -65,45 +66,51 @@ def pairs_by_frame(rows: list[dict]) -> dict[tuple[str, int], dict[int, dict]]:
 
 
 class PairBodies:
-    """SMPL (the job's body model): parameters of both people -> joints and vertices, float64."""
+    """SMPL (the job's body model): parameters of both people -> joints and vertices, float64, and
+    the hierarchy over its faces that penetration's winding numbers descend."""
 
     def __init__(self, body_models: Optional[str]):
         from motionfleet.socialmirror.runner import load_smpl
 
-        self.body, self.description = load_smpl(body_models)
-        self.faces = self.body.faces.long()
+        body, self.description = load_smpl(body_models)
+        self.body = body.double()  # a frame's float32 vertices moved ~5e-7 m with the frames posed beside it
+        self.surface = metrics.face_tree(self.body.faces, self.body.template_vertices)
 
     @torch.no_grad()
-    def pose(self, people: dict[int, dict]):
-        pose = torch.tensor(np.stack([people[p]["pose_axis_angle"] for p in (0, 1)]), dtype=torch.float32)
-        betas = torch.tensor(np.stack([people[p]["betas"] for p in (0, 1)]), dtype=torch.float32)
-        transl = torch.tensor(np.stack([people[p]["translation"] for p in (0, 1)]), dtype=torch.float32)
-        out = self.body.forward_rotmats(axis_angle_to_matrix(pose.reshape(2, 24, 3)), betas, transl)
-        return out.joints.double(), out.vertices.double()
+    def pose(self, frames: list[dict[int, dict]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F, 2, J, 3) joints and (F, 2, V, 3) vertices of both people of each frame."""
+        people = [frame[p] for frame in frames for p in (0, 1)]
+        column = lambda name: torch.tensor(np.stack([row[name] for row in people]), dtype=torch.float64)
+        rotations = axis_angle_to_matrix(column("pose_axis_angle").reshape(len(people), 24, 3))
+        out = self.body.forward_rotmats(rotations, column("betas"), column("translation"))
+        return out.joints.reshape(len(frames), 2, *out.joints.shape[1:]), out.vertices.reshape(len(frames), 2, *out.vertices.shape[1:])
 
 
-def frame_metrics(bodies: PairBodies, predicted: dict[int, dict], truth: dict[int, dict]) -> dict[str, float]:
+def frames_metrics(bodies: PairBodies, predicted: list[dict[int, dict]], truth: list[dict[int, dict]]) -> dict[str, float]:
+    """Each metric's mean over the frames (each frame's pair given as {person: row})."""
     pred_joints, pred_vertices = bodies.pose(predicted)
     true_joints, _ = bodies.pose(truth)
-    return {"mpjpe_mm": metrics.mpjpe(pred_joints, true_joints),
-            "pa_mpjpe_mm": metrics.pa_mpjpe(pred_joints, true_joints),
-            "interaction_mm": metrics.interaction_error(pred_joints[None], true_joints[None]),
-            "penetration_mm": metrics.pair_penetration(pred_vertices[:1], pred_vertices[1:], bodies.faces)}
+    people = lambda joints: joints.reshape(-1, *joints.shape[2:])  # (F * 2, J, 3)
+    return {"mpjpe_mm": metrics.mpjpe(people(pred_joints), people(true_joints)),
+            "pa_mpjpe_mm": metrics.pa_mpjpe(people(pred_joints), people(true_joints)),
+            "interaction_mm": metrics.interaction_error(pred_joints, true_joints),
+            "penetration_mm": metrics.pair_penetration(pred_vertices[:, 0], pred_vertices[:, 1], bodies.surface)}
 
 
 def replication_metrics(results: list[dict], truth: dict, bodies: PairBodies) -> tuple[dict[str, float], int]:
-    """Mean over the scored frames of each metric, frames in (video, frame) order."""
+    """Mean over the scored frames of each metric, frames in (video, frame) order, posed
+    ``FRAMES_PER_BATCH`` at a time."""
     predicted = pairs_by_frame(results)
-    totals, frames = dict.fromkeys(LOWER_IS_BETTER, 0.0), 0
-    for key in sorted(set(predicted) & set(truth)):
-        if len(predicted[key]) == 2 and len(truth[key]) == 2:
-            for name, value in frame_metrics(bodies, predicted[key], truth[key]).items():
-                totals[name] += value
-            frames += 1
-    if frames == 0:
+    scored = [key for key in sorted(set(predicted) & set(truth)) if len(predicted[key]) == 2 and len(truth[key]) == 2]
+    if not scored:
         raise ValueError("no frame has both people in the reconstruction and the ground truth: check video_id and "
                          "frame_index against the reconstruct results")
-    return {name: total / frames for name, total in totals.items()}, frames
+    totals = dict.fromkeys(LOWER_IS_BETTER, 0.0)
+    for i in range(0, len(scored), FRAMES_PER_BATCH):
+        batch = scored[i:i + FRAMES_PER_BATCH]
+        for name, mean in frames_metrics(bodies, [predicted[k] for k in batch], [truth[k] for k in batch]).items():
+            totals[name] += mean * len(batch)
+    return {name: total / len(scored) for name, total in totals.items()}, len(scored)
 
 
 def synthetic_ground_truth(results: list[dict], path: Path) -> Path:
@@ -163,6 +170,7 @@ def evaluate(out_dir: str | Path, settings: dict, dataset: Optional[str] = None,
         "protocol": PROTOCOL, "family": "socialmirror", "main_metric": MAIN_METRIC, "lower_is_better": LOWER_IS_BETTER,
         "replications": replications, "protocol_settings": {"replications": replications}, "seed": seed,
         "protocol_upstream": None,  # not pinned: this family has no protocol preset (evaluation/protocols.py) yet
+        "protocol_scaled": None,  # the built-in set runs with every default (reconstruct's 3 demo videos)
         "dataset": {"root": str(root), "motions": frames, "sha256": _digest(root / GROUND_TRUTH)},
         "model": {"settings": settings},
         "evaluator": {"weights": f"none (geometric metrics; body model {bodies.description})"},
