@@ -177,7 +177,7 @@ def test_the_dockerfiles_copy_what_pip_install_needs_and_install_as_the_readme_d
     copied = [word for op, args in steps if op == "COPY" for word in args.split()[:-1]]
     assert copied and all((ROOT / path).exists() for path in copied), copied
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    needed = {project["project"]["readme"], "pyproject.toml", "setup.py", *project["project"]["license-files"],
+    needed = {project["project"]["readme"], "pyproject.toml", *project["project"]["license-files"],
               *project["tool"]["setuptools"]["package-dir"].values()}
     assert needed <= set(copied), f"pip install . needs {sorted(needed - set(copied))}"
     runs = [args for op, args in steps if op == "RUN"]

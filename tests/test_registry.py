@@ -319,3 +319,21 @@ def test_a_fourth_family_runs_through_render_which_reads_the_family_from_job_jso
     (job / "job.json").write_text(json.dumps({**recorded, "job": {**recorded["job"], "family": "nope"}}))
     assert cli.main(["render", str(job), "--ids", "0", "--out", str(videos)]) == 2
     assert "job.json records 'nope'" in capsys.readouterr().err
+
+
+def test_every_package_folder_of_the_engine_is_packaged():
+    """A folder under engine/ with an ``__init__.py`` ships only when pyproject.toml lists it."""
+    import sys
+    from pathlib import Path
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(("motionfleet", *init.parent.relative_to(root / "engine").parts)) for init in (root / "engine").rglob("__init__.py")}
+    missing = sorted(found - listed)
+    assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
+    assert {"motionfleet.kernels", "motionfleet.export"} <= listed
