@@ -123,3 +123,17 @@ def test_triton_kernel_matches_reference_in_interpreter():
     result = subprocess.run([sys.executable, "-c", TRITON_CHECK], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "triton-ok" in result.stdout
+
+
+def test_a_schedule_with_eta_needs_its_step_noise():
+    """eta > 0 steps add fresh noise: without a way to draw it the sampler refuses, never drops it."""
+    from motionfleet.sampling import initial_ddim
+
+    steps = ddim.plan(ddim.DDIMConfig(steps=4, eta=1.0))
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="step_noise"):
+        ddim.sample(lambda x, t: torch.zeros_like(x), x, steps)
+    with pytest.raises(ValueError, match="step_noise"):
+        initial_ddim.sample_around(lambda y, t: torch.zeros_like(y), x, x, steps, sigma=0.1)
+    deterministic = ddim.plan(ddim.DDIMConfig(steps=4, eta=0.0))
+    assert ddim.sample(lambda x, t: torch.zeros_like(x), x, deterministic).shape == x.shape

@@ -66,7 +66,7 @@ class ClipTokenizer:
     def __init__(self, vocab_path: Optional[str | Path] = None):
         import regex
 
-        data = Path(vocab_path).read_bytes() if vocab_path else files("motionfleet").joinpath("data", VOCAB_FILE).read_bytes()
+        data = Path(vocab_path).read_bytes() if vocab_path else (files("motionfleet") / "data" / VOCAB_FILE).read_bytes()
         lines = gzip.decompress(data).decode("utf-8")
         merges = [tuple(line.split()) for line in lines.split("\n")[1:NUM_MERGES + 1] if line.strip()]
         self.name = f"clip-bpe:{Path(vocab_path).name if vocab_path else VOCAB_FILE}"
@@ -188,6 +188,7 @@ class ClipTextTower(nn.Module):
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """CLIP's text embedding: the EOT row (EOT has the largest id) times ``text_projection``."""
         states = self.forward(tokens)
+        assert self.text_projection is not None, "ClipTextEncoder refuses a tower without text_projection"
         return states[torch.arange(len(tokens)), tokens.argmax(-1)] @ self.text_projection
 
 
@@ -251,7 +252,8 @@ class ClipTextEncoder:
         if head is None and tower.text_projection is None:
             raise RejectedInput("these CLIP weights have no text_projection, so there is no pooled text embedding")
         self.tower, self.head = tower, head
-        self.dim = tower.width if head is not None else tower.text_projection.shape[1]
+        projection = tower.text_projection
+        self.dim = projection.shape[1] if head is None and projection is not None else tower.width
         self.tokenizer = tokenizer()
 
     def token_count(self, text: str) -> int:

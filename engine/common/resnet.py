@@ -66,7 +66,8 @@ class ResNet50(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) normalised images -> (N, 2048) pooled features."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for name in ("layer1", "layer2", "layer3", "layer4"):  # the released key names: layer1.0.conv1...
+            x = getattr(self, name)(x)
         return x.mean(dim=(2, 3))
 
     forward = features

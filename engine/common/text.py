@@ -211,7 +211,7 @@ def validate_prompt(text: Any, encoder: TextEncoder) -> str:
 
 def builtin_prompts() -> list[str]:
     """The two-person interaction prompts shipped in ``engine/data/builtin_prompts.txt``."""
-    text = files("motionfleet").joinpath("data", BUILTIN_PROMPTS_FILE).read_text("ascii")
+    text = (files("motionfleet") / "data" / BUILTIN_PROMPTS_FILE).read_text("ascii")
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 

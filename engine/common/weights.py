@@ -9,6 +9,7 @@ numpy's scalar types (training logs in released checkpoints hold them; rebuildin
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import pickle
@@ -146,10 +147,7 @@ def numpy_scalar_globals() -> list:
     """What ``weights_only`` needs to rebuild a pickled numpy scalar (``np.float64(0.3)`` in a
     training log): ``multiarray.scalar`` (named as numpy 1 and 2 pickle it), ``np.dtype`` and the
     dtype classes of bool, integer and float scalars. No object, string or array types."""
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray
+    multiarray = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
     numeric = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
                np.float16, np.float32, np.float64)
     return [(multiarray.scalar, "numpy.core.multiarray.scalar"), (multiarray.scalar, "numpy._core.multiarray.scalar"),

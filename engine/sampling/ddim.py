@@ -117,6 +117,12 @@ def _step(t: int, abar_t: float, abar_prev: float, eta: float, prediction_type: 
 Denoise = Callable[[torch.Tensor, int], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 
+def check_step_noise(steps: list[DDIMStep], step_noise: Optional[Callable[[int], torch.Tensor]]) -> None:
+    """eta > 0 gives steps a sigma, whose fresh noise (eq. 12's sigma_t epsilon_t) must be drawn."""
+    if step_noise is None and any(step.sigma > 0 for step in steps):
+        raise ValueError("a schedule with eta > 0 draws fresh noise at each step: pass step_noise")
+
+
 def sample(
     denoise: Denoise,
     x: torch.Tensor,
@@ -127,10 +133,11 @@ def sample(
     """Run DDIM from x_T. ``denoise(x, t)`` returns the prediction, or an (uncond, cond) pair
     that is combined by classifier-free guidance inside the fused update. ``step_noise(i)`` gives
     the fresh noise of step i (needed only when eta > 0)."""
+    check_step_noise(steps, step_noise)
     for i, step in enumerate(steps):
         prediction = denoise(x, step.t)
         uncond, cond = prediction if isinstance(prediction, tuple) else (None, prediction)
-        noise = step_noise(i) if step.sigma > 0 else None
+        noise = step_noise(i) if step.sigma > 0 and step_noise is not None else None
         x = ddim_update(x, cond, step.a, step.b, uncond=uncond, guidance_scale=guidance_scale,
                         sigma=step.sigma, noise=noise)
     return x

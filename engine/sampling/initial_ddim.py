@@ -50,10 +50,11 @@ def sample_around(denoise: Callable[[torch.Tensor, int], torch.Tensor], x_init: 
     """x0 from x_T = x_init + sigma z_start. ``denoise(y_t, t)`` predicts the offset y0 from x_init;
     ``step_noise(i)`` gives step i's standard-normal noise (only when eta > 0); ``loss_grad``
     takes the absolute x0_hat = x_init + y0_hat."""
+    ddim.check_step_noise(steps, step_noise)
     y = sigma * z_start
     for i, step in enumerate(steps):
         y0_hat = denoise(y, step.t)
-        noise = sigma * step_noise(i) if step.sigma > 0 else None
+        noise = sigma * step_noise(i) if step.sigma > 0 and step_noise is not None else None
         correction, scale = None, 0.0
         if loss_grad is not None and rho:
             _, grad_x0 = loss_grad(x_init + y0_hat)
