@@ -55,7 +55,8 @@ class MotionSpaces:
         if asked not in SPACES:
             raise UsageError(f"unknown motion space {asked!r}; known: {', '.join(SPACES)}")
         self.native, self.space = native, asked
-        self.mean = self.std = None
+        self.mean: Optional[torch.Tensor] = None
+        self.std: Optional[torch.Tensor] = None
         self.stats_digest: Optional[str] = None
         if stats_folder is not None:
             self.mean, self.std, self.stats_digest = read_stats(stats_folder, motion_dim)
@@ -63,11 +64,21 @@ class MotionSpaces:
             raise UsageError(f"--motion-space {asked} needs --motion-stats (the folder with InterHuman's "
                              f"{' and '.join(STATS_FILES)}): the decoder's output is {native}")
 
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.mean is not None and self.std is not None, "__init__ refuses another space without stats"
+        return self.mean, self.std
+
     def normalized(self, motion: torch.Tensor) -> torch.Tensor:
-        return motion if self.native == "normalized" else (motion - self.mean) / self.std
+        if self.native == "normalized":
+            return motion
+        mean, std = self._stats()
+        return (motion - mean) / std
 
     def denormalized(self, motion: torch.Tensor) -> torch.Tensor:
-        return motion if self.native == "denormalized" else motion * self.std + self.mean
+        if self.native == "denormalized":
+            return motion
+        mean, std = self._stats()
+        return motion * std + mean
 
     def columns(self, motion: torch.Tensor) -> dict:
         """(person, frame, feature) arrays of the row's ``motion`` and ``motion_denormalized``."""
