@@ -249,8 +249,11 @@ class InterHumanEmbedder:
             chunk = features[start : start + self.batch_size]
             motion = interclip.pad_frames(chunk, self.frames).to(self.device)
             lengths = torch.tensor([len(f) for f in chunk], device=self.device)
-            out.append(interclip.embed_motions(self.model, motion, lengths).cpu())
+            out.append(self._embed_motion_batch(motion, lengths).cpu())
         return torch.cat(out)
+
+    def _embed_motion_batch(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return interclip.embed_motions(self.model, motion, lengths)
 
     def real_embeddings(self) -> dict[str, np.ndarray]:
         """Test motion name -> its embedding, from the engine cache where an earlier evaluation left them."""
@@ -321,14 +324,8 @@ class InterXEmbedder(InterHumanEmbedder):
         motion = torch.tensor(np.asarray(table["motion"][rows[(key, repeat)]].as_py(), np.float32))
         return interx.generated_features(motion)
 
-    def _embed_motions(self, features: list[torch.Tensor]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(features), self.batch_size):
-            chunk = features[start : start + self.batch_size]
-            motion = interclip.pad_frames(chunk, self.frames).to(self.device)
-            lengths = torch.tensor([len(f) for f in chunk], device=self.device)
-            out.append(interx_evaluator.embed_motions(self.model, motion, lengths).cpu())
-        return torch.cat(out)
+    def _embed_motion_batch(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return interx_evaluator.embed_motions(self.model, motion, lengths)
 
     def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
         words, pos, lengths = zip(*(self.words.encode(self.split.tokens[text]) for text in texts))
