@@ -25,9 +25,11 @@ from motionfleet.demo.videos import (
     write_audio_only,
     write_corrupt_file,
     write_damaged_video,
+    write_demo_corpus,
     write_demo_tracks,
     write_demo_video,
     write_empty_file,
+    write_tracking_video,
     write_truncated_video,
 )
 from motionfleet.socialmirror.initial_estimate import mean_estimate
@@ -148,6 +150,33 @@ def test_same_bytes_whatever_the_batch_size_shard_size_and_thread_count(tmp_path
     other_seed = tmp_path / "c"
     reconstruct(other_seed, corpus, seed=6)
     assert keyed_rows(other_seed)[("walk.mp4", 0, 0)] != a[("walk.mp4", 0, 0)]
+
+
+def file_bytes(folder: Path) -> dict:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_the_demo_corpus_is_the_same_bytes_each_time_it_is_written(tmp_path):
+    """Every ``reconstruct --demo`` writes its videos anew: libx264's threads and the Matroska muxer's
+    random segment id gave other bytes, and other pixels, in each run."""
+    written = [file_bytes(write_demo_corpus(tmp_path / f"demo-{i}")) for i in range(4)]
+    assert set(written[0]) == {name for name, *_ in DEMO_VIDEOS} | {"two_people_a.tracks.csv", "two_people_b.tracks.csv"}
+    for other in written[1:]:
+        assert [name for name in written[0] if other[name] != written[0][name]] == []
+    tracking = [tmp_path / f"tracking-{i}.mp4" for i in range(4)]
+    for path in tracking:
+        write_tracking_video(path)
+    assert len({path.read_bytes() for path in tracking}) == 1
+
+
+def test_the_demo_twice_in_one_process_gives_the_same_rows(tmp_path):
+    """Two demo jobs, the second after the first's allocations: the same rows, bit for bit."""
+    rows = []
+    for run in ("a", "b"):
+        motionfleet.reconstruct(None, out=tmp_path / run, workers=0, demo=True, **SETTINGS)
+        rows.append(keyed_rows(tmp_path / run))
+    assert set(rows[0]) == expected_keys({name: n for name, n, *_ in DEMO_VIDEOS})
+    assert [key for key in rows[0] if rows[1][key] != rows[0][key]] == []
 
 
 

@@ -4,6 +4,8 @@ and ``reconstruct --demo``."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -14,6 +16,14 @@ from motionfleet.socialmirror.video import Tracks, write_tracks
 # ----------------------------------------------------------------------------- synthetic videos
 
 DEMO_COLOURS = ((220, 40, 40), (40, 80, 220))  # person 0 red, person 1 blue
+
+# A synthetic video is the same file each time it is written, so a job on a rewritten corpus (every
+# ``reconstruct --demo``) gives the same rows. libx264 with its default threads does not give the
+# same pixels run to run (measured on a 64-frame 320x240 demo clip: 3 different decodings in 6
+# writes; with one thread, 6 identical files); bitexact leaves the random segment id and the date
+# out of a Matroska file.
+ONE_ENCODER_THREAD = {"threads": "1"}
+BITEXACT_MUXER = {"fflags": "+bitexact"}
 
 
 def demo_boxes(num_frames: int = 48, size: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -69,16 +79,24 @@ def write_demo_video(
     ``keyframe_interval`` caps the frames between keyframes (the encoder's default otherwise).
     """
     options = {"movflags": "+faststart"} if faststart else {}
-    boxes = demo_boxes(num_frames, size)
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+    with encoding(path, codec, fps, size, options) as (container, stream):
         if keyframe_interval:
             stream.codec_context.gop_size = keyframe_interval
-        for frame_boxes in boxes:
+        for frame_boxes in demo_boxes(num_frames, size):
             frame = av.VideoFrame.from_ndarray(demo_image(frame_boxes, size, seed), format="rgb24")
             container.mux(stream.encode(frame))
+
+
+@contextmanager
+def encoding(path: str | os.PathLike, codec: str, fps: int, size: tuple[int, int],
+             container_options: dict | None = None) -> Iterator[tuple[av.container.OutputContainer, av.VideoStream]]:
+    """(container, yuv420p video stream) of a new synthetic video file that is the same bytes each
+    time it is written (``ONE_ENCODER_THREAD``, ``BITEXACT_MUXER``); the encoder is flushed on exit."""
+    with av.open(str(path), "w", options={**(container_options or {}), **BITEXACT_MUXER}) as container:
+        stream = container.add_stream(codec, rate=fps, options=ONE_ENCODER_THREAD)
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        yield container, stream
         container.mux(stream.encode())
 
 
@@ -111,14 +129,10 @@ def write_tracking_video(path: str | os.PathLike, num_frames: int = 40, fps: int
     ``(num_frames, 3, 4)`` ground-truth boxes in source-video pixels."""
     boxes = tracking_scene_boxes(num_frames, size)
     back_to_front = [2, 1, 0]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
+    with encoding(path, "libx264", fps, size) as (container, stream):
         for frame_boxes in boxes:
             image = demo_image(frame_boxes[back_to_front], size, seed, [TRACKING_COLOURS[i] for i in back_to_front])
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
     return boxes
 
 
