@@ -337,3 +337,23 @@ def test_every_package_folder_of_the_engine_is_packaged():
     missing = sorted(found - listed)
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     assert {"motionfleet.kernels", "motionfleet.export"} <= listed
+
+
+def test_only_scheduling_settings_stay_out_of_each_familys_job_description():
+    """The job's description (and so its fingerprint) keeps every setting that can change a row's
+    bytes; batch size and prefetch depth are marked ``scheduling`` on the settings dataclass itself."""
+    from dataclasses import asdict, fields, replace
+
+    from motionfleet.core.options import output_settings
+    from motionfleet.dhvae.runner import GenerateSettings
+    from motionfleet.scorehoi.settings import RefineSettings
+    from motionfleet.socialmirror.settings import ReconstructSettings
+
+    expected = {GenerateSettings: {"batch_size"}, RefineSettings: {"batch_size"},
+                ReconstructSettings: {"batch_size", "prefetch_clips"}}
+    for cls, left_out in expected.items():
+        settings = cls()
+        assert set(asdict(settings)) - set(output_settings(settings)) == left_out, cls.__name__
+        changed = replace(settings, **{name: 3 for name in left_out})
+        assert output_settings(changed) == output_settings(settings)
+        assert all(not f.metadata.get("scheduling") for f in fields(cls) if f.name not in left_out)

@@ -9,7 +9,7 @@ with the same one-line message (``UsageError``) before any work starts, wherever
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -139,3 +139,15 @@ def float_option(name: str, default: Optional[float], help: str, low: Optional[f
 
 def file_option(name: str, help: str, must_exist: Check = existing_path) -> Option:
     return Option(name, None, help, str, checks=(must_exist,), metavar="PATH")
+
+
+def scheduling(default: Any) -> Any:
+    """A settings dataclass field that decides how the work is scheduled (batch size, prefetch
+    depth), never a row's bytes: the job's description, and so its fingerprint, leaves it out."""
+    return field(default=default, metadata={"scheduling": True})
+
+
+def output_settings(settings: Any) -> dict:
+    """A settings dataclass as the job's description records it: every field but ``scheduling`` ones."""
+    left_out = {f.name for f in fields(settings) if f.metadata.get("scheduling")}
+    return {name: value for name, value in asdict(settings).items() if name not in left_out}

@@ -43,7 +43,7 @@ from motionfleet.core.execution import RunContext, WarmWorker, worker_layout
 from motionfleet.core.io import provenance
 from motionfleet.core.io.rejections import rejected_schema
 from motionfleet.core.jobfolder.sink import read_results, result_locations
-from motionfleet.core.options import UsageError
+from motionfleet.core.options import UsageError, output_settings
 from motionfleet.core.runtime.seeding import sample_seed
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
@@ -538,7 +538,7 @@ def evaluate(out_dir: str | Path, spec, settings, evaluator: EvaluatorSpec = Eva
     weights = weights_description(evaluator.checkpoint, evaluator.dummy_seed)
     job = {"job": "embed", "protocol": preset.name, "evaluator": {**asdict(evaluator), "weights": weights},
            "dataset": split.digest, "settings": asdict(protocol), "seed": seed, "generator": {"spec": asdict(spec),
-           "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"}}}
+           "settings": output_settings(settings)}}
     worker = WarmWorker(layout.embedder, evaluator, root, preset.split, generate_dirs, settings.batch_size,
                         settings.device)
     started = time.perf_counter()

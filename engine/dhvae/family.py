@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.io.digests import weights_digest
-from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
+from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option, output_settings
 from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.dhvae import bench, evaluate, graphs, motion_space, render, report
@@ -66,7 +66,7 @@ def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, out_d
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
         "text_encoder_weights_sha256": weights_digest(spec.text_encoder_weights),
         **release_input_digests(spec), "motion_space": motion_space.motion_space_report(spec, settings),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "settings": output_settings(settings),
         "inputs": {"source": name, "sha256": digest, "count": count},
         "shard_size": size,
     }

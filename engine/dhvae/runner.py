@@ -20,7 +20,7 @@ from motionfleet.core.execution.batcher import key_of
 from motionfleet.core.io import progress, provenance, rejections
 from motionfleet.core.io.columns import people_frames_column, people_frames_type
 from motionfleet.core.io.inputs import check_text, non_finite_rows
-from motionfleet.core.options import UsageError
+from motionfleet.core.options import UsageError, scheduling
 from motionfleet.core.runtime import backends
 from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, pool_size, samples_quantum
 from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
@@ -40,7 +40,7 @@ class GenerateSettings:
     guidance_scale: float = 3.5  # w of classifier-free guidance
     eta: float = 0.0
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = scheduling(64)
     default_frames: int = 120
     repeats: int = 1
     device: str = "cpu"

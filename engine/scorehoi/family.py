@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +10,7 @@ from typing import Any, Callable
 from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.digests import weights_digest
-from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option
+from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option, output_settings
 from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
@@ -72,7 +71,7 @@ def plan(estimates, spec, settings: RefineSettings, shard_size, out_dir: Path) -
                   "image_encoder_weights": spec.image_encoder_weights},
         "model_name": f"scorehoi/{spec.preset}",
         "weights": weights_description(spec.checkpoint, spec.dummy_seed), "body_model": spec.body_description(),
-        "settings": {k: v for k, v in asdict(settings).items() if k != "batch_size"},
+        "settings": output_settings(settings),
         "inputs": {"source": name, "sha256": digest, "count": count, "referenced_files_sha256": referenced},
         "image_encoder_weights_sha256": weights_digest(spec.image_encoder_weights),
         "variants": list(VARIANTS if settings.control else VARIANTS[:1]), "shard_size": size,

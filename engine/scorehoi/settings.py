@@ -8,6 +8,7 @@ from typing import Optional
 
 from motionfleet.common.bodies import find_model_file
 from motionfleet.core.io.digests import content_sha256
+from motionfleet.core.options import scheduling
 from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.scorehoi.hoi import GuidanceWeights
 
@@ -39,7 +40,7 @@ class RefineSettings:
     floor_distance: float = 0.05  # m
     folded: bool = True
     control: bool = False  # also refine every row with guidance off
-    batch_size: int = 64
+    batch_size: int = scheduling(64)
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"

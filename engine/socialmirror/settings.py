@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from motionfleet.core.options import scheduling
 from motionfleet.socialmirror.pair_guidance import GuidanceWeights
 
 
@@ -39,8 +40,8 @@ class ReconstructSettings:
     guidance_aux: float = 1.0
     joint_radius: float = 0.08
     seed: int = 0
-    batch_size: int = 4
-    prefetch_clips: int = 4
+    batch_size: int = scheduling(4)
+    prefetch_clips: int = scheduling(4)
     detector_size: tuple[int, int] = (800, 1440)
     detector_confidence: float = 0.23
     detect_every: int = 1

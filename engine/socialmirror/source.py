@@ -25,6 +25,7 @@ from motionfleet.core.execution.planning import map_ordered
 from motionfleet.core.execution.stages import Stage, StageFiles
 from motionfleet.core.io import digests
 from motionfleet.core.io.digests import content_sha256, listing_sha256, weights_digest
+from motionfleet.core.options import output_settings
 from motionfleet.core.shards import Shard
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec, model_name
@@ -194,7 +195,7 @@ def plan_job(corpus: str | Path, spec: ReconstructSpec,
         "weights": weights_description(spec.checkpoint, spec.dummy_seed),
         "estimates_sha256": content_sha256(spec.estimates) if spec.estimates else None,
         "weight_files": weight_files(spec),
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("batch_size", "prefetch_clips")},
+        "settings": output_settings(settings),
         "inputs": inputs, "boxes": boxes_sources(videos, detect),
     }
     stages = (tracks_stage(videos, tracks_job(spec, settings, inputs)),) if detect else ()
