@@ -49,11 +49,21 @@ class SMPLJoints:
 
 @dataclass(frozen=True)
 class CropGeometry:
-    """Where each (clip, person, frame) was cropped: squares (..., 4) pixels in a W x H image."""
+    """Where each (clip, person, frame) was cropped: squares (..., 4) pixels in a W x H image, or
+    with ``sizes`` one (W, H) per clip (the leading dimension) when a batch holds clips of videos
+    of other sizes."""
 
     squares: torch.Tensor
     width: int
     height: int
+    sizes: Optional[tuple[tuple[int, int], ...]] = None
+
+    def translation(self, camera: torch.Tensor) -> torch.Tensor:
+        """(..., 3) crop camera -> camera-frame translation. Per clip with ``sizes``: the formula is
+        elementwise, so a clip gets the same bits in any batch."""
+        if self.sizes is None:
+            return cam_crop_to_full(camera, self.squares, self.width, self.height)
+        return torch.stack([cam_crop_to_full(camera[b], self.squares[b], w, h) for b, (w, h) in enumerate(self.sizes)])
 
 
 def estimate_joints(x: torch.Tensor, crops: CropGeometry, joints: SMPLJoints) -> torch.Tensor:
@@ -61,7 +71,7 @@ def estimate_joints(x: torch.Tensor, crops: CropGeometry, joints: SMPLJoints) ->
     pose, betas, camera = split_estimate(x)
     lead = x.shape[:-1]
     rest = joints(rotation_6d_to_matrix(pose).reshape(-1, NUM_JOINTS, 3, 3), betas.reshape(-1, betas.shape[-1]))
-    translation = cam_crop_to_full(camera, crops.squares, crops.width, crops.height)
+    translation = crops.translation(camera)
     return rest.reshape(*lead, NUM_JOINTS, 3) + translation[..., None, :]
 
 

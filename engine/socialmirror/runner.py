@@ -5,21 +5,26 @@ Plan (driver, before any work): every video is probed and cut into shards of at 
 clip from its first on, so a wrong duration in the container only changes the last shard's size).
 A video that cannot be probed gets one shard, which the worker rejects with the reason.
 
-Pipeline (worker, per shard)::
+Pipeline (worker, per call: the clips of one shard or of several, ``execution.batcher``)::
 
     CPU stage:      probe -> seek to the shard's first frame -> decode (PyAV, resampled to the
                     target fps) -> clips -> person crops                    (decode)
                         | at most ``prefetch_clips`` clips ahead (``core.io.prefetch.stream``: a
                         | thread of the worker, or a one-CPU Ray task anywhere on the cluster)
+                        | one stage per span of the call, all at once
     model thread:   ResNet-50 + projection + regression head per clip      (backbone)
-                    DDIM around the initial estimate, B clips per call      (diffusion)
+                    DDIM around the initial estimate, B clips of any of the
+                    call's spans per model call                             (diffusion)
                     6D -> matrices -> axis-angle, SMPL joints, translation  (body)
                     Arrow columns of the frames each clip owns              (rows)
 
-Memory is bounded by the stream, one batch of clip features and one shard's rows (at most
-``clips_per_shard`` x clip_len x 2 rows), never by the video or corpus size. Every output frame
+Memory is bounded by the streams, one batch of clip features and the open shards' rows (at most
+``clips_per_shard`` x clip_len x 2 rows each), never by the video or corpus size. Every output frame
 is owned by exactly one clip (``video.iter_clips``), so every (video, person, frame) is written
-once; a shard is committed whole (``sink``), so a rerun redoes only uncommitted shards.
+once; a shard is committed whole (``sink``), so a rerun redoes only uncommitted shards. A
+model batch takes the clips of several shards (``batch_size`` whatever the shard size); each
+row names its slot (``item_key``, ``row_keys``), so each shard gets back its own rows, and a
+shard whose video is rejected in one of its batches is rejected whole (``settle_shard``).
 
 A shard whose video is missing, empty, corrupt, audio-only, too large, truncated (a decode
 error, or decoding ending before the stated duration) or whose tracks or upstream estimates
@@ -27,18 +32,19 @@ are bad writes no rows and one rejected row with the reason.
 
 Determinism: each clip's noise comes from (job seed, video id, clip index); the backbone runs in
 chunks of ``BACKBONE_CHUNK`` crops of one torch thread each and every other model call pads its
-rows to a multiple of 4 (``batching``), so the bytes do not depend on the batch size, shard size,
-worker count or thread count.
+rows to a multiple of 4 (``batching``), so the bytes do not depend on the batch size, the batch's
+other clips, shard size, worker count or thread count.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
-from dataclasses import dataclass, replace
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Optional
 
@@ -52,6 +58,7 @@ from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotatio
 from motionfleet.common.text import build_text_encoder
 from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
+from motionfleet.core.execution.batcher import ShardRun
 from motionfleet.core.io import prefetch, progress, provenance, rejections
 from motionfleet.core.io.digests import content_sha256
 from motionfleet.core.io.inputs import non_finite_rows
@@ -69,7 +76,6 @@ from motionfleet.socialmirror.hmr2_estimate import DemoCrops, HMR2Estimator, dem
 from motionfleet.socialmirror.initial_estimate import (
     bbox_info,
     build_initial_estimator,
-    cam_crop_to_full,
     diffusion_centre,
     split_estimate,
 )
@@ -185,6 +191,18 @@ def backbone_pool(device: torch.device) -> Optional[ThreadPoolExecutor]:
     return fixed_thread_pool(torch.get_num_threads()) if device.type == "cpu" else None
 
 
+def span_rejected_row(span: ClipSpan, reason: str) -> dict:
+    """The one rejected row of a span whose video is rejected."""
+    where = {"path": span.path, "first_clip": span.first_clip, "end_clip": span.end_clip}
+    return rejections.rejected_row("video_id", span.video_id, 0, where, reason)
+
+
+def rejected_clip(row_input: str) -> int:
+    """The clip a rejected row names: its clip (pair lost) or its span's first clip."""
+    where = json.loads(row_input)
+    return where["clip"] if "clip" in where else where["first_clip"]
+
+
 def lost_pair_row(span: ClipSpan, clip: DecodedClip) -> dict:
     where = {"path": span.path, "clip": clip.index}
     return rejections.rejected_row("video_id", span.video_id, 0, where,
@@ -208,6 +226,43 @@ class EncodedClip:
     text: Optional[torch.Tensor]
 
 
+@dataclass
+class SpanPart:
+    """A call's run of consecutive slots of one span (``source.slots_span``: its clips) and what
+    they gave: a chunk of columns per clip, a rejected row per clip whose pair is lost, or the reason
+    the span's video is rejected."""
+
+    span: ClipSpan
+    estimates: Optional[VideoEstimates] = None
+    text: Optional[torch.Tensor] = None
+    source: str = ""
+    chunks: list[dict] = field(default_factory=list)
+    lost: list[dict] = field(default_factory=list)
+    reason: Optional[str] = None
+
+    def rejected_rows(self) -> list[dict]:
+        return [span_rejected_row(self.span, self.reason)] if self.reason else self.lost
+
+
+def span_runs(slots: tuple[ClipSlot, ...]) -> list[tuple[ClipSlot, ...]]:
+    """The runs of consecutive slots of one span in a call's slots (one shard's, or several's)."""
+    runs: list[list[ClipSlot]] = []
+    for slot in slots:
+        before = runs[-1][-1] if runs else None
+        if before is not None and not before.last and before.span == slot.span and before.clip_index + 1 == slot.clip_index:
+            runs[-1].append(slot)
+        else:
+            runs.append([slot])
+    return [tuple(run) for run in runs]
+
+
+def crop_geometry(squares: torch.Tensor, batch: list[EncodedClip]) -> CropGeometry:
+    """The batch's crop squares (B' >= B clips: rows past B repeat the last) in their videos' frame sizes."""
+    sizes = [(e.clip.width, e.clip.height) for e in batch]
+    sizes += sizes[-1:] * (len(squares) - len(sizes))
+    return CropGeometry(squares, *sizes[0], None if len(set(sizes)) == 1 else tuple(sizes))
+
+
 def load_smpl(body_models: Optional[str]):
     """(SMPL body model, how results name it)."""
     if body_models is None:
@@ -216,12 +271,12 @@ def load_smpl(body_models: Optional[str]):
 
 
 class Reconstructor:
-    """Models of one device and the per-shard pipeline; ``run(items)`` is the engine's worker call.
+    """Models of one device and the pipeline; ``run(items)`` is the engine's worker call.
 
-    ``run`` may be called from several threads at once, one shard each: each shard's clips come
-    from its own CPU stage (``prefetch.stream``), and the model calls take turns under
-    ``model_lock``. An executor whose CPU stages run elsewhere runs several shards per worker so
-    that several videos decode in parallel for one model."""
+    Each span of a call decodes in its own CPU stage (``prefetch.stream``), so several videos
+    decode in parallel for one model; on Ray with spare CPUs the stages run as Ray tasks there
+    (``concurrent_shards``). ``run`` may also be called from several threads at once: the model
+    calls take turns under ``model_lock``."""
 
     concurrent_shards = True
 
@@ -229,6 +284,7 @@ class Reconstructor:
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
         self.model_lock = threading.Lock()
+        self.video_end: dict[str, int] = {}  # video id -> its slot that takes every clip to the video's end (``row_keys``)
         with checkpoint_errors(spec.checkpoint, "socialmirror"):
             model, self.weights = socialmirror.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
         self.model_name = model_name(spec)
@@ -253,88 +309,155 @@ class Reconstructor:
     def clip_len(self) -> int:
         return self.config.frames
 
-    # -- one shard ------------------------------------------------------------------------------
+    # -- batching across shards (core.execution.batcher) ---------------------------------------
+    @property
+    def batch_items(self) -> int:
+        return self.settings.batch_size
+
+    @staticmethod
+    def item_key(slot: ClipSlot) -> tuple[str, int]:
+        return slot.span.video_id, slot.clip_index
+
+    def row_keys(self, table: pa.Table) -> list[tuple[str, int]]:
+        """The slot of each row: a results row's clip, a pair-lost row's clip, a rejected span's
+        first clip; a clip past the planned ones belongs to the slot that takes its video to the end."""
+        videos = table.column("video_id").to_pylist()
+        if "clip_id" in table.column_names:
+            clips = table.column("clip_id").to_pylist()
+        else:
+            clips = [rejected_clip(text) for text in table.column("input").to_pylist()]
+        return [(video, min(clip, self.video_end.get(video, clip))) for video, clip in zip(videos, clips)]
+
+    def settle_shard(self, run: ShardRun) -> ShardRun:
+        """The shard's rows as one call on its own gives them: a span rejected in any of its parts
+        (a decode error after the clips of an earlier batch, say) rejects the shard with one row,
+        the first part's reason, and no results; its frame count is its own rows'."""
+        assert run.results is not None and run.rejected is not None and run.timings is not None
+        if not run.shard.items:
+            return run
+        last = run.shard.items[-1]
+        if last.last and last.span.end_clip is None:
+            self.video_end.pop(last.span.video_id, None)
+        reasons = [reason for reason, text in zip(run.rejected.column("reason").to_pylist(),
+                                                   run.rejected.column("input").to_pylist()) if "first_clip" in json.loads(text)]
+        if reasons:
+            span = slots_span(tuple(run.shard.items))
+            run = replace(run, results=RESULTS_SCHEMA.empty_table(),
+                          rejected=rejections.rejected_table([span_rejected_row(span, reasons[0])], "video_id"))
+        run.timings.counts["frames"] = run.results.num_rows // 2
+        return run
+
+    # -- one call: the slots of one or more shards -----------------------------------------------
     @torch.no_grad()
     def run(self, items: tuple[ClipSlot, ...]) -> tuple[pa.Table, pa.Table, Timings]:
+        """Rows of the slots of one shard, or of several (each shard's in order, the first or last
+        maybe cut at any clip: ``execution.batcher``), in model batches of ``batch_size`` clips of
+        any of them."""
         start = time.perf_counter()
-        span = slots_span(items)
-        timings = Timings(dict.fromkeys(STAGES, 0.0), {"frames": 0, "clips": 0, "clips_decoded_elsewhere": 0})
-        rejected: list[dict] = []
-        try:
-            columns = self.reconstruct_span(span, timings, rejected)
-        except RejectedInput as err:
-            where = {"path": span.path, "first_clip": span.first_clip, "end_clip": span.end_clip}
-            columns, rejected = [], [rejections.rejected_row("video_id", span.video_id, 0, where, err.reason)]
+        timings = Timings(dict.fromkeys((*STAGES, "decode_wait"), 0.0), {"frames": 0, "clips": 0, "clips_decoded_elsewhere": 0})
+        parts = [self.span_part(slots) for slots in span_runs(items)]
         clock = StageClock(self.device)
+        self.reconstruct_parts(parts, clock, timings)
         with clock.stage("rows"):
-            results = results_table(columns, self.provenance)
-        timings.seconds["rows"] += clock.seconds["rows"]
-        timings.counts["frames"] = results.num_rows // 2
-        timings.seconds["shard"] = time.perf_counter() - start
-        return results, rejections.rejected_table(rejected, "video_id"), timings
-
-    def reconstruct_span(self, span: ClipSpan, timings: Timings, rejected: list[dict]) -> list[dict]:
-        """Column chunks of the span's rows, a rejected row in ``rejected`` for each clip where the
-        tracked pair is lost; raises RejectedInput for a bad video."""
-        if span.error:
-            raise RejectedInput(span.error)
-        estimates = self.upstream.for_video(span.video_id) if self.upstream else None
-        estimator = "hmr2" if self.hmr2 else "resnet50"
-        crops = estimator if estimates is None or "image_features" not in estimates.values else "none"
-        source = estimator if estimates is None else "upstream"
-        clock = StageClock(self.device)
-        with self.model_lock:
-            text = self.text_feature(span.caption)
-        columns, pending = [], []
-        decode = partial(decoded_clips, span, self.clip_len, self.settings, crops)
-        with prefetch.stream(decode, self.settings.prefetch_clips) as clips:
-            for decoded in clips:
-                timings.seconds["decode"] += decoded.decode_s
-                timings.counts["clips"] += 1
-                timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
-                if decoded.lost:
-                    rejected.append(lost_pair_row(span, decoded))
-                    progress.items_done(1)
-                    continue
-                pending.append(decoded)
-                if len(pending) == self.settings.batch_size:
-                    columns.append(self.model_batch(pending, estimates, text, span, source, clock, timings))
-                    pending = []
-            if pending:
-                columns.append(self.model_batch(pending, estimates, text, span, source, clock, timings))
-            timings.seconds["decode_wait"] = clips.wait_s
+            results = results_table([chunk for part in parts if not part.reason for chunk in part.chunks], self.provenance)
         for stage, seconds in clock.seconds.items():
             timings.seconds[stage] += seconds
-        return columns
+        timings.counts["frames"] = results.num_rows // 2
+        timings.seconds["shard"] = time.perf_counter() - start
+        return results, rejections.rejected_table([row for part in parts for row in part.rejected_rows()], "video_id"), timings
 
-    def model_batch(self, clips: list[DecodedClip], estimates: Optional[VideoEstimates], text: Optional[torch.Tensor],
-                    span: ClipSpan, source: str, clock: StageClock, timings: Timings) -> dict:
-        """Backbone, diffusion, bodies and row columns of a batch of one shard's clips, and its
-        record in ``timings.batches``. Shards run at once (``concurrent_shards``) take turns at the
-        models, a batch at a time; the record's seconds are its turn's."""
+    def span_part(self, slots: tuple[ClipSlot, ...]) -> SpanPart:
+        if slots[-1].last and slots[0].span.end_clip is None:
+            self.video_end[slots[0].span.video_id] = slots[-1].clip_index
+        return SpanPart(slots_span(slots))
+
+    def reconstruct_parts(self, parts: list[SpanPart], clock: StageClock, timings: Timings) -> None:
+        """Each part's chunks of columns (or rejected rows): every part decodes in its own CPU stage,
+        all at once, and the model takes their clips in order, ``batch_size`` at a time."""
+        pending: list[tuple[SpanPart, DecodedClip]] = []
+        with ExitStack() as stages:
+            streams = [self.decode_stage(part, stages) for part in parts]
+            for part, clips in zip(parts, streams):
+                if clips is None:
+                    continue
+                try:
+                    for decoded in clips:
+                        timings.seconds["decode"] += decoded.decode_s
+                        timings.counts["clips"] += 1
+                        timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
+                        if decoded.lost:
+                            part.lost.append(lost_pair_row(part.span, decoded))
+                            progress.items_done(1)
+                            continue
+                        pending.append((part, decoded))
+                        if len(pending) == self.settings.batch_size:
+                            self.model_batch(pending, clock, timings)
+                            pending = []
+                        if part.reason:  # a clip gave NaN: the rest of its span is not run
+                            break
+                except RejectedInput as err:
+                    part.reason = err.reason
+                timings.seconds["decode_wait"] += clips.wait_s
+            if pending:
+                self.model_batch(pending, clock, timings)
+
+    def decode_stage(self, part: SpanPart, stages: ExitStack):
+        """The part's clips from its CPU stage (``prefetch.stream``), entered in ``stages``; None when
+        the video is rejected before it is opened (``part.reason``)."""
+        span = part.span
+        try:
+            if span.error:
+                raise RejectedInput(span.error)
+            part.estimates = self.upstream.for_video(span.video_id) if self.upstream else None
+        except RejectedInput as err:
+            part.reason = err.reason
+            return None
+        estimator = "hmr2" if self.hmr2 else "resnet50"
+        crops = estimator if part.estimates is None or "image_features" not in part.estimates.values else "none"
+        part.source = estimator if part.estimates is None else "upstream"
+        with self.model_lock:
+            part.text = self.text_feature(span.caption)
+        decode = partial(decoded_clips, span, self.clip_len, self.settings, crops)
+        return stages.enter_context(prefetch.stream(decode, self.settings.prefetch_clips))
+
+    def model_batch(self, batch: list[tuple[SpanPart, DecodedClip]], clock: StageClock, timings: Timings) -> None:
+        """Backbone, diffusion, bodies and row columns of a batch of clips (of one span or several),
+        each clip's chunk in its part, and the batch's record in ``timings.batches``. Calls run at
+        once (``concurrent_shards``) take turns at the models, a batch at a time; the record's
+        seconds are its turn's."""
         with self.model_lock:
             started, began = time.time(), time.perf_counter()
+            encoded = []
             with clock.stage("backbone"):
-                encoded = [self.encode(clip, estimates, text) for clip in clips]
-            columns = self.finish(encoded, span, source, clock)
-            timings.batches.append({"size": len(clips), "start": started, "seconds": time.perf_counter() - began})
-            return columns
+                for part, clip in batch:
+                    try:
+                        if not part.reason:
+                            encoded.append((part, self.encode(clip, part.estimates, part.text)))
+                    except RejectedInput as err:  # e.g. no upstream row for one of its frames
+                        part.reason = err.reason
+            encoded = [(part, clip) for part, clip in encoded if not part.reason]
+            if encoded:
+                self.finish(encoded, clock)
+                timings.batches.append({"size": len(encoded), "start": started, "seconds": time.perf_counter() - began})
 
-    def finish(self, batch: list[EncodedClip], span: ClipSpan, source: str, clock: StageClock) -> dict:
-        """Diffusion, bodies and row columns of a batch of clips."""
-        seeds = [sample_seed(self.settings.seed, span.video_id, e.clip.index) for e in batch]
+    def finish(self, batch: list[tuple[SpanPart, EncodedClip]], clock: StageClock) -> None:
+        """Diffusion, bodies and row columns of a batch of clips; a part with a clip whose outputs
+        are not finite (e.g. upstream values that overflow) is rejected, naming its first such clip."""
+        clips = [e for _, e in batch]
+        seeds = [sample_seed(self.settings.seed, part.span.video_id, e.clip.index) for part, e in batch]
         with clock.stage("diffusion"):
-            x0 = self.diffuse(batch, seeds)
+            x0 = self.diffuse(clips, seeds)
         with clock.stage("body"):
-            bodies = self.bodies(x0, batch)
-        not_finite = sorted({clip for values in bodies.values() for clip in non_finite_rows(values)})
-        if not_finite:  # e.g. upstream values that overflow: the shard writes no NaN
-            raise RejectedInput(f"non_finite: clips {[batch[i].clip.index for i in not_finite]} gave NaN or "
-                                f"infinite outputs")
+            bodies = self.bodies(x0, clips)
+        for b in sorted({b for values in bodies.values() for b in non_finite_rows(values)}):
+            part = batch[b][0]
+            part.reason = part.reason or f"non_finite: clip {clips[b].clip.index} gave NaN or infinite outputs"
         with clock.stage("rows"):
-            columns = batch_columns(batch, bodies, span, seeds, source)
+            for b, ((part, encoded), seed) in enumerate(zip(batch, seeds)):
+                if not part.reason:
+                    part.chunks.append(clip_columns(encoded, {name: values[b] for name, values in bodies.items()},
+                                                    part, seed))
         progress.items_done(len(batch))
-        return columns
 
     # -- backbone -------------------------------------------------------------------------------
     def encode(self, clip: DecodedClip, estimates: Optional[VideoEstimates],
@@ -397,7 +520,7 @@ class Reconstructor:
         shape = tuple(batch[0].x_init.shape)
         stack = lambda name: pad_rows(torch.stack([getattr(e, name) for e in batch]))
         x_init, features, bbox = stack("x_init"), stack("image_features"), stack("bbox")
-        text = stack("text") if batch[0].text is not None else self.empty_text(len(x_init))
+        text = pad_rows(torch.stack([self.empty_text(1)[0] if e.text is None else e.text for e in batch]))
 
         def denoise(y: torch.Tensor, t: int) -> torch.Tensor:
             return self.denoiser(y, t, features, bbox, text)
@@ -414,7 +537,6 @@ class Reconstructor:
     def guidance(self, batch: list[EncodedClip]) -> Optional[PairJointGuidance]:
         if not self.settings.guidance_scale:
             return None
-        first = batch[0].clip
         squares = pad_rows(torch.stack([e.clip.squares for e in batch]).to(self.device))
         aux = aux_mask = None
         if any(e.aux_joints is not None for e in batch):
@@ -422,15 +544,13 @@ class Reconstructor:
             aux = pad_rows(torch.stack([zeros if e.aux_joints is None else e.aux_joints for e in batch]))
             given = torch.tensor([[e.aux_joints is not None] for e in batch], device=self.device)
             aux_mask = pad_rows(given[:, :, None].expand(-1, 2, self.clip_len))
-        return PairJointGuidance(self.joints, CropGeometry(squares, first.width, first.height),
+        return PairJointGuidance(self.joints, crop_geometry(squares, batch),
                                  self.settings.guidance_weights(), aux, aux_mask)
 
     # -- bodies ---------------------------------------------------------------------------------
     def bodies(self, x0: torch.Tensor, batch: list[EncodedClip]) -> dict[str, np.ndarray]:
         """(B, 2, L, ...) arrays of the output columns from x0."""
-        first = batch[0].clip
-        squares = torch.stack([e.clip.squares for e in batch]).to(self.device)
-        crops = CropGeometry(squares, first.width, first.height)
+        crops = crop_geometry(torch.stack([e.clip.squares for e in batch]).to(self.device), batch)
         pose, betas, camera = split_estimate(x0)
         rotations = rotation_6d_to_matrix(pose)
         numpy = lambda t: t.float().cpu().numpy()
@@ -438,7 +558,7 @@ class Reconstructor:
             "pose_axis_angle": numpy(matrix_to_axis_angle(rotations).flatten(-2)),
             "pose_6d": numpy(matrix_to_rotation_6d(rotations).flatten(-2)),
             "betas": numpy(betas),
-            "translation": numpy(cam_crop_to_full(camera, squares, first.width, first.height)),
+            "translation": numpy(crops.translation(camera)),
             "joints_3d": numpy(estimate_joints(x0, crops, self.joints).flatten(-2)),
         }
 
@@ -474,29 +594,23 @@ class Reconstructor:
 # ----------------------------------------------------------------------------- output
 
 
-def batch_columns(batch: list[EncodedClip], bodies: dict[str, np.ndarray], span: ClipSpan, seeds: list[int],
-                  source: str) -> dict:
-    """Columns of the rows of a batch: each clip's owned frames, person 0 then 1 per frame."""
-    parts = []
-    for b, (encoded, seed) in enumerate(zip(batch, seeds)):
-        clip = encoded.clip
-        slots = np.repeat(np.flatnonzero(clip.owned), 2)
-        person = np.tile(np.array([0, 1], dtype=np.int8), len(slots) // 2)
-        part = {
-            "frame_index": clip.frame_indices[slots], "timestamp_s": clip.timestamps[slots],
-            "person": person, "source_frame_index": clip.source_indices[slots],
-            "clip_id": np.full(len(slots), clip.index, dtype=np.int32),
-            "seed": np.full(len(slots), seed, dtype=np.int64),
-            "tracks_source": np.full(len(slots), clip.tracks_source, dtype=object),
-        }
-        for name, values in bodies.items():
-            part[name] = values[b][person, slots]
-        parts.append(part)
-    columns = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    columns["video_id"] = np.full(len(columns["person"]), span.video_id, dtype=object)
-    columns["caption"] = np.full(len(columns["person"]), span.caption, dtype=object)
-    columns["estimates"] = np.full(len(columns["person"]), source, dtype=object)
-    return columns
+def clip_columns(encoded: EncodedClip, bodies: dict[str, np.ndarray], part: SpanPart, seed: int) -> dict:
+    """Columns of a clip's rows: the frames it owns, person 0 then 1 per frame (``bodies``: its
+    (2, L, ...) arrays)."""
+    clip = encoded.clip
+    slots = np.repeat(np.flatnonzero(clip.owned), 2)
+    person = np.tile(np.array([0, 1], dtype=np.int8), len(slots) // 2)
+    columns = {
+        "frame_index": clip.frame_indices[slots], "timestamp_s": clip.timestamps[slots],
+        "person": person, "source_frame_index": clip.source_indices[slots],
+        "clip_id": np.full(len(slots), clip.index, dtype=np.int32),
+        "seed": np.full(len(slots), seed, dtype=np.int64),
+        "tracks_source": np.full(len(slots), clip.tracks_source, dtype=object),
+        "video_id": np.full(len(slots), part.span.video_id, dtype=object),
+        "caption": np.full(len(slots), part.span.caption, dtype=object),
+        "estimates": np.full(len(slots), part.source, dtype=object),
+    }
+    return {**columns, **{name: values[person, slots] for name, values in bodies.items()}}
 
 
 VECTOR_COLUMNS = {"pose_axis_angle": 72, "pose_6d": 144, "betas": 10, "translation": 3, "joints_3d": 72}

@@ -10,8 +10,10 @@ no batch boundary can change.
 
 A runner takes part when it says how to match rows to items: ``item_key(item)`` and
 ``row_keys(table)`` (one hashable key per row of a results or rejected table), and
-``batch_items`` (items per model batch). Other runners (a video runner whose items are clips of
-one decoded span) run each shard alone, as one call.
+``batch_items`` (items per model batch). A runner whose items can reject their whole shard (the
+clips of a video that fails to decode part way) also gives ``settle_shard(run)``: the finished
+shard's ``ShardRun`` as the shard alone gives it, from the rows its parts gave in their batches.
+Other runners run each shard alone, as one call.
 
 A batch that raises is no shard's fault yet: its shards are taken back to their first item not
 done and run alone from then on; a shard that raises alone fails (the driver retries it).
@@ -152,7 +154,8 @@ class ShardBatcher:
         done = [s for s in self.open_shards if s.done == len(s.items)]
         for s in done:
             self.open_shards.remove(s)
-        return [ShardRun(s.shard, *self._tables(s), s.timings) for s in done]
+        settle = getattr(self.worker, "settle_shard", lambda run: run)
+        return [settle(ShardRun(s.shard, *self._tables(s), s.timings)) for s in done]
 
     def _tables(self, s: _Open) -> tuple[pa.Table, pa.Table]:
         """The shard's rows in the order of its items."""
