@@ -16,7 +16,7 @@ from killed_job import committed, result_mtimes
 from motionfleet.core import jobs
 from motionfleet.core.errors import NoWorkers
 from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, worker_layout
-from motionfleet.core.execution.ray.placement import placements, shards_at_once, spare_cpus
+from motionfleet.core.execution.ray.placement import placements, shards_at_once, spare_cpus, stage_streams
 from motionfleet.core.jobfolder import failures
 from motionfleet.core.jobfolder.sink import read_results
 
@@ -179,6 +179,16 @@ def test_shards_run_at_once_when_the_models_leave_cpus_for_decoding():
     assert spare_cpus(cpu_nodes, cpu) == 0.0 and shards_at_once(cpu, 0.0, concurrent=True) == 1
     assert spare_cpus(nodes, placements(nodes, 2, "cpu")) == 5.0  # both on a: b decodes
     assert shards_at_once(placements(nodes[:1], 1, "cpu"), 5.0, True) == 6
+
+
+def test_an_actor_holds_open_no_more_cpu_stages_than_its_share_of_the_spare_cpus():
+    """A batching actor's call opens a CPU stage per span: within its share of the spare CPUs, each
+    open stage has a CPU (a paused one keeps its CPU), and at least one when any CPU is spare."""
+    nodes = [{"NodeID": "a", "Resources": {"CPU": 16.0, "GPU": 2.0}}, {"NodeID": "b", "Resources": {"CPU": 5.0}}]
+    gpu = placements(nodes, 2, "cuda")
+    assert stage_streams(gpu, 13.0, concurrent=True) == 6 and stage_streams(gpu, 13.0, concurrent=False) == 0
+    assert stage_streams(gpu, 1.0, concurrent=True) == 1  # two actors, one spare CPU: one stage each, read in turn
+    assert stage_streams(gpu, 0.5, concurrent=True) == 0  # no whole CPU spare: stages run in the actors
 
 
 def test_the_shard_timeout_comes_from_measured_shard_times_unless_set():

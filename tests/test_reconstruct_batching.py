@@ -12,6 +12,7 @@ import pytest
 from killed_job import committed, result_mtimes
 
 import motionfleet
+from motionfleet.core.io import prefetch
 from motionfleet.core.jobfolder.sink import read_results
 from motionfleet.demo.videos import write_corrupt_file, write_damaged_video, write_demo_tracks, write_demo_video
 
@@ -50,7 +51,7 @@ def test_one_clip_shards_share_batches_and_write_the_bytes_each_clip_gets_alone(
     write_demo_tracks(corpus / "walk.tracks.csv", 40, (160, 120))
     write_demo_video(corpus / "still.mkv", 24, 30, (128, 96), seed=2)  # 2 clips
     shared = reconstruct(tmp_path / "shared", corpus, shard_size=1, guidance_scale=1.0)
-    alone = reconstruct(tmp_path / "alone", corpus, shard_size=1, guidance_scale=1.0, batch_size=1)
+    reconstruct(tmp_path / "alone", corpus, shard_size=1, guidance_scale=1.0, batch_size=1)
     default = reconstruct(tmp_path / "default", corpus, guidance_scale=1.0)
     assert shared["shards"]["total"] == 5 and default["shards"]["total"] == 2
     assert sorted(b for sizes in batch_sizes(tmp_path / "shared").values() for b in sizes) == [1, 4]
@@ -147,3 +148,55 @@ def test_a_worker_dying_between_the_two_batches_of_a_shard_redoes_it_and_commits
     reconstruct(tmp_path / "clean", corpus)
     assert read_results(out).equals(read_results(tmp_path / "clean"))
     assert np.isfinite(np.asarray(read_results(out)["joints_3d"].to_pylist())).all()
+
+
+class CountedStages:
+    """``prefetch.stream``'s thread stage, counting the stages open at once."""
+
+    open_now = most = 0
+
+    def __init__(self, produce, depth):
+        self.stage, self.remote, self.closed = prefetch.Prefetch(prefetch.one_torch_thread(produce), depth), False, False
+        CountedStages.open_now += 1
+        CountedStages.most = max(CountedStages.most, CountedStages.open_now)
+
+    @property
+    def wait_s(self):
+        return self.stage.wait_s
+
+    def __iter__(self):
+        return iter(self.stage)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if not self.closed:
+            self.closed = True
+            CountedStages.open_now -= 1
+            self.stage.close()
+
+
+def test_a_call_holds_open_no_more_cpu_stages_than_the_executor_allows(tmp_path):
+    """One call of 3 shards' slots: its 3 stages all start at once in threads, one at a time where
+    the executor allows one (Ray stages on a spare CPU each: ``placement.stage_streams``); same rows."""
+    from motionfleet.socialmirror.runner import Reconstructor
+    from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
+    from motionfleet.socialmirror.source import plan_shards
+    from motionfleet.socialmirror.video import list_videos
+
+    corpus = tmp_path / "videos"
+    corpus.mkdir()
+    for i in range(3):
+        write_demo_video(corpus / f"video{i}.mp4", 16, 30, (160, 120), seed=i)  # one clip each
+    settings = ReconstructSettings(crop_size=32, max_frame_size=160, steps=2, seed=5, batch_size=4)
+    worker = Reconstructor(ReconstructSpec(preset="small"), settings)
+    slots = tuple(slot for shard in plan_shards(list_videos(corpus), {}, worker.clip_len, settings) for slot in shard.items)
+    tables = {}
+    for bound in (None, 1):
+        CountedStages.most = 0
+        with prefetch.placed(CountedStages, bound):
+            tables[bound], _, timings = worker.run(slots)
+        assert CountedStages.most == (bound or 3) and CountedStages.open_now == 0
+        assert [b["size"] for b in timings.batches] == [3]
+    assert tables[None].num_rows == 2 * 3 * 16 and tables[None].equals(tables[1])

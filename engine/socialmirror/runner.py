@@ -43,10 +43,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -373,37 +373,53 @@ class Reconstructor:
 
     def reconstruct_parts(self, parts: list[SpanPart], clock: StageClock, timings: Timings) -> None:
         """Each part's chunks of columns (or rejected rows): every part decodes in its own CPU stage,
-        all at once, and the model takes their clips in order, ``batch_size`` at a time."""
+        as many at once as the executor allows (``prefetch.at_once``), and the model takes their
+        clips in order, ``batch_size`` at a time."""
         pending: list[tuple[SpanPart, DecodedClip]] = []
-        with ExitStack() as stages:
-            streams = [self.decode_stage(part, stages) for part in parts]
-            for part, clips in zip(parts, streams):
+        ahead = prefetch.at_once() or len(parts)
+        streams: dict[int, Any] = {}  # the parts' started stages, not yet read
+        try:
+            for i, part in enumerate(parts):
+                for j in range(i, min(i + ahead, len(parts))):
+                    if j not in streams:
+                        streams[j] = self.decode_stage(parts[j])
+                clips = streams.pop(i)
                 if clips is None:
                     continue
-                try:
-                    for decoded in clips:
-                        timings.seconds["decode"] += decoded.decode_s
-                        timings.counts["clips"] += 1
-                        timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
-                        if decoded.lost:
-                            part.lost.append(lost_pair_row(part.span, decoded))
-                            progress.items_done(1)
-                            continue
-                        pending.append((part, decoded))
-                        if len(pending) == self.settings.batch_size:
-                            self.model_batch(pending, clock, timings)
-                            pending = []
-                        if part.reason:  # a clip gave NaN: the rest of its span is not run
-                            break
-                except RejectedInput as err:
-                    part.reason = err.reason
-                timings.seconds["decode_wait"] += clips.wait_s
+                with clips:  # ends its stage once read: a paused stage would keep its CPU
+                    self.read_part(part, clips, pending, clock, timings)
             if pending:
                 self.model_batch(pending, clock, timings)
+        finally:
+            for stream in streams.values():
+                if stream is not None:
+                    stream.__exit__(None, None, None)
 
-    def decode_stage(self, part: SpanPart, stages: ExitStack):
-        """The part's clips from its CPU stage (``prefetch.stream``), entered in ``stages``; None when
-        the video is rejected before it is opened (``part.reason``)."""
+    def read_part(self, part: SpanPart, clips, pending: list[tuple[SpanPart, DecodedClip]], clock: StageClock,
+                  timings: Timings) -> None:
+        """Add the part's clips to ``pending``, running a model batch whenever it is full."""
+        try:
+            for decoded in clips:
+                timings.seconds["decode"] += decoded.decode_s
+                timings.counts["clips"] += 1
+                timings.counts["clips_decoded_elsewhere"] += int(clips.remote)
+                if decoded.lost:
+                    part.lost.append(lost_pair_row(part.span, decoded))
+                    progress.items_done(1)
+                    continue
+                pending.append((part, decoded))
+                if len(pending) == self.settings.batch_size:
+                    self.model_batch(pending, clock, timings)
+                    pending.clear()
+                if part.reason:  # a clip gave NaN: the rest of its span is not run
+                    break
+        except RejectedInput as err:
+            part.reason = err.reason
+        timings.seconds["decode_wait"] += clips.wait_s
+
+    def decode_stage(self, part: SpanPart):
+        """The part's clips from its CPU stage (``prefetch.stream``), started; None when the video is
+        rejected before it is opened (``part.reason``)."""
         span = part.span
         try:
             if span.error:
@@ -417,8 +433,7 @@ class Reconstructor:
         part.source = estimator if part.estimates is None else "upstream"
         with self.model_lock:
             part.text = self.text_feature(span.caption)
-        decode = partial(decoded_clips, span, self.clip_len, self.settings, crops)
-        return stages.enter_context(prefetch.stream(decode, self.settings.prefetch_clips))
+        return prefetch.stream(partial(decoded_clips, span, self.clip_len, self.settings, crops), self.settings.prefetch_clips)
 
     def model_batch(self, batch: list[tuple[SpanPart, DecodedClip]], clock: StageClock, timings: Timings) -> None:
         """Backbone, diffusion, bodies and row columns of a batch of clips (of one span or several),

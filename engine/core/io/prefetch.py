@@ -100,6 +100,7 @@ def one_torch_thread(produce: Callable[[], Iterator[T]]) -> Iterator[T]:
 
 
 _placement: contextvars.ContextVar[Optional[Callable]] = contextvars.ContextVar("stage_placement", default=None)
+_at_once: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("stages_at_once", default=None)
 
 
 def stream(produce: Callable[[], Iterator[T]], depth: int):
@@ -110,11 +111,18 @@ def stream(produce: Callable[[], Iterator[T]], depth: int):
     return elsewhere(produce, depth) if elsewhere else Prefetch(one_torch_thread(produce), depth)
 
 
+def at_once() -> Optional[int]:
+    """How many streams a consumer may hold open at once where ``placed`` put them (None: any)."""
+    return _at_once.get()
+
+
 @contextmanager
-def placed(runner: Optional[Callable]):
-    """Within: ``stream`` calls ``runner(produce, depth)`` (None: a thread of this process)."""
-    token = _placement.set(runner)
+def placed(runner: Optional[Callable], streams_at_once: Optional[int] = None):
+    """Within: ``stream`` calls ``runner(produce, depth)`` (None: a thread of this process), and a
+    consumer holds at most ``streams_at_once`` streams open at once (``at_once``)."""
+    token, bound = _placement.set(runner), _at_once.set(streams_at_once)
     try:
         yield
     finally:
+        _at_once.reset(bound)
         _placement.reset(token)

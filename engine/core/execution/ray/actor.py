@@ -34,21 +34,22 @@ class RayShardWorker:
         return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "threads": torch.get_num_threads(),
                 "unseen": check_visible(probe)}
 
-    def process(self, shard: Shard, out_dir: str, metadata: dict, queue=None, stage_elsewhere: bool = False) -> ShardDone:
-        """Run one shard; with ``stage_elsewhere`` its CPU stage is a Ray task on a spare CPU (the
-        actor runs several shards at once, each call in a thread of its own)."""
+    def process(self, shard: Shard, out_dir: str, metadata: dict, queue=None, stage_streams: int = 0) -> ShardDone:
+        """Run one shard; with ``stage_streams`` its CPU stages are Ray tasks on spare CPUs, at most
+        that many open at once (``placement.stage_streams``; the actor runs several shards at once,
+        each call in a thread of its own)."""
         torch.set_num_threads(self.threads)  # per thread: a concurrent call runs in a thread of Ray's pool
         self.queue = queue
         node = ray.get_runtime_context().get_node_id()
-        if self.shared is not None:
+        with prefetch.placed(RayStream if stage_streams else None, stage_streams or None):
+            if self.shared is None:
+                with progress.reporting(lambda count: self._report(shard, count)):
+                    return process_shard(self.worker, shard, out_dir, metadata, node)
             started = Started.now()
-            run = self.shared.run(shard)
-            if run.error is not None:
-                raise run.error
-            return write_run(run, started, out_dir, metadata, node)
-        with progress.reporting(lambda count: self._report(shard, count)), \
-                prefetch.placed(RayStream if stage_elsewhere else None):
-            return process_shard(self.worker, shard, out_dir, metadata, node)
+            run = self.shared.run(shard)  # its batches run in whichever call's thread finds none running
+        if run.error is not None:
+            raise run.error
+        return write_run(run, started, out_dir, metadata, node)
 
     def _run_items(self, items: tuple):
         torch.set_num_threads(self.threads)  # the batch runs in whichever call's thread finds none running

@@ -68,3 +68,14 @@ def shards_at_once(places: list[Placement], spare: float, concurrent: bool) -> i
     if not concurrent or spare < 1 or not places:
         return 1
     return 1 + math.ceil(math.floor(spare) / len(places))
+
+
+def stage_streams(places: list[Placement], spare: float, concurrent: bool) -> int:
+    """CPU stages each actor may hold open at once as Ray tasks on the spare CPUs (0: none; its
+    stages run in its own threads): its share of them, at least one. One call of an actor that
+    batches across shards opens a stage per span and reads them in turn; a stage paused by
+    backpressure keeps its CPU, so with more open stages than CPUs the stage it reads next could
+    wait for a CPU that its own paused stages hold. Within its share, every open stage has one."""
+    if not concurrent or spare < 1 or not places:
+        return 0
+    return max(1, math.floor(spare) // len(places))

@@ -28,7 +28,15 @@ from motionfleet.core.execution.ledger import Ledger, RunOutcome, progress_bar
 from motionfleet.core.execution.policy import OutputUnwritable, one_line
 from motionfleet.core.execution.ray import cluster
 from motionfleet.core.execution.ray.actor import RayShardWorker
-from motionfleet.core.execution.ray.placement import Placement, alive_nodes, placements, resources_line, shards_at_once, spare_cpus
+from motionfleet.core.execution.ray.placement import (
+    Placement,
+    alive_nodes,
+    placements,
+    resources_line,
+    shards_at_once,
+    spare_cpus,
+    stage_streams,
+)
 from motionfleet.core.jobfolder.sink import FolderNotShared, JobFolder
 from motionfleet.core.shards import Shard
 
@@ -52,7 +60,8 @@ class RayExecutor(Executor):
                 try:
                     nodes = alive_nodes()
                     places = placements(nodes, min(self.context.workers, len(pending)), self.context.device)
-                    scheduler.start(places, self._shards_at_once(make_worker, places, nodes, pending))
+                    streams = stage_streams(places, spare_cpus(nodes, places), getattr(make_worker, "concurrent_shards", False))
+                    scheduler.start(places, self._shards_at_once(make_worker, places, nodes, pending), streams)
                     return scheduler.run(pending)
                 finally:
                     scheduler.stop()
@@ -149,15 +158,16 @@ class _RayScheduler:
         self.no_worker_since: Optional[float] = None
         self.probe: Optional[tuple[str, str, str]] = None
         self.progress: Optional[Queue] = None  # a Ray queue of (shard id, items) the actors fill batch by batch
-        self.at_once = 1  # shards an actor runs at the same time (> 1: their CPU stages run as Ray tasks)
+        self.at_once = 1  # shards an actor runs at the same time
+        self.stage_streams = 0  # CPU stages an actor holds open at once as Ray tasks (0: in its threads)
 
     # actors
-    def start(self, places: list[Placement], at_once: int = 1) -> None:
+    def start(self, places: list[Placement], at_once: int = 1, stage_streams: int = 0) -> None:
         # On the driver's own node: a queue on a worker node would die with it and take the job along.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
         self.progress = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
         self.probe = self.ledger.folder.visibility_probe()  # each actor must read it back before any work
-        self.at_once = at_once
+        self.at_once, self.stage_streams = at_once, stage_streams
         for place in places:
             slot = _Slot(place)
             self._create(slot)
@@ -224,7 +234,7 @@ class _RayScheduler:
                     self._submit(slot, shard)
 
     def _submit(self, slot: _Slot, shard: Shard) -> None:
-        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata, self.progress, self.at_once > 1)
+        ref = slot.handle.process.remote(shard, self.out_dir, self.metadata, self.progress, self.stage_streams)
         if not slot.in_flight:
             slot.busy_since = time.monotonic()
         slot.in_flight.append(ref)
