@@ -71,7 +71,8 @@ class WarmWorker:
 
     def __init__(self, cls: type, *args):
         self.cls, self.args = cls, args
-        self.concurrent_shards = getattr(cls, "concurrent_shards", False)  # run() may be called from several threads
+        # run() may be called from several threads, and on Ray its CPU stages run on spare CPUs (``prefetch.stream``)
+        self.concurrent_shards = getattr(cls, "concurrent_shards", False)
         self.batches_across_shards = batches_across_shards(cls)  # its batches may take items of several shards
 
     def __call__(self):
