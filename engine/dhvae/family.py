@@ -126,7 +126,7 @@ EVALUATION = Evaluation(
 FAMILY = Family(
     name="dhvae", command="generate", summary="text prompts -> two-person motion (dhvae)",
     example="motionfleet generate --prompts prompts.txt --out runs/gen --workers 2 --steps 50 --guidance-scale 3.5",
-    unit="sample", id_column="sample_id", presets=tuple(PRESETS), default_preset="official",
+    unit="sample", id_column="sample_id", presets=tuple(PRESETS), default_preset=ModelSpec.preset,
     inputs=file_option("prompts", ".txt (one per line), .jsonl or .parquet; default: the built-in set",
                        existing_file),
     options=OPTIONS, build=build_from(ModelSpec, GenerateSettings), plan=plan, runner=DHVAEGenerator, summarise=report.summarise,

@@ -102,7 +102,7 @@ FAMILY = Family(
     name="scorehoi", command="refine",
     summary="initial human-object estimates -> score-guided refinement (scorehoi)",
     example="motionfleet refine --estimates estimates.parquet --out runs/ref --sampler-preset fast",
-    unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset="released",
+    unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset=RefineModelSpec.preset,
     inputs=file_option("estimates", "Parquet of initial estimates, one row per image (docs/refine.md)", existing_file),
     options=OPTIONS, build=build, plan=plan, runner=ScoreHOIRefiner, summarise=report.summarise,
     report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,

@@ -93,11 +93,11 @@ EVALUATION = Evaluation(
 FAMILY = Family(
     name="socialmirror", command="reconstruct", summary="video corpus -> two-person SMPL motion (socialmirror)",
     example="motionfleet reconstruct --videos clips/ --out runs/rec --workers 2",
-    unit="clip", id_column="video_id", presets=tuple(PRESETS), default_preset="released",
+    unit="clip", id_column="video_id", presets=tuple(PRESETS), default_preset=ReconstructSpec.preset,
     inputs=Option("videos", None, "folder of videos, .txt or .parquet manifest (path, track_path, caption), "
                   "or one video file", checks=(existing_path,), metavar="PATH"),
     options=OPTIONS, build=build_from(ReconstructSpec, ReconstructSettings), plan=plan, runner=Reconstructor, summarise=report.summarise,
     report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,
     bench=bench.BENCH, render=render.RENDER,
-    defaults={"batch_size": 4},
+    defaults={"batch_size": ReconstructSettings.batch_size},
 )
