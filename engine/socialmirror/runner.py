@@ -75,6 +75,7 @@ from motionfleet.socialmirror.initial_estimate import (
 )
 from motionfleet.socialmirror.pair_guidance import (
     CropGeometry,
+    GuidanceWeights,
     PairJointGuidance,
     SMPLJoints,
     estimate_joints,
@@ -423,7 +424,7 @@ class Reconstructor:
             given = torch.tensor([[e.aux_joints is not None] for e in batch], device=self.device)
             aux_mask = pad_rows(given[:, :, None].expand(-1, 2, self.clip_len))
         return PairJointGuidance(self.joints, CropGeometry(squares, first.width, first.height),
-                                 self.settings.guidance_weights(), aux, aux_mask)
+                                 GuidanceWeights.of(self.settings), aux, aux_mask)
 
     # -- bodies ---------------------------------------------------------------------------------
     def bodies(self, x0: torch.Tensor, batch: list[EncodedClip]) -> dict[str, np.ndarray]:
