@@ -5,7 +5,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from motionfleet.core.execution.batcher import ShardBatcher, batches_across_shards, key_of
+from motionfleet.core.execution.batcher import ShardBatcher, batches_across_shards, key_of, rows_at
 from motionfleet.core.io.rejections import rejected_row, rejected_table
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.core.shards import Shard
@@ -118,3 +118,14 @@ def test_a_key_in_two_shards_never_shares_a_batch():
     assert worker.calls == [2, 2]
     assert runs["shard-00000"].results.column("sample_id").to_pylist() == ["a", "b"]
     assert runs["shard-00001"].results.column("sample_id").to_pylist() == ["a", "c"]
+
+
+@pytest.mark.parametrize("rows", [[2, 3, 4], [], [0], [4, 2, 3], [1, 3]])
+def test_rows_at_gives_the_rows_asked_for_in_order_and_shares_a_consecutive_runs_buffers(rows):
+    table = pa.table({"motion": pa.array([[float(i)] * 3 for i in range(6)], pa.list_(pa.float32()))})
+    picked = rows_at(table, rows)
+    assert picked.column("motion").to_pylist() == [[float(i)] * 3 for i in rows]
+    consecutive = rows == list(range(rows[0], rows[0] + len(rows))) if rows else False
+    values = [picked.column("motion").chunk(0).values, table.column("motion").chunk(0).values] if picked.num_rows else []
+    if consecutive:  # a slice: the same value buffer, no copy of the motion
+        assert values[0].buffers()[1].address == values[1].buffers()[1].address

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from motionfleet.core.options import existing_file, file_option, int_option
+from motionfleet.core.options import build_from, existing_file, file_option, int_option, options_of, scheduling, setting
 from motionfleet.core.registry import BenchCase, Evaluation, Family, Plan, Render, Summary, bench_setting
 from motionfleet.core.io.rejections import rejected_row, rejected_table
 from motionfleet.core.jobfolder.report import common_lines, peak_memory
@@ -35,16 +35,17 @@ SCHEMA = pa.schema([("number_id", pa.string()), ("value", pa.int64()), ("multipl
 
 
 @dataclass(frozen=True)
+class Spec:
+    preset: str = "unit"
+
+
+@dataclass(frozen=True)
 class Settings:
-    factor: int
-    batch_size: int
+    factor: int = setting(2, "what every number is multiplied by", low=1)
+    batch_size: int = scheduling(64)
 
 
-def build(values):
-    return values["preset"], Settings(values["factor"], values["batch_size"])
-
-
-def plan(path, preset, settings, shard_size, out_dir):
+def plan(path, spec, settings, shard_size, out_dir):
     lines = open(path).read().split() if path else ["1", "2", "3"]
     items = list(enumerate(lines))
     size = shard_size or shard_size_for(len(items), 4)
@@ -160,8 +161,7 @@ FAMILY = Family(
     example="motionfleet multiply --numbers n.txt --out runs/toy", unit="number", id_column="number_id",
     presets=("unit",), default_preset="unit",
     inputs=file_option("numbers", "a text file of integers", existing_file),
-    options=(int_option("factor", 2, "what every number is multiplied by", low=1),),
-    build=build, plan=plan, runner=Multiplier, summarise=summarise,
+    options=options_of(Settings), build=build_from(Spec, Settings), plan=plan, runner=Multiplier, summarise=summarise,
     report_lines=lambda report: [f"numbers {report['timing']['numbers']}", *common_lines(report)],
     load_model=load_model, evaluation=EVALUATION, bench=BENCH, render=RENDER,
 )

@@ -4,14 +4,21 @@ An ``Option`` is one setting: its keyword (``guidance_scale``), hence its flag
 (``--guidance-scale``), its default, a help line and its checks. The CLI builds its parsers from
 options and the API checks keyword arguments against the same options, so a value is refused
 with the same one-line message (``UsageError``) before any work starts, wherever it comes from.
+
+A family writes each of its settings once, on a field of its settings dataclasses
+(``steps: int = setting(50, "DDIM steps", low=1, high=1000)``): ``options_of`` derives its
+options from those fields, ``settings_from`` its dataclasses from the checked values, and
+``output_settings`` the job's description from them (``scheduling`` fields left out).
 """
 
 from __future__ import annotations
 
+import builtins
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 
 class UsageError(ValueError):
@@ -103,8 +110,8 @@ def existing_path(v: str) -> Optional[str]:
     return None if Path(v).exists() else f"{v} does not exist (check the path)"
 
 
-def int_option(name: str, default: Optional[int], help: str, low: Optional[int] = None,
-               high: Optional[int] = None) -> Option:
+def int_option(name: str, default: Optional[int], help: str, low: Optional[float] = None,
+               high: Optional[float] = None) -> Option:
     checks = tuple(c for c in (at_least(low) if low is not None else None,
                                at_most(high) if high is not None else None) if c)
     return Option(name, default, help, int, checks=checks, metavar="N")
@@ -151,3 +158,102 @@ def output_settings(settings: Any) -> dict:
     """A settings dataclass as the job's description records it: every field but ``scheduling`` ones."""
     left_out = {f.name for f in fields(settings) if f.metadata.get("scheduling")}
     return {name: value for name, value in asdict(settings).items() if name not in left_out}
+
+
+# --- settings declared on their dataclass field --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a field written with ``setting`` declares: its option, whose name is the public flag's
+    where that differs from the field's (``--fps`` sets ``target_fps``), else empty; ``inverted``: a
+    switch that turns its field off (``--unfolded`` sets ``folded`` False)."""
+
+    option: Option
+    inverted: bool = False
+
+    def option_for(self, field_name: str) -> Option:
+        return self.option if self.option.name else replace(self.option, name=field_name)
+
+
+_FIELD_DEFAULT = object()  # ``flag_default`` not given: the flag's default is the field's
+
+
+def setting(default: Any, help: str, *, flag: Optional[str] = None, type: Optional[Callable[[str], Any]] = None,
+            choices: Optional[Sequence[Any]] = None, low: Optional[float] = None, high: Optional[float] = None,
+            above: Optional[float] = None, checks: Sequence[Check] = (), metavar: Optional[str] = None,
+            flag_default: Any = _FIELD_DEFAULT, inverted: bool = False, scheduling: bool = False) -> Any:
+    """A settings dataclass field that is also a flag of its job command and a keyword of the API,
+    written once: ``--<field name>`` (or ``--<flag>``), its ``default``, its ``help`` and its checks.
+
+    ``type`` parses the flag's text (default: the default's type): an ``int`` takes ``low`` / ``high``
+    and a ``float`` ``low`` / ``above`` / ``high`` and must be finite, as ``int_option`` and
+    ``float_option``; a ``bool`` is a switch (``inverted``: the switch sets the field False).
+    ``checks`` come after those. ``flag_default``: the flag's default where it is not the field's
+    (None: unset, e.g. a value a preset fills). ``scheduling``: as ``scheduling``, out of the job's
+    description.
+    """
+    kind: Callable[[str], Any] = type or builtins.type(default)
+    given = (not default if inverted else default) if flag_default is _FIELD_DEFAULT else flag_default
+    not_taken = (above,) if kind is int else () if kind is float else (low, high, above)
+    if any(bound is not None for bound in not_taken):
+        raise TypeError(f"a {getattr(kind, '__name__', kind)} setting takes no such bound (int: low, high; float: low, above, high)")
+    if kind is bool:
+        option = Option(flag or "", given, help, switch=True)
+    elif kind is int:
+        option = int_option(flag or "", given, help, low, high)
+    elif kind is float:
+        option = float_option(flag or "", given, help, low, high, above)
+    else:
+        option = Option(flag or "", given, help, kind)
+    option = replace(option, choices=choices, checks=option.checks + tuple(checks), metavar=metavar or option.metavar)
+    return field(default=default, metadata={"setting": Setting(option, inverted), "scheduling": scheduling})
+
+
+def file_setting(help: str, must_exist: Check = existing_path, flag: Optional[str] = None) -> Any:
+    """A path setting, none by default, as ``file_option``."""
+    return setting(None, help, flag=flag, type=str, checks=(must_exist,), metavar="PATH")
+
+
+def options_of(*classes: type, order: Sequence[str] = ()) -> tuple[Option, ...]:
+    """The options the fields of ``classes`` declare (``setting``), in field order but for the flags
+    ``order`` names, which come first in its order (the order ``--help`` lists them in)."""
+    options = [s.option_for(f.name) for cls in classes for f in fields(cls) if (s := f.metadata.get("setting"))]
+    by_name = {o.name: o for o in options}
+    if len(by_name) < len(options):
+        raise ValueError(f"two fields of {', '.join(c.__name__ for c in classes)} declare the same flag")
+    unknown = [name for name in order if name not in by_name]
+    if unknown:
+        raise ValueError(f"order names {', '.join(unknown)}, which no field of {', '.join(c.__name__ for c in classes)} declares")
+    return tuple(by_name[name] for name in order) + tuple(o for o in options if o.name not in order)
+
+
+def field_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of ``cls`` given in ``values`` (the checked values of a job's options): a declared
+    setting under its flag's name (negated where ``inverted``), any other field under its own (the
+    engine's options: ``checkpoint``, ``batch_size``, ...). A field given None is left out, to take
+    its default; a list for a tuple field (from JSON or the API) becomes a tuple."""
+    given = {}
+    for f in fields(cls):
+        declared = f.metadata.get("setting")
+        value = values.get(declared.option_for(f.name).name if declared else f.name)
+        if value is None:
+            continue
+        if declared and declared.inverted:
+            value = not value
+        given[f.name] = tuple(value) if isinstance(f.default, tuple) and isinstance(value, list) else value
+    return given
+
+
+def settings_from(cls: type, values: Mapping[str, Any]) -> Any:
+    """``cls`` built from the checked values of a job's options (``field_values``)."""
+    return cls(**field_values(cls, values))
+
+
+def build_from(spec: type, settings: type) -> Callable[[Mapping[str, Any]], tuple[Any, Any]]:
+    """A family's ``build`` (``registry.Family``): the checked values -> (its spec, its settings)."""
+    return partial(_build, spec, settings)
+
+
+def _build(spec: type, settings: type, values: Mapping[str, Any]) -> tuple[Any, Any]:
+    return settings_from(spec, values), settings_from(settings, values)

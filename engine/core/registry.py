@@ -138,7 +138,9 @@ class Family:
     - ``inputs``: the option naming its input (``prompts``, ``videos``, ``estimates``);
       ``demo``: whether ``--demo`` gives built-in inputs instead;
     - ``build(values) -> (spec, settings)``: the checked values as the family's own objects
-      (picklable: they travel to every worker);
+      (picklable: they travel to every worker); ``options.options_of`` and ``options.build_from``
+      derive ``options`` and ``build`` from the fields of those dataclasses, each setting written
+      once on its field (``options.setting``);
     - ``plan(inputs, spec, settings, shard_size, out_dir) -> Plan``; ``shard_size`` None: the
       family's default, ``shards.shard_size_for`` its items (it is not given the workers: shard ids
       never depend on them);

@@ -13,7 +13,8 @@ from motionfleet.core.registry import BenchCase, bench_setting
 from motionfleet.core.runtime.seeding import SampleNoise
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.model import PRESETS
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+from motionfleet.dhvae.runner import DHVAEGenerator
+from motionfleet.dhvae.settings import GenerateSettings, ModelSpec
 from motionfleet.sampling import ddim
 
 if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with the family

@@ -8,47 +8,20 @@ from typing import Any, Callable
 
 from motionfleet.common.weights import weights_description
 from motionfleet.core.io.digests import weights_digest
-from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option, output_settings
+from motionfleet.core.options import Option, UsageError, build_from, existing_file, file_option, int_option, options_of, output_settings
 from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.dhvae import bench, evaluate, graphs, motion_space, render, report
 from motionfleet.dhvae.model import PRESETS, load
-from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec, check_options, release_input_digests
+from motionfleet.dhvae.runner import DHVAEGenerator, check_options, release_input_digests
+from motionfleet.dhvae.settings import GenerateSettings, ModelSpec
 from motionfleet.dhvae.source import load_prompts, prompt_items, prompt_rows, scan_prompt_file
 
 DEFAULT_SHARD_SIZE = 256
-MAX_FRAMES = 300
-
-OPTIONS = (
-    int_option("steps", 50, "DDIM steps", low=1, high=1000),
-    float_option("guidance_scale", 3.5, "classifier-free guidance scale w", low=0.0),
-    float_option("eta", 0.0, "DDIM eta (0: deterministic)", low=0.0, high=1.0),
-    int_option("seed", 0, "job seed; each sample's noise comes from (seed, id, repeat)", low=0),
-    int_option("repeats", 1, "samples per prompt", low=1),
-    int_option("num_frames", 120, f"frames for prompts that give none (max {MAX_FRAMES})", low=1, high=MAX_FRAMES),
-    Option("text_encoder", "minilm", "the prompt encoder (clip: the DHVAE release's, CLIP ViT-L/14@336px + the "
-           "checkpoint's clipTrans; precomputed: the prompts' text_features)", choices=("minilm", "clip", "precomputed")),
-    file_option("text_encoder_weights", "OpenAI's CLIP weights as a state dict (clip) or a saved MiniLM projection",
-                existing_file),
-    file_option("null_text_feature", ".npy of the text encoder's feature of \"\" (the CFG null condition) for "
-                "--text-encoder precomputed", existing_file),
-    file_option("vae_hparams", "the release VAE's hparams.yaml (default: found beside the checkpoint)", existing_file),
-    file_option("motion_stats", "folder with InterHuman's global_mean.npy and global_std.npy"),
-    Option("motion_space", "normalized", "space of the motion column (denormalized and both need --motion-stats)",
-           choices=motion_space.SPACES),
-)
-
-
-def build(v: dict) -> tuple[ModelSpec, GenerateSettings]:
-    spec = ModelSpec(preset=v["preset"], checkpoint=v["checkpoint"], dummy_seed=v["dummy_seed"],
-                     text_encoder=v["text_encoder"], text_encoder_weights=v["text_encoder_weights"],
-                     vae_hparams=v["vae_hparams"], null_text_feature=v["null_text_feature"],
-                     motion_stats=v["motion_stats"])
-    settings = GenerateSettings(steps=v["steps"], guidance_scale=v["guidance_scale"], eta=v["eta"], seed=v["seed"],
-                                batch_size=v["batch_size"], default_frames=v["num_frames"], repeats=v["repeats"],
-                                device=v["device"], backend=v["backend"], precision=v["precision"],
-                                motion_space=v["motion_space"])
-    return spec, settings
+# The order --help lists generate's settings in (the rest follow in field order).
+HELP_ORDER = ("steps", "guidance_scale", "eta", "seed", "repeats", "num_frames", "text_encoder", "text_encoder_weights",
+              "null_text_feature", "vae_hparams", "motion_stats")
+OPTIONS = options_of(GenerateSettings, ModelSpec, order=HELP_ORDER)
 
 
 def plan(prompts, spec: ModelSpec, settings: GenerateSettings, shard_size, out_dir) -> Plan:
@@ -153,10 +126,10 @@ EVALUATION = Evaluation(
 FAMILY = Family(
     name="dhvae", command="generate", summary="text prompts -> two-person motion (dhvae)",
     example="motionfleet generate --prompts prompts.txt --out runs/gen --workers 2 --steps 50 --guidance-scale 3.5",
-    unit="sample", id_column="sample_id", presets=tuple(PRESETS), default_preset="official",
+    unit="sample", id_column="sample_id", presets=tuple(PRESETS), default_preset=ModelSpec.preset,
     inputs=file_option("prompts", ".txt (one per line), .jsonl or .parquet; default: the built-in set",
                        existing_file),
-    options=OPTIONS, build=build, plan=plan, runner=DHVAEGenerator, summarise=report.summarise,
+    options=OPTIONS, build=build_from(ModelSpec, GenerateSettings), plan=plan, runner=DHVAEGenerator, summarise=report.summarise,
     report_lines=report.report_lines, load_model=load, graphs=graphs.family_graphs, evaluation=EVALUATION,
     bench=bench.BENCH, render=render.RENDER,
 )

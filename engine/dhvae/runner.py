@@ -7,7 +7,6 @@ shard's work items into a results table and a rejected table, and times what it 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -20,7 +19,7 @@ from motionfleet.core.execution.batcher import key_of
 from motionfleet.core.io import progress, provenance, rejections
 from motionfleet.core.io.columns import people_frames_column, people_frames_type
 from motionfleet.core.io.inputs import check_text, non_finite_rows
-from motionfleet.core.options import UsageError, scheduling
+from motionfleet.core.options import UsageError
 from motionfleet.core.runtime import backends
 from motionfleet.core.runtime.batching import ROW_QUANTUM, fixed_thread_pool, pad_rows, pool_size, samples_quantum
 from motionfleet.core.runtime.seeding import SampleNoise, sample_seed
@@ -28,38 +27,11 @@ from motionfleet.core.runtime.stopwatch import Timings, synchronize
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae import motion_space
 from motionfleet.dhvae.release import load_model
+from motionfleet.dhvae.settings import GenerateSettings, ModelSpec
 from motionfleet.dhvae.source import PromptItem
 from motionfleet.dhvae.text import build_release_text_encoder, read_null_feature
 from motionfleet.sampling import ddim
 from motionfleet.sampling.cfg import cfg_denoiser
-
-
-@dataclass(frozen=True)
-class GenerateSettings:
-    steps: int = 50
-    guidance_scale: float = 3.5  # w of classifier-free guidance
-    eta: float = 0.0
-    seed: int = 0
-    batch_size: int = scheduling(64)
-    default_frames: int = 120
-    repeats: int = 1
-    device: str = "cpu"
-    backend: str = "torch"
-    precision: str = "fp32"
-    motion_space: str = "normalized"  # of the motion column: normalized, denormalized, or both (two columns)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    family: str = "dhvae"
-    preset: str = "official"
-    checkpoint: Optional[str] = None
-    dummy_seed: int = 0
-    text_encoder: str = "minilm"
-    text_encoder_weights: Optional[str] = None
-    vae_hparams: Optional[str] = None  # the release VAE's hparams.yaml (else found beside the checkpoint)
-    null_text_feature: Optional[str] = None  # .npy: the CFG null condition for --text-encoder precomputed
-    motion_stats: Optional[str] = None  # folder with the training set's mean.npy / std.npy (InterHuman's)
 
 
 def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:

@@ -10,49 +10,33 @@ from typing import Any, Callable
 from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.digests import weights_digest
-from motionfleet.core.options import Option, UsageError, existing_file, file_option, float_option, int_option, output_settings
+from motionfleet.core.options import Option, UsageError, existing_file, field_values, file_option, int_option, options_of, output_settings
 from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
 from motionfleet.scorehoi import bench, evaluate, graphs, render, report
 from motionfleet.scorehoi.model import PRESETS, load_model, probe_released_checkpoint
 from motionfleet.scorehoi.runner import ScoreHOIRefiner
-from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineSettings, model_spec
+from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineModelSpec, RefineSettings, model_spec
 from motionfleet.scorehoi.source import VARIANTS, estimate_rows, referenced_files_sha256, refine_items, scan_estimates
 
 DEFAULT_SHARD_SIZE = 256
-TRAIN_STEPS = 1000
 _presets = ", ".join(f"{name} (N {p.rounds}, tau {p.tau}, stride {p.stride})" for name, p in SAMPLER_PRESETS.items())
-
-OPTIONS = (
-    Option("sampler_preset", "paper", f"refinement sampler: {_presets}", choices=tuple(SAMPLER_PRESETS)),
-    int_option("rounds", None, "refinement rounds N (overrides the sampler preset)", low=1),
-    int_option("tau", None, f"inversion noise level, of {TRAIN_STEPS} steps (overrides the sampler preset)",
-               low=1, high=TRAIN_STEPS - 1),
-    int_option("ddim_stride", None, "DDIM step size Delta t (overrides the sampler preset)", low=1),
-    float_option("guidance_scale", RefineSettings.guidance_scale, "rho of eq. 6; 0: off", low=0.0),
-    Option("control", False, "also refine every row with guidance off (rho 0); on with --demo", switch=True),
-    Option("unfolded", False, "run the unfolded reference denoiser (same function, about 12x the FLOPs)",
-           switch=True),
-    file_option("body_models", "folder with the licensed smplh/SMPLH_NEUTRAL.npz (default: a synthetic stand-in "
-                "written once to $MOTIONFLEET_CACHE/body_models)"),
-    float_option("contact_distance", RefineSettings.contact_distance,
-                 "the default contact predictor marks human points this close to the object (m)", above=0.0),
-    file_option("image_encoder_weights", "torchvision-format ResNet-50 weights for image_path rows", existing_file),
-)
+SAMPLER_PRESET = Option("sampler_preset", "paper", f"refinement sampler: {_presets}", choices=tuple(SAMPLER_PRESETS))
+# The order --help lists refine's settings in (the rest follow in field order).
+HELP_ORDER = ("rounds", "tau", "ddim_stride", "guidance_scale", "control", "unfolded", "body_models", "contact_distance",
+              "image_encoder_weights")
+OPTIONS = (SAMPLER_PRESET, *options_of(RefineSettings, RefineModelSpec, order=HELP_ORDER))
 
 
-def build(v: dict):
-    overrides = {"rounds": v["rounds"], "tau": v["tau"], "stride": v["ddim_stride"]}
-    settings = RefineSettings.from_preset(
-        v["sampler_preset"], **{k: x for k, x in overrides.items() if x is not None},
-        guidance_scale=v["guidance_scale"], contact_distance=v["contact_distance"], folded=not v["unfolded"],
-        control=v["control"] or v["demo"], batch_size=v["batch_size"], device=v["device"], backend=v["backend"],
-        precision=v["precision"])
+def build(v: dict) -> tuple[RefineModelSpec, RefineSettings]:
+    """The declared settings, with those left unset (--rounds, --tau, --ddim-stride) from the
+    --sampler-preset and the control rows on with --demo; the body model folder resolved."""
+    given = field_values(RefineSettings, {**v, "control": v["control"] or v["demo"]})
+    settings = RefineSettings.from_preset(v["sampler_preset"], **given)
     if settings.stride > settings.tau:
         raise UsageError(f"--ddim-stride {settings.stride} is larger than --tau {settings.tau}; give a stride <= tau")
-    spec = model_spec(v["preset"], v["checkpoint"], v["dummy_seed"], v["body_models"], v["image_encoder_weights"])
-    return spec, settings
+    return model_spec(**field_values(RefineModelSpec, v)), settings
 
 
 def plan(estimates, spec, settings: RefineSettings, shard_size, out_dir: Path) -> Plan:
@@ -118,7 +102,7 @@ FAMILY = Family(
     name="scorehoi", command="refine",
     summary="initial human-object estimates -> score-guided refinement (scorehoi)",
     example="motionfleet refine --estimates estimates.parquet --out runs/ref --sampler-preset fast",
-    unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset="released",
+    unit="estimate", id_column="sample_id", presets=tuple(PRESETS), default_preset=RefineModelSpec.preset,
     inputs=file_option("estimates", "Parquet of initial estimates, one row per image (docs/refine.md)", existing_file),
     options=OPTIONS, build=build, plan=plan, runner=ScoreHOIRefiner, summarise=report.summarise,
     report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,

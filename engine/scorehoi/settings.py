@@ -1,5 +1,7 @@
 """refine's settings: the sampler presets, how to run (``RefineSettings``) and which weights and
-body model (``RefineModelSpec``)."""
+body model (``RefineModelSpec``). Each setting of the command is written once, on its field
+(``core.options.setting``); ``--sampler-preset`` alone is no field: its values fill the rounds, tau
+and stride not given."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Optional
 
 from motionfleet.common.bodies import find_model_file
 from motionfleet.core.io.digests import content_sha256
-from motionfleet.core.options import scheduling
+from motionfleet.core.options import existing_file, file_setting, scheduling, setting
 from motionfleet.demo.body_models import cached_synthetic_body_models
 from motionfleet.scorehoi.hoi import GuidanceWeights
 
@@ -20,6 +22,7 @@ class RefinePreset:
     stride: int  # DDIM step size (Delta t)
 
 
+TRAIN_STEPS = 1000
 SAMPLER_PRESETS = {
     "paper": RefinePreset(rounds=10, tau=50, stride=2),  # Sec. 3.6 and Table 4
     "public": RefinePreset(rounds=20, tau=50, stride=5),  # lib/core/config.py of the public code
@@ -31,15 +34,20 @@ SAMPLER_PRESETS = {
 class RefineSettings:
     """Sampler, guidance and runtime settings (the defaults are the paper preset)."""
 
-    rounds: int = SAMPLER_PRESETS["paper"].rounds
-    tau: int = SAMPLER_PRESETS["paper"].tau
-    stride: int = SAMPLER_PRESETS["paper"].stride
-    guidance_scale: float = 0.5  # rho of eq. 6 (the public code's gradient_scale is 1 for its own losses)
+    rounds: int = setting(SAMPLER_PRESETS["paper"].rounds, "refinement rounds N (overrides the sampler preset)", low=1,
+                          flag_default=None)
+    tau: int = setting(SAMPLER_PRESETS["paper"].tau, f"inversion noise level, of {TRAIN_STEPS} steps (overrides the "
+                       "sampler preset)", low=1, high=TRAIN_STEPS - 1, flag_default=None)
+    stride: int = setting(SAMPLER_PRESETS["paper"].stride, "DDIM step size Delta t (overrides the sampler preset)",
+                          flag="ddim_stride", low=1, flag_default=None)
+    guidance_scale: float = setting(0.5, "rho of eq. 6; 0: off", low=0.0)  # the public code's gradient_scale is 1 for its own losses
     weights: GuidanceWeights = GuidanceWeights()
-    contact_distance: float = 0.10  # m, the default contact predictor's threshold
+    contact_distance: float = setting(0.10, "the default contact predictor marks human points this close to the object (m)",
+                                      above=0.0)
     floor_distance: float = 0.05  # m
-    folded: bool = True
-    control: bool = False  # also refine every row with guidance off
+    folded: bool = setting(True, "run the unfolded reference denoiser (same function, about 12x the FLOPs)",
+                           flag="unfolded", inverted=True)
+    control: bool = setting(False, "also refine every row with guidance off (rho 0); on with --demo")
     batch_size: int = scheduling(64)
     device: str = "cpu"
     backend: str = "torch"
@@ -59,14 +67,17 @@ class RefineSettings:
 @dataclass(frozen=True)
 class RefineModelSpec:
     """Which weights and which body model. ``body_models`` is a folder with SMPL-H
-    (``smplh/SMPLH_NEUTRAL.npz``); ``synthetic_body`` says it holds our synthetic stand-in."""
+    (``smplh/SMPLH_NEUTRAL.npz``), the synthetic stand-in's where none is given (``model_spec``);
+    ``synthetic_body`` says it holds that stand-in."""
 
-    body_models: str
-    synthetic_body: bool
     preset: str = "released"
     checkpoint: Optional[str] = None
     dummy_seed: int = 0
-    image_encoder_weights: Optional[str] = None
+    body_models: str = file_setting("folder with the licensed smplh/SMPLH_NEUTRAL.npz (default: a synthetic stand-in "
+                                    "written once to $MOTIONFLEET_CACHE/body_models)")
+    image_encoder_weights: Optional[str] = file_setting("torchvision-format ResNet-50 weights for image_path rows",
+                                                        existing_file)
+    synthetic_body: bool = False
 
     def body_description(self) -> str:
         if self.synthetic_body:
@@ -78,4 +89,4 @@ def model_spec(preset: str = "released", checkpoint: Optional[str] = None, dummy
                body_models: Optional[str] = None, image_encoder_weights: Optional[str] = None) -> RefineModelSpec:
     """The spec with the body model folder resolved: ``body_models``, or the synthetic cache."""
     folder = str(cached_synthetic_body_models("smplh")) if body_models is None else body_models
-    return RefineModelSpec(folder, body_models is None, preset, checkpoint, dummy_seed, image_encoder_weights)
+    return RefineModelSpec(preset, checkpoint, dummy_seed, folder, image_encoder_weights, body_models is None)

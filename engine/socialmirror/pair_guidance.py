@@ -28,6 +28,7 @@ from motionfleet.common.bodies import BodyModel
 from motionfleet.common.body_points import BodyPoints
 from motionfleet.common.rotations import rotation_6d_to_matrix
 from motionfleet.socialmirror.initial_estimate import cam_crop_to_full, split_estimate
+from motionfleet.socialmirror.settings import ReconstructSettings
 
 NUM_JOINTS = 24
 
@@ -100,12 +101,17 @@ def pair_loss_and_grad(pair: torch.Tensor, radius: float, w_penetration: float =
 
 @dataclass(frozen=True)
 class GuidanceWeights:
-    """rho of the noise correction, w_pen, w_aux and the joint sphere radius r (metres)."""
+    """rho of the noise correction, w_pen, w_aux and the joint sphere radius r (metres); by default
+    reconstruct's."""
 
-    scale: float = 0.0
-    penetration: float = 1.0
-    aux: float = 1.0
-    joint_radius: float = 0.08
+    scale: float = ReconstructSettings.guidance_scale
+    penetration: float = ReconstructSettings.guidance_penetration
+    aux: float = ReconstructSettings.guidance_aux
+    joint_radius: float = ReconstructSettings.joint_radius
+
+    @classmethod
+    def of(cls, settings: ReconstructSettings) -> GuidanceWeights:
+        return cls(settings.guidance_scale, settings.guidance_penetration, settings.guidance_aux, settings.joint_radius)
 
 
 class PairJointGuidance:

@@ -81,6 +81,7 @@ from motionfleet.socialmirror.initial_estimate import (
 )
 from motionfleet.socialmirror.pair_guidance import (
     CropGeometry,
+    GuidanceWeights,
     PairJointGuidance,
     SMPLJoints,
     estimate_joints,
@@ -559,8 +560,7 @@ class Reconstructor:
             aux = pad_rows(torch.stack([zeros if e.aux_joints is None else e.aux_joints for e in batch]))
             given = torch.tensor([[e.aux_joints is not None] for e in batch], device=self.device)
             aux_mask = pad_rows(given[:, :, None].expand(-1, 2, self.clip_len))
-        return PairJointGuidance(self.joints, crop_geometry(squares, batch),
-                                 self.settings.guidance_weights(), aux, aux_mask)
+        return PairJointGuidance(self.joints, crop_geometry(squares, batch), GuidanceWeights.of(self.settings), aux, aux_mask)
 
     # -- bodies ---------------------------------------------------------------------------------
     def bodies(self, x0: torch.Tensor, batch: list[EncodedClip]) -> dict[str, np.ndarray]:

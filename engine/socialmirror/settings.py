@@ -5,8 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from motionfleet.core.options import scheduling
-from motionfleet.socialmirror.pair_guidance import GuidanceWeights
+from motionfleet.core.options import existing_file, file_setting, positive, scheduling, setting
+
+
+def height_by_width(text: str) -> tuple[int, int]:
+    """``"800x1440"`` -> (800, 1440)."""
+    height, width = text.lower().split("x")
+    return int(height), int(width)
+
+
+height_by_width.kind = "HEIGHTxWIDTH (e.g. 800x1440)"  # type: ignore[attr-defined]  # what --detector-size takes
+
+
+def multiples_of_32(size) -> str | None:
+    size = tuple(size)
+    if len(size) != 2 or not all(isinstance(n, int) and n > 0 and n % 32 == 0 for n in size):
+        return f"{size} must be two positive multiples of 32 (height x width, e.g. 800x1440)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -16,42 +31,49 @@ class ReconstructSpec:
     preset: str = "released"
     checkpoint: Optional[str] = None
     dummy_seed: int = 0
-    backbone_weights: Optional[str] = None
-    estimator_weights: Optional[str] = None
-    detector_weights: Optional[str] = None
-    body_models: Optional[str] = None
-    estimates: Optional[str] = None
-    text_encoder: str = "minilm"
-    text_encoder_weights: Optional[str] = None
+    backbone_weights: Optional[str] = file_setting("torchvision-format ResNet-50 weights file", existing_file)
+    estimator_weights: Optional[str] = file_setting(
+        "4D-Humans' HMR 2.0 checkpoint (epoch=35-step=1000000.ckpt): its features and initial pose start the diffusion; "
+        "or our feature projection + regression head weights file", existing_file)
+    detector_weights: Optional[str] = file_setting(
+        "YOLOX / ByteTrack person detector ({'model': state_dict}, e.g. ByteTrack's bytetrack_x_mot17.pth.tar): videos "
+        "without a track file are detected, tracked and paired", existing_file)
+    body_models: Optional[str] = file_setting("folder with smpl/SMPL_NEUTRAL.pkl (default: a cached synthetic SMPL)")
+    estimates: Optional[str] = file_setting("upstream Parquet of per-frame image features / initial estimates / aux joints",
+                                            existing_file)
+    text_encoder: str = setting("minilm", "encoder of captions", choices=("minilm", "clip"))
+    text_encoder_weights: Optional[str] = file_setting("OpenAI's CLIP weights as a state dict (clip) or a saved MiniLM "
+                                                       "projection", existing_file)
 
 
 @dataclass(frozen=True)
 class ReconstructSettings:
-    target_fps: float = 30.0
-    stride: int = 16
-    crop_size: int = 224
-    max_frame_size: Optional[int] = 640
-    clips_per_shard: int = 64
-    steps: int = 5
-    eta: float = 0.0
-    sigma: float = 1.0
-    guidance_scale: float = 0.0
-    guidance_penetration: float = 1.0
-    guidance_aux: float = 1.0
-    joint_radius: float = 0.08
-    seed: int = 0
+    target_fps: float = setting(30.0, "frames per second the videos are resampled to", flag="fps", checks=(positive,))
+    stride: int = setting(16, "frames between clip starts (16: no overlap)", low=1)
+    crop_size: int = setting(224, "person crop side for ResNet-50", low=32)
+    max_frame_size: Optional[int] = setting(640, "cap on the longer frame side before cropping", low=32)
+    clips_per_shard: int = 64  # the default shard size (--shard-size sets it)
+    steps: int = setting(5, "DDIM steps over CloseInt's 100 train steps", low=1, high=100)
+    eta: float = setting(0.0, "DDIM eta", low=0.0, high=1.0)
+    sigma: float = setting(1.0, "noise scale of the start x_T ~ N(x_init, sigma^2)", low=0.0)
+    guidance_scale: float = setting(0.0, "geometric guidance rho (0: off; try 0.05)", low=0.0)
+    guidance_penetration: float = setting(1.0, "weight of the joint penetration term", low=0.0)
+    guidance_aux: float = setting(1.0, "weight of the auxiliary 3D joint term", low=0.0)
+    joint_radius: float = setting(0.08, "joint sphere radius (m) of the penetration term", above=0.0)
+    seed: int = setting(0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0)
     batch_size: int = scheduling(4)
-    prefetch_clips: int = scheduling(4)
-    detector_size: tuple[int, int] = (800, 1440)
-    detector_confidence: float = 0.23
-    detect_every: int = 1
-    max_gap: int = 15
+    prefetch_clips: int = setting(4, "decoded clips queued ahead of the models", low=1, scheduling=True)
+    detector_size: tuple[int, int] = setting((800, 1440), "detector input HEIGHTxWIDTH, multiples of 32 (CloseInt's "
+                                             "demo: 800x1440)", type=height_by_width, checks=(multiples_of_32,),
+                                             metavar="HxW")
+    detector_confidence: float = setting(0.23, "objectness x class score a detection needs (CloseInt's demo: 0.23)",
+                                         low=0.0, high=1.0)
+    detect_every: int = setting(1, "detect every k-th frame; the tracker bridges the frames between", low=1)
+    max_gap: int = setting(15, "frames one of the pair may be missing and still be interpolated; a clip holding a "
+                           "longer gap is rejected (pair_lost)", low=0)
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"
-
-    def guidance_weights(self) -> GuidanceWeights:
-        return GuidanceWeights(self.guidance_scale, self.guidance_penetration, self.guidance_aux, self.joint_radius)
 
 
 def model_name(spec: ReconstructSpec) -> str:

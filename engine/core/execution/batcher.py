@@ -142,7 +142,7 @@ class ShardBatcher:
                     raise RuntimeError(f"a {kind} row with key {key!r} matches no item of the batch")
                 rows_of.setdefault(id(owner[key]), []).append(row)
             for s, _, _ in parts:
-                getattr(s, kind).append(table.take(pa.array(rows_of.get(id(s), []), pa.int64())))
+                getattr(s, kind).append(rows_at(table, rows_of.get(id(s), [])))
         total, start = sum(hi - lo for _, lo, hi in parts), 0
         for s, lo, hi in parts:
             s.timings.add(share(timings, start, start + hi - lo, total))
@@ -167,8 +167,18 @@ class ShardBatcher:
             table = pa.concat_tables(parts).combine_chunks()
             keys = self.worker.row_keys(table)
             order = sorted(range(table.num_rows), key=lambda row: s.position[keys[row]])
-            out.append(table.take(pa.array(order, pa.int64())))
+            out.append(rows_at(table, order))
         return out[0], out[1]
+
+
+def rows_at(table: pa.Table, rows: list[int]) -> pa.Table:
+    """``table``'s rows at ``rows``, in that order: a slice (no copy) when they are consecutive, as
+    a shard's rows in its own batch are. A ``take`` copies every nested motion value: 0.16 s of the
+    64-prompt generate job's 2 x 32 shards (cProfile, issue 19)."""
+    first = rows[0] if rows else 0
+    if rows == list(range(first, first + len(rows))):
+        return table.slice(first, len(rows))
+    return table.take(pa.array(rows, pa.int64()))
 
 
 class SharedBatcher:

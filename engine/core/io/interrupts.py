@@ -8,8 +8,9 @@ main thread instead, so it takes every path Ctrl-C takes (the attempt in flight 
 lease released, Ray shut down); a second SIGTERM during that cleanup is ignored rather than cutting
 it short.
 
-``ray.init`` replaces the SIGTERM handler with its own (``sys.exit(15)``), so ``cluster.connect``
-calls ``reclaim`` after it; the handler it replaced is what the block restores at its end.
+``ray.init`` replaces the SIGTERM handler with its own (``sys.exit(15)``, and absl's in C), so
+``cluster.connect`` calls ``reclaim`` after it; the handler it replaced is what the block restores
+at its end.
 """
 
 from __future__ import annotations
@@ -54,10 +55,17 @@ def sigterm_interrupts():
 
 
 def reclaim() -> None:
-    """Hold SIGTERM again after a library (``ray.init``) installed its own handler within the block;
-    that handler is restored when the block ends."""
-    if _replaced and _main_thread() and signal.getsignal(signal.SIGTERM) is not _interrupt:
-        _replaced[-1] = signal.signal(signal.SIGTERM, _interrupt)
+    """Hold SIGTERM again after a library installed its own handler within the block: a Python one
+    (``ray.init``'s ``sys.exit(15)``), restored when the block ends, or a C one Python does not see.
+    Ray's core worker installs absl's failure handler even when ``ray.init`` runs in another thread:
+    it prints a stack, calls Python's, and arms a 3 s SIGALRM that aborts the process (exit -6) if
+    the stop's cleanup is still running, as it is on a loaded machine. ``signal.signal`` sets the C
+    handler back whatever Python's view is."""
+    if not (_replaced and _main_thread()):
+        return
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    if before is not _interrupt:
+        _replaced[-1] = before
 
 
 def terminated() -> bool:
