@@ -336,17 +336,16 @@ class Reconstructor:
         assert run.results is not None and run.rejected is not None and run.timings is not None
         if not run.shard.items:
             return run
-        last = run.shard.items[-1]
+        results, rejected, last = run.results, run.rejected, run.shard.items[-1]
         if last.last and last.span.end_clip is None:
             self.video_end.pop(last.span.video_id, None)
-        reasons = [reason for reason, text in zip(run.rejected.column("reason").to_pylist(),
-                                                   run.rejected.column("input").to_pylist()) if "first_clip" in json.loads(text)]
+        reasons = [reason for reason, text in zip(rejected.column("reason").to_pylist(), rejected.column("input").to_pylist())
+                   if "first_clip" in json.loads(text)]
         if reasons:
-            span = slots_span(tuple(run.shard.items))
-            run = replace(run, results=RESULTS_SCHEMA.empty_table(),
-                          rejected=rejections.rejected_table([span_rejected_row(span, reasons[0])], "video_id"))
-        run.timings.counts["frames"] = run.results.num_rows // 2
-        return run
+            results = RESULTS_SCHEMA.empty_table()
+            rejected = rejections.rejected_table([span_rejected_row(slots_span(tuple(run.shard.items)), reasons[0])], "video_id")
+        run.timings.counts["frames"] = results.num_rows // 2
+        return replace(run, results=results, rejected=rejected)
 
     # -- one call: the slots of one or more shards -----------------------------------------------
     @torch.no_grad()
