@@ -32,11 +32,11 @@ import statistics
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import numpy as np
 import torch
@@ -47,9 +47,14 @@ from motionfleet.core.execution.worker import peak_device_mb, peak_rss_mb
 from motionfleet.core.io import provenance
 from motionfleet.core.runtime.stopwatch import synchronize
 
+if TYPE_CHECKING:  # the registry is imported when a bench runs, not with this module
+    from motionfleet.core.registry import BenchCase
+
 MATMUL_SIZE = 2048
 LOAD_WARNING = 0.5  # load average per CPU above which timings are flagged as taken on a busy machine
 PROFILED_BATCHES = 3  # batches per case in a --profile trace, after the warm-up and timed runs
+# What ``traced`` runs a call under: a TorchDispatchMode, or FlopCounterMode (a context manager that is not one).
+TracingMode = TypeVar("TracingMode", bound=AbstractContextManager)
 
 
 def bench_families() -> tuple[str, ...]:
@@ -59,7 +64,18 @@ def bench_families() -> tuple[str, ...]:
     return tuple(family.name for family in registry.registering("bench"))
 
 
-def flagged(case) -> list:
+def bench_case(family: str) -> BenchCase:
+    """The case ``family`` registers, or a usage error naming the families that register one."""
+    from motionfleet.core import registry
+    from motionfleet.core.options import UsageError
+
+    case = registry.get(family).bench
+    if case is None:
+        raise UsageError(f"family {family!r} registers no bench case; families with one: {', '.join(bench_families())}")
+    return case
+
+
+def flagged(case: BenchCase) -> list:
     """The fields of a case's settings that are flags (``registry.bench_setting``), each with its flag."""
     return [(f, f.metadata["flag"] or "--" + f.name.replace("_", "-")) for f in fields(case.settings)
             if f.metadata.get("help")]
@@ -76,9 +92,7 @@ class BenchSettings:
     cases: dict = field(default_factory=dict)  # family -> its own settings (BenchCase.settings); default: its defaults
 
     def own(self, family: str):
-        from motionfleet.core import registry
-
-        return self.cases.get(family) or registry.get(family).bench.settings()
+        return self.cases.get(family) or bench_case(family).settings()
 
     def record(self) -> dict:
         """What every record keeps of the run's settings: the bench's and every case's, one flat table."""
@@ -281,7 +295,7 @@ class GemmShapes(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def traced(fn: Callable, mode: TorchDispatchMode):
+def traced(fn: Callable, mode: TracingMode) -> TracingMode:
     """Run ``fn`` under ``mode`` with autograd on, so PyTorch's fused inference-only layers
     (whose FLOPs no counter sees) are not taken; the math is the same."""
     with torch.inference_mode(False), torch.enable_grad(), mode:
@@ -320,9 +334,7 @@ def context(settings: BenchSettings) -> dict:
 
 def measure_family(family: str, settings: BenchSettings, common: dict, log: Callable[[str], None],
                    profile_dir: Path | None = None) -> list[dict]:
-    from motionfleet.core import registry
-
-    bench = registry.get(family).bench
+    bench = bench_case(family)
     own = settings.own(family)
     case, unit = bench.case, bench.unit
     device = torch.device(settings.device)
@@ -595,7 +607,6 @@ def joined(values: tuple) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from motionfleet.core import registry
     from motionfleet.core.runtime.backends import PRECISIONS
 
     d = BenchSettings()
@@ -606,12 +617,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma-separated job backends (default: {joined(d.backends)})")
     p.add_argument("--batch-sizes", type=comma_list(int), default=d.batch_sizes, metavar="LIST",
                    help=f"comma-separated items per batch (default: {joined(d.batch_sizes)})")
-    for family in registry.registering("bench"):
-        for setting_field, flag in flagged(family.bench):
-            meta, default = setting_field.metadata, setting_field.default
-            text = meta["help"] if "(default" in meta["help"] else f"{meta['help']} (default: {default})"
-            p.add_argument(flag, dest=setting_field.name, type=meta["type"], default=default, choices=meta["choices"],
-                           metavar=meta["metavar"], help=text)
+    for setting_field, flag in case_flags():
+        meta, default = setting_field.metadata, setting_field.default
+        text = meta["help"] if "(default" in meta["help"] else f"{meta['help']} (default: {default})"
+        p.add_argument(flag, dest=setting_field.name, type=meta["type"], default=default, choices=meta["choices"],
+                       metavar=meta["metavar"], help=text)
     p.add_argument("--repeats", type=int, default=d.repeats,
                    help=f"timed runs per case after one warm-up run, at least 3 (default: {d.repeats})")
     p.add_argument("--device", choices=["cpu", "cuda"], default=d.device, help=f"(default: {d.device})")
@@ -666,7 +676,8 @@ def main(args) -> int:
     out = Path(args.out) if args.out else default_out()
     check_gate_arguments(args)
     if args.compare is not None and len(args.compare) == 2:
-        lines, png = compare(*args.compare, out)
+        path_a, path_b = args.compare
+        lines, png = compare(path_a, path_b, out)
         print("\n".join(lines))
         print(f"plot: {png}")
         return gated(read_records(args.compare[0]), read_records(args.compare[1]), args.fail_over)
@@ -685,17 +696,13 @@ def main(args) -> int:
 
 def case_flags() -> list:
     """(settings field, flag) of every family's case settings that are flags."""
-    from motionfleet.core import registry
-
-    return [pair for family in registry.registering("bench") for pair in flagged(family.bench)]
+    return [pair for name in bench_families() for pair in flagged(bench_case(name))]
 
 
 def case_settings(args) -> dict:
     """family -> its case settings, the flags given over the defaults."""
-    from motionfleet.core import registry
-
-    return {family.name: family.bench.settings(**{f.name: getattr(args, f.name) for f, _ in flagged(family.bench)})
-            for family in registry.registering("bench")}
+    cases = {name: bench_case(name) for name in bench_families()}
+    return {name: case.settings(**{f.name: getattr(args, f.name) for f, _ in flagged(case)}) for name, case in cases.items()}
 
 
 def gated(baseline: list[dict], now: list[dict], fail_over_pct: float | None) -> int:

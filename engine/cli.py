@@ -236,7 +236,9 @@ def merged_option(by_family: dict[str, Option]) -> Option:
     defaults = {o.default for o in options}
     if len(defaults) > 1:
         text += " (default: " + ", ".join(f"{family} {default_text(o)}" for family, o in by_family.items()) + ")"
-    choices = None if first.choices is None else tuple(dict.fromkeys(c for o in options for c in o.choices))
+    # a family that takes any value (no choices) takes any value through the shared flag too
+    listed = [o.choices for o in options if o.choices is not None]
+    choices = tuple(dict.fromkeys(c for cs in listed for c in cs)) if len(listed) == len(options) else None
     return Option(first.name, first.default, text, first.type, choices, switch=first.switch, metavar=first.metavar)
 
 

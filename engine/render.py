@@ -69,8 +69,12 @@ class Canvas:
             ax.set_yticks([])
 
     def rgb(self) -> np.ndarray:
-        self.fig.canvas.draw()
-        return np.asarray(self.fig.canvas.buffer_rgba())[..., :3].copy()
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = self.fig.canvas
+        assert isinstance(canvas, FigureCanvasAgg)  # __init__ chose the Agg backend: its figures draw on Agg canvases
+        canvas.draw()
+        return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
     def close(self) -> None:
         self.plt.close(self.fig)

@@ -21,6 +21,7 @@ from killed_job import committed
 
 import motionfleet
 from motionfleet import cli
+from motionfleet.core.options import Option
 
 ENV = dict(os.environ, MOTIONFLEET_PROGRESS="0", OMP_NUM_THREADS="1")
 TINY = ["--preset", "tiny", "--steps", "2", "--num-frames", "6", "--workers", "0"]
@@ -213,6 +214,14 @@ def test_evaluate_help_lists_each_flag_under_the_protocols_that_take_it(capsys):
     # --replications: each family's own; dhvae's from its --protocol preset (interhuman: 20)
     assert "(default: dhvae its --protocol preset's, scorehoi 1, socialmirror 2)" in text and "interhuman: 20" in text
     assert "(default: dhvae official, scorehoi released, socialmirror released)" in text
+
+
+def test_a_protocol_setting_without_choices_in_one_family_takes_any_value_through_the_shared_flag():
+    listed, free = Option("device", "cpu", "where", choices=("cpu", "cuda")), Option("device", "cpu", "where")
+    assert cli.merged_option({"a": listed, "b": free}).choices is None
+    assert cli.merged_option({"a": free, "b": listed}).choices is None
+    assert cli.merged_option({"a": listed, "b": Option("device", "cpu", "where", choices=("mps", "cpu"))}).choices \
+        == ("cpu", "cuda", "mps")
 
 
 def test_the_api_takes_prompts_in_memory_and_outputs_read_as_arrays(tmp_path):

@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from motionfleet.common.modules import items_of
 from motionfleet.core.errors import UnsafeCheckpoint
 from motionfleet.dhvae import model as dhvae
 
@@ -225,3 +226,11 @@ def test_hyper_parameters_cannot_claim_memory_or_smuggle_types(tmp_path, hyper, 
     assert path.stat().st_size < 2048
     with pytest.raises(ValueError, match=reason):
         dhvae.load(str(path))
+
+
+def test_a_models_blocks_are_read_as_their_class_and_a_stray_module_is_refused():
+    model = dhvae.build_dummy(dhvae.PRESETS["tiny"], seed=0)
+    blocks = items_of(model.denoiser.blocks, dhvae.AdaLNBlock)
+    assert blocks == list(model.denoiser.blocks) and len(blocks) == model.denoiser.num_blocks
+    with pytest.raises(TypeError, match="AdaLNBlock, it holds a Linear"):
+        items_of(torch.nn.ModuleList([*blocks, torch.nn.Linear(2, 2)]), dhvae.AdaLNBlock)

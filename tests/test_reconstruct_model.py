@@ -140,6 +140,12 @@ def test_pair_loss_gradient_matches_autograd():
     assert loss.gt(0).all() and torch.allclose(loss, reference) and torch.allclose(grad, expected)
 
 
+def test_auxiliary_joints_without_their_mask_are_a_clear_error():
+    pair = torch.zeros(3, 2, 24, 3)
+    with pytest.raises(ValueError, match="aux_mask"):
+        pair_loss_and_grad(pair, 0.08, 2.0, 0.5, pair, None)
+
+
 def test_smpl_joints_equal_the_body_models_joints(body):
     generator = torch.Generator().manual_seed(1)
     pose = torch.randn(5, 24, 6, generator=generator)

@@ -112,13 +112,15 @@ def _allowed_pickle_globals() -> dict[tuple[str, str], object]:
     """
     import codecs
     import copyreg
+    import importlib
 
-    core = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    core = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
     allowed: dict[tuple[str, str], object] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        ("copy_reg", "_reconstructor"): copyreg._reconstructor,
-        ("copyreg", "_reconstructor"): copyreg._reconstructor,
+        # typeshed's copyreg stub leaves out the private _reconstructor, which CPython defines and pickles name
+        ("copy_reg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
+        ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
         ("__builtin__", "object"): object,
         ("builtins", "object"): object,
         ("_codecs", "encode"): codecs.encode,
@@ -278,7 +280,7 @@ def _build_smplx_layer(kind: str, arrays: dict[str, np.ndarray], path: Path, gen
                                 use_pca=False, **options)
     with tempfile.TemporaryDirectory(prefix="motionfleet-smplx-") as tmp:
         checked = Path(tmp) / model_file_name("smplx", gender, "npz")
-        np.savez(checked, **arrays)
+        np.savez(checked, allow_pickle=False, **arrays)
         return smplx.SMPLXLayer(model_path=str(checked), ext="npz", use_pca=False,
                                 num_expression_coeffs=10, **options)
 

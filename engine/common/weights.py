@@ -15,7 +15,7 @@ import math
 import pickle
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -272,7 +272,10 @@ def checked_config(config_class: type, values: dict, source: str):
     return config_class(**values)
 
 
-def build_checked(build: Callable[[], torch.nn.Module], state_dict: dict, source: str, layout: str) -> torch.nn.Module:
+Built = TypeVar("Built", bound=torch.nn.Module)
+
+
+def build_checked(build: Callable[[], Built], state_dict: dict, source: str, layout: str) -> Built:
     """``build()``, once its layout (built on the meta device, no memory) matches ``state_dict``:
     a header cannot make us allocate more than the tensors its file holds."""
     check_layout(state_dict, meta_layout(build), source, layout)

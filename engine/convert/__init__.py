@@ -62,7 +62,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 

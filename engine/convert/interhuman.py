@@ -65,13 +65,22 @@ def positions_arrays(frames: np.ndarray) -> dict[str, np.ndarray]:
             "parents": np.array(PARENTS), "joint_names": np.array(NAMES), "mocap_framerate": np.array(FPS)}
 
 
+def float64_stats(folder: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """InterHuman's motion mean and std in ``folder`` as float64 arrays, and their digest."""
+    try:
+        mean, std, digest = read_stats(folder, MOTION_DIM)
+    except ValueError as err:  # a file of the wrong size or with non-finite values
+        raise DataError(str(err)) from err
+    return mean.double().numpy(), std.double().numpy(), digest
+
+
 class Denormalizer:
     """Raw frames of a row, whichever space the job wrote: ``motion_denormalized`` when it wrote both,
     ``motion`` when raw, ``motion`` x std + mean with ``--motion-stats`` (the job's, by digest)."""
 
     def __init__(self, stats_folder: Optional[str]):
         self.stats_folder = stats_folder
-        self.stats = None
+        self.stats: Optional[tuple[np.ndarray, np.ndarray, str]] = None  # mean, std, digest: read on first use
 
     def column(self, space: str) -> str:
         return "motion_denormalized" if space == "both" else "motion"
@@ -85,11 +94,7 @@ class Denormalizer:
             raise UsageError(f"the job wrote normalized motions: give --motion-stats, the folder with InterHuman's "
                              f"{' and '.join(STATS_FILES)}, to de-normalise them")
         if self.stats is None:
-            try:
-                mean, std, digest = read_stats(self.stats_folder, MOTION_DIM)
-            except ValueError as err:  # a file of the wrong size or with non-finite values
-                raise DataError(str(err)) from err
-            self.stats = (mean.double().numpy(), std.double().numpy(), digest)
+            self.stats = float64_stats(self.stats_folder)
         mean, std, digest = self.stats
         if recorded_digest is not None and recorded_digest != digest:
             raise UsageError(f"--motion-stats {self.stats_folder}: not the statistics the job used "

@@ -177,6 +177,8 @@ def _body_parts(joints: list[_Joint]) -> list[_Part]:
             parent = joints[index[joint.parent]]
             parts.append(_Part(index[joint.parent], parent.position, joint.position, joint.bone_radius))
         if joint.end_part is not None:
+            if joint.parent is None:
+                raise ValueError(f"{joint.name}: an end part continues the bone from its parent, and a root has none")
             length, radius = joint.end_part
             direction = joint.position - joints[index[joint.parent]].position
             end = joint.position + length * direction / np.linalg.norm(direction)
@@ -372,7 +374,7 @@ def write_synthetic_body_model(folder: str | Path, kind: str, gender: str = "neu
     if path.suffix == ".pkl":
         path.write_bytes(pickle.dumps(arrays, protocol=2))
     else:
-        np.savez(path, **arrays)
+        np.savez(path, allow_pickle=False, **arrays)
     return path
 
 

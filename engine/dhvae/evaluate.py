@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Generic, Optional, TypeVar, Union
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +128,12 @@ class EvaluatorSpec:
     dummy_seed: int = 0
     vocab: Optional[str] = None  # CLIP's bpe_simple_vocab_16e6.txt.gz
 
+    def size(self) -> str:
+        """The evaluator's preset, once ``evaluator_spec`` has chosen it."""
+        if self.preset is None:
+            raise ValueError("the evaluator's preset is not chosen yet: evaluator_spec picks the protocol preset's")
+        return self.preset
+
 
 @dataclass(frozen=True)
 class EvalBatch:
@@ -205,11 +212,21 @@ def shard_batches(batches: list[EvalBatch], per_shard: int) -> list[Shard]:
 # --- embedding worker ------------------------------------------------------------------------
 
 
-class InterHumanEmbedder:
-    """Holds InterCLIP, the tokenizer, the test split and the generated motions' index; turns a
-    shard of planned batches into one row per batch."""
+EvaluatorModel = TypeVar("EvaluatorModel", bound=Union[interclip.InterCLIP, interx_evaluator.InterXEvaluator])
+TestSplit = TypeVar("TestSplit", bound=Union[InterHumanSplit, interx.InterXSplit])
+
+
+class Embedder(ABC, Generic[EvaluatorModel, TestSplit]):
+    """An evaluator's embedding worker: holds its model, its tokenizer, the test split and the
+    generated motions' index; turns a shard of planned batches into one row per batch. Each
+    evaluator loads its own model and split and says how motions and texts are embedded."""
 
     normalized_input = True  # the generated motions it reads are the training set's normalized features
+    model: EvaluatorModel
+    split: TestSplit
+    weights: str
+    tokenizer: str
+    frames: int
 
     def __init__(self, spec: EvaluatorSpec, dataset: str, split_files: dict, generate_dirs: dict[str, str], batch_size: int,
                  device: str):
@@ -221,27 +238,16 @@ class InterHumanEmbedder:
                           "frames": self.frames, "device": self.device.type, "torch": torch.__version__}
         self._real: Optional[dict[str, np.ndarray]] = None
 
+    @abstractmethod
     def _load(self, spec: EvaluatorSpec, dataset: str, split_files: dict) -> None:
-        model, self.weights = interclip.load(spec.checkpoint, spec.preset, spec.dummy_seed)
-        self.model = model.to(self.device)
-        self.tokens = evaluator_tokens(spec.vocab)
-        self.tokenizer = self.tokens.name
-        self.split = read_split(dataset, split_files["test"], split_files["ignore"])
-        self.frames = max(m.frames for m in self.split.motions)
-        mean, std = self.split.normalization()
-        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+        """Sets ``model``, ``weights``, ``split``, ``tokenizer`` and ``frames``."""
 
     def warm_up(self) -> None:
         pass  # the first batch's extra time falls in the shard's timings, not in any metric
 
+    @abstractmethod
     def _features(self, source: str, key: str, repeat: int) -> torch.Tensor:
-        if source == "dataset":
-            raw = torch.from_numpy(self.split.motion(key))
-            return interclip.evaluator_input(raw, torch.zeros(()), torch.ones(()))
-        table, rows = self.generated[source]
-        i = rows[(key, repeat)]
-        motion = torch.tensor(np.asarray(table["motion"][i].as_py(), np.float32))
-        return interclip.evaluator_input(motion, self.mean, self.std)
+        """One motion of a batch as the evaluator reads it."""
 
     def _embed_motions(self, features: list[torch.Tensor]) -> torch.Tensor:
         out = []
@@ -252,8 +258,9 @@ class InterHumanEmbedder:
             out.append(self._embed_motion_batch(motion, lengths).cpu())
         return torch.cat(out)
 
+    @abstractmethod
     def _embed_motion_batch(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return interclip.embed_motions(self.model, motion, lengths)
+        """(B, D) embeddings of padded motions."""
 
     def real_embeddings(self) -> dict[str, np.ndarray]:
         """Test motion name -> its embedding, from the engine cache where an earlier evaluation left them."""
@@ -272,10 +279,9 @@ class InterHumanEmbedder:
             return np.stack([real[key] for _, key, _ in batch.motions])
         return self._embed_motions([self._features(*member) for member in batch.motions]).numpy()
 
+    @abstractmethod
     def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
-        tokens = self.tokens.tokenize(list(texts))
-        return torch.cat([interclip.embed_texts(self.model, tokens[i : i + self.batch_size].to(self.device)).cpu()
-                          for i in range(0, len(tokens), self.batch_size)])
+        """(B, D) embeddings of texts, on the CPU."""
 
     def run(self, batches: tuple[EvalBatch, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         rows, rejected, timings = [], [], Timings({"embed": 0.0}, {"samples": 0})
@@ -301,7 +307,38 @@ class InterHumanEmbedder:
         return pa.Table.from_pylist(rows, schema=EMBED_SCHEMA), pa.Table.from_pylist(rejected, schema=rejected_schema("sample_id")), timings
 
 
-class InterXEmbedder(InterHumanEmbedder):
+class InterHumanEmbedder(Embedder[interclip.InterCLIP, InterHumanSplit]):
+    """InterHuman's evaluator, InterCLIP, with CLIP's tokenizer."""
+
+    def _load(self, spec: EvaluatorSpec, dataset: str, split_files: dict) -> None:
+        model, self.weights = interclip.load(spec.checkpoint, spec.size(), spec.dummy_seed)
+        self.model = model.to(self.device)
+        self.tokens = evaluator_tokens(spec.vocab)
+        self.tokenizer = self.tokens.name
+        self.split = read_split(dataset, split_files["test"], split_files["ignore"])
+        self.frames = max(m.frames for m in self.split.motions)
+        mean, std = self.split.normalization()
+        self.mean, self.std = torch.from_numpy(mean), torch.from_numpy(std)
+
+    def _features(self, source: str, key: str, repeat: int) -> torch.Tensor:
+        if source == "dataset":
+            raw = torch.from_numpy(self.split.motion(key))
+            return interclip.evaluator_input(raw, torch.zeros(()), torch.ones(()))
+        table, rows = self.generated[source]
+        i = rows[(key, repeat)]
+        motion = torch.tensor(np.asarray(table["motion"][i].as_py(), np.float32))
+        return interclip.evaluator_input(motion, self.mean, self.std)
+
+    def _embed_motion_batch(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return interclip.embed_motions(self.model, motion, lengths)
+
+    def _embed_texts(self, texts: tuple[str, ...]) -> torch.Tensor:
+        tokens = self.tokens.tokenize(list(texts))
+        return torch.cat([interclip.embed_texts(self.model, tokens[i : i + self.batch_size].to(self.device)).cpu()
+                          for i in range(0, len(tokens), self.batch_size)])
+
+
+class InterXEmbedder(Embedder[interx_evaluator.InterXEvaluator, interx.InterXSplit]):
     """The same batches through Inter-X's evaluator (``interx_evaluator.py``): dataset motions and
     generated ones in Inter-X's layout (``interx.py``), texts as the dataset's word/POS tokens."""
 
@@ -309,7 +346,7 @@ class InterXEmbedder(InterHumanEmbedder):
     CHUNK = 32  # the protocol's batch: the real set is embedded in fixed chunks (a GRU's bits follow its batch)
 
     def _load(self, spec: EvaluatorSpec, dataset: str, split_files: dict) -> None:
-        model, self.weights = interx_evaluator.load(spec.checkpoint, spec.preset, spec.dummy_seed)
+        model, self.weights = interx_evaluator.load(spec.checkpoint, spec.size(), spec.dummy_seed)
         self.model = model.to(self.device)
         self.split = read_interx(dataset, split_files)
         self.words = interx.WordVectorizer(Path(dataset) / split_files["glove"])

@@ -112,6 +112,8 @@ class Encoder(nn.Module):
 
 
 class SinusoidTable(nn.Module):
+    pe: torch.Tensor  # (rows, dim), a registered buffer
+
     def __init__(self, rows: int, dim: int):
         super().__init__()
         self.register_buffer("pe", sinusoid_table(rows, dim))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from motionfleet.common.modules import items_of
 from motionfleet.common.weights import seeded
 from motionfleet.core.runtime.batching import pad_rows
 from motionfleet.dhvae.interx import FEATURES_PER_PERSON as INTERX_MOTION_DIM
@@ -233,7 +234,7 @@ class DHVAEDenoiser(nn.Module):
 
     def cond_modulation(self, cond: torch.Tensor) -> list[torch.Tensor]:
         """The AdaLN vectors of every block (and the head) for conditions c (B, cond_dim)."""
-        return [block.modulation(cond) for block in self.blocks] + [self.head.modulation(cond)]
+        return [block.modulation(cond) for block in items_of(self.blocks, AdaLNBlock)] + [self.head.modulation(cond)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.token_scaling:
@@ -462,8 +463,8 @@ def map_release_keys(release: dict, config: DHVAEConfig) -> dict:
             match = re.match(pattern, new)
             if match:
                 new = repl(match, num_blocks) + new[match.end():]
-        for pattern, repl in _RELEASE_KEY_RULES:
-            new = re.sub(pattern, repl, new)
+        for pattern, replacement in _RELEASE_KEY_RULES:
+            new = re.sub(pattern, replacement, new)
         if new == "decoder.positions":  # the release keeps 5000 positions; z_g + max_frames are used
             value = value[:, : config.max_frames + 1]
         if new == "denoiser.pe.pe":  # is_lpe: (1, 5000, d) learned table; the 3 latent tokens use rows 0-2
@@ -486,7 +487,8 @@ def guided_pair_modulated(denoiser: DHVAEDenoiser, x: torch.Tensor, mods_null: l
                           mods_cond: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``guided_pair`` from modulations computed beforehand (null: batch 1, cond: one row per x row)."""
     mods = [torch.cat([m_null.expand_as(m_cond), m_cond]) for m_null, m_cond in zip(mods_null, mods_cond)]
-    return denoiser.forward_modulated(torch.cat([x, x]), mods).chunk(2)
+    eps_uncond, eps_cond = denoiser.forward_modulated(torch.cat([x, x]), mods).chunk(2)
+    return eps_uncond, eps_cond
 
 
 HOIST_ROWS = 1024  # condition rows (steps x samples) per hoisted modulation GEMM: bounds its memory

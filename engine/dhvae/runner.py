@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from motionfleet.common.text import PrecomputedFeatures, build_text_encoder, validate_prompt
+from motionfleet.common.text import PrecomputedFeatures, TextEncoder, build_text_encoder, validate_prompt
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.execution.batcher import key_of
 from motionfleet.core.io import progress, provenance, rejections
@@ -43,7 +43,8 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
     from motionfleet.dhvae.release import ReleaseSettings, check_release, folder_config
     from motionfleet.dhvae.text import clip_state_from_release, missing_tower_parts
 
-    release, config, text_state = ReleaseSettings(), dhvae.PRESETS[spec.preset], {}
+    release, config = ReleaseSettings(), dhvae.PRESETS[spec.preset]
+    text_state: dict = {}
     path = None if spec.checkpoint is None else Path(spec.checkpoint)
     if path is not None and is_model_folder(path):
         with checkpoint_errors(path, "dhvae"):
@@ -113,6 +114,7 @@ class DHVAEGenerator:
         spec, cond_dim = self.spec, self.model.config.cond_dim
         if spec.text_encoder == "precomputed":
             return PrecomputedFeatures(cond_dim)
+        encoder: TextEncoder
         if spec.text_encoder == "clip":  # the release's own text path (dhvae.text)
             encoder = build_release_text_encoder(self.loaded.text_state, self.loaded.release.text_mode,
                                                  spec.text_encoder_weights, spec.dummy_seed, self.loaded.source)
@@ -260,13 +262,13 @@ class DHVAEGenerator:
         equal lengths are decoded together."""
         if self.decode_pool is not None:
             return list(self.decode_pool.map(self._decode_alone, latents.split(1), frames))
-        motions: list[Optional[torch.Tensor]] = [None] * len(frames)
+        motions: dict[int, torch.Tensor] = {}
         for length in sorted(set(frames)):
             index = [i for i, f in enumerate(frames) if f == length]
             out = self.decoder(pad_rows(latents[index]), length)
             for i, motion in zip(index, out):
                 motions[i] = motion
-        return motions
+        return [motions[i] for i in range(len(frames))]
 
     def _decode_alone(self, latent: torch.Tensor, length: int) -> torch.Tensor:
         with torch.inference_mode():  # grad mode is per thread

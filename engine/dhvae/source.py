@@ -55,7 +55,7 @@ def prompt_items(records: tuple[PromptRecord, ...], repeats: int) -> list[Prompt
     return [PromptItem(record, r) for r in range(repeats) for record in records]
 
 
-def load_prompts(path: Optional[str | Path | list]) -> PromptSet:
+def load_prompts(path: Optional[str | Path | list | tuple]) -> PromptSet:
     """Every record of a prompt source, in memory (the built-in set, a Python list, or a whole file:
     jobs over files plan with ``scan_prompt_file`` instead and read their rows on the workers)."""
     if path is None:
@@ -223,6 +223,8 @@ class RowRange(NamedTuple):  # a tuple: every shard ships one, so it pickles wit
                 for row, r in enumerate(records, self.lo)]
 
     def _lines(self) -> list[bytes]:
+        if self.span is None:  # range_source gives every text or jsonl range of rows its bytes
+            raise RuntimeError(f"{self.path}: rows [{self.lo}, {self.hi}) were planned without the span of their bytes")
         with CheckedFile(self.planned) as file:
             data = file.read_span(*self.span)
         return [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]

@@ -6,6 +6,7 @@ from dataclasses import asdict
 
 import torch
 
+from motionfleet.common.modules import items_of
 from motionfleet.core.runtime.graphs import (
     GraphInput,
     GraphSpec,
@@ -19,7 +20,7 @@ from motionfleet.scorehoi import model as scorehoi
 
 def scorehoi_config_of(model: scorehoi.ScoreHOIDenoiser) -> scorehoi.ScoreHOIConfig:
     """The config a ScoreHOI denoiser was built with, read from its layer sizes."""
-    block = model.blocks[0]
+    block = items_of(model.blocks, scorehoi.ResidualBlock)[0]
     geometry = model.geo_cond_embedding_feat
     return scorehoi.ScoreHOIConfig(
         hidden_dim=block.block.linear_layer1.out_features, condition_dim=block.align_ip_cond.in_features,

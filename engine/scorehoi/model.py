@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from motionfleet.common.modules import items_of
 from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded
 from motionfleet.core.errors import RejectedInput
 
@@ -256,11 +257,11 @@ class FoldedScoreHOIDenoiser(nn.Module):
         super().__init__()
         self.time_mlp = copy.deepcopy(model.time_mlp)
         self.init_mlp = copy.deepcopy(model.init_mlp)
-        self.blocks = nn.ModuleList(fold_block(block) for block in model.blocks)
+        self.blocks = nn.ModuleList(fold_block(block) for block in items_of(model.blocks, ResidualBlock))
         self.final_mlp = copy.deepcopy(model.final_mlp)
         self.time_mlp_betas = copy.deepcopy(model.time_mlp_betas)
         self.init_mlp_betas = copy.deepcopy(model.init_mlp_betas)
-        self.blocks_betas = nn.ModuleList(fold_block(block) for block in model.blocks_betas)
+        self.blocks_betas = nn.ModuleList(fold_block(block) for block in items_of(model.blocks_betas, ResidualBlock))
         self.final_mlp_betas = copy.deepcopy(model.final_mlp_betas)
 
     def forward(self, x_t, t, image_features=None, geometry_features=None):

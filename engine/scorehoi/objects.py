@@ -115,7 +115,9 @@ def _boxes_mesh(boxes) -> trimesh.Trimesh:
     """The boxes' meshes concatenated (overlapping parts are not merged)."""
     parts = [trimesh.creation.box(extents=2 * np.asarray(h), transform=trimesh.transformations.translation_matrix(c))
              for c, h in boxes]
-    return trimesh.util.concatenate(parts)
+    mesh = trimesh.util.concatenate(parts)
+    assert isinstance(mesh, trimesh.Trimesh)  # trimesh types the result Geometry; Trimesh parts concatenate to a Trimesh
+    return mesh
 
 
 def _analytic_object(name: str, mesh: trimesh.Trimesh, sdf: SdfFunction, resolution: int) -> ObjectTemplate:
@@ -298,7 +300,7 @@ def _write_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
     """Write to a temporary file in the same folder, then rename (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, allow_pickle=False, **arrays)
     os.replace(tmp.name, path)
 
 

@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Hashable, Optional
 
 import av
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 
 from motionfleet.common.bodies import load_body_model, sample_vertex_ids
 from motionfleet.common.body_points import BodyPoints
-from motionfleet.common.resnet import build_resnet50, normalise
+from motionfleet.common.resnet import ResNet50, build_resnet50, normalise
 from motionfleet.common.rotations import rotation_6d_to_matrix
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.execution.batcher import key_of
@@ -80,13 +80,20 @@ def read_image(path: str | Path, size: int = IMAGE_SIZE) -> torch.Tensor:
         raise RejectedInput(f"unreadable image {printable(str(path))}: {printable(str(err))}") from err
 
 
-def check_image_size(container, path: str) -> None:
+def check_image_size(container, path: str | Path) -> None:
     """The decoder allocates the size the header states before it reads a pixel: a few hundred
     bytes of PNG can claim 10^8 pixels. Refuse more than ``MAX_IMAGE_PIXELS``."""
     context = container.streams.video[0].codec_context
     if context.width * context.height > MAX_IMAGE_PIXELS:
         raise RejectedInput(f"image {printable(str(path))} is {context.width}x{context.height}: over the limit of "
                             f"{MAX_IMAGE_PIXELS} pixels")
+
+
+def image_features(estimate: Estimate) -> torch.Tensor:
+    """The row's image features: given, or encoded from its image by ``check`` when conditions are used."""
+    if estimate.image_features is None:
+        raise RuntimeError(f"{estimate.sample_id}: no image features; check() encodes a row's image when conditions are used")
+    return estimate.image_features
 
 
 def geometry_features(template: ObjectTemplate, dim: int) -> torch.Tensor:
@@ -133,7 +140,7 @@ class ScoreHOIRefiner:
         self.body_description = spec.body_description()
         self._objects: dict[str, tuple[ObjectTemplate, np.ndarray]] = {}  # by the rows' object names
         self._bad_objects: dict[str, str] = {}  # name -> why it is refused
-        self._image_encoder = None
+        self._image_encoder: Optional[ResNet50] = None
 
     # -- validation --------------------------------------------------------------------------
     def check(self, record: EstimateRecord) -> Estimate:
@@ -183,7 +190,7 @@ class ScoreHOIRefiner:
         return item.record.sample_id, VARIANTS.index(item.variant)
 
     @staticmethod
-    def row_keys(table: pa.Table) -> list[tuple[str, int]]:
+    def row_keys(table: pa.Table) -> list[Hashable]:
         """(sample_id, variant index): a results row names its variant, a rejected row its index."""
         if "variant" in table.column_names:
             return [(i, VARIANTS.index(v)) for i, v in zip(table.column("sample_id").to_pylist(),
@@ -234,8 +241,8 @@ class ScoreHOIRefiner:
         for row in rows:
             row.update(batch_size=len(accepted), batch_seconds=seconds)
         stages = {f"{name}_s": value for name, value in clock.seconds.items() if name != "metrics"}
-        batch = {"variant": variant, "size": len(accepted), "start": started, "seconds": seconds, **stages}
-        return rows, rejected, Timings({"metrics": clock.seconds["metrics"]}, {}, [batch] if accepted else [])
+        timing = {"variant": variant, "size": len(accepted), "start": started, "seconds": seconds, **stages}
+        return rows, rejected, Timings({"metrics": clock.seconds["metrics"]}, {}, [timing] if accepted else [])
 
     def object_batch(self, estimates: list[Estimate]) -> ObjectBatch:
         return object_batch([e.object for e in estimates], self._objects, self.device)
@@ -244,7 +251,7 @@ class ScoreHOIRefiner:
         """(image features, geometry features) for the unfolded reference; the folded model takes none."""
         if not self.uses_conditions:
             return None, None
-        image = torch.stack([e.image_features for e in estimates])
+        image = torch.stack([image_features(e) for e in estimates])
         geometry = torch.stack([geometry_features(self.template(e.object), self.config.geometry_input_dim)
                                 for e in estimates])
         return image.to(self.device), geometry.to(self.device)
@@ -353,7 +360,7 @@ class ScoreHOIRefiner:
         x = rest_state(batch).to(self.device)
         masks = self.predictor(pose_scene(x, self.points, objects), objects)
         PhysicalGuidance(self.points, objects, masks, self.settings.weights)(x)
-        conditions = (None, None)
+        conditions: tuple[Optional[torch.Tensor], Optional[torch.Tensor]] = (None, None)
         if self.uses_conditions:
             conditions = (torch.zeros(batch, self.config.condition_dim, device=self.device),
                           torch.zeros(batch, self.config.geometry_input_dim, device=self.device))

@@ -179,12 +179,15 @@ def referenced_files_sha256(folder: Optional[str], objects: Iterable, image_path
 
 
 def inside_or_none(folder: Optional[str], names: list[str]) -> list[Optional[Path]]:
+    if folder is None:
+        return [None for _ in names]
+
     def resolved(name: str) -> Optional[Path]:
         try:
             return file_inside(folder, name, "file")
         except (RejectedInput, ValueError):
             return None
-    return [resolved(name) if folder is not None else None for name in names]
+    return [resolved(name) for name in names]
 
 
 def file_digests(files: list[Optional[Path]], sampled: bool = False) -> list[str]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from motionfleet.common.modules import items_of
 from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded
 from motionfleet.core.errors import RejectedInput
 
@@ -88,6 +89,8 @@ def sinusoid_table(max_positions: int, dim: int) -> torch.Tensor:
 
 class PositionalEncoding(nn.Module):
     """Adds the sinusoid of the frame index; its table also embeds the timestep."""
+
+    pe: torch.Tensor  # (max_positions, dim), a registered buffer
 
     def __init__(self, dim: int, max_positions: int):
         super().__init__()
@@ -232,7 +235,7 @@ class CloseIntDenoiser(nn.Module):
 
     def run_blocks(self, h, emb, block_residuals=None):
         """The N shared-weight blocks; ``block_residuals[i]`` is added to block i's output (eq. 9)."""
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(items_of(self.blocks, TransformerBlock)):
             h = apply_shared_block(block, h, emb)
             if block_residuals is not None:
                 h = h + block_residuals[index]
@@ -275,7 +278,7 @@ class TextControlNet(nn.Module):
         """h (B, 2, L, D) = h^0, emb (B, 2, L, D), text_features (B, 2, text_dim) -> N residuals."""
         h = h + self.text_project(text_features)[:, :, None, :]
         residuals = []
-        for block, zero_layer in zip(self.blocks, self.mid_zero_linear):
+        for block, zero_layer in zip(items_of(self.blocks, TransformerBlock), self.mid_zero_linear):
             h = apply_shared_block(block, h, emb)
             residuals.append(zero_layer(h))
         return residuals

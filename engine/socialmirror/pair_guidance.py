@@ -76,6 +76,9 @@ def estimate_joints(x: torch.Tensor, crops: CropGeometry, joints: SMPLJoints) ->
     return rest.reshape(*lead, NUM_JOINTS, 3) + translation[..., None, :]
 
 
+AUX_WITHOUT_MASK = "auxiliary joints need aux_mask, the frames where they are given"
+
+
 def pair_loss_and_grad(pair: torch.Tensor, radius: float, w_penetration: float = 1.0,
                        w_aux: float = 0.0, aux: Optional[torch.Tensor] = None,
                        aux_mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +95,8 @@ def pair_loss_and_grad(pair: torch.Tensor, radius: float, w_penetration: float =
     grad = torch.stack([-push.sum(2), push.sum(1)], dim=1) * w_penetration
     loss = w_penetration * (hinge**2).sum((1, 2))
     if aux is not None and w_aux:
+        if aux_mask is None:
+            raise ValueError(AUX_WITHOUT_MASK)
         mask = aux_mask[..., None, None].to(pair.dtype)
         residual = mask * (pair - aux)
         loss = loss + w_aux * 0.5 * (residual**2).sum((1, 2, 3))
@@ -120,6 +125,8 @@ class PairJointGuidance:
     def __init__(self, joints: SMPLJoints, crops: CropGeometry, weights: GuidanceWeights,
                  aux: Optional[torch.Tensor] = None, aux_mask: Optional[torch.Tensor] = None):
         """``aux`` (B, 2, L, 24, 3) auxiliary joints, ``aux_mask`` (B, 2, L) where they are given."""
+        if aux is not None and aux_mask is None:
+            raise ValueError(AUX_WITHOUT_MASK)
         self.joints, self.crops, self.weights = joints, crops, weights
         self.aux, self.aux_mask = aux, aux_mask
 
@@ -135,7 +142,7 @@ class PairJointGuidance:
         return loss.reshape(batch, frames).sum(1), grad
 
     def _aux_frames(self, rows: int) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-        if self.aux is None:
+        if self.aux is None or self.aux_mask is None:  # __init__ refuses aux joints without their mask
             return None, None
         return (self.aux.transpose(1, 2).reshape(rows, 2, NUM_JOINTS, 3),
                 self.aux_mask.transpose(1, 2).reshape(rows, 2))

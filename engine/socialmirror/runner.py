@@ -55,7 +55,7 @@ import torch
 from motionfleet.common.bodies import find_model_file, load_body_model
 from motionfleet.common.resnet import build_resnet50
 from motionfleet.common.rotations import matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
-from motionfleet.common.text import build_text_encoder
+from motionfleet.common.text import TextEncoder, build_text_encoder
 from motionfleet.common.weights import weights_description
 from motionfleet.core.errors import RejectedInput, checkpoint_errors
 from motionfleet.core.execution.batcher import ShardRun
@@ -72,7 +72,7 @@ from motionfleet.sampling.initial_ddim import closeint_config, sample_around
 from motionfleet.socialmirror import hmr2
 from motionfleet.socialmirror import model as socialmirror
 from motionfleet.socialmirror.frame_estimates import FrameEstimates, VideoEstimates
-from motionfleet.socialmirror.hmr2_estimate import DemoCrops, HMR2Estimator, demo_crops
+from motionfleet.socialmirror.hmr2_estimate import DemoCrops, EstimatorOutput, HMR2Estimator, demo_crops
 from motionfleet.socialmirror.initial_estimate import (
     bbox_info,
     build_initial_estimator,
@@ -127,6 +127,13 @@ class DecodedClip:
     hmr2_crops: Optional[DemoCrops] = None  # HMR 2.0's crops of the L x 2 boxes (frame-major)
     decode_s: float = 0.0  # seconds the CPU stage spent making it (open, decode, resample, crop)
     lost: tuple[int, ...] = ()  # source frames it owns where the tracked pair is lost (it is rejected)
+
+
+def resnet_crops(clip: DecodedClip) -> torch.Tensor:
+    """The clip's ResNet-50 crops: made by the CPU stage whenever neither upstream features nor HMR 2.0 give F_img."""
+    if clip.crops is None:
+        raise RuntimeError(f"clip {clip.index} has no crops for ResNet-50 and no upstream image features")
+    return clip.crops
 
 
 def prepare_clip(index: int, clip: Clip, crop_size: int, crops: str) -> DecodedClip:
@@ -300,7 +307,7 @@ class Reconstructor:
         self.joints = SMPLJoints(body.to(self.device))
         self.steps = ddim.plan(closeint_config(settings.steps, settings.eta))
         self.upstream = FrameEstimates(spec.estimates, self.config.image_feature_dim) if spec.estimates else None
-        self.text_encoder = None
+        self.text_encoder: Optional[TextEncoder] = None  # built by the first caption
         self._text_cache: dict[str, torch.Tensor] = {}
         self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
                                               weights=self.weights)
@@ -479,27 +486,39 @@ class Reconstructor:
                text: Optional[torch.Tensor]) -> EncodedClip:
         """F_img, bbox_info and x_init of a clip, from the crops (HMR 2.0's, which also give CloseInt's
         crop squares, or ResNet-50's) or the upstream file."""
-        upstream = (lambda c: estimates.clip_values(c, clip.frame_indices)) if estimates else (lambda c: None)
-        hmr2 = self.hmr2.of_crops(clip.hmr2_crops, len(clip.frame_indices), 2) if clip.hmr2_crops is not None else None
+        def upstream(column: str) -> Optional[np.ndarray]:
+            return estimates.clip_values(column, clip.frame_indices) if estimates else None
+
+        hmr2 = self.hmr2_outputs(clip)
         if hmr2 is not None:
             clip = replace(clip, squares=hmr2.squares.float(), hmr2_crops=None)
         bbox = bbox_info(clip.squares, clip.width, clip.height).to(self.device)
-        features = upstream("image_features")
-        if features is not None:
-            features = torch.from_numpy(features).to(self.device)
+        given_features = upstream("image_features")
+        if given_features is not None:
+            features = torch.from_numpy(given_features).to(self.device)
+        elif hmr2 is not None:
+            features = hmr2.image_features
         else:
-            features = hmr2.image_features if hmr2 is not None else self.image_features(clip.crops)
-        x_init = upstream("initial_estimate")
-        if x_init is None and hmr2 is not None:
+            features = self.image_features(resnet_crops(clip))
+        given_x_init = upstream("initial_estimate")
+        if given_x_init is not None:
+            x_init = torch.from_numpy(given_x_init).to(self.device)
+        elif hmr2 is not None:
             x_init = hmr2.x_init
-        elif x_init is None:
+        else:
             rows = features.reshape(-1, features.shape[-1])
             x_init = self.estimator.regress(rows, bbox.reshape(-1, 3)).reshape(*features.shape[:2], -1)
-        else:
-            x_init = torch.from_numpy(x_init).to(self.device)
-        aux = upstream("aux_joints")
-        aux = None if aux is None else torch.from_numpy(aux).reshape(2, -1, NUM_JOINTS, 3).to(self.device)
+        given_aux = upstream("aux_joints")
+        aux = None if given_aux is None else torch.from_numpy(given_aux).reshape(2, -1, NUM_JOINTS, 3).to(self.device)
         return EncodedClip(replace(clip, crops=None), features, bbox, x_init, aux, text)  # crops freed
+
+    def hmr2_outputs(self, clip: DecodedClip) -> Optional[EstimatorOutput]:
+        """HMR 2.0's outputs of the clip's crops; None where the CPU stage made none (another estimator, or upstream features)."""
+        if clip.hmr2_crops is None:
+            return None
+        if self.hmr2 is None:  # the CPU stage makes HMR 2.0's crops only for a runner that loaded it
+            raise RuntimeError("a clip with HMR 2.0's crops reached a runner without HMR 2.0")
+        return self.hmr2.of_crops(clip.hmr2_crops, len(clip.frame_indices), 2)
 
     def image_features(self, crops: torch.Tensor) -> torch.Tensor:
         """(2, L, 3, S, S) crops -> (2, L, image_feature_dim) F_img, ``BACKBONE_CHUNK`` crops per call."""
@@ -522,7 +541,7 @@ class Reconstructor:
             self._text_cache[caption] = torch.stack([feature, feature])
         return self._text_cache[caption]
 
-    def _encoder(self):
+    def _encoder(self) -> TextEncoder:
         if self.text_encoder is None:
             kw = {"projection_seed": self.spec.dummy_seed} if self.spec.text_encoder == "minilm" else {}
             self.text_encoder = build_text_encoder(self.spec.text_encoder, self.spec.text_encoder_weights, **kw)

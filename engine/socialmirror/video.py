@@ -42,11 +42,11 @@ import csv
 import itertools
 import math
 import os
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -122,6 +122,7 @@ def list_videos(path: str | os.PathLike) -> list[VideoItem]:
             "manifest, or a video file"
         )
     suffix = root.suffix.lower()
+    entries: Sequence[tuple[Path, Path | None]]  # (video, its tracks file where the manifest names one)
     if root.is_dir():
         entries, base = _folder_entries(root), root
     elif suffix == ".txt":
@@ -356,6 +357,8 @@ def _check_indexed_times(entries, stream: av.VideoStream) -> None:
     times = np.array([entry.timestamp for entry in entries], dtype=np.float64)
     if stream.duration and len(times):
         times = np.append(times, times.min() + stream.duration)
+    if stream.time_base is None:
+        raise RejectedInput("no_time_base: the video stream states no time base for its frames' timestamps")
     gaps = np.diff(np.sort(times)) * float(stream.time_base)
     if len(gaps) and gaps.max() > MAX_FRAME_GAP_S:
         at = int(gaps.argmax())
@@ -366,7 +369,8 @@ def _check_indexed_times(entries, stream: av.VideoStream) -> None:
 # ----------------------------------------------------------------------------- decoding
 
 
-class Frame(NamedTuple):
+@dataclass(frozen=True)
+class Frame:
     """One output frame: ``index`` (output frame index), ``timestamp_s`` (= index / target_fps),
     ``rgb`` ((H, W, 3) uint8, read-only: a duplicated source frame is the same array),
     ``source_index`` (the source frame shown) and ``scale`` ((sx, sy): ``rgb`` pixels per
@@ -437,11 +441,14 @@ def iter_frames(
         frames = _decoded(container, stream, on_error, stats)
         if keyframe is not None:  # a seek may land on an earlier keyframe: those frames are stood in for
             frames = (f for f in frames if f.pts is None or f.pts >= keyframe)
-        timed = _timed_frames(itertools.chain(skipped, frames), period, stats)
+        stand_ins_then_decoded: Iterator[av.VideoFrame | _Skipped] = itertools.chain(skipped, frames)
+        timed = _timed_frames(stand_ins_then_decoded, period, stats)
         to_rgb = _RgbConverter(max_size)
         for index, tick, (source_index, video_frame) in _nearest_ticks(timed, Fraction(target_fps)):
             stats.output_frames += 1
             if index >= start_frame:
+                if isinstance(video_frame, _Skipped):  # _skip_plan keeps the frames of 2 periods before start_frame
+                    raise RuntimeError(f"output frame {index} would show source frame {source_index}, skipped by the seek")
                 rgb, scale = to_rgb(source_index, video_frame)
                 yield Frame(index, float(tick), rgb, source_index, scale)
         _note_early_end(stats, container, stream, period)
@@ -453,7 +460,7 @@ def iter_frames(
 class _Skipped:
     """A frame that is not decoded: what ``_timed_frames`` reads of a frame (from its packet)."""
 
-    pts: int | None
+    pts: int  # _skip_plan stands in only for packets with a timestamp
     duration: int | None
     time_base: Fraction | None
 
@@ -468,7 +475,10 @@ def _skip_plan(container: av.container.InputContainer, stream: av.VideoStream,
     frames need the previous GOP to decode)."""
     if before_s <= 0:
         return [], None
-    skipped, group, origin, keyframe = [], [], None, None
+    skipped: list[_Skipped] = []
+    group: list[_Skipped] = []
+    origin: Fraction | None = None
+    keyframe: int | None = None
     try:
         for packet in container.demux(stream):
             if packet.pts is None or packet.size == 0:
@@ -483,7 +493,7 @@ def _skip_plan(container: av.container.InputContainer, stream: av.VideoStream,
             elif keyframe is not None and packet.pts < keyframe:
                 raise _NotSkippable
             group.append(_Skipped(packet.pts, packet.duration, packet.time_base))
-        if not skipped:
+        if not skipped or keyframe is None:  # a frame is skipped only once a keyframe follows it
             raise _NotSkippable
         container.seek(keyframe, backward=True, any_frame=False, stream=stream)
         return sorted(skipped, key=lambda f: f.pts), keyframe
@@ -522,8 +532,8 @@ def _stop_on_error(err: Exception, on_error: str, stats: DecodeStats) -> None:
 
 
 def _timed_frames(
-    frames: Iterable[av.VideoFrame], period: Fraction, stats: DecodeStats
-) -> Iterator[tuple[Fraction, Fraction, tuple[int, av.VideoFrame]]]:
+    frames: Iterable[av.VideoFrame | _Skipped], period: Fraction, stats: DecodeStats
+) -> Iterator[tuple[Fraction, Fraction, tuple[int, av.VideoFrame | _Skipped]]]:
     """``(start, duration, (source_index, frame))`` in exact seconds since the first frame.
 
     A frame without a timestamp follows its predecessor by one frame period; one without a
@@ -555,16 +565,19 @@ def _check_gap(gap: Fraction, duration: Fraction, source_index: int) -> None:
                             f"(limit {MAX_FRAME_GAP_S:g} s between frames)")
 
 
+Item = TypeVar("Item")  # what is resampled: a source frame with its index
+
+
 def _nearest_ticks(
-    timed: Iterable[tuple[Fraction, Fraction, object]], fps: Fraction
-) -> Iterator[tuple[int, Fraction, object]]:
+    timed: Iterable[tuple[Fraction, Fraction, Item]], fps: Fraction
+) -> Iterator[tuple[int, Fraction, Item]]:
     """Resample ``(start, duration, item)`` (increasing starts, the first at 0) to ticks ``k / fps``.
 
     Yields ``(k, tick, item)`` with the item whose start is nearest to the tick.
     """
     period = 1 / fps
     k = 0
-    previous = None
+    previous: tuple[Fraction, Item] | None = None
     for start, duration, item in timed:
         while previous is not None and k * period < start:
             before, earlier = previous

@@ -4,9 +4,10 @@ column streamed in batches (the file's digest: ``digests.file_sha256``). What a 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import pyarrow.parquet as pq
 
@@ -14,7 +15,7 @@ CHUNK = 1 << 23  # bytes a streaming read takes at a time
 FOOTER_READ = 1 << 16  # bytes of a file's end pyarrow reads first to find the footer (its default)
 
 
-def read_rows(source: str | Path | BinaryIO, lo: int, hi: int) -> list[dict]:
+def read_rows(source: str | Path | io.IOBase, lo: int, hi: int) -> list[dict]:
     """Rows [lo, hi) as dicts (of a path, or a file object); only the row groups that hold them are read."""
     file = pq.ParquetFile(source)
     groups: list[int] = []
