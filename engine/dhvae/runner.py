@@ -154,7 +154,7 @@ class DHVAEGenerator:
             return text, num_frames, self.text_encoder.feature_from_value(record.text_features)
         return validate_prompt(check_text(record.text, "prompt"), self.text_encoder), num_frames, None
 
-    # -- batching across shards (core.batcher) ----------------------------------------------
+    # -- batching across shards (core.execution.batcher) ---------------------------------------
     @property
     def batch_items(self) -> int:
         return self.settings.batch_size

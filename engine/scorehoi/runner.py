@@ -181,7 +181,7 @@ class ScoreHOIRefiner:
         with torch.inference_mode():
             return self._image_encoder.features(normalise(image[None]))[0]
 
-    # -- batching across shards (core.batcher) ----------------------------------------------
+    # -- batching across shards (core.execution.batcher) ---------------------------------------
     @property
     def batch_items(self) -> int:
         return self.settings.batch_size
