@@ -10,9 +10,10 @@ default shard size and ``--workers``; ``loop`` is the family's runner over the s
 warmed up outside the timing, the fastest of two passes: all the items in one call where the runner
 batches across shards (it cuts its own batches), else shard by shard as the job runs them. The loop
 runs in a fresh process too (``python -m benchmarks.test_job_path``): timed in pytest's, after the
-other cases, the refine loop took 23.2 s against 18.5 s alone. The ratio job / loop is recorded per
-case; dhvae's was ~3x at 64 prompts before batches spanned shards (the default shards held 2 prompts,
-so the model ran batches of 2).
+other cases, the refine loop took 23.2 s against 18.5 s alone (both runs in
+benchmarks/results/job_path-cpu-2026-12-06.json). The ratio job / loop is recorded per case; dhvae's
+was ~3x at 64 prompts before batches spanned shards (the default shards held 2 prompts, so the model
+ran batches of 2).
 """
 
 import json
