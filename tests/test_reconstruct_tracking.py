@@ -197,3 +197,59 @@ def test_a_wrong_front_end_file_or_size_is_one_line_before_any_work(tmp_path, co
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and "Traceback" not in err[0]
     assert not out.exists()  # refused before the job folder is written
+
+
+def video_tracker(detector: str, **changes):
+    from motionfleet.core import jobs, registry
+    from motionfleet.socialmirror.track_stage import VideoTracker
+
+    _, spec, settings = jobs.checked_build(registry.get("reconstruct"), {**SETTINGS, "detector_weights": detector, **changes})
+    return VideoTracker(spec, settings)
+
+
+def test_chunks_to_detect_hold_every_kth_frame_and_the_last_and_every_frame_seen(corpus):
+    from motionfleet.socialmirror.track_stage import chunks_to_detect
+    from motionfleet.socialmirror.video import iter_frames
+
+    every_frame = [f.source_index for f in iter_frames(corpus / "scene.mp4", 30.0, max_size=128)]
+    chunks = list(chunks_to_detect(str(corpus / "scene.mp4"), 30.0, 128, every=7, at_once=2))
+    assert [i for c in chunks for i in c.seen] == every_frame
+    detected = [f.index for c in chunks for f in c.to_detect]
+    assert detected == [*range(0, len(every_frame), 7), len(every_frame) - 1]
+    assert [len(c.to_detect) for c in chunks[:-1]] == [2] * (len(chunks) - 1) and len(chunks[-1].to_detect) <= 2
+
+
+def test_the_tracks_stage_decodes_ahead_while_the_detector_runs(corpus, detector, monkeypatch):
+    """The detector's first call waits until frames past its own chunk are decoded: decoding behind
+    the detector in one thread never gets there (the wait is bounded, so that fails in 20 s)."""
+    import threading
+
+    from motionfleet.core.runtime.stopwatch import Timings
+    from motionfleet.socialmirror import track_stage
+
+    tracker = video_tracker(detector)
+    at_once = tracker.detector.settings.batch_size * tracker.batches_at_once
+    decoded_ahead, real_iter_frames = threading.Event(), track_stage.iter_frames
+
+    def counted(*args, **kwargs):
+        for frame in real_iter_frames(*args, **kwargs):
+            if frame.index >= at_once:
+                decoded_ahead.set()
+            yield frame
+
+    class WaitingDetector:
+        settings = tracker.detector.settings
+        waited = None
+
+        def __call__(self, frames):
+            if self.waited is None:
+                self.waited = decoded_ahead.wait(timeout=20)
+            return [np.zeros((0, 5), np.float32) for _ in frames]
+
+    monkeypatch.setattr(track_stage, "iter_frames", counted)
+    tracker.detector = WaitingDetector()
+    timings = Timings({"decode": 0.0, "detect": 0.0, "decode_wait": 0.0}, {"frames": 0, "frames_detected": 0})
+    detections, seen = tracker.detect(track_stage.VideoToTrack("scene.mp4", str(corpus / "scene.mp4")), timings)
+    assert tracker.detector.waited is True
+    assert len(seen) == 40 and sorted(detections) == [*range(0, 40)]
+    assert timings.seconds["decode"] > 0 and timings.counts["frames"] == 40

@@ -83,11 +83,16 @@ def full_frame_warning(videos: int) -> str:
 
 
 def tracks_stage_lines(stage: dict) -> list[str]:
-    """The tracks stage's seconds and frames/s per step (``track_stage``)."""
+    """The tracks stage's seconds and frames/s per step (``track_stage``), and the share of its
+    decoding the detector did not wait for."""
     frames = stage["counts"].get("frames", 0)
+    seconds = dict(stage["seconds"])
+    wait = seconds.pop("decode_wait", None)
     fps = lambda s: f"{frames / s:.2f}" if s > 0 else "n/a"
-    return [f"tracks stage: {stage['shards']['committed']} videos, {frames} frames, {stage['rows']['rejected']} rejected"] + \
-        [f"  {name:<8}{seconds:>10.2f}{fps(seconds):>11}" for name, seconds in stage["seconds"].items()]
+    hidden = hidden_share(wait, seconds.get("decode", 0.0)) if wait is not None else None
+    return [f"tracks stage: {stage['shards']['committed']} videos, {frames} frames, {stage['rows']['rejected']} rejected"
+            + ("" if hidden is None else f", decode hidden {hidden:.2f}")] + \
+        [f"  {name:<8}{s:>10.2f}{fps(s):>11}" for name, s in seconds.items()]
 
 
 def report_lines(report: dict) -> list[str]:

@@ -3,7 +3,8 @@
 Runs once per video before its clips (a stage shard ``video-<n>``, ``core.execution.stages``),
 on the worker's device::
 
-    decode         the frames the clips see (target fps), capped at the detector's test size
+    decode         the frames the clips see (target fps), capped at the detector's test size, in a
+                   thread of its own a few detector calls ahead (``DECODE_AHEAD``)
     detect         YOLOX on every ``detect_every``-th frame and the last, 8 frames a call (``detect``)
     track          ByteTrack over the whole video, then the pair (``tracking``)
     rows           per frame and person its box; a frame where the pair is lost, one row of person -1
@@ -22,7 +23,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from functools import partial
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -33,14 +35,21 @@ from motionfleet.common.yolox import load_yolox
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.execution.stages import StageFiles
 from motionfleet.core.io import rejections
+from motionfleet.core.io.prefetch import Prefetch, one_torch_thread
 from motionfleet.core.runtime.batching import fixed_thread_pool
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.socialmirror.detect import Detector, DetectorSettings
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
 from motionfleet.socialmirror.tracking import PairSettings, track_pair
-from motionfleet.socialmirror.video import Tracks, check_index, iter_frames, probe_video
+from motionfleet.socialmirror.video import Frame, Tracks, check_index, iter_frames, probe_video
 
 STAGE = "tracks"
+STEPS = ("decode", "detect", "track")  # the stage's own seconds, each with its frames/s in the report
+# Detector calls' worth of frames decoded ahead: decoding (a CPU thread) runs while the detector
+# works, as the clip stages' decoding does, and two chunks in flight hold it busy through the
+# hand-over; at most 3 chunks of frames are held (one being decoded), 3 x 8 frames at 1440 x 810
+# is 84 MB.
+DECODE_AHEAD = 2
 LOST = -1  # the person of a row that marks a frame where the pair is lost
 SCHEMA = pa.schema([("video_id", pa.string()), ("frame", pa.int64()), ("person", pa.int8()), ("x0", pa.float64()),
                     ("y0", pa.float64()), ("x1", pa.float64()), ("y1", pa.float64())])
@@ -128,7 +137,7 @@ class VideoTracker:
 
     def run(self, items: tuple[VideoToTrack, ...]) -> tuple[pa.Table, pa.Table, Timings]:
         (video,) = items
-        timings = Timings({"decode": 0.0, "detect": 0.0, "track": 0.0}, {"frames": 0, "frames_detected": 0})
+        timings = Timings({**dict.fromkeys(STEPS, 0.0), "decode_wait": 0.0}, {"frames": 0, "frames_detected": 0})
         try:
             rows, rejected = self.track(video, timings), []
         except RejectedInput as err:
@@ -149,24 +158,19 @@ class VideoTracker:
     def detect(self, video: VideoToTrack, timings: Timings) -> tuple[dict[int, np.ndarray], np.ndarray]:
         """Source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded frame
         and the last (``tracking``: frames after the last detection hold its box); and every decoded
-        frame's source index."""
+        frame's source index. Frames are decoded in a thread while the detector runs."""
         probe_video(video.path)
         check_index(video.path)
-        detections, seen, frames, frame = {}, [], [], None
+        detections, seen = {}, []
         at_once = self.detector.settings.batch_size * self.batches_at_once
-        start = time.perf_counter()
-        for frame in iter_frames(video.path, self.settings.target_fps, max_size=self.max_side):
-            seen.append(frame.source_index)
-            if frame.index % self.settings.detect_every == 0:
-                frames.append(frame)
-            if len(frames) == at_once:
-                timings.seconds["decode"] += time.perf_counter() - start
-                detections.update(self.detect_frames(frames, timings))
-                frames, start = [], time.perf_counter()
-        timings.seconds["decode"] += time.perf_counter() - start
-        if frame is not None and frame.index % self.settings.detect_every:
-            frames.append(frame)
-        detections.update(self.detect_frames(frames, timings))
+        decode = partial(chunks_to_detect, video.path, self.settings.target_fps, self.max_side, self.settings.detect_every,
+                         at_once)
+        with Prefetch(one_torch_thread(decode), DECODE_AHEAD) as chunks:
+            for chunk in chunks:
+                timings.seconds["decode"] += chunk.decode_s
+                seen += chunk.seen
+                detections.update(self.detect_frames(chunk.to_detect, timings))
+        timings.seconds["decode_wait"] += chunks.wait_s
         timings.counts["frames"] += len(seen)
         return detections, np.array(seen, dtype=np.int64)
 
@@ -179,6 +183,35 @@ class VideoTracker:
         timings.seconds["detect"] += time.perf_counter() - start
         timings.counts["frames_detected"] += len(frames)
         return {f.source_index: to_source_pixels(boxes, f.scale) for f, boxes in zip(frames, found)}
+
+
+@dataclass(frozen=True)
+class DecodedChunk:
+    """Decoded frames handed to the detector at once: ``seen`` the source index of every frame
+    decoded, ``to_detect`` those the detector runs on, ``decode_s`` the seconds they took."""
+
+    seen: list[int]
+    to_detect: list[Frame]
+    decode_s: float
+
+
+def chunks_to_detect(path: str, target_fps: float, max_side: int, every: int, at_once: int) -> Iterator[DecodedChunk]:
+    """The video's frames in chunks holding ``at_once`` frames to detect: every ``every``-th frame
+    and the last (the last chunk may hold fewer, or none)."""
+    seen: list[int] = []
+    to_detect: list[Frame] = []
+    frame = None
+    start = time.perf_counter()
+    for frame in iter_frames(path, target_fps, max_size=max_side):
+        seen.append(frame.source_index)
+        if frame.index % every == 0:
+            to_detect.append(frame)
+        if len(to_detect) == at_once:
+            yield DecodedChunk(seen, to_detect, time.perf_counter() - start)
+            seen, to_detect, start = [], [], time.perf_counter()
+    if frame is not None and frame.index % every:
+        to_detect.append(frame)
+    yield DecodedChunk(seen, to_detect, time.perf_counter() - start)
 
 
 def to_source_pixels(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
