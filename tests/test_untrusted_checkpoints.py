@@ -207,3 +207,21 @@ def test_generate_with_a_release_whose_vae_hparams_builds_python_objects(tmp_pat
     assert main(["generate", "--checkpoint", str(checkpoint), "--out", str(out), "--workers", "0"]) == 1
     assert "not a plain YAML mapping" in one_line_error(capsys)
     assert not marker.exists() and not out.exists()
+
+
+def test_a_model_filled_by_assignment_holds_the_files_tensors_and_refuses_a_buffer_it_never_filled():
+    from motionfleet.common.weights import assigned
+
+    class Positions(torch.nn.Module):
+        def __init__(self, persistent: bool):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+            self.register_buffer("table", torch.arange(4.0), persistent=persistent)
+
+    state = {"linear.weight": torch.ones(2, 3), "linear.bias": torch.zeros(2), "table": torch.arange(4.0)}
+    model = assigned(lambda: Positions(persistent=True), state)
+    assert model.linear.weight.data_ptr() == state["linear.weight"].data_ptr()  # no copy
+    with pytest.raises(ValueError, match="table not in the state dict"):
+        assigned(lambda: Positions(persistent=False), {k: v for k, v in state.items() if k != "table"})
+    with pytest.raises(RuntimeError, match="Missing key"):
+        assigned(lambda: Positions(persistent=True), {k: v for k, v in state.items() if k != "linear.bias"})

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from motionfleet.common.weights import assigned
+
 
 @dataclass(frozen=True)
 class BertConfig:
@@ -147,11 +149,10 @@ def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 def load_sentence_bert(model_dir: Path) -> SentenceBert:
-    model = SentenceBert(BertConfig.read(model_dir / "config.json"))
+    config = BertConfig.read(model_dir / "config.json")
     state = load_file(model_dir / "model.safetensors")
     unused = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}  # the pooler is not in the mean
-    model.load_state_dict({k: v for k, v in state.items() if k not in unused})
-    return model.float().eval()
+    return assigned(lambda: SentenceBert(config), {k: v for k, v in state.items() if k not in unused}).float().eval()
 
 
 class WordPieces:

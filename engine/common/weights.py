@@ -282,6 +282,20 @@ def build_checked(build: Callable[[], Built], state_dict: dict, source: str, lay
     return build()
 
 
+def assigned(build: Callable[[], Built], state_dict: dict) -> Built:
+    """``build()`` holding ``state_dict``'s own tensors (strict keys): built on the meta device and
+    filled by assignment, so no default initialisation runs and nothing is copied (a released model
+    is allocated once). A tensor ``build()`` makes that is not in ``state_dict`` (a non-persistent
+    buffer) would be left on the meta device: that is a ValueError."""
+    with torch.device("meta"):
+        module = build()
+    module.load_state_dict(state_dict, strict=True, assign=True)
+    left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
+    if left:
+        raise ValueError(f"{type(module).__name__}: {', '.join(left[:3])} not in the state dict, so never filled")
+    return module
+
+
 def meta_layout(build: Callable[[], torch.nn.Module]) -> dict[str, tuple[int, ...]]:
     """Key -> shape of ``build()``'s state dict, built on the meta device (no memory)."""
     with torch.device("meta"):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded, weights_description
+from motionfleet.common.weights import assigned, check_layout, meta_layout, read_state_dict, seeded, weights_description
 from motionfleet.core.runtime.batching import pad_rows
 
 FEATURES_PER_PERSON = 262
@@ -220,7 +220,4 @@ def load(checkpoint: Optional[str], preset: str = "official", seed: int = 0) -> 
     # fp16 copies of CLIP's embeddings would otherwise meet fp32 activations
     state = {k: v.float() for k, v in lightning_state_dict(read_state_dict(checkpoint)).items()}
     check_layout(state, meta_layout(lambda: InterCLIP(config)), str(checkpoint), f"InterCLIP ({preset})")
-    with torch.device("meta"):
-        model = InterCLIP(config)
-    model.load_state_dict(state, assign=True)
-    return model.eval(), weights_description(checkpoint, seed)
+    return assigned(lambda: InterCLIP(config), state).eval(), weights_description(checkpoint, seed)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded, weights_description
+from motionfleet.common.weights import assigned, check_layout, meta_layout, read_state_dict, seeded, weights_description
 from motionfleet.dhvae.interx import EVALUATOR_FEATURES, POS_CLASSES, UNIT_LENGTH, WORD_DIM
 
 PARTS = ("movement_encoder", "text_encoder", "motion_encoder")
@@ -165,7 +165,4 @@ def load(checkpoint: Optional[str], preset: str = "official", seed: int = 0) -> 
     if checkpoint is None:
         return build_dummy(config, seed), f"dummy, seed {seed}, preset {preset}"
     state = read_checkpoint(checkpoint, preset)
-    with torch.device("meta"):
-        model = InterXEvaluator(config)
-    model.load_state_dict(state, assign=True)
-    return model.eval(), weights_description(checkpoint, seed)
+    return assigned(lambda: InterXEvaluator(config), state).eval(), weights_description(checkpoint, seed)

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from motionfleet.common.modules import items_of
-from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded
+from motionfleet.common.weights import assigned, check_layout, meta_layout, read_state_dict, seeded
 from motionfleet.core.errors import RejectedInput
 
 POSE_OBJECT_DIM = 52 * 6 + 6 + 3  # 321: pose, object rotation, object translation
@@ -333,10 +333,7 @@ def load_released_checkpoint(path, config: ScoreHOIConfig = PRESETS["released"])
     allocated once.
     """
     state_dict = released_state_dict(path, config)
-    with torch.device("meta"):
-        model = ScoreHOIDenoiser(config)
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval(), config
+    return assigned(lambda: ScoreHOIDenoiser(config), state_dict).eval(), config
 
 
 def released_state_dict(path, config: ScoreHOIConfig, mmap: bool = False) -> dict:

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from motionfleet.common.modules import items_of
-from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded
+from motionfleet.common.weights import assigned, check_layout, meta_layout, read_state_dict, seeded
 from motionfleet.core.errors import RejectedInput
 
 POSE_DIM = 24 * 6
@@ -343,10 +343,7 @@ def load_released_checkpoint(path, config: SocialMirrorConfig = PRESETS["release
     output equals CloseInt's until ControlNet weights are trained.
     """
     state_dict = released_state_dict(path, config)
-    with torch.device("meta"):
-        net = CloseIntDenoiser(config)
-    net.load_state_dict(state_dict, strict=True, assign=True)
-    return SocialMirrorDenoiser(config, net).eval(), config
+    return SocialMirrorDenoiser(config, assigned(lambda: CloseIntDenoiser(config), state_dict)).eval(), config
 
 
 def released_state_dict(path, config: SocialMirrorConfig, mmap: bool = False) -> dict:
