@@ -1,7 +1,5 @@
 """``python -m motionfleet``: the same command line as ``motionfleet``."""
 
-import sys
+from motionfleet.cli import console
 
-from motionfleet.cli import main
-
-sys.exit(main())
+console()

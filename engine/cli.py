@@ -11,6 +11,7 @@ Ctrl-C exit 130, SIGTERM (Kubernetes, Slurm, ``ray job stop``) the same clean st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -83,11 +84,13 @@ def run_job(args, argv: list[str]) -> int:
     from motionfleet import api
     from motionfleet.core import jobs
     from motionfleet.core.jobfolder import failures
+    from motionfleet.core.runtime.stopwatch import process_started_at
 
     family = args.family
     settings = {o.name: getattr(args, o.name) for o in jobs.engine_options(family) + family.options + jobs.RUN_OPTIONS}
     report = api.run(family.command, getattr(args, family.inputs.name), out=args.out,
-                     demo=getattr(args, "demo", False), command_line=[PROG, *argv], **settings)
+                     demo=getattr(args, "demo", False), command_line=[PROG, *argv],
+                     process_started_at=process_started_at(), **settings)
     if jobs.ran_nothing(report):
         print(f"nothing to do: every shard in {args.out} is already committed")
         return 0
@@ -376,5 +379,20 @@ def run_command(argv: list[str]) -> int:
         shutdown()
 
 
+def console() -> None:
+    """The ``motionfleet`` command: ``main``, then the process ends without the interpreter's
+    teardown. By then every file the command wrote is committed and closed and Ray is shut down
+    (``run_command``); the teardown would only collect torch's objects module by module, memory
+    the OS takes back anyway: 0.8 s after a generate job, 0.4 s after a bare ``import torch``, on
+    the 2-core CPU (three runs each). Not in ``main``, which a long-lived caller calls."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``): nothing left to say there
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

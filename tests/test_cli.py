@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,3 +50,37 @@ def test_unsafe_checkpoint_is_a_clear_error_not_a_crash(tmp_path):
 def test_missing_checkpoint_names_the_file(tmp_path):
     result = motionfleet("generate", "--out", str(tmp_path / "o"), "--workers", "0", "--checkpoint", str(tmp_path / "nope.ckpt"))
     assert result.returncode == 2 and "nope.ckpt" in result.stderr
+
+
+def test_the_console_command_exits_with_mains_code_and_its_output_flushed(tmp_path):
+    """``console`` ends the process at once: what ``main`` printed must still reach the pipe, and its
+    exit code the shell."""
+    usage = subprocess.run([sys.executable, "-m", "motionfleet", "generate", "--steps", "0", "--out", str(tmp_path / "x")],
+                           capture_output=True, text=True, env=ENV, timeout=600)
+    assert usage.returncode == 2 and usage.stderr.strip().endswith("--steps: must be >= 1, got 0")
+    listed = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['motionfleet', '--version']; "
+                             "from motionfleet.cli import console; print('buffered, never flushed by hand', end=''); console()"],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert listed.returncode == 0 and listed.stdout.startswith("buffered, never flushed by hand")
+
+
+def test_the_report_says_where_the_commands_time_went_in_order(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one person hugs the other\ntwo people dance\n")
+    launched = __import__("time").time()
+    done = motionfleet("generate", "--preset", "tiny", "--prompts", str(prompts), "--out", str(tmp_path / "job"))
+    wall = __import__("time").time() - launched
+    assert done.returncode == 0, done.stderr
+    timeline = json.loads((tmp_path / "job" / "report.json").read_text())["timeline"]
+    parts = ["before_job_s", "plan_s", "stages_s", "workers_ready_s", "shards_s", "after_shards_s"]
+    assert list(timeline) == parts and all(timeline[p] >= 0 for p in parts)
+    assert timeline["before_job_s"] > 0.1  # the interpreter and torch's import, at the least
+    assert sum(timeline.values()) <= wall
+    assert done.stdout.count("time: before the job ") == 1
+
+
+def test_a_job_run_through_the_api_has_no_before_the_job_time(tmp_path):
+    import motionfleet as mf
+
+    report = mf.generate(["one person hugs the other"], out=str(tmp_path / "job"), preset="tiny", workers=0)
+    assert report["timeline"]["before_job_s"] is None and report["timeline"]["shards_s"] >= 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -88,19 +89,21 @@ def job_fingerprint(job: dict) -> str:
 
 
 def run(command: str, inputs: Any = None, *, out: str | Path, demo: bool = False,
-        command_line: Optional[list[str]] = None, **settings) -> dict:
+        command_line: Optional[list[str]] = None, process_started_at: Optional[float] = None, **settings) -> dict:
     """Run (or resume) the job of ``command`` (or family name) over ``inputs`` into ``out``; returns
     the report (``CommittedBefore``, the folder's report, when every shard was already committed).
     ``settings``: the family's, the engine's and the run's (``workers``, ``shard_size``,
     ``address``, ``shard_timeout``, ``shard_attempts``). Raises UsageError for a bad setting
-    before any work."""
+    before any work. ``process_started_at``: epoch seconds the process that runs the job as its
+    command started (the report's ``timeline`` then gives the seconds before the job)."""
     family = registry.get(command)
     run_values = {o.name: o.value(settings.pop(o.name, None)) for o in RUN_OPTIONS}
     values, spec, config = checked_build(family, settings, demo)
     inputs = checked_inputs(family, inputs, demo)
     check_out(out)
     return run_built(family, None if demo else inputs, spec, config, out=out, device=values["device"],
-                     settings={**values, **run_values}, command_line=command_line, **run_values)
+                     settings={**values, **run_values}, command_line=command_line,
+                     process_started_at=process_started_at, **run_values)
 
 
 def checked_build(family: registry.Family, given: dict[str, Any], demo: bool = False) -> tuple[dict, Any, Any]:
@@ -127,20 +130,23 @@ def checked_inputs(family: registry.Family, inputs: Any, demo: bool) -> Any:
 def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any, *, out: str | Path,
               workers: int | str = "auto", shard_size: Optional[int] = None, address: Optional[str] = None,
               shard_timeout: Optional[float] = None, shard_attempts: int = 3, device: Optional[str] = None,
-              settings: Optional[dict] = None, command_line: Optional[list[str]] = None) -> dict:
+              settings: Optional[dict] = None, command_line: Optional[list[str]] = None,
+              process_started_at: Optional[float] = None) -> dict:
     """The job of a family's already built ``spec`` and settings (``config``): what ``run`` does
     after checking; for code that holds those objects (e.g. an evaluation protocol). ``device``:
     where the workers run (default: ``config.device``)."""
     family = registry.get(family) if isinstance(family, str) else family
-    started_at = utc_now()
+    started_at, clock = utc_now(), Timeline.start(process_started_at)
     requested, (workers, layout) = workers, worker_layout(workers, address, device or config.device)
     with planning(workers, address):  # planning work (probing videos) runs where the job will
         plan = family.plan(inputs, spec, config, shard_size, Path(out))
+    clock.mark("plan")
     context = RunContext(str(out), {"job": family.command, "family": family.name, **plan.job}, workers=workers,
                          address=address, device=device or config.device, unit=family.unit,
                          batch_items=getattr(config, "batch_size", 1),
                          policy=FaultPolicy(attempts=shard_attempts, shard_timeout_s=shard_timeout))
     shards, stages = run_stages(plan.stages, plan.shards, context, spec, config)
+    clock.mark("stages")
     ran, failed, done, wall = run_shards(context, shards, WarmWorker(family.runner, spec, config))
     ran_stages = any(s["shards"]["run"] or s["shards"]["failed"] for s in stages.values())
     stored = None if ran or failed or ran_stages else read_report(out)
@@ -149,8 +155,40 @@ def run_built(family: registry.Family | str, inputs: Any, spec: Any, config: Any
     settings = settings or {**dataclasses.asdict(config), "workers": workers, "shard_size": shard_size}
     report = build_report(family, plan, {**settings, "workers": requested}, ran, failed, done, wall, started_at,
                           {"requested": requested, "resolved": workers, "layout": layout}, command_line, out)
+    report["timeline"] = clock.timeline(ran)
     report = write_report(out, {**report, "stages": stages} if stages else report)
     return report if ran or failed else CommittedBefore(report)
+
+
+@dataclasses.dataclass
+class Timeline:
+    """Where one call of a job spent its time, in order: ``before_job_s`` (the process's start to
+    the job's: interpreter, imports, the command line; None unless the process runs the job as its
+    command), ``plan_s``, ``stages_s`` (stages' shards, e.g. reconstruct's tracks), ``workers_ready_s``
+    (the executor's start to the first shard a worker took: Ray's start, model build, warm-up),
+    ``shards_s`` (the first shard taken to the last written) and ``after_shards_s`` (commits,
+    compaction, the report). A shard's times are its worker's epoch clock (a cluster's nodes'
+    clocks may differ by their skew)."""
+
+    before_job_s: Optional[float]
+    marks: dict[str, float]
+
+    @classmethod
+    def start(cls, process_started_at: Optional[float]) -> "Timeline":
+        now = time.time()
+        return cls(None if process_started_at is None else now - process_started_at, {"job": now})
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.time()
+
+    def timeline(self, ran: list) -> dict:
+        m, now = self.marks, time.time()
+        first = min((d.started_at for d in ran), default=None)
+        last = max((d.started_at + d.elapsed_s for d in ran), default=None)
+        return {"before_job_s": self.before_job_s, "plan_s": m["plan"] - m["job"], "stages_s": m["stages"] - m["plan"],
+                "workers_ready_s": None if first is None else first - m["stages"],
+                "shards_s": None if first is None or last is None else last - first,
+                "after_shards_s": None if last is None else now - last}
 
 
 class CommittedBefore(dict):

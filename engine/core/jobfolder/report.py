@@ -91,7 +91,18 @@ def common_lines(report: dict) -> list[str]:
         f"model {report['job'].get('model_name', report['family'])}  weights {report['job']['weights']}  "
         f"backend {s.get('backend')} {s.get('precision')} on {s.get('device')}",
         headline_line(report),
-    ]
+    ] + timeline_lines(report)
+
+
+def timeline_lines(report: dict) -> list[str]:
+    """Where this call's time went (``jobs.Timeline``); none for a report written before it."""
+    t = report.get("timeline")
+    if not t:
+        return []
+    parts = [("before the job", "before_job_s"), ("plan", "plan_s"), ("stages", "stages_s"),
+             ("workers ready", "workers_ready_s"), ("shards", "shards_s"), ("after", "after_shards_s")]
+    return ["time: " + ", ".join(f"{name} {t[key]:.2f} s" for name, key in parts
+                                 if t.get(key) is not None and (key != "stages_s" or t[key] >= 0.005))]
 
 
 def workers_text(workers: dict) -> str:
