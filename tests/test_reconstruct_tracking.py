@@ -168,6 +168,32 @@ def test_detector_tracks_feed_hmr2_and_its_estimates_feed_closeint(tmp_path, cor
     assert {r["estimates"] for r in keyed_rows(tmp_path / "c").values()} == {"resnet50"}
 
 
+def test_hmr2_runs_on_the_jobs_backend_through_the_command(tmp_path, corpus, monkeypatch):
+    """``--backend onnxruntime``: HMR 2.0 runs its exported graph, as the denoiser does, and the rows
+    match the torch job's within the denoiser's tolerance on that backend (tests/test_reconstruct_job.py).
+    A track file keeps the detector out, so the boxes are the same in both jobs."""
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MOTIONFLEET_PROGRESS", "0")
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "scene.mp4").symlink_to(corpus / "scene.mp4")
+    write_demo_tracks(folder / "scene.tracks.csv", 40, SIZE)
+    estimator = write_hmr2(tmp_path / "epoch=35-step=1000000.ckpt", seed=1)
+    reconstruct(tmp_path / "torch", folder, estimator_weights=estimator)
+    argv = ["reconstruct", "--videos", str(folder), "--out", str(tmp_path / "ort"), "--preset", "small", "--crop-size", "32",
+            "--max-frame-size", "128", "--steps", "2", "--seed", "3", "--batch-size", "2", "--workers", "0",
+            "--backend", "onnxruntime", "--estimator-weights", estimator]
+    assert cli.main(argv) == 0
+    assert list((tmp_path / "cache" / "onnx").rglob("hmr2-estimator-fp32.onnx"))  # HMR 2.0's graph ran
+    rows = {name: keyed_rows(tmp_path / name) for name in ("torch", "ort")}
+    assert rows["torch"] and set(rows["torch"]) == set(rows["ort"])
+    assert {(r["estimates"], r["backend"]) for r in rows["ort"].values()} == {("hmr2", "onnxruntime")}
+    for column in ("pose_6d", "translation", "joints_3d"):
+        ref = np.array([rows["torch"][k][column] for k in sorted(rows["torch"])])
+        got = np.array([rows["ort"][k][column] for k in sorted(rows["torch"])])
+        assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max(), column
+
+
 def test_the_same_tracks_and_rows_on_two_ray_workers_as_in_process(tmp_path, corpus, detector):
     """Ray actors run with their own torch threads: the detector's bits (and so the pair picked among
     near-tied boxes) must not depend on them (before: another pair on Ray)."""

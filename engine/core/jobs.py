@@ -39,7 +39,7 @@ def engine_options(family: registry.Family) -> tuple[Option, ...]:
         int_option("dummy_seed", 0, "seed of the dummy weights", low=0),
         int_option("batch_size", 64, "work items per model call", low=1),
         Option("device", "auto", "where the models run; auto: cuda if torch sees a GPU, else cpu", choices=DEVICES),
-        Option("backend", "torch", "what runs the denoiser (docs/export.md)", choices=BACKENDS),
+        Option("backend", "torch", "what runs the models (docs/export.md says which)", choices=BACKENDS),
         Option("precision", "fp32", "fp16 / bf16 only where the device computes in them natively",
                choices=PRECISIONS),
     )

@@ -182,10 +182,17 @@ class SMPLHead(nn.Module):
         self.register_buffer("init_cam", torch.tensor([MEAN_CAMERA]))
 
     def forward(self, tokens: torch.Tensor) -> "HMR2Output":
+        return HMR2Output.of_regression(*self.regress(tokens))
+
+    def regress(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, C) image tokens -> feature (B, decoder_dim), 6D pose (B, 144), betas (B, 10), camera (B, 3)."""
         feature = self.transformer(tokens)
-        pose_6d = self.decpose(feature) + self.init_body_pose
-        rotations = rotation_6d_to_matrix(pose_6d.unflatten(-1, (-1, 6))).transpose(-1, -2)  # rot6d_to_rotmat: columns
-        return HMR2Output(feature, rotations, self.decshape(feature) + self.init_betas, self.deccam(feature) + self.init_cam)
+        return (feature, self.decpose(feature) + self.init_body_pose, self.decshape(feature) + self.init_betas,
+                self.deccam(feature) + self.init_cam)
+
+
+# The regression's widths after the feature, in the order ``SMPLHead.regress`` returns them.
+REGRESSION_DIMS = (POSE_DIM, SHAPE_DIM, CAMERA_DIM)
 
 
 @dataclass
@@ -198,6 +205,18 @@ class HMR2Output:
     betas: torch.Tensor
     camera: torch.Tensor
 
+    @classmethod
+    def of_regression(cls, feature: torch.Tensor, pose_6d: torch.Tensor, betas: torch.Tensor,
+                      camera: torch.Tensor) -> "HMR2Output":
+        rotations = rotation_6d_to_matrix(pose_6d.unflatten(-1, (-1, 6))).transpose(-1, -2)  # rot6d_to_rotmat: columns
+        return cls(feature, rotations, betas, camera)
+
+    @classmethod
+    def of_joined(cls, joined: torch.Tensor) -> "HMR2Output":
+        """The outputs of ``HMR2.regress_joined``'s (B, decoder_dim + 157) tensor."""
+        feature_dim = joined.shape[-1] - sum(REGRESSION_DIMS)
+        return cls.of_regression(*joined.split([feature_dim, *REGRESSION_DIMS], dim=-1))
+
 
 class HMR2(nn.Module):
     def __init__(self, config: HMR2Config):
@@ -207,8 +226,14 @@ class HMR2(nn.Module):
         self.smpl_head = SMPLHead(config)
 
     def forward(self, crops: torch.Tensor) -> HMR2Output:
-        """(B, 3, 256, 256) normalised crops (``hmr2_crop.crop_people``) -> per-crop outputs."""
+        """(B, 3, 256, 256) normalised crops (``hmr2_estimate.demo_crops``) -> per-crop outputs."""
         return self.smpl_head(self.backbone(crops[..., VIT_INPUT_COLUMNS]))
+
+    def regress_joined(self, crops: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 256, 256) crops -> (B, decoder_dim + 157) feature, 6D pose, betas and camera in one
+        tensor: what a backend runs (``hmr2_estimate.HMR2Graph``); the rotations are made from the 6D
+        pose outside, in fp32 whatever the backend's precision (``HMR2Output.of_joined``)."""
+        return torch.cat(self.smpl_head.regress(self.backbone(crops[..., VIT_INPUT_COLUMNS])), dim=-1)
 
 
 # --- building and loading --------------------------------------------------------------------

@@ -37,17 +37,20 @@ take the squares from here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from motionfleet.common.rotations import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d
 from motionfleet.core.errors import RejectedInput
+from motionfleet.core.runtime import backends
 from motionfleet.core.runtime.batching import ROW_QUANTUM, pad_rows
-from motionfleet.socialmirror.hmr2 import HMR2
+from motionfleet.core.runtime.graphs import GraphInput, GraphSpec
+from motionfleet.socialmirror.hmr2 import HMR2, REGRESSION_DIMS, HMR2Output
 from motionfleet.socialmirror.initial_estimate import cam_crop_to_full, cam_full_to_crop, focal_length
 
 CROP_SIZE = 256  # MODEL.IMAGE_SIZE
@@ -59,6 +62,11 @@ IMAGE_STD = (0.229, 0.224, 0.225)
 BLUR_ABOVE = 1.1  # blur when half the downsampling factor exceeds this
 BLUR_TRUNCATE = 4.0  # skimage/scipy gaussian's default
 CHUNK = 8  # crops per model call: a multiple of ROW_QUANTUM
+# The largest batch the graph is built for (TensorRT sizes its engine for it). 64 crops of the
+# released ViT-H are 16 TFLOP a call (251 GFLOP a crop, docs/benchmarks.md), over 16 ms even at an
+# H100's dense fp16 peak: a call is compute-bound well before this, and a larger batch would only
+# grow the activations the engine reserves (the widest, the MLP's 192 tokens x 5120, is 3.9 MB a crop in fp32).
+MAX_BATCH = 64
 
 
 def crop_boxes(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,21 +183,15 @@ def demo_crops(frames, boxes) -> DemoCrops:
     return DemoCrops(crops, centres, sides, frames.shape[2], frames.shape[1])
 
 
-@torch.no_grad()
-def estimates_of_crops(model: HMR2, crops: DemoCrops, chunk: int = CHUNK) -> DemoEstimates:
-    """HMR 2.0 on ``crops``, ``chunk`` crops a call (padded to it), and the demo's geometry."""
-    device = next(model.parameters()).device
-    images = crops.crops.to(device)
-    out = [model(pad_rows(images[i:i + chunk], chunk)) for i in range(0, len(images), chunk)]
-    take = lambda name: torch.cat([getattr(o, name) for o in out])[:len(images)]
-    camera = take("camera")
+def demo_geometry(outputs: HMR2Output, crops: DemoCrops) -> DemoEstimates:
+    """HMR 2.0's outputs on ``crops`` with the demo's crop geometry (module doc)."""
+    camera = outputs.camera
     centres, sides = crops.centres.to(camera), crops.sides.to(camera)
     hmr2_squares = torch.cat([centres - sides[:, None] / 2, centres + sides[:, None] / 2], dim=-1)
-    rotations = take("rotations")
     width, height = crops.width, crops.height
     return DemoEstimates(
-        features=take("feature"), rotations=rotations, init_pose=matrix_to_axis_angle(rotations).flatten(-2),
-        betas=take("betas"), camera=camera,
+        features=outputs.feature, rotations=outputs.rotations, init_pose=matrix_to_axis_angle(outputs.rotations).flatten(-2),
+        betas=outputs.betas, camera=camera,
         translation=cam_crop_to_full(camera, hmr2_squares, width, height, HMR2_FOCAL / CROP_SIZE * max(width, height)),
         box_center=centres, box_size=sides, scale=CLOSEINT_RESCALE * sides / 200,
         focal_length=torch.full_like(sides, focal_length(width, height)))
@@ -197,8 +199,27 @@ def estimates_of_crops(model: HMR2, crops: DemoCrops, chunk: int = CHUNK) -> Dem
 
 def demo_estimates(model: HMR2, frames, boxes, chunk: int = CHUNK) -> DemoEstimates:
     """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) x0, y0, x1, y1 pixels -> estimates of
-    the L x P boxes (frame-major): ``demo_crops`` then ``estimates_of_crops``."""
-    return estimates_of_crops(model, demo_crops(frames, boxes), chunk)
+    the L x P boxes (frame-major), with ``model`` in eager torch: ``demo_crops`` then
+    ``HMR2Estimator.estimates``."""
+    return HMR2Estimator(model, chunk).estimates(demo_crops(frames, boxes))
+
+
+class HMR2Graph(nn.Module):
+    """What a backend runs: (N, 3, 256, 256) normalised crops -> (N, decoder_dim + 157) feature,
+    6D pose, betas and camera (``HMR2.regress_joined``); declares its graph (batch dynamic)."""
+
+    def __init__(self, model: HMR2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return self.model.regress_joined(crops)
+
+    def graph_spec(self) -> GraphSpec:
+        width = self.model.config.decoder_dim + sum(REGRESSION_DIMS)
+        inputs = (GraphInput("crops", ("batch", 3, CROP_SIZE, CROP_SIZE)),)
+        return GraphSpec("hmr2", "estimator", self, inputs, "regression", asdict(self.model.config), lambda crops: (crops,),
+                         lambda crops: (crops.shape[0], width), max_batch=MAX_BATCH)
 
 
 @dataclass
@@ -212,12 +233,31 @@ class EstimatorOutput:
 
 class HMR2Estimator:
     """HMR 2.0 in the role of the runner's ResNet-50 + ``InitialEstimator``: frames and per-person
-    boxes in, (F_img, x_init) and CloseInt's crop squares out (see the module doc)."""
+    boxes in, (F_img, x_init) and CloseInt's crop squares out (see the module doc); the model runs on
+    ``backend`` (``core.runtime.backends``: torch, onnxruntime, tensorrt, ...) at ``precision``.
 
-    def __init__(self, model: HMR2, chunk: int = CHUNK):
-        if chunk % ROW_QUANTUM:
-            raise ValueError(f"chunk {chunk} must be a multiple of {ROW_QUANTUM} (batch-invariant bits)")
-        self.model, self.chunk = model, chunk
+    ``weights`` (the weights description) is recorded in the graphs a graph backend exports;
+    ``onnx_dir`` gives them ready-made (``core.runtime.backends.make_backend``).
+    """
+
+    def __init__(self, model: HMR2, chunk: int = CHUNK, backend: str = "torch", device: torch.device | str = "cpu",
+                 precision: str = "fp32", weights: Optional[str] = None, onnx_dir: Optional[str] = None):
+        if chunk % ROW_QUANTUM or not 0 < chunk <= MAX_BATCH:
+            raise ValueError(f"chunk {chunk} must be a multiple of {ROW_QUANTUM} (batch-invariant bits) in [1, {MAX_BATCH}]")
+        self.chunk, self.device = chunk, torch.device(device)
+        self.graph = HMR2Graph(model.to(self.device).eval())
+        self.run = backends.make_backend(backend, self.graph, precision, self.device, onnx_dir=onnx_dir, weights=weights)
+
+    def outputs(self, crops: torch.Tensor) -> HMR2Output:
+        """(N, 3, 256, 256) crops -> HMR 2.0's outputs, one call per ``chunk`` crops, padded to it:
+        a crop's outputs do not depend on the crops beside it (``tests/test_hmr2.py``)."""
+        images = crops.to(self.device)
+        joined = torch.cat([self.run(pad_rows(images[i:i + self.chunk], self.chunk)) for i in range(0, len(images), self.chunk)])
+        return HMR2Output.of_joined(joined[:len(images)])
+
+    @torch.no_grad()
+    def estimates(self, crops: DemoCrops) -> DemoEstimates:
+        return demo_geometry(self.outputs(crops.crops), crops)
 
     def __call__(self, frames, boxes) -> EstimatorOutput:
         """``frames`` (L, H, W, 3) uint8 RGB, ``boxes`` (L, P, 4) -> per (person, frame) outputs."""
@@ -225,7 +265,7 @@ class HMR2Estimator:
 
     def of_crops(self, crops: DemoCrops, frames_count: int, people: int) -> EstimatorOutput:
         """The outputs of ``demo_crops`` of ``frames_count`` x ``people`` boxes (the model's half)."""
-        estimates = estimates_of_crops(self.model, crops, self.chunk)
+        estimates = self.estimates(crops)
         width, height = crops.width, crops.height
         squares = estimates.closeint_squares()
         pose_6d = matrix_to_rotation_6d(axis_angle_to_matrix(estimates.init_pose.unflatten(-1, (-1, 3)))).flatten(-2)

@@ -174,12 +174,14 @@ def decoded_clips(span: ClipSpan, clip_len: int, settings: ReconstructSettings,
         raise RejectedInput(f"truncated: {stats.note}")
 
 
-def hmr2_estimator(weights: Optional[str], image_feature_dim: int, device: torch.device) -> Optional[HMR2Estimator]:
+def hmr2_estimator(weights: Optional[str], image_feature_dim: int, settings: ReconstructSettings) -> Optional[HMR2Estimator]:
     """HMR 2.0 as the initial estimator when ``weights`` is its released checkpoint (the preset whose
-    features the denoiser takes); None: the ResNet-50 head (``initial_estimate``)."""
+    features the denoiser takes), on the job's device, backend and precision, as the detector and
+    the denoiser; None: the ResNet-50 head (``initial_estimate``)."""
     if weights is None or not hmr2.is_released_file(weights):
         return None
-    return HMR2Estimator(hmr2.load_model(weights, hmr2.preset_feeding(image_feature_dim)).to(device))
+    return HMR2Estimator(hmr2.load_model(weights, hmr2.preset_feeding(image_feature_dim)), backend=settings.backend,
+                         device=settings.device, precision=settings.precision, weights=weights_description(weights, 0))
 
 
 def span_tracks(span: ClipSpan, frame_size: tuple[int, int]) -> tuple[Optional[Tracks], np.ndarray]:
@@ -300,7 +302,7 @@ class Reconstructor:
         self.config = model.config
         self.backbone = build_resnet50(spec.backbone_weights, spec.dummy_seed).to(self.device)
         self.backbone_pool = backbone_pool(self.device)
-        self.hmr2 = hmr2_estimator(spec.estimator_weights, self.config.image_feature_dim, self.device)
+        self.hmr2 = hmr2_estimator(spec.estimator_weights, self.config.image_feature_dim, settings)
         head_weights = None if self.hmr2 else spec.estimator_weights
         self.estimator = build_initial_estimator(self.config.image_feature_dim, head_weights, spec.dummy_seed).to(self.device)
         body, self.body_description = load_smpl(spec.body_models)
