@@ -36,7 +36,7 @@ from torch import nn
 
 from motionfleet.common.rotations import rotation_6d_to_matrix
 from motionfleet.common.vit import ViT, ViTConfig
-from motionfleet.common.weights import check_layout, meta_layout, read_state_dict, seeded
+from motionfleet.common.weights import assigned, check_layout, meta_layout, read_state_dict, seeded
 from motionfleet.core.errors import RejectedInput, UnsafeCheckpoint, checkpoint_errors
 from motionfleet.socialmirror.initial_estimate import MEAN_CAMERA, mean_estimate
 from motionfleet.socialmirror.model import POSE_DIM, SHAPE_DIM
@@ -309,8 +309,5 @@ def load_model(checkpoint: Optional[str] = None, preset: str = "released", seed:
     if checkpoint is None:
         return build_model(config, seed)
     with checkpoint_errors(checkpoint, "HMR 2.0", f"give 4D-Humans' released {RELEASED_FILE}"):
-        state_dict = released_state_dict(checkpoint, config)
-        with torch.device("meta"):
-            model = HMR2(config)
-        model.load_state_dict(state_dict, strict=True, assign=True)
+        model = assigned(lambda: HMR2(config), released_state_dict(checkpoint, config))
     return model.eval()
