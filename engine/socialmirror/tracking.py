@@ -158,7 +158,8 @@ def _same_frame_pairs(on_frame: np.ndarray) -> np.ndarray:
     return np.stack([i, j])
 
 
-def _accumulate(keys: np.ndarray, shared: np.ndarray, total: np.ndarray, new_keys: np.ndarray, values: np.ndarray):
+def _accumulate(keys: np.ndarray, shared: np.ndarray, total: np.ndarray, new_keys: np.ndarray,
+                values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted pair ``keys`` with their counts and sums, ``values`` of ``new_keys`` added (np.bincount
     adds in the order given: each pair's sum runs in frame order)."""
     unique, inverse = np.unique(np.r_[keys, new_keys], return_inverse=True)
