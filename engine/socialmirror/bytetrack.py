@@ -154,7 +154,9 @@ class ByteTracker:
         order = kept[np.argsort(ids[kept], kind="stable")]  # by id, then frame: sightings are in frame order
         ids, frames, boxes = ids[order], frames[order], boxes[order]
         starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        return [TrackHistory(int(ids[first]), f, b) for first, f, b in zip(starts, np.split(frames, starts[1:]), np.split(boxes, starts[1:]))]
+        # copies: a view would keep every track's boxes alive for as long as the pair's are
+        return [TrackHistory(int(ids[first]), f.copy(), b.copy())
+                for first, f, b in zip(starts, np.split(frames, starts[1:]), np.split(boxes, starts[1:]))]
 
     def _associate(self, frame: int, boxes: np.ndarray, scores: np.ndarray, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         """The three matching stages; returns the high-score boxes nobody took."""
