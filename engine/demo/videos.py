@@ -123,6 +123,25 @@ def tracking_scene_boxes(num_frames: int = 40, size: tuple[int, int] = TRACKING_
     return boxes
 
 
+def crowd_detections(num_frames: int, people: int, seed: int = 0, stay: int = 300) -> dict[int, np.ndarray]:
+    """``{frame: (N, 5)}`` float32 detections ``x0, y0, x1, y1, score`` of a crowd on a 1920 x 1080
+    frame: about ``people`` in view at a time, each walking sideways for ``stay`` frames (1 px
+    jitter, 150 to 350 px tall), arrivals spread over the video; scores uniform in 0.5 to 0.95."""
+    rng = np.random.default_rng(seed)
+    total = people * num_frames // stay
+    starts = rng.integers(-stay, num_frames, total)
+    x0, y0 = rng.uniform(0, 1800, total), rng.uniform(100, 700, total)
+    speed, height = rng.normal(0, 2, total), rng.uniform(150, 350, total)
+    detections = {}
+    for frame in range(num_frames):
+        here = np.flatnonzero((starts <= frame) & (frame < starts + stay))
+        x = x0[here] + speed[here] * (frame - starts[here]) + rng.normal(0, 1, len(here))
+        y = y0[here] + rng.normal(0, 1, len(here))
+        h = height[here]
+        detections[frame] = np.stack([x, y, x + h * 0.4, y + h, rng.uniform(0.5, 0.95, len(here))], 1).astype(np.float32)
+    return detections
+
+
 def write_tracking_video(path: str | os.PathLike, num_frames: int = 40, fps: int = 30, size: tuple[int, int] = TRACKING_SIZE,
                          seed: int = 0) -> np.ndarray:
     """Write the three-figure scene of ``tracking_scene_boxes`` (libx264, yuv420p) and return its
