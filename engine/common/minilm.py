@@ -21,8 +21,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
-from motionfleet.common.weights import assigned
-
 
 @dataclass(frozen=True)
 class BertConfig:
@@ -149,10 +147,13 @@ def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 def load_sentence_bert(model_dir: Path) -> SentenceBert:
-    config = BertConfig.read(model_dir / "config.json")
+    model = SentenceBert(BertConfig.read(model_dir / "config.json"))
     state = load_file(model_dir / "model.safetensors")
     unused = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}  # the pooler is not in the mean
-    return assigned(lambda: SentenceBert(config), {k: v for k, v in state.items() if k not in unused}).float().eval()
+    # Built and copied into, not built on the meta device: that device's first use in a process
+    # imports torch's reference ops, 1.2 s on the 2-core CPU, against 0.02 s for the copy.
+    model.load_state_dict({k: v for k, v in state.items() if k not in unused})
+    return model.float().eval()
 
 
 class WordPieces:
