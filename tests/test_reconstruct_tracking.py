@@ -275,7 +275,44 @@ def test_the_tracks_stage_decodes_ahead_while_the_detector_runs(corpus, detector
     monkeypatch.setattr(track_stage, "iter_frames", counted)
     tracker.detector = WaitingDetector()
     timings = Timings({"decode": 0.0, "detect": 0.0, "decode_wait": 0.0}, {"frames": 0, "frames_detected": 0})
-    detections, seen = tracker.detect(track_stage.VideoToTrack("scene.mp4", str(corpus / "scene.mp4")), timings)
+    chunks: list[dict] = []
+    seen = tracker.detect(track_stage.VideoToTrack("scene.mp4", str(corpus / "scene.mp4")), timings, chunks.append)
     assert tracker.detector.waited is True
-    assert len(seen) == 40 and sorted(detections) == [*range(0, 40)]
+    assert len(seen) == 40 and [frame for chunk in chunks for frame in chunk] == [*range(0, 40)]
     assert timings.seconds["decode"] > 0 and timings.counts["frames"] == 40
+
+
+def test_the_tracks_stage_tracks_a_chunk_while_the_detector_runs_the_next(corpus, detector, monkeypatch):
+    """The detector's second call waits until the tracker has taken the first chunk's boxes:
+    tracking after the whole video's detection never lets it (bounded: fails in 20 s)."""
+    import threading
+
+    from motionfleet.core.runtime.stopwatch import Timings
+    from motionfleet.socialmirror import track_stage
+
+    tracker = video_tracker(detector)
+    tracking_started, real_detector = threading.Event(), tracker.detector
+
+    class SignallingTracking(track_stage.PairTracking):
+        def add(self, detections):
+            tracking_started.set()
+            super().add(detections)
+
+    class WaitingDetector:
+        settings = real_detector.settings
+        calls, waited = 0, None
+
+        def __call__(self, frames):
+            self.calls += 1
+            if self.calls == 2:
+                self.waited = tracking_started.wait(timeout=20)
+            return real_detector(frames)
+
+    monkeypatch.setattr(track_stage, "PairTracking", SignallingTracking)
+    tracker.detector = WaitingDetector()
+    timings = Timings({"decode": 0.0, "detect": 0.0, "track": 0.0, "decode_wait": 0.0}, {"frames": 0, "frames_detected": 0})
+    rows = tracker.track(track_stage.VideoToTrack("scene.mp4", str(corpus / "scene.mp4")), timings)
+    assert tracker.detector.waited is True and tracker.detector.calls == 5
+    monkeypatch.undo()
+    alone = video_tracker(detector).track(track_stage.VideoToTrack("scene.mp4", str(corpus / "scene.mp4")), timings)
+    assert rows.equals(alone)  # the same rows as tracked without the waits

@@ -183,3 +183,21 @@ def test_the_tracking_video_draws_each_figure_inside_its_box(tmp_path):
         corner = image[2, 2].astype(np.float64)  # background, left of every figure
         assert np.linalg.norm(colours - corner, axis=1).min() > 60
     assert checked > 60  # of the 94 figures whose centre is on the frame, those not beside one in front
+
+
+def test_tracking_fed_in_chunks_gives_the_pair_of_the_whole_video_at_once():
+    from motionfleet.socialmirror.tracking import PairTracking
+
+    detections = detections_of(walking_pair(90), jitter=0.5)
+    whole = track_pair(detections, num_frames=95)
+    frames = sorted(detections)
+    for size in (1, 7, 64):
+        tracking = PairTracking()
+        for i in range(0, len(frames), size):
+            tracking.add({f: detections[f] for f in frames[i:i + size]})
+        chunked = tracking.pair(num_frames=95)
+        assert chunked.track_ids == whole.track_ids and chunked.lost == whole.lost
+        for a, b in zip(chunked.tracks.frames + chunked.tracks.boxes, whole.tracks.frames + whole.tracks.boxes):
+            assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="ascending"):
+        tracking.add({0: detections[0]})

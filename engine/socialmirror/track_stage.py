@@ -6,7 +6,8 @@ on the worker's device::
     decode         the frames the clips see (target fps), capped at the detector's test size, in a
                    thread of its own a few detector calls ahead (``DECODE_AHEAD``)
     detect         YOLOX on every ``detect_every``-th frame and the last, 8 frames a call (``detect``)
-    track          ByteTrack over the whole video, then the pair (``tracking``)
+    track          ByteTrack over the whole video, a chunk at a time in a thread of its own while the
+                   detector runs the next, then the pair (``tracking``)
     rows           per frame and person its box; a frame where the pair is lost, one row of person -1
 
 Every clip shard of the video reads these rows (``stage_tracks``): a video's identities are
@@ -22,9 +23,10 @@ everyone with ByteTrack and keep the closest pair, as SocialMirror's supplementa
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +42,7 @@ from motionfleet.core.runtime.batching import fixed_thread_pool
 from motionfleet.core.runtime.stopwatch import Timings
 from motionfleet.socialmirror.detect import Detector, DetectorSettings
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
-from motionfleet.socialmirror.tracking import PairSettings, track_pair
+from motionfleet.socialmirror.tracking import PairSettings, PairTracking
 from motionfleet.socialmirror.video import Frame, Tracks, check_index, iter_frames, probe_video
 
 STAGE = "tracks"
@@ -146,22 +148,36 @@ class VideoTracker:
         return rows, rejections.rejected_table(rejected, "video_id"), timings
 
     def track(self, video: VideoToTrack, timings: Timings) -> pa.Table:
-        detections, seen = self.detect(video, timings)
+        """Detect, and track each chunk of detections in a thread of its own while the detector
+        runs the next (one thread: ByteTrack steps frame after frame); then the pair."""
+        tracking = PairTracking(PairSettings(max_gap=self.settings.max_gap))
+
+        def track_chunk(detections: dict[int, np.ndarray]) -> None:
+            start = time.perf_counter()
+            tracking.add(detections)
+            timings.seconds["track"] += time.perf_counter() - start  # only this thread adds to it
+
+        with ThreadPoolExecutor(1, thread_name_prefix="track") as tracker:
+            tracked: list[Future] = []
+            seen = self.detect(video, timings, lambda detections: tracked.append(tracker.submit(track_chunk, detections)))
+            for chunk in tracked:
+                chunk.result()
         start = time.perf_counter()
-        pair = track_pair(detections, PairSettings(max_gap=self.settings.max_gap), num_frames=int(seen[-1]) + 1)
+        pair = tracking.pair(num_frames=int(seen[-1]) + 1)
         lost = np.zeros(len(seen), dtype=bool)
         for first, last in pair.lost:
             lost |= (seen >= first) & (seen <= last)
         timings.seconds["track"] += time.perf_counter() - start
         return tracks_table(video.video_id, pair.tracks, seen[lost])
 
-    def detect(self, video: VideoToTrack, timings: Timings) -> tuple[dict[int, np.ndarray], np.ndarray]:
-        """Source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded frame
-        and the last (``tracking``: frames after the last detection hold its box); and every decoded
-        frame's source index. Frames are decoded in a thread while the detector runs."""
+    def detect(self, video: VideoToTrack, timings: Timings, found: Callable[[dict[int, np.ndarray]], None]) -> np.ndarray:
+        """Every decoded frame's source index; ``found`` is called, chunk after chunk in frame order,
+        with source frame -> (N, 5) boxes in source pixels, of every ``detect_every``-th decoded
+        frame and the last (``tracking``: frames after the last detection hold its box). Frames are
+        decoded in a thread while the detector runs."""
         probe_video(video.path)
         check_index(video.path)
-        detections, seen = {}, []
+        seen: list[int] = []
         at_once = self.detector.settings.batch_size * self.batches_at_once
         decode = partial(chunks_to_detect, video.path, self.settings.target_fps, self.max_side, self.settings.detect_every,
                          at_once)
@@ -169,10 +185,10 @@ class VideoTracker:
             for chunk in chunks:
                 timings.seconds["decode"] += chunk.decode_s
                 seen += chunk.seen
-                detections.update(self.detect_frames(chunk.to_detect, timings))
+                found(self.detect_frames(chunk.to_detect, timings))
         timings.seconds["decode_wait"] += chunks.wait_s
         timings.counts["frames"] += len(seen)
-        return detections, np.array(seen, dtype=np.int64)
+        return np.array(seen, dtype=np.int64)
 
     def detect_frames(self, frames: list, timings: Timings) -> dict[int, np.ndarray]:
         """Boxes of ``frames`` in source pixels, a detector batch per pool thread."""

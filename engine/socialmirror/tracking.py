@@ -8,6 +8,10 @@ empty array)::
     pair.tracks                                     # Tracks: person 0 and 1 where the detector found them
     pair.lost                                       # ((first, last), ...) source frames without the pair
 
+    tracking = PairTracking(PairSettings())         # the same, fed a chunk of frames at a time
+    tracking.add(first_chunk); tracking.add(second_chunk)
+    pair = tracking.pair()
+
 The pair (SocialMirror's supplementary, sec. 1.1: detect and track everyone, keep the pair with
 the closest spatial proximity): among the confirmed tracks, every two that the detector found on
 the same frame at least ``min_shared_frames`` times are a candidate; their proximity is the mean,
@@ -78,28 +82,46 @@ def track_pair(detections: dict[int, np.ndarray], settings: PairSettings = PairS
     one then count towards a lost tail. Without it the video is taken to end at the last frame
     in ``detections``.
     """
-    frames = sorted(int(f) for f in detections)
-    _check_schedule(frames, settings.max_gap)
-    tracker = ByteTracker(settings.bytetrack)
-    for frame in frames:
-        tracker.step(frame, detections[frame])
-    histories = tracker.histories()
-    a, b = _closest_pair(histories, settings.min_shared_frames, len(frames))
-    span = (frames[0], frames[-1] if num_frames is None else max(frames[-1], num_frames - 1))
-    lost = _merge(_gaps(a.frames, span, settings.max_gap) + _gaps(b.frames, span, settings.max_gap))
-    tracks = Tracks((a.frames, b.frames), (a.boxes, b.boxes))
-    return PairTracks(tracks, lost, len(histories), (a.track_id, b.track_id))
+    tracking = PairTracking(settings)
+    tracking.add({frame: detections[frame] for frame in sorted(detections)})
+    return tracking.pair(num_frames)
 
 
-def _check_schedule(frames: list[int], max_gap: int) -> None:
-    if not frames:
-        raise RejectedInput("no_pair: the detector ran on no frame of this video")
-    if frames[0] < 0:
-        raise ValueError(f"source frame indices start at 0, got {frames[0]}")
-    spacing = max(np.diff(frames), default=1)
-    if spacing - 1 > max_gap:
-        raise UsageError(f"detecting every {spacing}th frame leaves {spacing - 1} frames between detections, more than "
-                         f"max_gap {max_gap}: detect at least every {max_gap + 1}th frame or raise max_gap")
+class PairTracking:
+    """``track_pair`` fed as the detector goes: ``add`` the detections of frames after every frame
+    added so far (a chunk at a time), then ``pair``. The same tracks as ``track_pair`` over all
+    of them at once, whatever the chunks."""
+
+    def __init__(self, settings: PairSettings = PairSettings()):
+        self.settings = settings
+        self.tracker = ByteTracker(settings.bytetrack)
+        self.frames: list[int] = []
+
+    def add(self, detections: dict[int, np.ndarray]) -> None:
+        for frame in sorted(int(f) for f in detections):
+            self._check_schedule(frame)
+            self.tracker.step(frame, detections[frame])
+            self.frames.append(frame)
+
+    def pair(self, num_frames: int | None = None) -> PairTracks:
+        """The closest pair of the frames added (``num_frames``: as ``track_pair``'s)."""
+        frames, settings = self.frames, self.settings
+        if not frames:
+            raise RejectedInput("no_pair: the detector ran on no frame of this video")
+        histories = self.tracker.histories()
+        a, b = _closest_pair(histories, settings.min_shared_frames, len(frames))
+        span = (frames[0], frames[-1] if num_frames is None else max(frames[-1], num_frames - 1))
+        lost = _merge(_gaps(a.frames, span, settings.max_gap) + _gaps(b.frames, span, settings.max_gap))
+        tracks = Tracks((a.frames, b.frames), (a.boxes, b.boxes))
+        return PairTracks(tracks, lost, len(histories), (a.track_id, b.track_id))
+
+    def _check_schedule(self, frame: int) -> None:
+        if frame < 0:
+            raise ValueError(f"source frame indices start at 0, got {frame}")
+        spacing, max_gap = frame - self.frames[-1] if self.frames else 1, self.settings.max_gap
+        if spacing - 1 > max_gap:
+            raise UsageError(f"detecting every {spacing}th frame leaves {spacing - 1} frames between detections, more than "
+                             f"max_gap {max_gap}: detect at least every {max_gap + 1}th frame or raise max_gap")
 
 
 def _closest_pair(histories: list[TrackHistory], min_shared: int, searched: int) -> tuple[TrackHistory, TrackHistory]:
