@@ -391,7 +391,7 @@ def console() -> None:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (``| head``): nothing left to say there
             pass
-    os._exit(code)
+    os._exit(0 if code is None else code)  # sys.exit's reading of None
 
 
 if __name__ == "__main__":
