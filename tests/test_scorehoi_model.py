@@ -212,3 +212,11 @@ def test_folding_the_released_sizes_cuts_parameters_and_flops_twelvefold():
     folded_params, folded_flops = parameter_and_flop_count(fold_scorehoi(model), RELEASED)
     assert (params, flops) == (362_101_287, 723_837_964)
     assert (folded_params, folded_flops) == (29_790_759, 59_483_148)
+
+
+def test_the_folded_model_shares_the_layers_the_fold_leaves_as_they_are(small_model):
+    folded = fold_scorehoi(small_model)
+    assert folded.time_mlp is small_model.time_mlp and folded.final_mlp_betas is small_model.final_mlp_betas
+    assert folded.blocks[0].linear_layer1 is small_model.blocks[0].block.linear_layer1
+    unshared = {id(p) for p in folded.parameters()} - {id(p) for p in small_model.parameters()}
+    assert len(unshared) == 2 * (len(small_model.blocks) + len(small_model.blocks_betas))  # each block's affine weight and bias
