@@ -388,7 +388,8 @@ def console() -> None:
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None where the shell closed it (``>&-``)
+                stream.flush()
         except (OSError, ValueError):  # a closed pipe (``| head``): nothing left to say there
             pass
     os._exit(0 if code is None else code)  # sys.exit's reading of None

@@ -62,14 +62,18 @@ def test_the_console_command_exits_with_mains_code_and_its_output_flushed(tmp_pa
                              "from motionfleet.cli import console; print('buffered, never flushed by hand', end=''); console()"],
                             capture_output=True, text=True, env=ENV, timeout=600)
     assert listed.returncode == 0 and listed.stdout.startswith("buffered, never flushed by hand")
+    closed = subprocess.run([sys.executable, "-c", "import sys; sys.stdout = None; "  # what Python makes of a closed fd 1
+                             f"sys.argv = ['motionfleet', 'generate', '--steps', '0', '--out', {str(tmp_path / 'y')!r}]; "
+                             "from motionfleet.cli import console; console()"], capture_output=True, text=True, env=ENV, timeout=600)
+    assert closed.returncode == 2 and closed.stderr.strip() == "motionfleet: error: --steps: must be >= 1, got 0"
 
 
 def test_the_report_says_where_the_commands_time_went_in_order(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("one person hugs the other\ntwo people dance\n")
-    launched = __import__("time").time()
+    launched = __import__("time").perf_counter()
     done = motionfleet("generate", "--preset", "tiny", "--prompts", str(prompts), "--out", str(tmp_path / "job"))
-    wall = __import__("time").time() - launched
+    wall = __import__("time").perf_counter() - launched
     assert done.returncode == 0, done.stderr
     timeline = json.loads((tmp_path / "job" / "report.json").read_text())["timeline"]
     parts = ["before_job_s", "plan_s", "stages_s", "workers_ready_s", "shards_s", "after_shards_s"]

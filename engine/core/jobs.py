@@ -167,8 +167,9 @@ class Timeline:
     command), ``plan_s``, ``stages_s`` (stages' shards, e.g. reconstruct's tracks), ``workers_ready_s``
     (the executor's start to the first shard a worker took: Ray's start, model build, warm-up),
     ``shards_s`` (the first shard taken to the last written) and ``after_shards_s`` (commits,
-    compaction, the report). A shard's times are its worker's epoch clock (a cluster's nodes'
-    clocks may differ by their skew)."""
+    compaction, the report). Epoch seconds (``time.time``) throughout, not ``perf_counter``: a
+    shard's start is its worker's epoch clock, the one clock the driver, Ray actors and other nodes
+    share (a cluster's nodes' clocks may differ by their skew)."""
 
     before_job_s: Optional[float]
     marks: dict[str, float]
