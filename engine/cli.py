@@ -121,8 +121,9 @@ def export_parser(sub) -> None:
     from motionfleet.core import registry
     from motionfleet.core.runtime.graphs import GRAPH_PRECISIONS
 
-    p = sub.add_parser("export", help="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
-                       description="model -> ONNX graphs (one denoiser step per graph, batch dynamic)",
+    text = ("model -> ONNX graphs (one denoiser step per graph, batch dynamic; socialmirror: also its front end's "
+            "with --detector-weights / --estimator-weights, for reconstruct --onnx-dir)")
+    p = sub.add_parser("export", help=text, description=text,
                        epilog="example:\n  motionfleet export --family dhvae --preset tiny --out graphs/")
     p.add_argument("--family", required=True, metavar="{" + ",".join(registry.FAMILIES) + "}",
                    help="which model (required)")  # the value is checked in run_export, one line like every value
@@ -134,6 +135,10 @@ def export_parser(sub) -> None:
                          choices=GRAPH_PRECISIONS))
     for option in EXPORT_OPTIONS:
         add_option(p, option)
+    for family in registry.registering("export_options"):
+        group = p.add_argument_group(f"{family.name} only (as {family.command} takes them)")
+        for option in family.export_options:
+            add_option(group, option)
     add_verbose(p)
     p.set_defaults(handler=run_export)
 
@@ -153,10 +158,22 @@ def run_export(args, argv: list[str]) -> int:
         raise UsageError("--loop-steps: the whole-loop graph exists for dhvae only")
     paths = export_family(family.name, args.out, checkpoint, preset, v["dummy_seed"],
                           precision, v["loop_steps"], v["guidance_scale"], v["opset"],
-                          progress=lambda name: print(f"exporting {name} ...", file=sys.stderr, flush=True))
+                          progress=lambda name: print(f"exporting {name} ...", file=sys.stderr, flush=True),
+                          options=family_export_values(family, args))
     for path in paths:
         print(path)
     return 0
+
+
+def family_export_values(family, args) -> dict:
+    """The checked values of ``family``'s own export flags; UsageError for another family's flag given."""
+    from motionfleet.core import registry
+
+    stray = [o.flag for other in registry.registering("export_options") if other is not family
+             for o in other.export_options if getattr(args, o.name, None) is not None]
+    if stray:
+        raise UsageError(f"{', '.join(sorted(stray))}: not a flag of --family {family.name}'s export")
+    return {o.name: o.value(getattr(args, o.name)) for o in family.export_options}
 
 
 # --- bench, render, report ------------------------------------------------------------------

@@ -110,6 +110,10 @@ def existing_path(v: str) -> Optional[str]:
     return None if Path(v).exists() else f"{v} does not exist (check the path)"
 
 
+def existing_folder(v: str) -> Optional[str]:
+    return None if Path(v).is_dir() else f"{v} is not a folder (check the path)"
+
+
 def int_option(name: str, default: Optional[int], help: str, low: Optional[float] = None,
                high: Optional[float] = None) -> Option:
     checks = tuple(c for c in (at_least(low) if low is not None else None,

@@ -148,8 +148,9 @@ class Family:
       (results table, rejected table, ``stopwatch.Timings``) and ``warm_up()`` runs outside timing;
     - ``summarise(done, wall_s, out_dir) -> Summary`` and ``report_lines(report) -> lines``;
     - ``load_model(checkpoint, preset, seed) -> (model, weights description)``: the one loader the
-      runner, ``export`` and ``bench`` use; ``graphs(model, loop_steps, guidance)``: what
-      ``export`` writes;
+      runner, ``export`` and ``bench`` use; ``graphs(model, loop_steps, guidance, **values)``: what
+      ``export`` writes, ``values`` the checked values of its ``export_options`` (flags of ``export``
+      for this family only, e.g. socialmirror's front-end weights, as its job command takes them);
     - optional: ``evaluation`` (``evaluate``, ``leaderboard``), ``bench`` and ``render``.
     """
 
@@ -170,6 +171,7 @@ class Family:
     report_lines: Callable[[dict], list[str]]
     load_model: Callable[..., tuple[Any, str]]
     graphs: Optional[Callable[..., list]] = None
+    export_options: tuple[Option, ...] = ()
     demo: bool = False
     defaults: dict = field(default_factory=dict)  # engine option defaults this family changes
     evaluation: Optional[Evaluation] = None
@@ -185,7 +187,7 @@ def commands() -> dict[str, str]:
 def registering(part: str) -> list[Family]:
     """The families that register ``part`` (``evaluation``, ``bench``, ``render``), by name: the
     order every list of them (flags' help, defaults, errors) shows."""
-    return [family for family in map(get, sorted(FAMILIES)) if getattr(family, part) is not None]
+    return [family for family in map(get, sorted(FAMILIES)) if getattr(family, part)]
 
 
 def get(name: str) -> Family:

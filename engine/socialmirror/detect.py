@@ -139,8 +139,9 @@ class DetectorGraph(nn.Module):
         config = {**asdict(self.model.config), "test_size": list(self.test_size)}
         inputs = (GraphInput("images", ("batch", 3, *self.test_size)),)
         output_shape = lambda images: (images.shape[0], self.anchors(), 5 + self.model.config.num_classes)
+        flags = f"--family socialmirror --detector-weights FILE --detector-size {self.test_size[0]}x{self.test_size[1]}"
         return GraphSpec("yolox", "detector", self, inputs, "predictions", config, lambda images: (images,), output_shape,
-                         max_batch=MAX_BATCH)
+                         max_batch=MAX_BATCH, export_flags=flags)
 
 
 # --- post-processing -----------------------------------------------------------------------

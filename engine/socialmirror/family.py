@@ -6,15 +6,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from motionfleet.common import yolox
 from motionfleet.core.errors import checkpoint_errors
 from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.jobfolder.storage import is_uri
 from motionfleet.core.options import Option, UsageError, build_from, existing_path, int_option, options_of
 from motionfleet.core.registry import Evaluation, Family, Plan
+from motionfleet.core.runtime import backends
 from motionfleet.demo.videos import write_demo_corpus
-from motionfleet.socialmirror import bench, evaluate, graphs, hmr2, render, report
-from motionfleet.socialmirror.initial_estimate import build_initial_estimator
+from motionfleet.socialmirror import bench, evaluate, graphs, render, report
+from motionfleet.socialmirror.front_end import probe_detector, probe_estimator
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
@@ -23,8 +23,10 @@ from motionfleet.socialmirror.source import plan_job
 # The order --help lists reconstruct's settings in (the rest follow in field order).
 HELP_ORDER = ("steps", "eta", "sigma", "guidance_scale", "guidance_penetration", "guidance_aux", "joint_radius", "fps", "stride",
               "crop_size", "max_frame_size", "prefetch_clips", "seed", "backbone_weights", "estimator_weights",
-              "detector_weights", "detector_size", "detector_confidence", "detect_every", "max_gap")
+              "detector_weights", "detector_size", "detector_confidence", "detect_every", "max_gap", "onnx_dir")
 OPTIONS = options_of(ReconstructSettings, ReconstructSpec, order=HELP_ORDER)
+# reconstruct's flags that ``export`` takes too: the front end's graphs, as the job loads and runs them
+EXPORT_OPTIONS = tuple(o for o in OPTIONS if o.name in ("detector_weights", "detector_size", "estimator_weights"))
 
 
 def demo_folder(out_dir) -> Path:
@@ -34,20 +36,18 @@ def demo_folder(out_dir) -> Path:
 
 
 def probe_front_end(spec: ReconstructSpec) -> None:
-    """One line for a detector or HMR 2.0 file that cannot be used, before any work (the tensors
-    memory-mapped, not loaded)."""
+    """One line for a detector or HMR 2.0 file that cannot be used, before any work."""
     if spec.detector_weights is not None:
-        with checkpoint_errors(spec.detector_weights, yolox.LAYOUT, yolox.EXPECTED_FILE):
-            yolox.released_state_dict(spec.detector_weights)
-    if spec.estimator_weights is None:
-        return
-    feature_dim = (PRESETS["released"] if spec.checkpoint is not None else PRESETS[spec.preset]).image_feature_dim
-    fix = f"give 4D-Humans' released {hmr2.RELEASED_FILE} (HMR 2.0) or a projection + regression head file"
-    with checkpoint_errors(spec.estimator_weights, "estimator", fix):
-        if hmr2.is_released_file(spec.estimator_weights):
-            hmr2.released_state_dict(spec.estimator_weights, hmr2.PRESETS[hmr2.preset_feeding(feature_dim)], mmap=True)
-        else:
-            build_initial_estimator(feature_dim, spec.estimator_weights)
+        probe_detector(spec.detector_weights)
+    if spec.estimator_weights is not None:
+        config = PRESETS["released"] if spec.checkpoint is not None else PRESETS[spec.preset]
+        probe_estimator(spec.estimator_weights, config.image_feature_dim)
+
+
+def check_onnx_dir(settings: ReconstructSettings) -> None:
+    if settings.onnx_dir is not None and settings.backend not in backends.GRAPH_BACKENDS:
+        raise UsageError(f"--onnx-dir: --backend {settings.backend} runs no graph; give --backend "
+                         f"{' or '.join(backends.GRAPH_BACKENDS)}, or leave --onnx-dir out")
 
 
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size,
@@ -58,6 +58,7 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
     with checkpoint_errors(spec.checkpoint, "socialmirror"):
         probe_model(spec.checkpoint)
     probe_front_end(spec)
+    check_onnx_dir(settings)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or ReconstructSettings.clips_per_shard)
     if settings.detect_every > settings.max_gap + 1:
@@ -97,7 +98,8 @@ FAMILY = Family(
     inputs=Option("videos", None, "folder of videos, .txt or .parquet manifest (path, track_path, caption), "
                   "or one video file", checks=(existing_path,), metavar="PATH"),
     options=OPTIONS, build=build_from(ReconstructSpec, ReconstructSettings), plan=plan, runner=Reconstructor, summarise=report.summarise,
-    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, demo=True, evaluation=EVALUATION,
+    report_lines=report.report_lines, load_model=load_model, graphs=graphs.family_graphs, export_options=EXPORT_OPTIONS,
+    demo=True, evaluation=EVALUATION,
     bench=bench.BENCH, render=render.RENDER,
     defaults={"batch_size": ReconstructSettings.batch_size},
 )

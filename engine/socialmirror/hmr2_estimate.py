@@ -219,7 +219,8 @@ class HMR2Graph(nn.Module):
         width = self.model.config.decoder_dim + sum(REGRESSION_DIMS)
         inputs = (GraphInput("crops", ("batch", 3, CROP_SIZE, CROP_SIZE)),)
         return GraphSpec("hmr2", "estimator", self, inputs, "regression", asdict(self.model.config), lambda crops: (crops,),
-                         lambda crops: (crops.shape[0], width), max_batch=MAX_BATCH)
+                         lambda crops: (crops.shape[0], width), max_batch=MAX_BATCH,
+                         export_flags="--family socialmirror --estimator-weights FILE")
 
 
 @dataclass

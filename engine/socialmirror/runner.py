@@ -181,7 +181,8 @@ def hmr2_estimator(weights: Optional[str], image_feature_dim: int, settings: Rec
     if weights is None or not hmr2.is_released_file(weights):
         return None
     return HMR2Estimator(hmr2.load_model(weights, hmr2.preset_feeding(image_feature_dim)), backend=settings.backend,
-                         device=settings.device, precision=settings.precision, weights=weights_description(weights, 0))
+                         device=settings.device, precision=settings.precision, weights=weights_description(weights, 0),
+                         onnx_dir=settings.onnx_dir)
 
 
 def span_tracks(span: ClipSpan, frame_size: tuple[int, int]) -> tuple[Optional[Tracks], np.ndarray]:
@@ -312,7 +313,7 @@ class Reconstructor:
         self.text_encoder: Optional[TextEncoder] = None  # built by the first caption
         self._text_cache: dict[str, torch.Tensor] = {}
         self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
-                                              weights=self.weights)
+                                              onnx_dir=settings.onnx_dir, weights=self.weights)
         self.provenance = self._provenance()
 
     @property

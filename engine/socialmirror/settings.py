@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from motionfleet.core.options import existing_file, file_setting, positive, scheduling, setting
+from motionfleet.core.options import existing_file, existing_folder, file_setting, positive, scheduling, setting
 
 
 def height_by_width(text: str) -> tuple[int, int]:
@@ -71,6 +71,11 @@ class ReconstructSettings:
     detect_every: int = setting(1, "detect every k-th frame; the tracker bridges the frames between", low=1)
     max_gap: int = setting(15, "frames one of the pair may be missing and still be interpolated; a clip holding a "
                            "longer gap is rejected (pair_lost)", low=0)
+    onnx_dir: Optional[str] = setting(None, "folder of graphs written by motionfleet export --family socialmirror (with the "
+                                      "job's weights flags): the onnxruntime and tensorrt backends run the detector's, "
+                                      "HMR 2.0's and the denoiser's graphs from it, checked against the weights, instead "
+                                      "of exporting them into the cache", type=str, checks=(existing_folder,),
+                                      metavar="DIR", scheduling=True)
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"

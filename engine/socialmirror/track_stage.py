@@ -125,7 +125,7 @@ class VideoTracker:
         detection = DetectorSettings(test_size=settings.detector_size, confidence=settings.detector_confidence)
         self.detector = Detector(load_yolox(spec.detector_weights), detection, backend=settings.backend,
                                  device=settings.device, precision=settings.precision,
-                                 weights=weights_description(spec.detector_weights, 0))
+                                 weights=weights_description(spec.detector_weights, 0), onnx_dir=settings.onnx_dir)
         self.max_side = max(detection.test_size)
         # oneDNN's convolutions give other bits with another thread count (measured: another pair
         # picked among near-tied boxes in a Ray actor), so on CPU each batch runs on one torch thread

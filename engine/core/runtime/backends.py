@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from motionfleet.core.errors import DataError
 from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.runtime import graphs
 from motionfleet.core.runtime.batching import pad_rows
@@ -50,6 +51,7 @@ BACKEND_PRECISIONS = {
 }
 BACKENDS = tuple(BACKEND_PRECISIONS)
 CUDA_ONLY = ("torch-cudagraphs", "onnxruntime-tensorrt", "tensorrt")
+GRAPH_BACKENDS = tuple(name for name in BACKENDS if not name.startswith("torch"))  # those that run an exported graph
 INSTALL_ORT_GPU = ("pip uninstall -y onnxruntime && pip install onnxruntime-gpu "
                    "(the 'gpu' extra; it replaces the onnxruntime package)")
 INSTALL_TENSORRT = "pip install tensorrt --extra-index-url https://pypi.nvidia.com (or the 'gpu' extra)"
@@ -143,7 +145,7 @@ def make_backend(name: str, model: nn.Module, precision: str = "fp32", device: t
     spec = graphs.graph_for(model)
     if name == "torch" and hasattr(model, "guided_pair"):
         return GuidedTorchBackend(spec, cast(GuidedDenoiser, model), precision, device)
-    if name.startswith("torch"):
+    if name not in GRAPH_BACKENDS:
         return TorchBackend(spec, _torch_runner(name, spec.module, device), precision, device)
     graph_precision = "fp32" if name != "onnxruntime" else precision  # TensorRT lowers precision itself
     path = graph_path(spec, graph_precision, onnx_dir, weights)
@@ -287,12 +289,7 @@ def graph_path(spec: graphs.GraphSpec, precision: str, onnx_dir: Optional[str | 
     """The exported graph for ``spec``: from ``onnx_dir`` (checked), else exported into the cache."""
     digest = graphs.state_dict_sha256(spec.module)
     if onnx_dir is not None:
-        path = Path(onnx_dir, spec.filename(precision))
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; write it with: motionfleet export --family {spec.family} "
-                                    f"--precision {precision} --out {onnx_dir}")
-        check_graph_weights(path, digest)
-        return path
+        return graph_in_folder(spec, precision, Path(onnx_dir), digest)
     key = json.dumps([spec.family, spec.name, spec.config, digest, precision, graphs.OPSET,
                       torch.__version__], sort_keys=True)
     folder = cache_dir("onnx") / hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -302,11 +299,67 @@ def graph_path(spec: graphs.GraphSpec, precision: str, onnx_dir: Optional[str | 
     return path
 
 
-def check_graph_weights(path: Path, digest: str) -> None:
-    exported = graphs.read_metadata(path).get("weights_sha256")
+def graph_in_folder(spec: graphs.GraphSpec, precision: str, onnx_dir: Path, digest: str) -> Path:
+    """``spec``'s graph in a folder of exported graphs (untrusted files): present, readable, its weights
+    data inside the folder, exported from the module's weights and at its config."""
+    path = onnx_dir / spec.filename(precision)
+    export = f"motionfleet export {spec.export_flags or f'--family {spec.family}'} --precision {precision} --out {onnx_dir}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; write it with: {export}")
+    metadata = graph_metadata_in_folder(path)
+    exported = metadata.get("weights_sha256")
     if exported != digest:
         raise ValueError(f"{path} was exported from other weights (weights_sha256 {exported}, the model's is "
-                         f"{digest}); export it again from this model")
+                         f"{digest}); export it again from this model: {export}")
+    differing = config_differences(metadata.get("config"), spec.config)
+    if differing:
+        raise ValueError(f"{path} was exported at another config ({differing}); export it again: {export}")
+    return path
+
+
+def graph_metadata_in_folder(path: Path) -> dict[str, str]:
+    """An untrusted graph's metadata; DataError for a file that is not an ONNX graph or whose
+    external weights data lies outside its folder (``..``, an absolute path)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{path} is not a readable ONNX graph ({str(err).strip()[:200] or type(err).__name__}); "
+                        f"export it again") from err
+    for location in external_locations(model):
+        if Path(location).is_absolute() or Path(location).name != location:
+            raise DataError(f"{path} names external weights data {location!r} outside its folder; export it again")
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def external_locations(model) -> set[str]:
+    """The ``location`` of every tensor whose data is outside the graph file (initializers and
+    tensor attributes, subgraphs included)."""
+    import onnx
+
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from tensors(subgraph)
+
+    return {entry.value for tensor in tensors(model.graph) if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data if entry.key == "location"}
+
+
+def config_differences(exported: Optional[str], config: dict) -> str:
+    """What differs between an exported graph's recorded config and the module's, in words."""
+    try:
+        recorded = json.loads(exported) if exported else {}
+    except json.JSONDecodeError:
+        recorded = {}
+    wanted = json.loads(json.dumps(config, sort_keys=True))  # tuples as the metadata holds them: lists
+    keys = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
+    return "; ".join(f"{k} {recorded.get(k)} there, {wanted.get(k)} here" for k in keys)
 
 
 # --- ONNX Runtime --------------------------------------------------------------------------

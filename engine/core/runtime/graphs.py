@@ -61,6 +61,8 @@ class GraphSpec:
     max_frames: int = 0
     optimize: bool = True  # run the exporter's graph optimizer
     max_batch: int = MAX_BATCH  # the largest batch the graph (and a TensorRT engine) is built for
+    export_flags: str = ""  # the flags of ``motionfleet export`` that write it (default: --family <family>)
+    weights: str = ""  # ``export`` records these as its weights where they are not the family model's (a front-end file)
 
     def filename(self, precision: str) -> str:
         return f"{self.family}-{self.name}-{precision}.onnx"
