@@ -14,11 +14,7 @@ from typing import Optional
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # triton is optional on CPU-only installs
-    triton = None
+from motionfleet.kernels.triton_loader import UNAVAILABLE, tl, triton
 
 
 def ddim_update_reference(x, pred, a, b, uncond=None, guidance_scale=1.0, sigma=0.0, noise=None,
@@ -58,7 +54,7 @@ if triton is not None:
 def ddim_update_triton(x, pred, a, b, uncond=None, guidance_scale=1.0, sigma=0.0, noise=None,
                        correction=None, correction_scale=0.0, block: int = 1024):
     if triton is None:
-        raise ImportError("the Triton DDIM kernel needs the 'triton' package")
+        raise ImportError(f"the Triton DDIM kernel {UNAVAILABLE}")
     tensors = [t.contiguous() for t in (x, pred)]
     x, pred = tensors
     out = torch.empty_like(x)

@@ -37,11 +37,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # triton is optional on CPU-only installs
-    triton = None
+from motionfleet.kernels.triton_loader import UNAVAILABLE, tl, triton
 
 
 class GuidanceResult(NamedTuple):
@@ -350,7 +346,7 @@ def guidance_loss_and_grad_triton(
 ) -> GuidanceResult:
     """Same as the reference, one Triton launch; float32 only."""
     if triton is None:
-        raise ImportError("the Triton guidance kernel needs the 'triton' package")
+        raise ImportError(f"the Triton guidance kernel {UNAVAILABLE}")
     _validate(human, contact, obj_points, obj_rot, obj_trans, sdf, grid_min, grid_max, obj_index)
     floats = (human, contact, obj_points, obj_rot, obj_trans, sdf, grid_min, grid_max)
     if any(t.dtype != torch.float32 for t in floats):
