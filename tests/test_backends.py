@@ -241,3 +241,30 @@ def test_torch_backend_guided_steps_are_guided_pairs(modules):
             assert relative_error(got, want) < 1e-5
     with pytest.raises(ValueError, match="planned for t=981"):
         backend.guided_steps(timesteps, text, null)(x, 961)
+
+
+@pytest.mark.parametrize("backend, device, warmed", [("torch", "cpu", False), ("onnxruntime", "cpu", True),
+                                                     ("torch-compile", "cpu", True), ("torch", "cuda", True)])
+def test_a_model_is_warmed_up_except_eager_torch_on_cpu(backend, device, warmed):
+    """On CPU eager torch a first call costs ~0.05 s more than the next, less than the warm-up
+    (0.2-0.9 s of a job's start); every other backend and every GPU pays its first calls there."""
+    assert backends.first_calls_cost(backend, torch.device(device)) is warmed
+
+
+def test_the_dhvae_warm_up_calls_its_model_except_on_cpu_eager_torch():
+    import dataclasses
+
+    from motionfleet.dhvae.runner import DHVAEGenerator, GenerateSettings, ModelSpec
+
+    class Called(Exception):
+        pass
+
+    def model_call(*args):
+        raise Called
+
+    generator = DHVAEGenerator(ModelSpec(preset="tiny", text_encoder="precomputed"), GenerateSettings(default_frames=7))
+    generator.denoiser = generator.decoder = model_call
+    generator.warm_up()  # eager torch on CPU: nothing runs
+    generator.settings = dataclasses.replace(generator.settings, backend="onnxruntime")
+    with pytest.raises(Called):
+        generator.warm_up()

@@ -278,6 +278,8 @@ class DHVAEGenerator:
         """One denoiser call at the run's batch shape and one decode on each decoding thread,
         outside any timing. One decode a thread, not a batch's worth: on a 2-core CPU the pool has
         one thread, where eight decodes ran one after another at every job's start."""
+        if not backends.first_calls_cost(self.settings.backend, self.device):
+            return
         with torch.inference_mode():
             n = min(self.settings.batch_size, 8)
             x = torch.zeros(pad_rows(torch.zeros(n), self.sample_quantum).shape[0], *self.model.latent_shape,

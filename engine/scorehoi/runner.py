@@ -355,6 +355,8 @@ class ScoreHOIRefiner:
 
     def warm_up(self) -> None:
         """One denoiser call and one guidance evaluation on a rest-pose batch, untimed."""
+        if not backends.first_calls_cost(self.settings.backend, self.device):
+            return
         batch = ROW_QUANTUM
         self.template("box")
         objects = object_batch(["box"] * batch, self._objects, self.device)

@@ -601,6 +601,8 @@ class Reconstructor:
     # -- warm-up and provenance -----------------------------------------------------------------
     def warm_up(self) -> None:
         """One backbone chunk, one denoiser call and one body pass, outside any timing."""
+        if not backends.first_calls_cost(self.settings.backend, self.device):
+            return
         with torch.no_grad():
             size = self.settings.crop_size
             crops = torch.zeros(2, BACKBONE_CHUNK // 2, 3, size, size)
