@@ -65,6 +65,54 @@ def test_demo_job_against_its_model_loop(benchmark, tmp_path, command):
     record_against_loop(benchmark, loop, job)
 
 
+COPIES = 3  # of the demo's inputs in the large cases: 48 refine items, 27 reconstruct clips
+
+
+@pytest.mark.parametrize("command", ["refine", "reconstruct"])
+def test_large_job_against_its_model_loop(benchmark, tmp_path, command):
+    """The demo's inputs ``COPIES`` times over, as a user's files (an estimates Parquet file, a
+    folder of videos), at the demo's settings: the start a job pays once, against more items."""
+    inputs = LARGE_INPUTS[command](tmp_path / "inputs")
+    loop = loop_in_fresh_processes(command, str(tmp_path / "plan"), str(inputs))
+    job = JobRuns(tmp_path, [command, LARGE_FLAGS[command], str(inputs), *(["--control"] if command == "refine" else [])])
+    benchmark.pedantic(job, rounds=ROUNDS, warmup_rounds=0)
+    record_against_loop(benchmark, loop, job)
+
+
+def write_refine_estimates(folder: Path) -> Path:
+    """The demo scenes ``COPIES`` times, ids made unique, as an estimates file (docs/refine.md)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from motionfleet.demo.scenes import demo_scenes
+    from motionfleet.scorehoi.model import PRESETS
+
+    records = demo_scenes(PRESETS["released"].condition_dim).records
+    rows = [{"id": f"{r.sample_id}-{copy}", **dict(r.values)} for copy in range(COPIES) for r in records]
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "estimates.parquet")
+    return folder / "estimates.parquet"
+
+
+def write_reconstruct_videos(folder: Path) -> Path:
+    """The demo corpus ``COPIES`` times, each video with its track file where the demo has one."""
+    import shutil
+
+    from motionfleet.demo.videos import write_demo_corpus
+
+    demo = write_demo_corpus(folder.parent / "demo")
+    folder.mkdir(parents=True)
+    for copy in range(COPIES):
+        for path in demo.iterdir():
+            stem, _, suffix = path.name.partition(".")
+            shutil.copy(path, folder / f"{stem}-{copy}.{suffix}")
+    return folder
+
+
+LARGE_INPUTS = {"refine": write_refine_estimates, "reconstruct": write_reconstruct_videos}
+LARGE_FLAGS = {"refine": "--estimates", "reconstruct": "--videos"}
+
+
 class JobRuns:
     """A call that runs ``motionfleet ARGV --out`` a new folder each time, keeping each run's
     report timeline (``jobs.Timeline``: where its seconds went) and ``outside_s``, the run's wall
@@ -103,22 +151,23 @@ def record_against_loop(benchmark, loop: Loop, job: JobRuns) -> None:
         benchmark.extra_info.update(job_s=fastest, job_over_loop=fastest / loop.seconds, job_over_script=fastest / loop.script_s)
 
 
-def loop_in_fresh_processes(command: str, where: str) -> Loop:
-    """``loop_s(command, where)`` in ``ROUNDS`` new interpreters; CLOCK_MONOTONIC is one clock for
-    every process of the machine, so a child's first pass ends on the launching process's timeline."""
+def loop_in_fresh_processes(command: str, where: str, inputs: str = "") -> Loop:
+    """``loop_s(command, where, inputs)`` in ``ROUNDS`` new interpreters; CLOCK_MONOTONIC is one clock
+    for every process of the machine, so a child's first pass ends on the launching process's timeline."""
     runs = []
     for _ in range(ROUNDS):
         launched = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "benchmarks.test_job_path", command, where], capture_output=True,
-                                text=True, env=QUIET, cwd=Path(__file__).parent.parent)
+        result = subprocess.run([sys.executable, "-m", "benchmarks.test_job_path", command, where, inputs],
+                                capture_output=True, text=True, env=QUIET, cwd=Path(__file__).parent.parent)
         assert result.returncode == 0, result.stderr[-2000:]
         seconds, items, first_pass_end = json.loads(result.stdout.splitlines()[-1])
         runs.append(Loop(seconds, first_pass_end - launched, items))
     return Loop(min(r.seconds for r in runs), min(r.script_s for r in runs), runs[0].items)
 
 
-def loop_s(command: str, where: str) -> tuple[float, int, float]:
-    """generate: ``where`` is the prompt file; refine / reconstruct: a folder for the ``--demo`` plan."""
+def loop_s(command: str, where: str, inputs: str = "") -> tuple[float, int, float]:
+    """generate: ``where`` is the prompt file; refine / reconstruct: a folder for the plan of
+    ``inputs`` (an estimates file, a folder of videos; none: the ``--demo`` plan), at the demo's settings."""
     from motionfleet.core import jobs, registry
     from motionfleet.core.execution.batcher import batches_across_shards
 
@@ -127,10 +176,11 @@ def loop_s(command: str, where: str) -> tuple[float, int, float]:
         _, spec, config = jobs.checked_build(family, {"num_frames": FRAMES, "batch_size": BATCH}, demo=False)
         plan = family.plan(where, spec, config, None, Path(where).parent / "plan")
     else:
-        _, spec, config = jobs.checked_build(family, {}, demo=True)
-        plan = family.plan(None, spec, config, None, Path(where))
+        settings = {"control": True} if command == "refine" and inputs else {}
+        _, spec, config = jobs.checked_build(family, settings, demo=not inputs)
+        plan = family.plan(inputs or None, spec, config, None, Path(where))
     runner = family.runner(spec, config)
-    runner.warm_up()
+    runner.warm_up()  # as ``WarmWorker`` does: on eager torch on CPU, nothing
     shards = [tuple(s.items) for s in plan.shards]  # a streamed shard reads its rows here, untimed
     calls = [tuple(i for items in shards for i in items)] if batches_across_shards(runner) else shards
     seconds = _timed(lambda: [runner.run(items) for items in calls])  # once: a second pass reuses the runner's caches
@@ -144,4 +194,4 @@ def _timed(fn) -> float:
 
 
 if __name__ == "__main__":
-    print(json.dumps(loop_s(*sys.argv[1:3])))
+    print(json.dumps(loop_s(*sys.argv[1:4])))
