@@ -4,11 +4,12 @@ them is a bug).
     python -m pytest benchmarks/test_job_path.py --benchmark-enable
 
 dhvae: N prompts x 300 frames, 50 steps, batch 64, the official size with seeded dummy weights;
-refine and reconstruct: their ``--demo`` jobs at every default. ``job`` is the command as typed (a
+refine and reconstruct: their ``--demo`` jobs at every default, and the demo's inputs ``COPIES`` times
+over as a user's files (an estimates Parquet file, a folder of videos). ``job`` is the command as typed (a
 new process: imports, planning, worker start, warm-up, the model loop, commits, report) at the
 default shard size and ``--workers``, run ``ROUNDS`` times, each run's report timeline kept
 (``jobs.Timeline``: before the job, plan, stages, workers ready, shards, after). ``loop`` is the
-family's runner over the same items, built and warmed up outside the timing: all the items in one
+family's runner over the same items, built (and warmed up where a job's worker is) outside the timing: all the items in one
 call where the runner batches across shards (it cuts its own batches), else shard by shard as the
 job runs them; one pass in each of ``ROUNDS`` fresh processes (``python -m
 benchmarks.test_job_path``: timed in pytest's, after the other cases, the refine loop took 23.2 s
