@@ -11,25 +11,26 @@ default shard size and ``--workers``, run ``ROUNDS`` times, each run's report ti
 (``jobs.Timeline``: before the job, plan, stages, workers ready, shards, after). ``loop`` is the
 family's runner over the same items, built (and warmed up where a job's worker is) outside the timing: all the items in one
 call where the runner batches across shards (it cuts its own batches), else shard by shard as the
-job runs them; one pass in each of ``ROUNDS`` fresh processes (``python -m
-benchmarks.test_job_path``: timed in pytest's, after the other cases, the refine loop took 23.2 s
-against 18.5 s alone), the pass the job makes: a second pass is faster for reasons no job has
-(generate's runner keeps each prompt's text features: 10.7 s against 12.0 s for 64 prompts).
-``script`` is the same loop as a script of its own: its process's launch to the end of its pass
-(the interpreter, imports, model build and warm-up, the pass), the start that any run pays
-whoever wrote it. Each side is its fastest run (the machine's speed moved by up
-to 10 % between processes: the same 64-prompt job's AITS was 164 and 185 ms two minutes apart), so
-job / loop is what a user waits beyond the model, and job / script what the engine adds (planning,
-the job folder, commits, the report). dhvae's job / loop was ~3x at 64 prompts before batches
+job runs them; one pass in a fresh process before each of the job's rounds, so the two alternate
+(run in blocks, three loops then three jobs, the VM's speed drifted between the blocks: a refine
+demo job's shards took 22-26 s against its loop's 18.8 s, 2026-12-06 21:07), timed in a process of
+its own (``python -m benchmarks.test_job_path``: timed in pytest's, after the other cases, the
+refine loop took 23.2 s against 18.5 s alone), the pass the job makes: a second pass is faster for
+reasons no job has (generate's runner keeps each prompt's text features: 10.7 s against 12.0 s for
+64 prompts). ``script`` is the same loop as a script of its own: its process's launch to the end of
+its pass (the interpreter, imports, model build and warm-up, the pass), the start that any run pays
+whoever wrote it. Each side's fastest run gives job / loop, what a user waits beyond the model, and
+job / script, what the engine adds (planning, the job folder, commits, the report); each job round
+against the loop run just before it gives ``job_over_loop_per_round``. dhvae's job / loop was ~3x at 64 prompts before batches
 spanned shards (the default shards held 2 prompts, so the model ran batches of 2).
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,17 @@ ROUNDS = 3  # of the job and of the loop's process: the machine's speed moves by
 def test_dhvae_job_against_its_model_loop(benchmark, tmp_path, count):
     path = tmp_path / "prompts.txt"
     path.write_text("\n".join(prompts(count)) + "\n")
-    loop = loop_in_fresh_processes("generate", str(path))
+    loop = LoopRuns("generate", str(path))
     job = JobRuns(tmp_path, ["generate", "--prompts", str(path), "--num-frames", str(FRAMES), "--batch-size", str(BATCH)])
-    benchmark.pedantic(job, rounds=ROUNDS, warmup_rounds=0)
+    benchmark.pedantic(job, setup=loop, rounds=ROUNDS, warmup_rounds=0)
     record_against_loop(benchmark, loop, job)
 
 
 @pytest.mark.parametrize("command", ["refine", "reconstruct"])
 def test_demo_job_against_its_model_loop(benchmark, tmp_path, command):
-    loop = loop_in_fresh_processes(command, str(tmp_path / "plan"))
+    loop = LoopRuns(command, str(tmp_path / "plan"))
     job = JobRuns(tmp_path, [command, "--demo"])
-    benchmark.pedantic(job, rounds=ROUNDS, warmup_rounds=0)
+    benchmark.pedantic(job, setup=loop, rounds=ROUNDS, warmup_rounds=0)
     record_against_loop(benchmark, loop, job)
 
 
@@ -74,9 +75,9 @@ def test_large_job_against_its_model_loop(benchmark, tmp_path, command):
     """The demo's inputs ``COPIES`` times over, as a user's files (an estimates Parquet file, a
     folder of videos), at the demo's settings: the start a job pays once, against more items."""
     inputs = LARGE_INPUTS[command](tmp_path / "inputs")
-    loop = loop_in_fresh_processes(command, str(tmp_path / "plan"), str(inputs))
+    loop = LoopRuns(command, str(tmp_path / "plan"), str(inputs))
     job = JobRuns(tmp_path, [command, LARGE_FLAGS[command], str(inputs), *(["--control"] if command == "refine" else [])])
-    benchmark.pedantic(job, rounds=ROUNDS, warmup_rounds=0)
+    benchmark.pedantic(job, setup=loop, rounds=ROUNDS, warmup_rounds=0)
     record_against_loop(benchmark, loop, job)
 
 
@@ -133,37 +134,35 @@ class JobRuns:
         self.timelines.append({**timeline, "outside_s": wall - sum(v for v in timeline.values() if v is not None)})
 
 
-@dataclass(frozen=True)
-class Loop:
-    """The model loop of a case, timed in processes of their own: ``seconds`` its fastest pass,
-    ``script_s`` the fastest process's launch to the end of its pass, ``items`` per pass."""
+class LoopRuns:
+    """The model loop of a case, ``loop_s`` in a new interpreter, run before each of the job's rounds
+    (pytest-benchmark's untimed ``setup``), so that the two alternate and a drift of the machine's
+    speed reaches both. Each run: ``(pass_s, script_s, items)``, ``script_s`` the process's launch
+    to the end of its pass (CLOCK_MONOTONIC is one clock for every process of the machine)."""
 
-    seconds: float
-    script_s: float
-    items: int
+    def __init__(self, command: str, where: str, inputs: str = ""):
+        self.argv = [sys.executable, "-m", "benchmarks.test_job_path", command, where, inputs]
+        self.runs: list[tuple[float, float, int]] = []
 
-
-def record_against_loop(benchmark, loop: Loop, job: JobRuns) -> None:
-    """Counts and, when timed, the ratios the issue asks for; each side its fastest run (the median
-    of the job's rounds is in the stats beside it)."""
-    record(benchmark, 0, loop.items, loop_s=loop.seconds, script_s=loop.script_s, timelines=job.timelines)
-    if not benchmark.disabled:
-        fastest = benchmark.stats.stats.min
-        benchmark.extra_info.update(job_s=fastest, job_over_loop=fastest / loop.seconds, job_over_script=fastest / loop.script_s)
-
-
-def loop_in_fresh_processes(command: str, where: str, inputs: str = "") -> Loop:
-    """``loop_s(command, where, inputs)`` in ``ROUNDS`` new interpreters; CLOCK_MONOTONIC is one clock
-    for every process of the machine, so a child's first pass ends on the launching process's timeline."""
-    runs = []
-    for _ in range(ROUNDS):
+    def __call__(self) -> None:
         launched = time.monotonic()
-        result = subprocess.run([sys.executable, "-m", "benchmarks.test_job_path", command, where, inputs],
-                                capture_output=True, text=True, env=QUIET, cwd=Path(__file__).parent.parent)
+        result = subprocess.run(self.argv, capture_output=True, text=True, env=QUIET, cwd=Path(__file__).parent.parent)
         assert result.returncode == 0, result.stderr[-2000:]
         seconds, items, first_pass_end = json.loads(result.stdout.splitlines()[-1])
-        runs.append(Loop(seconds, first_pass_end - launched, items))
-    return Loop(min(r.seconds for r in runs), min(r.script_s for r in runs), runs[0].items)
+        self.runs.append((seconds, first_pass_end - launched, items))
+
+
+def record_against_loop(benchmark, loop: LoopRuns, job: JobRuns) -> None:
+    """Counts and, when timed, the ratios the issue asks for: each side's fastest run, and each job
+    round against the loop run just before it (their median beside)."""
+    passes, scripts, items = zip(*loop.runs)
+    record(benchmark, 0, items[0], loop_s=min(passes), script_s=min(scripts), loop_runs_s=list(passes),
+           timelines=job.timelines)
+    if not benchmark.disabled:
+        fastest, rounds = benchmark.stats.stats.min, benchmark.stats.stats.data
+        per_round = [j / p for j, p in zip(rounds, passes)]
+        benchmark.extra_info.update(job_s=fastest, job_over_loop=fastest / min(passes), job_over_script=fastest / min(scripts),
+                                    job_over_loop_per_round=per_round, job_over_loop_median=statistics.median(per_round))
 
 
 def loop_s(command: str, where: str, inputs: str = "") -> tuple[float, int, float]:
