@@ -8,9 +8,9 @@ import pytest
 from motionfleet.core.errors import RejectedInput
 from motionfleet.core.options import UsageError
 from motionfleet.demo.videos import TRACKING_COLOURS, TRACKING_SIZE, tracking_scene_boxes, write_tracking_video
-from motionfleet.socialmirror.bytetrack import TrackHistory, box_iou
+from motionfleet.socialmirror.bytetrack import box_iou
 from motionfleet.socialmirror.track_stage import lost_in_clip, tracks_from_table, tracks_table
-from motionfleet.socialmirror.tracking import PairSettings, linked, track_pair
+from motionfleet.socialmirror.tracking import PairSettings, track_pair
 
 
 def detections_of(boxes: np.ndarray, seed: int = 0, jitter: float = 0.5, score: float = 0.9, frames=None) -> dict[int, np.ndarray]:
@@ -201,43 +201,3 @@ def test_tracking_fed_in_chunks_gives_the_pair_of_the_whole_video_at_once():
             assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="ascending"):
         tracking.add({0: detections[0]})
-
-
-def test_a_person_away_longer_than_the_track_buffer_keeps_their_identity():
-    """Person 1 is hidden for 60 frames, twice ByteTrack's track_buffer: the track it ends is
-    continued by the one that starts where they come back, so only the absence is lost."""
-    truth = walking_pair(300)
-    seen = truth.copy()
-    seen[100:160, 1] = np.nan
-    pair = track_pair(detections_of(seen))
-    assert pair.lost == ((100, 159),)  # without the link: ((0, 159),), the later track of person 1 the pair's
-    assert pair.people_seen == 2 and pair.track_ids == (0, 1)
-    assert box_error(pair, truth[:, :2]) < 2.5 and len(pair.tracks.frames[1]) == 240  # the same person after the gap
-    assert track_pair(detections_of(seen), PairSettings(max_link_gap=0)).lost == ((0, 159),)
-
-
-def track(track_id: int, first: int, last: int, box) -> TrackHistory:
-    frames = np.arange(first, last + 1)
-    return TrackHistory(track_id, frames, np.repeat(np.asarray(box, dtype=np.float64)[None], len(frames), axis=0))
-
-
-@pytest.mark.parametrize("later, why", [
-    (track(1, 170, 200, [100, 100, 120, 160]), "75 frames after: beyond max_link_gap 60"),
-    (track(1, 140, 200, [400, 100, 420, 160]), "300 px away after 40 frames: beyond the reach of (0.5 + 0.04 x 40) heights"),
-    (track(1, 140, 200, [100, 100, 140, 200]), "a box 100 px tall after one 60 px tall"),
-    (track(1, 90, 200, [100, 100, 120, 160]), "it starts before the other ends"),
-])
-def test_a_track_is_not_continued_by_an_implausible_one(later, why):
-    ended = track(0, 0, 99, [100, 100, 120, 160])
-    assert [h.track_id for h in linked([ended, later], max_gap=60)] == [0, 1], why
-
-
-def test_a_continuation_is_linked_only_when_both_sides_are_unambiguous():
-    ended = track(0, 0, 99, [100, 100, 120, 160])
-    assert [h.track_id for h in linked([ended, track(1, 120, 200, [110, 100, 130, 160])], 60)] == [0]
-    two_ended = [ended, track(1, 0, 99, [125, 100, 145, 160]), track(2, 120, 200, [112, 100, 132, 160])]
-    assert [h.track_id for h in linked(two_ended, 60)] == [0, 1, 2]  # two people could be the one who came back
-    two_starting = [ended, track(1, 120, 200, [95, 100, 115, 160]), track(2, 125, 200, [105, 100, 125, 160])]
-    assert [h.track_id for h in linked(two_starting, 60)] == [0, 1, 2]
-    chain = linked([ended, track(1, 120, 150, [110, 100, 130, 160]), track(2, 170, 200, [115, 100, 135, 160])], 60)
-    assert [h.track_id for h in chain] == [0] and chain[0].frames.tolist() == [*range(100), *range(120, 151), *range(170, 201)]

@@ -71,8 +71,6 @@ class ReconstructSettings:
     detect_every: int = setting(1, "detect every k-th frame; the tracker bridges the frames between", low=1)
     max_gap: int = setting(15, "frames one of the pair may be missing and still be interpolated; a clip holding a "
                            "longer gap is rejected (pair_lost)", low=0)
-    link_gap: int = setting(150, "frames a person may be out of sight and keep their identity when they come back where "
-                            "they left (re-identification by position and size; 0: off)", low=0)
     onnx_dir: Optional[str] = setting(None, "folder of graphs written by motionfleet export --family socialmirror (with the "
                                       "job's weights flags): the onnxruntime and tensorrt backends run the detector's, "
                                       "HMR 2.0's and the denoiser's graphs from it, checked against the weights, instead "

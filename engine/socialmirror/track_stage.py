@@ -150,7 +150,7 @@ class VideoTracker:
     def track(self, video: VideoToTrack, timings: Timings) -> pa.Table:
         """Detect, and track each chunk of detections in a thread of its own while the detector
         runs the next (one thread: ByteTrack steps frame after frame); then the pair."""
-        tracking = PairTracking(PairSettings(max_gap=self.settings.max_gap, max_link_gap=self.settings.link_gap))
+        tracking = PairTracking(PairSettings(max_gap=self.settings.max_gap))
 
         def track_chunk(detections: dict[int, np.ndarray]) -> None:
             start = time.perf_counter()

@@ -20,13 +20,6 @@ mean height (so a pair far from the camera is as close as the same pair near it)
 with the smallest proximity is the pair (ties: more shared frames, then the older tracks).
 Person 0 is the one whose box centre is further left on the first shared frame.
 
-Before the pair is chosen, a track ByteTrack ended (lost for longer than its ``track_buffer``) is
-continued by the one track that starts where it ended (``PairSettings.max_link_gap``): identity by
-position and size alone, as appearance-free tracklet linking does (StrongSORT's AFLink), since no
-appearance model runs here. A link needs both sides unambiguous: the ended track has exactly one
-plausible successor and that track exactly one plausible predecessor; two people who leave and
-come back together stay apart. The frames between the two stay unseen (lost beyond ``max_gap``).
-
 Between two frames where a person of the pair was found, ``Tracks.boxes_at`` interpolates the
 box linearly. A gap longer than ``max_gap`` source frames (and frames before a person's first or
 after their last sighting, when more than ``max_gap``) is *lost*: a clip covering any of it is
@@ -61,14 +54,10 @@ class PairSettings:
     people about 0.5 m wide passing at 1 to 2 m/s hide each other for 0.25 to 0.5 s; a walking
     person moves about 0.7 m in that time, so a straight line between the two sightings stays
     within about a body width of the truth. ``min_shared_frames``: detected frames two tracks must
-    share to be a candidate pair (a one-off false positive beside someone is never the pair).
-    ``max_link_gap``: the longest absence, in source frames, after which an ended track is still
-    continued by a track starting where it ended (module docstring); 150 (5 s at 30 fps) covers a
-    person hidden behind another for a while or stepping out of view and back; 0 links nothing."""
+    share to be a candidate pair (a one-off false positive beside someone is never the pair)."""
 
     max_gap: int = 15
     min_shared_frames: int = 5
-    max_link_gap: int = 150
     bytetrack: ByteTrackSettings = field(default_factory=ByteTrackSettings)
 
 
@@ -119,7 +108,7 @@ class PairTracking:
         frames, settings = self.frames, self.settings
         if not frames:
             raise RejectedInput("no_pair: the detector ran on no frame of this video")
-        histories = linked(self.tracker.histories(), settings.max_link_gap)
+        histories = self.tracker.histories()
         a, b = _closest_pair(histories, settings.min_shared_frames, len(frames))
         span = (frames[0], frames[-1] if num_frames is None else max(frames[-1], num_frames - 1))
         lost = _merge(_gaps(a.frames, span, settings.max_gap) + _gaps(b.frames, span, settings.max_gap))
@@ -133,54 +122,6 @@ class PairTracking:
         if spacing - 1 > max_gap:
             raise UsageError(f"detecting every {spacing}th frame leaves {spacing - 1} frames between detections, more than "
                              f"max_gap {max_gap}: detect at least every {max_gap + 1}th frame or raise max_gap")
-
-
-# A continuation's centre may be this many box heights from where its track ended, plus
-# LINK_SPEED per frame between: a walker covers about 0.8 of their height a second (1.4 m/s,
-# 1.7 m), 0.027 a frame at 30 fps; 0.04 leaves room for a brisk walk and the detector's jitter.
-LINK_REACH = 0.5
-LINK_SPEED = 0.04
-LINK_SIZE_RATIO = 1.5  # the most a box's height may change across the absence
-
-
-def linked(histories: list[TrackHistory], max_gap: int) -> list[TrackHistory]:
-    """``histories`` with each ended track and its unambiguous continuation made one track (module
-    docstring), under the first one's id; ordered by id."""
-    if max_gap <= 0 or len(histories) < 2:
-        return histories
-    starts = Starts(np.array([h.frames[0] for h in histories]), np.array([h.boxes[0] for h in histories]))
-    successors = [starts.continuing(h, max_gap) for h in histories]
-    predecessors = np.bincount(np.concatenate([*successors, np.zeros(0, np.int64)]), minlength=len(histories))
-    after = {i: int(s[0]) for i, s in enumerate(successors) if len(s) == 1 and predecessors[s[0]] == 1}
-    continued = set(after.values())
-    merged = []
-    for head in (i for i in range(len(histories)) if i not in continued):
-        chain = [histories[head]]
-        while head in after:
-            head = after[head]
-            chain.append(histories[head])
-        merged.append(TrackHistory(chain[0].track_id, np.concatenate([h.frames for h in chain]),
-                                   np.concatenate([h.boxes for h in chain])))
-    return merged
-
-
-@dataclass(frozen=True)
-class Starts:
-    """Where each track was first seen: ``frames`` (N,) and ``boxes`` (N, 4)."""
-
-    frames: np.ndarray
-    boxes: np.ndarray
-
-    def continuing(self, ended: TrackHistory, max_gap: int) -> np.ndarray:
-        """The tracks that could continue ``ended``: first seen at most ``max_gap`` frames after its
-        last sighting, their first box within reach of its last one and of a similar height."""
-        gap = self.frames - ended.frames[-1]
-        last = ended.boxes[-1]
-        height, heights = last[3] - last[1], self.boxes[:, 3] - self.boxes[:, 1]
-        shift = np.linalg.norm((self.boxes[:, :2] + self.boxes[:, 2:]) / 2 - (last[:2] + last[2:]) / 2, axis=1)
-        similar = np.maximum(heights, height) <= LINK_SIZE_RATIO * np.minimum(heights, height)
-        near = shift <= (LINK_REACH + LINK_SPEED * gap) * (heights + height) / 2
-        return np.flatnonzero((gap > 0) & (gap <= max_gap) & similar & near)
 
 
 def _closest_pair(histories: list[TrackHistory], min_shared: int, searched: int) -> tuple[TrackHistory, TrackHistory]:
