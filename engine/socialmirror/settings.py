@@ -75,7 +75,7 @@ class ReconstructSettings:
                                       "job's weights flags): the onnxruntime and tensorrt backends run the detector's, "
                                       "HMR 2.0's and the denoiser's graphs from it, checked against the weights, instead "
                                       "of exporting them into the cache", type=str, checks=(existing_folder,),
-                                      metavar="DIR", scheduling=True)
+                                      metavar="DIR")
     device: str = "cpu"
     backend: str = "torch"
     precision: str = "fp32"
