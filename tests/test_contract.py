@@ -42,6 +42,8 @@ BAD = {  # argv -> what the one line must say
         (["--steps", "0"], "--steps: must be >= 1, got 0"),
         (["--steps", "-3"], "--steps: must be >= 1, got -3"),
         (["--steps", "2.5"], "--steps: '2.5' is not an integer"),
+        (["--steps", "1000"], "--steps: 1000 steps: the schedule of 1000 training timesteps (leading spacing, steps_offset 1) "
+                              "has timesteps for 1 to 999 steps"),
         (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
         (["--workers", "-1"], "--workers: must be >= 0, got -1"),
         (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
@@ -65,6 +67,8 @@ BAD = {  # argv -> what the one line must say
         (["--demo", "--sampler-preset", "slow"], "--sampler-preset: unknown value 'slow'"),
         (["--demo", "--tau", "0"], "--tau: must be >= 1, got 0"),
         (["--demo", "--tau", "10", "--ddim-stride", "20"], "--ddim-stride 20 is larger than --tau 10"),
+        (["--demo", "--tau", "49", "--ddim-stride", "2"], "--tau 49 --ddim-stride 2: need 0 < stride <= start < 1000 with start "
+                                                          "a multiple of stride"),
         (["--demo", "--seed", "1"], "unrecognized arguments: --seed 1"),
         (["--demo", "--preset", "paper"], "--preset: unknown value 'paper'; choose one of released, small"),
     ],

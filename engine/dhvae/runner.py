@@ -65,6 +65,10 @@ def check_options(spec: ModelSpec, settings: GenerateSettings) -> None:
     if spec.text_encoder != "precomputed" and spec.null_text_feature is not None:
         raise UsageError("--null-text-feature is for --text-encoder precomputed; other encoders encode \"\" themselves")
     motion_space.MotionSpaces(release.decoder_space, settings.motion_space, spec.motion_stats, config.motion_dim)
+    try:
+        ddim.timesteps(release.ddim_config(settings.steps, settings.eta))
+    except ValueError as err:
+        raise UsageError(f"--steps: {err}") from None
 
 
 def release_input_digests(spec: ModelSpec) -> dict:

@@ -60,7 +60,20 @@ def timesteps(config: DDIMConfig) -> list[int]:
         ts = [round(x) for x in torch.linspace(0, n_train - 1, n, dtype=torch.float64).tolist()]
     else:
         raise ValueError(f"unknown timestep_spacing {config.timestep_spacing!r}")
+    if not 1 <= n <= n_train or ts[-1] >= n_train:
+        raise ValueError(f"{n} steps: the schedule of {n_train} training timesteps ({config.timestep_spacing} spacing, "
+                         f"steps_offset {config.steps_offset}) has timesteps for 1 to {max_steps(config)} steps")
     return ts[::-1]
+
+
+def max_steps(config: DDIMConfig) -> int:
+    """The most steps whose timesteps all lie in the schedule (``leading`` spacing with
+    ``steps_offset`` 1 over 1000 timesteps: 999, as diffusers' DDIMScheduler would index past its
+    end at 1000)."""
+    n_train = config.schedule.num_train_timesteps
+    fits = (n for n in range(n_train, 0, -1)
+            if config.timestep_spacing != "leading" or (n - 1) * (n_train // n) + config.steps_offset < n_train)
+    return next(fits, 0)
 
 
 def plan(config: DDIMConfig) -> list[DDIMStep]:

@@ -14,9 +14,10 @@ from motionfleet.core.options import Option, UsageError, existing_file, field_va
 from motionfleet.core.registry import Evaluation, Family, Plan
 from motionfleet.core.shards import plan_ranges, shard_size_for
 from motionfleet.demo.scenes import demo_scenes
+from motionfleet.sampling.ddim import strided_timesteps
 from motionfleet.scorehoi import bench, evaluate, graphs, render, report
 from motionfleet.scorehoi.model import PRESETS, load_model, probe_released_checkpoint
-from motionfleet.scorehoi.runner import ScoreHOIRefiner
+from motionfleet.scorehoi.runner import SCHEDULE, ScoreHOIRefiner
 from motionfleet.scorehoi.settings import SAMPLER_PRESETS, RefineModelSpec, RefineSettings, model_spec
 from motionfleet.scorehoi.source import VARIANTS, estimate_rows, referenced_files_sha256, refine_items, scan_estimates
 
@@ -36,6 +37,10 @@ def build(v: dict) -> tuple[RefineModelSpec, RefineSettings]:
     settings = RefineSettings.from_preset(v["sampler_preset"], **given)
     if settings.stride > settings.tau:
         raise UsageError(f"--ddim-stride {settings.stride} is larger than --tau {settings.tau}; give a stride <= tau")
+    try:
+        strided_timesteps(settings.tau, settings.stride, SCHEDULE.num_train_timesteps)
+    except ValueError as err:
+        raise UsageError(f"--tau {settings.tau} --ddim-stride {settings.stride}: {err}") from None
     return model_spec(**field_values(RefineModelSpec, v)), settings
 
 
