@@ -663,9 +663,12 @@ def check_arguments(args) -> None:
     if not args.batch_sizes or min(args.batch_sizes) < 1:
         raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
     for setting_field, flag in case_flags():
-        value, low = getattr(args, setting_field.name), setting_field.metadata["low"]
+        value, low, high = (getattr(args, setting_field.name), setting_field.metadata["low"],
+                            setting_field.metadata["high"])
         if value is not None and low is not None and value < low:
             raise UsageError(f"{flag} must be >= {low}, got {value}")
+        if value is not None and high is not None and value > high:
+            raise UsageError(f"{flag} must be <= {high}, got {value}")
     if args.repeats < 3:
         raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
     for backend in args.backends:

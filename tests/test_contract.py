@@ -90,6 +90,7 @@ def test_a_bad_job_invocation_is_one_line_and_exit_2(command, argv, message, tmp
     (["bench", "--batch-sizes", "0", "--out", "x"], "--batch-sizes needs positive integers"),
     (["bench", "--batch-sizes", "a,b", "--out", "x"], "--batch-sizes: invalid"),
     (["bench", "--steps", "0", "--out", "x"], "--steps must be >= 1, got 0"),
+    (["bench", "--steps", "1000", "--out", "x"], "--steps must be <= 999, got 1000"),
     (["bench", "--backends", "tensorrt", "--device", "cpu", "--out", "x"], "backend tensorrt"),
     (["evaluate", "--family", "dhvae", "--replications", "0", "--out", "x"], "--replications: must be >= 1, got 0"),
     (["leaderboard"], "the following arguments are required: config, --out"),

@@ -1,13 +1,16 @@
-"""ScoreHOI denoiser: dummy weights, shapes, the released layout, and exact folding."""
+"""ScoreHOI denoiser: dummy weights, shapes, the released layout, exact folding and the stored fold."""
 
 from dataclasses import replace
 
 import pytest
 import torch
 from layout import Layout
+from safetensors.torch import save_file
 
 from motionfleet.core.errors import RejectedInput
+from motionfleet.scorehoi import fold_cache
 from motionfleet.scorehoi import model as scorehoi
+from motionfleet.scorehoi.fold_cache import fold_path, folded_denoiser
 from motionfleet.scorehoi.model import (
     PRESETS,
     STATE_DIM,
@@ -220,3 +223,82 @@ def test_the_folded_model_shares_the_layers_the_fold_leaves_as_they_are(small_mo
     assert folded.blocks[0].linear_layer1 is small_model.blocks[0].block.linear_layer1
     unshared = {id(p) for p in folded.parameters()} - {id(p) for p in small_model.parameters()}
     assert len(unshared) == 2 * (len(small_model.blocks) + len(small_model.blocks_betas))  # each block's affine weight and bias
+
+
+# --- the fold kept in the cache (scorehoi.fold_cache): a stored fold is the fold this process
+# would compute, bit for bit, and anything else in its place is folded again
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOTIONFLEET_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "scorehoi-folded"
+
+
+def denoised(model: torch.nn.Module) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    x_t = torch.randn(5, scorehoi.STATE_DIM, generator=generator)
+    with torch.no_grad():
+        return model(x_t, torch.tensor([1, 50, 200, 500, 999]))
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_stored_fold_is_the_fold_this_process_computes(cache, monkeypatch):
+    made, weights = folded_denoiser(None, "small", 3, CPU)
+    assert weights == "dummy, seed 3" and len(list(cache.iterdir())) == 1
+    reference = fold_scorehoi(build_model(SMALL, seed=3))
+    monkeypatch.setattr(scorehoi, "fold_scorehoi", lambda model: pytest.fail("folded again"))
+    stored, stored_weights = folded_denoiser(None, "small", 3, CPU)
+    assert stored_weights == weights
+    assert same_weights(stored, reference) and same_weights(made, reference)
+    assert torch.equal(denoised(stored), denoised(reference))
+
+
+def test_other_weights_a_released_file_and_other_threads_are_other_folds(cache, tmp_path):
+    checkpoint = tmp_path / "diffusion.pth.tar"
+    save_released_layout(checkpoint, build_model(SMALL, seed=7))
+    from_file, weights = folded_denoiser(str(checkpoint), "small", 0, CPU)
+    assert weights.startswith("sha256:")
+    assert same_weights(from_file, fold_scorehoi(build_model(SMALL, seed=7)))
+    folded_denoiser(None, "small", 7, CPU)  # the same numbers, but named as dummy weights
+    threads, with_these_threads = torch.get_num_threads(), fold_path("dummy, seed 7", "small", CPU)
+    try:
+        torch.set_num_threads(threads + 1)
+        assert fold_path("dummy, seed 7", "small", CPU) != with_these_threads
+        folded_denoiser(None, "small", 7, CPU)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(cache.iterdir())) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "another layout", "half precision", "not safetensors"])
+def test_a_damaged_or_foreign_file_in_the_fold_s_place_is_folded_again(cache, damage):
+    path = fold_path("dummy, seed 0", "small", CPU)
+    path.parent.mkdir(parents=True)
+    good = fold_scorehoi(build_model(SMALL, seed=0))
+    if damage == "truncated":
+        save_file({k: v.contiguous() for k, v in good.state_dict().items()}, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "another layout":
+        save_file({"blocks.0.attention_affine.weight": torch.zeros(3, 3)}, path)
+    elif damage == "half precision":
+        save_file({k: v.half().contiguous() for k, v in good.state_dict().items()}, path)
+    else:
+        path.write_bytes(b"\x80\x04not a safetensors file")
+    model, _ = folded_denoiser(None, "small", 0, CPU)
+    assert same_weights(model, good)
+    assert fold_cache.read_fold(path, SMALL, CPU) is not None  # replaced by the good fold
+
+
+def test_a_cache_that_cannot_be_written_keeps_nothing_and_the_fold_still_runs(cache):
+    cache.parent.mkdir(parents=True)
+    cache.write_text("a file where the cache's folder would be")
+    model, _ = folded_denoiser(None, "small", 0, CPU)
+    assert same_weights(model, fold_scorehoi(build_model(SMALL, seed=0)))
+    assert cache.read_text().startswith("a file")

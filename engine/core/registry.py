@@ -105,12 +105,13 @@ class BenchCase:
 
 
 def bench_setting(default: Any, help: Optional[str] = None, *, flag: Optional[str] = None, type: Callable = str,
-                  choices: Optional[tuple] = None, low: Optional[int] = None, metavar: Optional[str] = None) -> Any:
+                  choices: Optional[tuple] = None, low: Optional[int] = None, high: Optional[int] = None,
+                  metavar: Optional[str] = None) -> Any:
     """A field of a family's bench settings (``BenchCase.settings``): its default, and where ``help``
     is given the flag of ``bench`` that sets it (``--<name>`` unless ``flag``), parsed by ``type``,
-    one of ``choices`` or at least ``low``."""
+    one of ``choices`` or within ``low`` and ``high``."""
     return field(default=default, metadata={"help": help, "flag": flag, "type": type, "choices": choices, "low": low,
-                                            "metavar": metavar})
+                                            "high": high, "metavar": metavar})
 
 
 @dataclass(frozen=True)

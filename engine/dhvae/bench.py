@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with t
 @dataclass(frozen=True)
 class GenerateBench:
     preset: str = bench_setting("official", "dhvae model size of the dummy weights", choices=tuple(PRESETS))
-    steps: int = bench_setting(50, "dhvae DDIM steps", type=int, low=1)
+    steps: int = bench_setting(50, "dhvae DDIM steps", type=int, low=1, high=ddim.max_steps(ddim.DDIMConfig()))
     frames: int = bench_setting(120, "dhvae frames decoded per sentence", flag="--num-frames", type=int, low=1)
     guidance: float = 3.5
 

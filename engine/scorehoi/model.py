@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -239,41 +240,6 @@ class FoldedResidualBlock(nn.Module):
         return x + self.act(self.linear_layer2(self.layer_norm2(h)))
 
 
-class FoldedScoreHOIDenoiser(nn.Module):
-    """The same function as :class:`ScoreHOIDenoiser` without the dead condition paths.
-
-    Takes the same arguments so it drops in for the unfolded model; the image and geometry
-    features are accepted and unused, because the unfolded model's output does not depend on them.
-    """
-
-    def graph_spec(self):
-        """What a backend runs: this module's graph inputs and call convention."""
-        from motionfleet.scorehoi.graphs import scorehoi_folded_graph
-
-        return scorehoi_folded_graph(self)
-
-    def __init__(self, model: ScoreHOIDenoiser):
-        super().__init__()
-        self.time_mlp = model.time_mlp
-        self.init_mlp = model.init_mlp
-        self.blocks = nn.ModuleList(fold_block(block) for block in items_of(model.blocks, ResidualBlock))
-        self.final_mlp = model.final_mlp
-        self.time_mlp_betas = model.time_mlp_betas
-        self.init_mlp_betas = model.init_mlp_betas
-        self.blocks_betas = nn.ModuleList(fold_block(block) for block in items_of(model.blocks_betas, ResidualBlock))
-        self.final_mlp_betas = model.final_mlp_betas
-
-    def forward(self, x_t, t, image_features=None, geometry_features=None):
-        pose_object = run_branch(
-            x_t[:, :POSE_OBJECT_DIM], t, self.time_mlp, self.init_mlp, self.blocks, self.final_mlp
-        )
-        betas = run_branch(
-            x_t[:, POSE_OBJECT_DIM:], t, self.time_mlp_betas, self.init_mlp_betas,
-            self.blocks_betas, self.final_mlp_betas,
-        )
-        return torch.cat((pose_object, betas), dim=1)
-
-
 def attention_as_affine(attention: ConditionAttention) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) with h + attention(h, any condition) = W h + b.
 
@@ -305,11 +271,59 @@ def fold_block(block: ResidualBlock) -> FoldedResidualBlock:
     return FoldedResidualBlock(block, affine)
 
 
+class FoldedScoreHOIDenoiser(nn.Module):
+    """The same function as :class:`ScoreHOIDenoiser` without the dead condition paths.
+
+    Takes the same arguments so it drops in for the unfolded model; the image and geometry
+    features are accepted and unused, because the unfolded model's output does not depend on them.
+    """
+
+    def graph_spec(self):
+        """What a backend runs: this module's graph inputs and call convention."""
+        from motionfleet.scorehoi.graphs import scorehoi_folded_graph
+
+        return scorehoi_folded_graph(self)
+
+    def __init__(self, model: ScoreHOIDenoiser,
+                 fold: Callable[[ResidualBlock], FoldedResidualBlock] = fold_block):
+        super().__init__()
+        self.time_mlp = model.time_mlp
+        self.init_mlp = model.init_mlp
+        self.blocks = nn.ModuleList(fold(block) for block in items_of(model.blocks, ResidualBlock))
+        self.final_mlp = model.final_mlp
+        self.time_mlp_betas = model.time_mlp_betas
+        self.init_mlp_betas = model.init_mlp_betas
+        self.blocks_betas = nn.ModuleList(fold(block) for block in items_of(model.blocks_betas, ResidualBlock))
+        self.final_mlp_betas = model.final_mlp_betas
+
+    def forward(self, x_t, t, image_features=None, geometry_features=None):
+        pose_object = run_branch(
+            x_t[:, :POSE_OBJECT_DIM], t, self.time_mlp, self.init_mlp, self.blocks, self.final_mlp
+        )
+        betas = run_branch(
+            x_t[:, POSE_OBJECT_DIM:], t, self.time_mlp_betas, self.init_mlp_betas,
+            self.blocks_betas, self.final_mlp_betas,
+        )
+        return torch.cat((pose_object, betas), dim=1)
+
+
 def fold_scorehoi(model: ScoreHOIDenoiser) -> FoldedScoreHOIDenoiser:
     """The exact folded equivalent of ``model``, which is left unchanged: the layers the fold does
     not change are ``model``'s own, shared, not copied (copies took 1.1 s of the 3.9 s fold of the
     released size on 2 CPU cores, and held a second copy of them while both models lived)."""
     return FoldedScoreHOIDenoiser(model).eval()
+
+
+def folded_layout(config: ScoreHOIConfig) -> FoldedScoreHOIDenoiser:
+    """The folded denoiser of ``config`` on the meta device, its weights not computed: what a stored
+    fold (``scorehoi.fold_cache``) is loaded into."""
+
+    def unfolded_block(block: ResidualBlock) -> FoldedResidualBlock:
+        hidden = block.block.after_ip_attn.in_features
+        return FoldedResidualBlock(block, nn.Linear(hidden, hidden))
+
+    with torch.device("meta"):
+        return FoldedScoreHOIDenoiser(ScoreHOIDenoiser(config), unfolded_block).eval()
 
 
 # --- building, loading, measuring ----------------------------------------------------------

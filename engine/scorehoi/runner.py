@@ -43,6 +43,7 @@ from motionfleet.sampling.schedules import NoiseSchedule
 from motionfleet.sampling.score_guidance import refine
 from motionfleet.scorehoi import metrics
 from motionfleet.scorehoi import model as scorehoi
+from motionfleet.scorehoi.fold_cache import folded_denoiser
 from motionfleet.scorehoi.hoi import (
     NUM_HUMAN_POINTS,
     NUM_JOINTS,
@@ -119,15 +120,21 @@ class RoundLog:
     masks: list = field(default_factory=list)  # ContactMasks per round
 
 
+def load_denoiser(spec: RefineModelSpec, folded: bool, device: torch.device) -> tuple[torch.nn.Module, str]:
+    """(denoiser on ``device``, weights description): folded where it runs (``fold_cache``), or the unfolded reference."""
+    if folded:
+        return folded_denoiser(spec.checkpoint, spec.preset, spec.dummy_seed, device)
+    model, weights = scorehoi.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
+    return model.to(device), weights
+
+
 class ScoreHOIRefiner:
     def __init__(self, spec: RefineModelSpec, settings: RefineSettings):
         self.spec, self.settings = spec, settings
         self.device = torch.device(settings.device)
         with checkpoint_errors(spec.checkpoint, "scorehoi"):
-            model, self.weights = scorehoi.load_model(spec.checkpoint, spec.preset, spec.dummy_seed)
+            denoiser, self.weights = load_denoiser(spec, settings.folded, self.device)
         self.config = scorehoi.PRESETS[spec.preset]
-        model = model.to(self.device)  # folded where it runs: the fold's 2048^3 products take 2.7 s on 2 CPU cores
-        denoiser = scorehoi.fold_scorehoi(model) if settings.folded else model
         self.model = rowwise_narrow_linears(denoiser)
         self.denoiser = backends.make_backend(settings.backend, self.model, settings.precision, self.device,
                                               weights=self.weights)

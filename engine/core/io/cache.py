@@ -1,6 +1,7 @@
 """The one cache root: ``$MOTIONFLEET_CACHE``, else ``~/.cache/motionfleet``.
 
-Exported graphs, TensorRT engines, synthetic body models and object SDF grids live under it.
+Exported graphs, TensorRT engines, ScoreHOI's folded denoiser, synthetic body models and object SDF
+grids live under it.
 """
 
 from __future__ import annotations
