@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from motionfleet.core.errors import DataError
 from motionfleet.core.io.cache import cache_dir
 from motionfleet.core.runtime import graphs
 from motionfleet.core.runtime.batching import pad_rows
@@ -314,7 +313,7 @@ def graph_in_folder(spec: graphs.GraphSpec, precision: str, onnx_dir: Path, dige
     export = f"motionfleet export {spec.export_flags or f'--family {spec.family}'} --precision {precision} --out {onnx_dir}"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; write it with: {export}")
-    metadata = graph_metadata_in_folder(path)
+    metadata = graphs.read_metadata(path)
     exported = metadata.get("weights_sha256")
     if exported != digest:
         raise ValueError(f"{path} was exported from other weights (weights_sha256 {exported}, the model's is "
@@ -323,40 +322,6 @@ def graph_in_folder(spec: graphs.GraphSpec, precision: str, onnx_dir: Path, dige
     if differing:
         raise ValueError(f"{path} was exported at another config ({differing}); export it again: {export}")
     return path
-
-
-def graph_metadata_in_folder(path: Path) -> dict[str, str]:
-    """An untrusted graph's metadata; DataError for a file that is not an ONNX graph or whose
-    external weights data lies outside its folder (``..``, an absolute path)."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError) as err:
-        raise DataError(f"{path} is not a readable ONNX graph ({str(err).strip()[:200] or type(err).__name__}); "
-                        f"export it again") from err
-    for location in external_locations(model):
-        if Path(location).is_absolute() or Path(location).name != location:
-            raise DataError(f"{path} names external weights data {location!r} outside its folder; export it again")
-    return {prop.key: prop.value for prop in model.metadata_props}
-
-
-def external_locations(model) -> set[str]:
-    """The ``location`` of every tensor whose data is outside the graph file (initializers and
-    tensor attributes, subgraphs included)."""
-    import onnx
-
-    def tensors(graph):
-        yield from graph.initializer
-        for node in graph.node:
-            for attribute in node.attribute:
-                yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
-                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                    yield from tensors(subgraph)
-
-    return {entry.value for tensor in tensors(model.graph) if tensor.data_location == onnx.TensorProto.EXTERNAL
-            for entry in tensor.external_data if entry.key == "location"}
 
 
 def config_differences(exported: Optional[str], config: dict) -> str:

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from motionfleet.core.errors import DataError
 from motionfleet.core.io.provenance import engine_version
 
 OPSET = 23
@@ -146,11 +147,38 @@ def graph_metadata(spec: GraphSpec, weights: str, digest: str, precision: str, o
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of an exported graph (reads the graph structure, not external weights)."""
+    """The metadata of an exported graph, an untrusted file (the graph structure is read, not its
+    external weights); DataError for a file that is not an ONNX graph or whose external weights
+    data lies outside its folder (``..``, an absolute path)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{path} is not a readable ONNX graph ({str(err).strip()[:200] or type(err).__name__}); "
+                        f"export it again") from err
+    for location in external_locations(model):
+        if Path(location).is_absolute() or Path(location).name != location:
+            raise DataError(f"{path} names external weights data {location!r} outside its folder; export it again")
+    return {prop.key: prop.value for prop in model.metadata_props}
+
+
+def external_locations(model) -> set[str]:
+    """The ``location`` of every tensor whose data is outside the graph file (initializers and
+    tensor attributes, subgraphs included)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {prop.key: prop.value for prop in model.metadata_props}
+    def tensors(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                yield from ([attribute.t] if attribute.HasField("t") else []) + list(attribute.tensors)
+                for subgraph in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from tensors(subgraph)
+
+    return {entry.value for tensor in tensors(model.graph) if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data if entry.key == "location"}
 
 
 def parameter_bytes(module: nn.Module) -> int:
