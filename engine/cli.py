@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from motionfleet.core.options import Option, UsageError, float_option, int_option
+from motionfleet.core.options import Option, UsageError, dummy_seed_option, float_option, int_option
 
 EXIT_USAGE, EXIT_DATA, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 1, 130, 143  # 128 + SIGINT / SIGTERM
 PROG = "motionfleet"
@@ -110,7 +110,7 @@ def run_job(args, argv: list[str]) -> int:
 
 
 EXPORT_OPTIONS = (
-    int_option("dummy_seed", 0, "seed of the dummy weights", low=0),
+    dummy_seed_option(),
     int_option("opset", 23, "ONNX opset", low=18),
     int_option("loop_steps", None, "dhvae: also export the whole DDIM loop unrolled for this many steps", low=1),
     float_option("guidance_scale", 3.5, "guidance scale baked into the whole-loop graph", low=0.0),

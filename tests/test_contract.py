@@ -54,6 +54,8 @@ BAD = {  # argv -> what the one line must say
         (["--shard-size", "0"], "--shard-size: must be >= 1, got 0"),
         (["--device", "tpu"], "--device: unknown value 'tpu'"),
         (["--guidance", "3"], "unrecognized arguments: --guidance 3"),
+        (["--seed", str(2**63)], f"--seed: must be <= {2**63 - 1}, got {2**63}"),  # the results' int64 column
+        (["--dummy-seed", str(2**64)], f"--dummy-seed: must be <= {2**63 - 1}, got {2**64}"),  # torch's generator
     ],
     "reconstruct": [
         ([], "one of the arguments --videos --demo is required"),
@@ -61,6 +63,7 @@ BAD = {  # argv -> what the one line must say
         (["--demo", "--stride", "0"], "--stride: must be >= 1, got 0"),
         (["--demo", "--preset", "huge"], "--preset: unknown value 'huge'; choose one of released, small"),
         (["--videos", "/nonexistent/v"], "--videos: /nonexistent/v does not exist"),
+        (["--demo", "--seed", str(2**63)], f"--seed: must be <= {2**63 - 1}, got {2**63}"),
     ],
     "refine": [
         (["--demo", "--batch-size", "-1"], "--batch-size: must be >= 1, got -1"),

@@ -21,7 +21,7 @@ from motionfleet.core.execution.policy import output_errors
 from motionfleet.core.execution.stages import Stage, committed_files, stage_location
 from motionfleet.core.jobfolder.report import build_report, read_report, utc_now, write_report
 from motionfleet.core.jobfolder.sink import JobFolder, whole_job_wall_s
-from motionfleet.core.options import Option, UsageError, existing_path, float_option, int_option, workers_option
+from motionfleet.core.options import Option, UsageError, dummy_seed_option, existing_path, float_option, int_option, workers_option
 from motionfleet.core.runtime.stopwatch import total
 from motionfleet.core.shards import Shard
 
@@ -36,7 +36,7 @@ def engine_options(family: registry.Family) -> tuple[Option, ...]:
         Option("checkpoint", None, "model folder (model.safetensors + config.json) or a released checkpoint; "
                "none: seeded dummy weights of --preset", checks=(existing_path,), metavar="PATH"),
         Option("preset", family.default_preset, "model size, for dummy weights", choices=family.presets),
-        int_option("dummy_seed", 0, "seed of the dummy weights", low=0),
+        dummy_seed_option(),
         int_option("batch_size", 64, "work items per model call", low=1),
         Option("device", "auto", "where the models run; auto: cuda if torch sees a GPU, else cpu", choices=DEVICES),
         Option("backend", "torch", "what runs the models (docs/export.md says which)", choices=BACKENDS),

@@ -121,6 +121,13 @@ def int_option(name: str, default: Optional[int], help: str, low: Optional[float
     return Option(name, default, help, int, checks=checks, metavar="N")
 
 
+MAX_SEED = 2**63 - 1  # seeds are written to the results' int64 columns (torch's generators take up to 2**64 - 1)
+
+
+def dummy_seed_option() -> Option:
+    return int_option("dummy_seed", 0, "seed of the dummy weights", low=0, high=MAX_SEED)
+
+
 def workers_count(value: str) -> int | str:
     """``--workers``'s text: ``auto`` or a whole number."""
     return "auto" if value == "auto" else int(value)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from motionfleet.core.options import existing_file, file_setting, scheduling, setting
+from motionfleet.core.options import MAX_SEED, existing_file, file_setting, scheduling, setting
 from motionfleet.dhvae.motion_space import SPACES
 
 MAX_FRAMES = 300
@@ -17,7 +17,7 @@ class GenerateSettings:
     steps: int = setting(50, "DDIM steps", low=1, high=1000)
     guidance_scale: float = setting(3.5, "classifier-free guidance scale w", low=0.0)
     eta: float = setting(0.0, "DDIM eta (0: deterministic)", low=0.0, high=1.0)
-    seed: int = setting(0, "job seed; each sample's noise comes from (seed, id, repeat)", low=0)
+    seed: int = setting(0, "job seed; each sample's noise comes from (seed, id, repeat)", low=0, high=MAX_SEED)
     batch_size: int = scheduling(64)
     default_frames: int = setting(120, f"frames for prompts that give none (max {MAX_FRAMES})", flag="num_frames", low=1,
                                   high=MAX_FRAMES)

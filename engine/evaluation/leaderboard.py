@@ -54,7 +54,7 @@ else:  # Python 3.10
     import tomli as tomllib
 
 from motionfleet.common.weights import weights_description
-from motionfleet.core.options import Option, UsageError, int_option, workers_count
+from motionfleet.core.options import MAX_SEED, Option, UsageError, int_option, workers_count
 from motionfleet.evaluation import api
 from motionfleet.evaluation.statistics import mean_and_interval
 
@@ -95,7 +95,7 @@ ENTRY_KEYS = ("name", "family", "checkpoint", "seeds", "settings", "published")
 SOURCE_KEYS = ("paper", "table")  # where a [published] table's numbers are printed
 BOARD_JSON = "leaderboard.json"
 OWN_SETTINGS = ("workers", "address", "checkpoint", "seed", "protocol")  # set by the config's own keys, not by [settings]
-SEED = int_option("seed", 0, "one evaluation per seed", low=0)
+SEED = int_option("seed", 0, "one evaluation per seed", low=0, high=MAX_SEED)
 
 
 def protocol_families() -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from motionfleet.core.options import existing_file, existing_folder, file_setting, positive, scheduling, setting
+from motionfleet.core.options import MAX_SEED, existing_file, existing_folder, file_setting, positive, scheduling, setting
 
 
 def height_by_width(text: str) -> tuple[int, int]:
@@ -60,7 +60,7 @@ class ReconstructSettings:
     guidance_penetration: float = setting(1.0, "weight of the joint penetration term", low=0.0)
     guidance_aux: float = setting(1.0, "weight of the auxiliary 3D joint term", low=0.0)
     joint_radius: float = setting(0.08, "joint sphere radius (m) of the penetration term", above=0.0)
-    seed: int = setting(0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0)
+    seed: int = setting(0, "job seed; each clip's noise comes from (seed, video id, clip index)", low=0, high=MAX_SEED)
     batch_size: int = scheduling(4)
     prefetch_clips: int = setting(4, "decoded clips queued ahead of the models", low=1, scheduling=True)
     detector_size: tuple[int, int] = setting((800, 1440), "detector input HEIGHTxWIDTH, multiples of 32 (CloseInt's "
