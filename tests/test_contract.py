@@ -36,6 +36,7 @@ def one_line_error(capsys) -> str:
     return lines[0]
 
 
+CPUS = os.cpu_count() or 1
 BAD = {  # argv -> what the one line must say
     "generate": [
         (["--preset", "nonsense"], "--preset: unknown value 'nonsense'; choose one of official, paper, tiny"),
@@ -46,6 +47,7 @@ BAD = {  # argv -> what the one line must say
                               "has timesteps for 1 to 999 steps"),
         (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
         (["--workers", "-1"], "--workers: must be >= 0, got -1"),
+        (["--workers", str(CPUS + 1), "--device", "cpu"], f"--workers {CPUS + 1}: this machine has {CPUS} CPUs"),
         (["--guidance-scale", "nan"], "--guidance-scale: must be a finite number, got nan"),
         (["--eta", "2"], "--eta: must be <= 1.0, got 2.0"),
         (["--num-frames", "301"], "--num-frames: must be <= 300, got 301"),

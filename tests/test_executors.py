@@ -19,6 +19,7 @@ from motionfleet.core.execution import FaultPolicy, RunContext, WarmWorker, work
 from motionfleet.core.execution.ray.placement import placements, shards_at_once, spare_cpus, stage_streams
 from motionfleet.core.jobfolder import failures
 from motionfleet.core.jobfolder.sink import read_results
+from motionfleet.core.options import UsageError
 
 TOY = str(Path(__file__).with_name("toy_job.py"))
 QUIET = {**os.environ, "MOTIONFLEET_PROGRESS": "0"}
@@ -106,7 +107,12 @@ def test_a_model_actor_fills_its_batches_from_several_shards(tmp_path):
 def test_workers_auto_on_one_machine_runs_in_process_unless_it_has_several_gpus(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert worker_layout("auto", None, "cpu") == (0, "a CPU machine: one worker holding every core")
-    assert worker_layout(3, None, "cpu") == (3, "as asked")
+    assert worker_layout(2, None, "cpu") == (2, "as asked")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(UsageError, match="--workers 3: this machine has 2 CPUs and each worker holds at least one"):
+        worker_layout(3, None, "cpu")  # each actor would share a core and load its own model
+    assert worker_layout(3, "127.0.0.1:6379", "cpu") == (3, "as asked")  # a cluster's CPUs are its own
+    assert worker_layout(3, None, "cuda") == (3, "as asked")  # GPU actors share a GPU by design
     for gpus, workers in ((1, 0), (4, 4)):
         monkeypatch.setattr(torch.cuda, "device_count", lambda gpus=gpus: gpus)
         assert worker_layout("auto", None, "cuda")[0] == workers

@@ -23,6 +23,7 @@ from motionfleet.core.execution.in_process import InProcessExecutor
 from motionfleet.core.execution.ledger import RunOutcome
 from motionfleet.core.execution.policy import FaultPolicy, OutputUnwritable
 from motionfleet.core.execution.worker import ShardDone, WarmWorker, shard_done_from_summary
+from motionfleet.core.options import UsageError
 
 __all__ = ["Executor", "FaultPolicy", "InProcessExecutor", "OutputUnwritable", "RunContext", "RunOutcome", "ShardDone",
            "WarmWorker", "executor_for", "shard_done_from_summary", "shutdown", "worker_layout"]
@@ -42,9 +43,11 @@ def worker_layout(requested: int | str, address: Optional[str], device: str) -> 
     of a cluster (``address`` or ``RAY_ADDRESS``), read from the resources Ray reports; on one
     machine with at most one GPU, in this process: one worker holding every core, without Ray's
     start (on a 2-core CPU, one Ray actor ran a sentence in 1.37 s against 1.00 s in process)."""
+    on_a_cluster = address is not None or bool(os.environ.get("RAY_ADDRESS"))
     if requested != "auto":
+        check_local_workers(int(requested), device, on_a_cluster)
         return int(requested), "as asked"
-    if address is not None or os.environ.get("RAY_ADDRESS"):
+    if on_a_cluster:
         from motionfleet.core.execution.ray.scheduler import RayExecutor  # a cluster's resources: only Ray knows them
 
         return RayExecutor.auto_workers(address, device)
@@ -56,6 +59,15 @@ def worker_layout(requested: int | str, address: Optional[str], device: str) -> 
             return gpus, f"one per GPU ({gpus})"
         return 0, "one GPU"
     return 0, "a CPU machine: one worker holding every core"
+
+
+def check_local_workers(workers: int, device: str, on_a_cluster: bool) -> None:
+    """More CPU workers than this machine's CPUs is a usage error: the Ray cluster this process
+    starts has one CPU per core, and each actor would hold a share of one while loading its own model."""
+    cpus = os.cpu_count() or 1
+    if device == "cpu" and not on_a_cluster and workers > cpus:
+        raise UsageError(f"--workers {workers}: this machine has {cpus} CPUs and each worker holds at least one; "
+                         f"give at most {cpus}, or auto")
 
 
 def shutdown() -> None:
