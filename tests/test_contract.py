@@ -66,6 +66,8 @@ BAD = {  # argv -> what the one line must say
         (["--demo", "--preset", "huge"], "--preset: unknown value 'huge'; choose one of released, small"),
         (["--videos", "/nonexistent/v"], "--videos: /nonexistent/v does not exist"),
         (["--demo", "--seed", str(2**63)], f"--seed: must be <= {2**63 - 1}, got {2**63}"),
+        (["--demo", "--fps", "1e20"], "--fps: must be <= 240.0, got 1e+20"),  # was the planner's MemoryError
+        (["--demo", "--stride", "17"], "--stride 17: the model's clips are 16 frames; give 1 to 16"),  # was exit 1
     ],
     "refine": [
         (["--demo", "--batch-size", "-1"], "--batch-size: must be >= 1, got -1"),

@@ -18,7 +18,7 @@ from motionfleet.socialmirror.front_end import probe_detector, probe_estimator
 from motionfleet.socialmirror.model import PRESETS, load_model, probe_model
 from motionfleet.socialmirror.runner import Reconstructor
 from motionfleet.socialmirror.settings import ReconstructSettings, ReconstructSpec
-from motionfleet.socialmirror.source import plan_job
+from motionfleet.socialmirror.source import model_config, plan_job
 
 # The order --help lists reconstruct's settings in (the rest follow in field order).
 HELP_ORDER = ("steps", "eta", "sigma", "guidance_scale", "guidance_penetration", "guidance_aux", "joint_radius", "fps", "stride",
@@ -44,10 +44,18 @@ def probe_front_end(spec: ReconstructSpec) -> None:
         probe_estimator(spec.estimator_weights, config.image_feature_dim)
 
 
-def check_onnx_dir(settings: ReconstructSettings) -> None:
+def check_settings(spec: ReconstructSpec, settings: ReconstructSettings) -> None:
+    """The checks that read two settings or the model's sizes, before any work (the demo corpus included)."""
     if settings.onnx_dir is not None and settings.backend not in backends.GRAPH_BACKENDS:
         raise UsageError(f"--onnx-dir: --backend {settings.backend} runs no graph; give --backend "
                          f"{' or '.join(backends.GRAPH_BACKENDS)}, or leave --onnx-dir out")
+    if settings.detect_every > settings.max_gap + 1:
+        raise UsageError(f"--detect-every {settings.detect_every} leaves gaps longer than --max-gap {settings.max_gap}: "
+                         f"detect at least every {settings.max_gap + 1} frames or raise --max-gap")
+    clip_len = model_config(spec).frames
+    if not 1 <= settings.stride <= clip_len:
+        raise UsageError(f"--stride {settings.stride}: the model's clips are {clip_len} frames; give 1 to {clip_len} "
+                         f"({clip_len}: clips side by side, less: overlapping)")
 
 
 def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_size,
@@ -58,12 +66,9 @@ def plan(videos, spec: ReconstructSpec, settings: ReconstructSettings, shard_siz
     with checkpoint_errors(spec.checkpoint, "socialmirror"):
         probe_model(spec.checkpoint)
     probe_front_end(spec)
-    check_onnx_dir(settings)
+    check_settings(spec, settings)
     corpus = write_demo_corpus(demo_folder(out_dir)) if videos is None else videos
     settings = replace(settings, clips_per_shard=shard_size or ReconstructSettings.clips_per_shard)
-    if settings.detect_every > settings.max_gap + 1:
-        raise UsageError(f"--detect-every {settings.detect_every} leaves gaps longer than --max-gap {settings.max_gap}: "
-                         f"detect at least every {settings.max_gap + 1} frames or raise --max-gap")
     shards, job, stages = plan_job(corpus, spec, settings)
     if job["boxes"]["full_frame"]:
         print(f"motionfleet: warning: {report.full_frame_warning(job['boxes']['full_frame'])}", file=sys.stderr)

@@ -7,6 +7,8 @@ from typing import Optional
 
 from motionfleet.core.options import MAX_SEED, existing_file, existing_folder, file_setting, positive, scheduling, setting
 
+MAX_FPS = 240.0  # a phone's slow motion; above it every frame repeats, and --fps 1e20 ran the planner out of memory
+
 
 def height_by_width(text: str) -> tuple[int, int]:
     """``"800x1440"`` -> (800, 1440)."""
@@ -48,7 +50,8 @@ class ReconstructSpec:
 
 @dataclass(frozen=True)
 class ReconstructSettings:
-    target_fps: float = setting(30.0, "frames per second the videos are resampled to", flag="fps", checks=(positive,))
+    target_fps: float = setting(30.0, "frames per second the videos are resampled to", flag="fps", checks=(positive,),
+                                high=MAX_FPS)
     stride: int = setting(16, "frames between clip starts (16: no overlap)", low=1)
     crop_size: int = setting(224, "person crop side for ResNet-50", low=32)
     max_frame_size: Optional[int] = setting(640, "cap on the longer frame side before cropping", low=32)

@@ -137,8 +137,6 @@ def attach_tracks(shards: list[Shard], files: dict[str, StageFiles]) -> list[Sha
 
 def plan_shards(videos: list[VideoItem], captions: dict[str, str], clip_len: int,
                 settings: ReconstructSettings, detect: bool = False) -> list[Shard]:
-    if settings.clips_per_shard < 1 or not 1 <= settings.stride <= clip_len:
-        raise ValueError(f"clips per shard must be >= 1 and stride in 1..{clip_len}")
     shards = []
     # Probing opens every video: in parallel, on the cluster's CPUs when the job runs on Ray.
     totals = map_ordered(partial(video_clips, clip_len=clip_len, settings=settings), videos)
@@ -177,12 +175,16 @@ def weight_files(spec: ReconstructSpec) -> dict:
             "text_encoder": weights_digest(spec.text_encoder_weights), "body_model": weights_digest(body)}
 
 
+def model_config(spec: ReconstructSpec) -> socialmirror.SocialMirrorConfig:
+    return socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
+
+
 def plan_job(corpus: str | Path, spec: ReconstructSpec,
              settings: ReconstructSettings) -> tuple[list[Shard], dict, tuple[Stage, ...]]:
     """(shards, job description, stages) of a corpus; the description decides the output bytes."""
     videos = list_videos(corpus)
     captions = read_captions(corpus, videos)
-    config = socialmirror.PRESETS.get(spec.preset, socialmirror.SocialMirrorConfig())
+    config = model_config(spec)
     if captions and spec.checkpoint is None and config.text_feature_dim != CONDITION_DIM:
         raise ValueError(f"captions give {CONDITION_DIM}-dim text features; preset {spec.preset} takes "
                          f"{config.text_feature_dim}")
