@@ -67,6 +67,7 @@ BAD = {  # argv -> what the one line must say
         (["--videos", "/nonexistent/v"], "--videos: /nonexistent/v does not exist"),
         (["--demo", "--seed", str(2**63)], f"--seed: must be <= {2**63 - 1}, got {2**63}"),
         (["--demo", "--fps", "1e20"], "--fps: must be <= 240.0, got 1e+20"),  # was the planner's MemoryError
+        (["--demo", "--crop-size", str(2**64)], f"--crop-size: must be <= 1024, got {2**64}"),  # every shard failed
         (["--demo", "--stride", "17"], "--stride 17: the model's clips are 16 frames; give 1 to 16"),  # was exit 1
     ],
     "refine": [

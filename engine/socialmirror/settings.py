@@ -53,7 +53,7 @@ class ReconstructSettings:
     target_fps: float = setting(30.0, "frames per second the videos are resampled to", flag="fps", checks=(positive,),
                                 high=MAX_FPS)
     stride: int = setting(16, "frames between clip starts (16: no overlap)", low=1)
-    crop_size: int = setting(224, "person crop side for ResNet-50", low=32)
+    crop_size: int = setting(224, "person crop side for ResNet-50", low=32, high=1024)  # 1024: a clip's 32 crops 400 MB
     max_frame_size: Optional[int] = setting(640, "cap on the longer frame side before cropping", low=32)
     clips_per_shard: int = 64  # the default shard size (--shard-size sets it)
     steps: int = setting(5, "DDIM steps over CloseInt's 100 train steps", low=1, high=100)
