@@ -53,6 +53,7 @@ if TYPE_CHECKING:  # the registry is imported when a bench runs, not with this m
 MATMUL_SIZE = 2048
 LOAD_WARNING = 0.5  # load average per CPU above which timings are flagged as taken on a busy machine
 PROFILED_BATCHES = 3  # batches per case in a --profile trace, after the warm-up and timed runs
+MAX_BATCH = 65536  # a case builds its whole batch's inputs at once (2**64 overflowed torch's sizes)
 # What ``traced`` runs a call under: a TorchDispatchMode, or FlopCounterMode (a context manager that is not one).
 TracingMode = TypeVar("TracingMode", bound=AbstractContextManager)
 
@@ -660,8 +661,8 @@ def check_arguments(args) -> None:
     unknown = [f for f in args.families if f not in known]
     if unknown:
         raise UsageError(f"unknown famil{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)}; choose from {', '.join(known)}")
-    if not args.batch_sizes or min(args.batch_sizes) < 1:
-        raise UsageError("--batch-sizes needs positive integers, e.g. --batch-sizes 1,8,64")
+    if not args.batch_sizes or min(args.batch_sizes) < 1 or max(args.batch_sizes) > MAX_BATCH:
+        raise UsageError(f"--batch-sizes needs integers from 1 to {MAX_BATCH}, e.g. --batch-sizes 1,8,64")
     for setting_field, flag in case_flags():
         value, low, high = (getattr(args, setting_field.name), setting_field.metadata["low"],
                             setting_field.metadata["high"])

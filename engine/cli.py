@@ -111,7 +111,7 @@ def run_job(args, argv: list[str]) -> int:
 
 EXPORT_OPTIONS = (
     dummy_seed_option(),
-    int_option("opset", 23, "ONNX opset", low=18),
+    int_option("opset", 23, "ONNX opset", low=18, high=23),  # torch's exporter's highest; at 26-28 onnx's checker refused its Attention node
     int_option("loop_steps", None, "dhvae: also export the whole DDIM loop unrolled for this many steps", low=1),
     float_option("guidance_scale", 3.5, "guidance scale baked into the whole-loop graph", low=0.0),
 )
@@ -156,6 +156,8 @@ def run_export(args, argv: list[str]) -> int:
     v = {o.name: o.value(getattr(args, o.name)) for o in EXPORT_OPTIONS}
     if v["loop_steps"] and family.name != "dhvae":
         raise UsageError("--loop-steps: the whole-loop graph exists for dhvae only")
+    if v["loop_steps"]:
+        check_loop_steps(v["loop_steps"])
     paths = export_family(family.name, args.out, checkpoint, preset, v["dummy_seed"],
                           precision, v["loop_steps"], v["guidance_scale"], v["opset"],
                           progress=lambda name: print(f"exporting {name} ...", file=sys.stderr, flush=True),
@@ -163,6 +165,15 @@ def run_export(args, argv: list[str]) -> int:
     for path in paths:
         print(path)
     return 0
+
+
+def check_loop_steps(steps: int) -> None:
+    """The whole-loop graph unrolls the default schedule's steps: at most ``ddim.max_steps`` (999)."""
+    from motionfleet.sampling import ddim
+
+    most = ddim.max_steps(ddim.DDIMConfig())
+    if steps > most:
+        raise UsageError(f"--loop-steps: must be <= {most}, got {steps}")
 
 
 def family_export_values(family, args) -> dict:

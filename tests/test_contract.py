@@ -95,7 +95,11 @@ def test_a_bad_job_invocation_is_one_line_and_exit_2(command, argv, message, tmp
     (["export", "--family", "dhvae", "--preset", "released", "--out", "x"], "--preset: unknown value 'released'"),
     (["export", "--family", "scorehoi", "--loop-steps", "3", "--out", "x"], "the whole-loop graph exists for dhvae only"),
     (["export", "--family", "dhvae", "--opset", "7", "--out", "x"], "--opset: must be >= 18, got 7"),
-    (["bench", "--batch-sizes", "0", "--out", "x"], "--batch-sizes needs positive integers"),
+    (["export", "--family", "dhvae", "--opset", "26", "--out", "x"], "--opset: must be <= 23, got 26"),  # was a traceback
+    (["export", "--family", "dhvae", "--loop-steps", "1000", "--out", "x"], "--loop-steps: must be <= 999, got 1000"),
+    (["bench", "--num-frames", str(2**64), "--out", "x"], f"--num-frames must be <= 300, got {2**64}"),  # was a traceback
+    (["bench", "--batch-sizes", str(2**64), "--out", "x"], "--batch-sizes needs integers from 1 to 65536"),
+    (["bench", "--batch-sizes", "0", "--out", "x"], "--batch-sizes needs integers from 1 to 65536"),
     (["bench", "--batch-sizes", "a,b", "--out", "x"], "--batch-sizes: invalid"),
     (["bench", "--steps", "0", "--out", "x"], "--steps must be >= 1, got 0"),
     (["bench", "--steps", "1000", "--out", "x"], "--steps must be <= 999, got 1000"),

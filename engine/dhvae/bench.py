@@ -14,7 +14,7 @@ from motionfleet.core.runtime.seeding import SampleNoise
 from motionfleet.dhvae import model as dhvae
 from motionfleet.dhvae.model import PRESETS
 from motionfleet.dhvae.runner import DHVAEGenerator
-from motionfleet.dhvae.settings import GenerateSettings, ModelSpec
+from motionfleet.dhvae.settings import MAX_FRAMES, GenerateSettings, ModelSpec
 from motionfleet.sampling import ddim
 
 if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with the family
@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # motionfleet.bench is imported when a bench runs, not with t
 class GenerateBench:
     preset: str = bench_setting("official", "dhvae model size of the dummy weights", choices=tuple(PRESETS))
     steps: int = bench_setting(50, "dhvae DDIM steps", type=int, low=1, high=ddim.max_steps(ddim.DDIMConfig()))
-    frames: int = bench_setting(120, "dhvae frames decoded per sentence", flag="--num-frames", type=int, low=1)
+    frames: int = bench_setting(120, "dhvae frames decoded per sentence", flag="--num-frames", type=int, low=1,
+                                high=MAX_FRAMES)
     guidance: float = 3.5
 
 
