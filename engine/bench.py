@@ -651,7 +651,7 @@ def check_gate_arguments(args) -> None:
 
 
 def check_arguments(args) -> None:
-    from motionfleet.core.options import UsageError
+    from motionfleet.core.options import UsageError, at_least, at_most
     from motionfleet.core.runtime.backends import check_backend
 
     if args.profile is not None and Path(args.profile).exists() and not Path(args.profile).is_dir():
@@ -666,10 +666,10 @@ def check_arguments(args) -> None:
     for setting_field, flag in case_flags():
         value, low, high = (getattr(args, setting_field.name), setting_field.metadata["low"],
                             setting_field.metadata["high"])
-        if value is not None and low is not None and value < low:
-            raise UsageError(f"{flag} must be >= {low}, got {value}")
-        if value is not None and high is not None and value > high:
-            raise UsageError(f"{flag} must be <= {high}, got {value}")
+        checks = ([at_least(low)] if low is not None else []) + ([at_most(high)] if high is not None else [])
+        for problem in (check(value) for check in checks if value is not None):
+            if problem:
+                raise UsageError(f"{flag} {problem}")
     if args.repeats < 3:
         raise UsageError("--repeats must be at least 3 for a spread (10 or more for a stable p90)")
     for backend in args.backends:

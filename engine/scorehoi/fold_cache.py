@@ -38,7 +38,7 @@ def folded_denoiser(checkpoint: Optional[str], preset: str, seed: int,
     stored = read_fold(path, scorehoi.PRESETS[preset], device)
     if stored is not None:
         return stored, weights
-    model, weights = scorehoi.load_model(checkpoint, preset, seed)
+    model, _ = scorehoi.load_model(checkpoint, preset, seed)
     folded = scorehoi.fold_scorehoi(model.to(device))
     write_fold(folded, path)
     return folded, weights
